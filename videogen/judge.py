@@ -1,0 +1,277 @@
+"""The judge: did a video of the built-in world do what its caption says?
+
+It knows the world's palette and geometry, so it needs no learned model:
+  1. every pixel is assigned to the palette colour it is a scaled copy of (anti-aliased edges are
+     darker copies), with that scale as its coverage;
+  2. per colour named in the caption and per frame: presence, coverage-weighted centroid and area;
+  3. shape: the caption-free template (circle/square/triangle) of the same area and centroid that best
+     matches the coverage mask, voted over frames; size: the area against the shape's small/large areas;
+  4. motion from the centroid track: still, one of 8 directions (the net displacement's nearest
+     direction; no reversal), or bouncing (a velocity reversal along one axis, none along the other).
+
+`judge_video` returns a `Verdict` per clip; `track_objects` gives the per-frame tracks that long-video
+scoring uses (objects vanishing, identity kept, bounces at the border).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+from scipy import ndimage
+
+from videogen.data import world
+from videogen.data.captions import COLOUR_NAMES, COLOURS, DIRECTIONS, SHAPES, parse_caption
+
+_PALETTE = np.asarray([COLOURS[c] for c in COLOUR_NAMES], np.float32)  # [8, 3]
+_PALETTE_SQ = np.sum(_PALETTE ** 2, axis=-1)  # [8]
+# Pixels at or above this luminance are part of an object (the dimmest palette colour is ~91).
+LIT_LUMA = 20.0
+# A pixel this close (RGB distance) to a palette colour is that colour at full coverage.
+CORE_DISTANCE = 60.0
+# Lit pixels farther than this (pixels) from any core pixel are noise, not part of an object.
+CORE_REACH = 3
+# An object is present in a frame if its area exceeds this fraction of the smallest object's area.
+PRESENCE_FRACTION = 0.3
+
+
+@dataclasses.dataclass
+class Track:
+    """Per-frame observation of one colour: present [T], centre [T, 2] (x, y; NaN if absent), area [T]."""
+
+    colour: str
+    present: np.ndarray
+    centre: np.ndarray
+    area: np.ndarray
+    shape_scores: np.ndarray  # [T, 3] template error per shape (lower is better; NaN if absent)
+    count: np.ndarray  # [T] object-sized blobs of this colour (1 when all is well)
+
+
+@dataclasses.dataclass
+class ObjectVerdict:
+    colour: str
+    shape: str
+    size: str | None
+    motion: str
+    colour_found: bool
+    shape_ok: bool
+    size_ok: bool
+    motion_ok: bool
+    detected_shape: str | None
+    detected_size: str | None
+    detected_motion: str | None
+
+    @property
+    def correct(self) -> bool:
+        return self.colour_found and self.shape_ok and self.size_ok and self.motion_ok
+
+
+@dataclasses.dataclass
+class Verdict:
+    caption: str
+    objects: list[ObjectVerdict]
+    extra_colours: list[str]  # palette colours clearly present that the caption does not name
+    tracks: dict[str, Track]
+
+    @property
+    def all_correct(self) -> bool:
+        return all(o.correct for o in self.objects) and not self.extra_colours
+
+    def summary(self) -> dict:
+        return {"caption": self.caption, "all_correct": self.all_correct, "extra_colours": self.extra_colours,
+                "objects": [dict(dataclasses.asdict(o), correct=o.correct) for o in self.objects]}
+
+
+def _check_video(video: np.ndarray) -> np.ndarray:
+    video = np.asarray(video)
+    if video.ndim != 4 or video.shape[-1] != 3 or video.shape[1] != video.shape[2]:
+        raise ValueError(f"judge: video must be [T, R, R, 3] (square frames, RGB); got shape {video.shape}.")
+    if video.dtype != np.uint8:
+        raise TypeError(f"judge: video must be uint8 RGB, got {video.dtype}; convert floats in [0, 1] with "
+                        "(x * 255).round().astype(np.uint8).")
+    return video
+
+
+_LUMA = np.asarray([0.299, 0.587, 0.114], np.float32)
+_PALETTE_LUMA = _PALETTE @ _LUMA  # [8]
+
+
+def segment(video: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Assigns every lit pixel to an object colour.
+
+    Returns labels [T, H, W] (palette colour index, -1 for background) and coverage [T, H, W] in [0, 1].
+
+    Why not per-pixel colour: codecs and tokenizers keep luminance sharp but smear chroma (JPEG's
+    4:2:0), so an object's edge pixels lose their hue, and blur mixes the edges of nearby objects.
+    So colour is read only where it is unambiguous — "core" pixels within CORE_DISTANCE of a palette
+    colour at full strength — and every other lit pixel takes the colour of the nearest core pixel in
+    its frame (within CORE_REACH pixels); its coverage is its luminance over that colour's.
+    """
+    x = video.astype(np.float32)
+    luma = x @ _LUMA  # [T, H, W]
+    lit = luma >= LIT_LUMA
+    labels = np.full(luma.shape, -1, np.int64)
+    cover = np.zeros(luma.shape, np.float32)
+    # Colour distances only for lit pixels: the black background is most of every frame.
+    lit_rgb = x[lit]  # [N, 3]
+    distance = np.sqrt(((lit_rgb[:, None, :] - _PALETTE) ** 2).sum(-1))  # [N, 8]
+    nearest_lit = np.argmin(distance, axis=-1)
+    core = np.zeros(luma.shape, bool)
+    core[lit] = distance[np.arange(len(lit_rgb)), nearest_lit] <= CORE_DISTANCE
+    if not core.any():
+        return labels, cover
+    nearest = np.full(luma.shape, -1, np.int64)
+    nearest[lit] = nearest_lit
+    # Grow the core labels into the lit fringe one pixel (8-neighbourhood, within a frame) per step.
+    grown = np.where(core, nearest, -1)
+    for _ in range(CORE_REACH):
+        spread = ndimage.grey_dilation(grown, size=(1, 3, 3))
+        grown = np.where((grown < 0) & lit, spread, grown)
+    labels = np.where(lit, grown, -1)
+    lit = labels >= 0
+    cover = np.where(lit, np.clip(luma / _PALETTE_LUMA[np.maximum(labels, 0)], 0.0, 1.0), 0.0)
+    return labels, cover.astype(np.float32)
+
+
+def _template_error(mask: np.ndarray, cx: float, cy: float, area: float, shape: str) -> float:
+    """Mean absolute difference between a coverage mask and the equal-area shape at (cx, cy), / area.
+
+    `mask` is the blob's coverage; only the box around the blob and its template is compared, since
+    both are zero elsewhere.
+    """
+    r = math.sqrt(area / world.shape_area(shape, 1.0))
+    reach = world.bounding_radius(shape, r) + 2
+    H, W = mask.shape
+    ys, xs = np.nonzero(mask)
+    x0 = int(max(0, min(xs.min(), cx - reach)))
+    x1 = int(min(W, max(xs.max() + 1, cx + reach + 1)))
+    y0 = int(max(0, min(ys.min(), cy - reach)))
+    y1 = int(min(H, max(ys.max() + 1, cy + reach + 1)))
+    dx = np.arange(x0, x1, dtype=np.float32) + 0.5 - cx
+    dy = np.arange(y0, y1, dtype=np.float32)[:, None] + 0.5 - cy
+    template = world.coverage(shape, r, dx[None, :], dy)
+    return float(np.abs(mask[y0:y1, x0:x1] - template).sum() / area)
+
+
+def track_objects(video: np.ndarray, colours, *, segmentation=None) -> dict[str, Track]:
+    """Per-frame presence, centre, area, blob count and shape evidence for each named colour.
+
+    Where a colour has several blobs in a frame, the largest is tracked and `count` says how many
+    object-sized ones there were (a duplicate object in a generated video).
+    """
+    video = _check_video(video)
+    T, R = video.shape[0], video.shape[1]
+    labels, cover = segment(video) if segmentation is None else segmentation
+    per_frame = np.zeros((3, 3, 3), bool)
+    per_frame[1] = ndimage.generate_binary_structure(2, 2)  # 8-connected within a frame, never across time
+    min_area = min_object_area(R)
+    ys, xs = np.mgrid[0:R, 0:R].astype(np.float32) + 0.5
+    tracks = {}
+    for colour in colours:
+        k = COLOUR_NAMES.index(colour)
+        present = np.zeros(T, bool)
+        count = np.zeros(T, np.int32)
+        area = np.zeros(T, np.float32)
+        centre = np.full((T, 2), np.nan, np.float32)
+        scores = np.full((T, len(SHAPES)), np.nan, np.float32)
+        mine = labels == k
+        if not mine.any():
+            tracks[colour] = Track(colour, present, centre, area, scores, count)
+            continue
+        components, _ = ndimage.label(mine, structure=per_frame)
+        for t in range(T):
+            ids = np.unique(components[t])
+            ids = ids[ids > 0]
+            if len(ids) == 0:
+                continue
+            blob_areas = ndimage.sum(cover[t], components[t], ids)
+            count[t] = int((blob_areas >= min_area).sum())
+            best = int(np.argmax(blob_areas))
+            if blob_areas[best] < min_area:
+                continue
+            mask = np.where(components[t] == ids[best], cover[t], 0.0)
+            a = float(blob_areas[best])
+            present[t], area[t] = True, a
+            centre[t] = ((mask * xs).sum() / a, (mask * ys).sum() / a)
+            for s, shape in enumerate(SHAPES):
+                scores[t, s] = _template_error(mask, centre[t, 0], centre[t, 1], a, shape)
+        tracks[colour] = Track(colour, present, centre, area, scores, count)
+    return tracks
+
+
+def min_object_area(resolution: int) -> float:
+    """Blobs smaller than this (pixels of full coverage) are noise, not objects."""
+    return PRESENCE_FRACTION * min(world.shape_area(s, world.SIZE_FRACTION["small"] * resolution) for s in SHAPES)
+
+
+def classify_motion(centre: np.ndarray, present: np.ndarray, resolution: int) -> str | None:
+    """'still', a direction, 'bounce-horizontal' / 'bounce-vertical', or None (unclear / too short)."""
+    pts = centre[present]
+    if len(pts) < 2:
+        return None
+    span = pts.max(0) - pts.min(0)  # [2]
+    still_limit = 0.04 * resolution
+    if span.max() < still_limit:
+        return "still"
+    velocity = np.diff(pts, axis=0)  # [n-1, 2]
+    # A reversal: clearly positive and clearly negative steps along one axis (each above the jitter).
+    jitter = 0.005 * resolution
+    reverses = [(velocity[:, a] > jitter).any() and (velocity[:, a] < -jitter).any()
+                and span[a] >= still_limit for a in (0, 1)]
+    if reverses[0] and not reverses[1] and span[1] < still_limit:
+        return "bounce-horizontal"
+    if reverses[1] and not reverses[0] and span[0] < still_limit:
+        return "bounce-vertical"
+    if any(reverses):
+        return None
+    net = pts[-1] - pts[0]
+    angle = math.atan2(net[1], net[0])
+    best = min(DIRECTIONS, key=lambda d: abs(math.remainder(
+        angle - math.atan2(DIRECTIONS[d][1], DIRECTIONS[d][0]), 2 * math.pi)))
+    return best
+
+
+def judge_video(video: np.ndarray, caption: str) -> Verdict:
+    """Scores one clip against its caption (raises CaptionParseError on captions outside the grammar)."""
+    video = _check_video(video)
+    R = video.shape[1]
+    phrases = parse_caption(caption)
+    tracks = track_objects(video, COLOUR_NAMES)
+    named = {p.colour for p in phrases}
+    # An unnamed colour counts as an extra object only if it is present, object-sized, most of the time.
+    extra = [c for c, tr in tracks.items() if c not in named and tr.present.mean() > 0.5]
+    verdicts = []
+    for p in phrases:
+        tr = tracks[p.colour]
+        found = bool(tr.present.mean() >= 0.5)
+        shape = size = motion = None
+        if found:
+            shape = SHAPES[int(np.nanargmin(np.nanmean(tr.shape_scores[tr.present], axis=0)))]
+            area = float(np.median(tr.area[tr.present]))
+            small = world.shape_area(shape, world.SIZE_FRACTION["small"] * R)
+            large = world.shape_area(shape, world.SIZE_FRACTION["large"] * R)
+            size = "small" if area < math.sqrt(small * large) else "large"
+            motion = classify_motion(tr.centre, tr.present, R)
+        verdicts.append(ObjectVerdict(
+            colour=p.colour, shape=p.shape, size=p.size, motion=p.motion, colour_found=found,
+            shape_ok=shape == p.shape, size_ok=p.size is None or size == p.size, motion_ok=motion == p.motion,
+            detected_shape=shape, detected_size=size, detected_motion=motion))
+    return Verdict(caption=caption, objects=verdicts, extra_colours=extra,
+                   tracks={c: tracks[c] for c in named})
+
+
+def score(videos, captions) -> dict:
+    """Aggregate over clips: fraction fully correct and per-attribute accuracy."""
+    verdicts = [judge_video(v, c) for v, c in zip(videos, captions)]
+    objs = [o for v in verdicts for o in v.objects]
+    mean = lambda xs: float(np.mean(xs)) if xs else float("nan")
+    return {
+        "num_clips": len(verdicts),
+        "all_correct": mean([v.all_correct for v in verdicts]),
+        "colour": mean([o.colour_found for o in objs]),
+        "shape": mean([o.shape_ok for o in objs if o.colour_found]),
+        "size": mean([o.size_ok for o in objs if o.colour_found]),
+        "motion": mean([o.motion_ok for o in objs if o.colour_found]),
+        "verdicts": verdicts,
+    }
