@@ -36,7 +36,7 @@ BOUNCE_MARGIN_FRAMES = 3
 # Gap kept between objects' bounding circles, as a fraction of R, so blur does not mix them.
 OBJECT_GAP = 0.05
 
-# Attribute combinations that the train split never contains and the heldout split always contains.
+# Attribute combinations that the train (and test) splits never contain and every heldout clip contains.
 DEFAULT_HELD_OUT: tuple[tuple[tuple[str, str], ...], ...] = (
     (("colour", "orange"), ("shape", "square")),
     (("colour", "cyan"), ("shape", "circle")),
@@ -289,7 +289,7 @@ def sample_clip(cfg: WorldConfig, split: str, index: int) -> ClipSpec:
         if not ok:
             continue
         matches = [any(o.matches(c) for c in cfg.held_out) for o in objects]
-        if split == "train" and any(matches):
+        if split in ("train", "test") and any(matches):
             continue
         if split == "heldout" and not matches[0]:
             continue

@@ -1,0 +1,206 @@
+"""The `videogen` command line.
+
+    videogen preview --out runs/preview            # GIF grid + contact sheet + captions of the world
+    videogen prepare-world --data-dir D            # the world as a TFDS ArrayRecord dataset
+    videogen judge clip.mp4 --caption "..."        # score a video against its caption
+    videogen judge-world --resolution 64 --num 500 # the judge on ground-truth renders
+    videogen train-text-tokenizer --out DIR        # sentencepiece model from a dataset's captions
+    videogen bench-data                            # input pipeline throughput table
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+# Stages that later issues add; until they land the command says so instead of pretending.
+_PENDING = {
+    "train-tokenizer": "the tokenizer issue (#3)",
+    "encode": "the tokenizer issue (#3)",
+    "decode": "the tokenizer issue (#3)",
+    "eval-tokenizer": "the tokenizer issue (#3)",
+    "train-lm": "the LM issue (#4)",
+    "sample": "the LM issue (#4)",
+    "continue": "the long-video issue (#5)",
+    "eval": "the evaluation issue (#6)",
+    "plan": "the scale-out issue (#7)",
+}
+
+
+def _data_spec(args) -> dict:
+    spec = {"kind": args.kind, "resolution": args.resolution, "num_frames": args.num_frames}
+    if args.kind == "world":
+        spec.update(max_objects=args.max_objects, seed=args.seed)
+    elif args.kind == "tfds":
+        spec.update(name=args.name, data_dir=args.data_dir)
+    else:
+        spec.update(root=args.root)
+    return spec
+
+
+def _add_data_args(p: argparse.ArgumentParser, resolution: int = 64) -> None:
+    p.add_argument("--kind", choices=("world", "tfds", "folder"), default="world", help="data source")
+    p.add_argument("--resolution", type=int, default=resolution)
+    p.add_argument("--num-frames", type=int, default=17)
+    p.add_argument("--max-objects", type=int, default=2, help="world only")
+    p.add_argument("--seed", type=int, default=0, help="world only")
+    p.add_argument("--name", help="tfds only: dataset name, e.g. ucf101/ucf101_1_256")
+    p.add_argument("--data-dir", help="tfds only: where it was prepared")
+    p.add_argument("--root", help="folder only: the folder of videos")
+    p.add_argument("--split", default="train")
+
+
+def cmd_preview(args) -> None:
+    from videogen import video_io
+    from videogen.data.sources import build_source
+
+    source = build_source(_data_spec(args), args.split)
+    examples = [source[i] for i in range(min(args.num, len(source)))]
+    videos = [e["video"] for e in examples]
+    captions = [e["caption"] for e in examples]
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    video_io.gif_grid(videos, out / "preview.gif", cols=4)
+    video_io.contact_sheet(videos, captions, path=out / "contact_sheet.png")
+    (out / "captions.txt").write_text("".join(f"{i:2d}  {c}\n" for i, c in enumerate(captions)))
+    print(f"Wrote {out / 'preview.gif'} ({len(videos)} clips, 4 per row), {out / 'contact_sheet.png'} and "
+          f"{out / 'captions.txt'}:")
+    print((out / "captions.txt").read_text(), end="")
+
+
+def cmd_prepare_world(args) -> None:
+    from videogen.data import tfds_world
+
+    argv = ["--data_dir", args.data_dir, "--resolution", str(args.resolution), "--num_frames",
+            str(args.num_frames), "--max_objects", str(args.max_objects), "--seed", str(args.seed)]
+    if args.split_sizes:
+        argv += ["--split_sizes", args.split_sizes]
+    tfds_world.main(argv)
+
+
+def cmd_judge(args) -> None:
+    from videogen import judge, video_io
+
+    video = np.load(args.video, allow_pickle=False) if args.video.endswith(".npy") else video_io.read_video(args.video)
+    verdict = judge.judge_video(video, args.caption)
+    print(json.dumps(verdict.summary(), indent=2))
+    sys.exit(0 if verdict.all_correct else 1)
+
+
+def cmd_judge_world(args) -> None:
+    from videogen import judge
+    from videogen.data import damage, world
+
+    source = world.WorldSource(world.WorldConfig(resolution=args.resolution, num_frames=args.num_frames,
+                                                 max_objects=args.max_objects, seed=args.seed),
+                               args.split, args.num)
+    rng = np.random.default_rng(0)
+    hurt = damage.KINDS[args.damage] if args.damage else (lambda v, r: v)
+    start = time.perf_counter()
+    result = judge.score((hurt(source[i]["video"], rng) for i in range(args.num)),
+                         (source[i]["caption"] for i in range(args.num)))
+    result.pop("verdicts")
+    result["seconds_per_clip"] = (time.perf_counter() - start) / args.num
+    print(json.dumps(result, indent=2))
+
+
+def cmd_train_text_tokenizer(args) -> None:
+    from videogen.data import text
+    from videogen.data.sources import build_source
+
+    source = build_source(_data_spec(args), "train")
+    n = min(args.num_captions, len(source))
+    if args.kind == "world":  # captions without rendering
+        from videogen.data import world
+        captions = [world.sample_clip(source.cfg, "train", i).caption for i in range(n)]
+    else:
+        captions = [source[i]["caption"] for i in range(n)]
+    path = text.train_text_tokenizer(captions, Path(args.out) / text.MODEL_FILENAME, vocab_size=args.vocab_size)
+    tok = text.TextTokenizer(path)
+    print(f"Wrote {path}: {tok.vocab_size} pieces from {n} captions. Example: {tok.pieces(captions[0])}")
+
+
+def cmd_bench_data(args) -> None:
+    from videogen import bench_data
+
+    bench_data.main(args)
+
+
+def _pending(name: str):
+    def run(args) -> None:
+        print(f"`videogen {name}` is not available yet: it lands with {_PENDING[name]}.", file=sys.stderr)
+        sys.exit(2)
+    return run
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="videogen", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("-v", "--verbose", action="store_true")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("preview", help="render a preview of a dataset: GIF grid, contact sheet, captions")
+    _add_data_args(p)
+    p.add_argument("--out", default="runs/preview")
+    p.add_argument("--num", type=int, default=16)
+    p.set_defaults(func=cmd_preview)
+
+    p = sub.add_parser("prepare-world", help="write the built-in world as a TFDS ArrayRecord dataset")
+    p.add_argument("--data-dir", required=True)
+    p.add_argument("--resolution", type=int, default=64)
+    p.add_argument("--num-frames", type=int, default=17)
+    p.add_argument("--max-objects", type=int, default=2)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--split-sizes", help="e.g. train=20000,test=1000,heldout=1000")
+    p.set_defaults(func=cmd_prepare_world)
+
+    p = sub.add_parser("judge", help="score a video (mp4/gif/webm/npy, square frames) against its caption")
+    p.add_argument("video")
+    p.add_argument("--caption", required=True)
+    p.set_defaults(func=cmd_judge)
+
+    p = sub.add_parser("judge-world", help="the judge's accuracy on ground-truth (optionally damaged) renders")
+    p.add_argument("--resolution", type=int, default=64)
+    p.add_argument("--num-frames", type=int, default=17)
+    p.add_argument("--max-objects", type=int, default=2)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--split", default="test")
+    p.add_argument("--num", type=int, default=500)
+    p.add_argument("--damage", choices=("blur", "noise", "jpeg", "colour_shift", "all"))
+    p.set_defaults(func=cmd_judge_world)
+
+    p = sub.add_parser("train-text-tokenizer", help="train the sentencepiece model from a dataset's captions")
+    _add_data_args(p)
+    p.add_argument("--out", required=True, help="experiment directory; writes text_tokenizer.model there")
+    p.add_argument("--num-captions", type=int, default=20000)
+    p.add_argument("--vocab-size", type=int, default=512)
+    p.set_defaults(func=cmd_train_text_tokenizer)
+
+    p = sub.add_parser("bench-data", help="input pipeline throughput (clips/s) as a table")
+    p.add_argument("--resolution", type=int, default=64)
+    p.add_argument("--num-frames", type=int, default=17)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--steps", type=int, default=10)
+    p.add_argument("--json", help="also write the results here")
+    p.set_defaults(func=cmd_bench_data)
+
+    for name in _PENDING:
+        sub.add_parser(name, help=f"(lands with {_PENDING[name]})").set_defaults(func=_pending(name))
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    args.func(args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,58 @@
+"""Builds any data source from a config dict, so trainers and tools name data the same way.
+
+    {"kind": "world", "resolution": 64, "num_frames": 17, "max_objects": 2, "seed": 0, "num_clips": 100000}
+    {"kind": "tfds", "name": "ucf101/ucf101_1_256", "data_dir": "~/tensorflow_datasets"}
+    {"kind": "folder", "root": "my_videos/", "fps": 8.0}
+
+`resolution` and `num_frames` (and `split`) apply to every kind: all sources yield clips of the same
+shape, {"video": uint8 [T, R, R, 3], "caption": str, ...}.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+from videogen.data import world
+
+KINDS = ("world", "tfds", "folder")
+# The built-in world's splits; tfds and folder sources map "train"/"test" to their own.
+_WORLD_ONLY = {"max_objects", "min_objects", "seed", "held_out", "num_clips"}
+
+
+def build_source(spec: Mapping[str, Any], split: str = "train"):
+    """The source `spec` describes (see the module docstring), for `split`."""
+    spec = dict(spec)
+    kind = spec.pop("kind", "world")
+    resolution = int(spec.pop("resolution", 64))
+    num_frames = int(spec.pop("num_frames", 17))
+    if kind == "world":
+        num_clips = int(spec.pop("num_clips", 100_000 if split == "train" else 1_000))
+        held_out = spec.pop("held_out", None)
+        if isinstance(held_out, str):
+            held_out = world.parse_held_out(held_out)
+        cfg_fields = {"resolution": resolution, "num_frames": num_frames, **spec}
+        if held_out is not None:
+            cfg_fields["held_out"] = tuple(tuple(tuple(kv) for kv in c) for c in held_out)
+        try:
+            cfg = world.WorldConfig(**cfg_fields)
+        except TypeError as e:
+            raise ValueError(f"data spec {dict(kind=kind, **spec)}: {e}; world fields are "
+                             f"{[f.name for f in world.dataclasses.fields(world.WorldConfig)]} + num_clips.") from e
+        return world.WorldSource(cfg, split, num_clips)
+    if kind == "tfds":
+        from videogen.data.tfds_source import TfdsSource  # imports tensorflow_datasets: only when asked
+
+        extra = sorted(set(spec) & _WORLD_ONLY)
+        if extra:
+            raise ValueError(f"data spec: {extra} only apply to kind='world'.")
+        if "name" not in spec:
+            raise ValueError("data spec kind='tfds' needs 'name', e.g. 'ucf101/ucf101_1_256'.")
+        return TfdsSource(spec.pop("name"), split=spec.pop("split", split), num_frames=num_frames,
+                          resolution=resolution, **spec)
+    if kind == "folder":
+        from videogen.data.folder import FolderSource
+
+        if "root" not in spec:
+            raise ValueError("data spec kind='folder' needs 'root', the folder of videos.")
+        return FolderSource(spec.pop("root"), num_frames=num_frames, resolution=resolution, **spec)
+    raise ValueError(f"data spec kind={kind!r}: must be one of {KINDS}.")

@@ -1,0 +1,1 @@
+"""Evaluation metrics for generated video (FVD with a Kinetics-400 I3D network)."""

@@ -1,0 +1,58 @@
+"""Device meshes with named axes (data, fsdp, tensor), `-1` filling whatever devices are left."""
+
+from __future__ import annotations
+
+import math
+from typing import Mapping, Sequence
+
+import jax
+import numpy as np
+from jax.sharding import AxisType, Mesh
+
+DEFAULT_AXES: dict[str, int] = {"data": -1, "fsdp": 1, "tensor": 1}
+# Axes a batch is split over: every axis that holds a different slice of the data.
+BATCH_AXES: tuple[str, ...] = ("data", "fsdp")
+
+
+def resolve_mesh_shape(axes: Mapping[str, int], num_devices: int) -> dict[str, int]:
+    """Replaces the one `-1` with what fills `num_devices`; clear errors for shapes that cannot fit."""
+    axes = dict(axes)
+    unknown = [name for name, size in axes.items() if size == -1]
+    if len(unknown) > 1:
+        raise ValueError(f"mesh {axes}: at most one axis may be -1 (it fills the remaining devices).")
+    bad = {name: size for name, size in axes.items() if size != -1 and size < 1}
+    if bad:
+        raise ValueError(f"mesh {axes}: axis sizes must be positive or -1, got {bad}.")
+    fixed = math.prod(size for size in axes.values() if size != -1)
+    if unknown:
+        if num_devices % fixed:
+            raise ValueError(f"mesh {axes}: the fixed axes use {fixed} devices, which does not divide the "
+                             f"{num_devices} devices present; change the fixed sizes so they divide {num_devices}.")
+        axes[unknown[0]] = num_devices // fixed
+    elif fixed != num_devices:
+        raise ValueError(f"mesh {axes} needs {fixed} devices but {num_devices} are present; set one axis to -1 "
+                         "to fill the rest, or change the sizes.")
+    return axes
+
+
+def make_mesh(axes: Mapping[str, int] | None = None, devices: Sequence[jax.Device] | None = None) -> Mesh:
+    """A mesh over all (or the given) devices with automatic sharding on every axis.
+
+    jax 0.10's `jax.make_mesh` defaults to explicit axis types; this codebase places shardings with
+    logical rules and `with_sharding_constraint`, which is the automatic mode, so say so.
+    """
+    devices = list(jax.devices() if devices is None else devices)
+    shape = resolve_mesh_shape(axes or DEFAULT_AXES, len(devices))
+    names = tuple(shape)
+    if len(devices) == len(jax.devices()):
+        return jax.make_mesh(tuple(shape.values()), names, axis_types=(AxisType.Auto,) * len(names))
+    return Mesh(np.asarray(devices).reshape(tuple(shape.values())), names, axis_types=(AxisType.Auto,) * len(names))
+
+
+def batch_axes(mesh: Mesh) -> tuple[str, ...]:
+    """The mesh axes a batch dimension is split over (those of BATCH_AXES the mesh has)."""
+    return tuple(a for a in BATCH_AXES if a in mesh.axis_names)
+
+
+def data_parallel_size(mesh: Mesh) -> int:
+    return math.prod(mesh.shape[a] for a in batch_axes(mesh))
