@@ -86,7 +86,7 @@ def test_index_items_and_captions(folder):
 
 def test_picklable(folder):
     src = make_source(folder)
-    clone = pickle.loads(pickle.dumps(src))
+    clone = pickle.loads(pickle.dumps(src))  # bytes we made one line above, not a user file
     assert len(clone) == len(src)
     np.testing.assert_array_equal(clone[2]["video"], src[2]["video"])
 

@@ -122,7 +122,7 @@ def test_tfds_source_over_world(world_dir):
     assert starts
 
     # Picklable (grain workers): the reader reopens in the new process/object.
-    clone = pickle.loads(pickle.dumps(small))
+    clone = pickle.loads(pickle.dumps(small))  # bytes we made one line above, not a user file
     np.testing.assert_array_equal(clone[3]["video"], small[3]["video"])
 
 

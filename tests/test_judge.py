@@ -1,0 +1,117 @@
+"""The judge: near-perfect on ground truth, robust to tokenizer-like damage, and able to say no."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from videogen import judge
+from videogen.data import captions, damage, world
+
+
+def _accuracy(resolution, n, damage_kind=None, split="test"):
+    src = world.WorldSource(world.WorldConfig(resolution=resolution), split, num_clips=n)
+    rng = np.random.default_rng(123)
+    hurt = damage.KINDS[damage_kind] if damage_kind else (lambda v, r: v)
+    ok = [judge.judge_video(hurt(src[i]["video"], rng), src[i]["caption"]).all_correct for i in range(n)]
+    return float(np.mean(ok))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("resolution,minimum", [(32, 0.98), (64, 0.995), (128, 0.995)])
+def test_ground_truth_2000_clips(resolution, minimum):
+    assert _accuracy(resolution, 2000) >= minimum
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("resolution,n", [(64, 500), (128, 250)])
+def test_tokenizer_like_damage(resolution, n):
+    assert _accuracy(resolution, n, "all") >= 0.97
+
+
+@pytest.mark.parametrize("kind", ["blur", "noise", "jpeg", "colour_shift"])
+def test_each_kind_of_damage(kind):
+    assert _accuracy(64, 150, kind) >= 0.97
+
+
+def test_heldout_split_judged_too():
+    assert _accuracy(64, 150, split="heldout") >= 0.99
+
+
+def _changed(obj: captions.ObjectPhrase, attribute: str, used_colours) -> captions.ObjectPhrase:
+    if attribute == "colour":
+        new = next(c for c in captions.COLOUR_NAMES if c not in used_colours)
+    elif attribute == "shape":
+        new = captions.SHAPES[(captions.SHAPES.index(obj.shape) + 1) % 3]
+    elif attribute == "size":
+        new = "large" if obj.size == "small" else "small"
+    else:
+        opposite = {"left": "right", "right": "left", "up": "down", "down": "up", "up-left": "down-right",
+                    "down-right": "up-left", "up-right": "down-left", "down-left": "up-right",
+                    "still": "left", "bounce-horizontal": "bounce-vertical", "bounce-vertical": "still"}
+        new = opposite[obj.motion]
+    return dataclasses.replace(obj, **{attribute: new})
+
+
+@pytest.mark.parametrize("attribute", ["colour", "shape", "size", "motion"])
+def test_wrong_captions_are_rejected(attribute):
+    src = world.WorldSource(world.WorldConfig(resolution=64), "test")
+    rng = np.random.default_rng(0)
+    rejected = total = 0
+    for i in range(120):
+        ex = src[i]
+        objs = captions.parse_caption(ex["caption"])
+        if attribute == "size" and objs[0].size is None:
+            continue
+        wrong = [_changed(objs[0], attribute, {o.colour for o in objs})] + objs[1:]
+        total += 1
+        rejected += not judge.judge_video(ex["video"], captions.write_caption(wrong, rng)).all_correct
+    assert total > 50 and rejected / total >= 0.98
+
+
+def test_tracks_follow_ground_truth_positions():
+    src = world.WorldSource(world.WorldConfig(resolution=64, max_objects=3), "test")
+    for i in range(30):
+        ex = src[i]
+        verdict = judge.judge_video(ex["video"], ex["caption"])
+        for k, phrase in enumerate(captions.parse_caption(ex["caption"])):
+            track = verdict.tracks[phrase.colour]
+            assert track.present.all() and (track.count == 1).all()
+            assert np.abs(track.centre - ex["positions"][:, k]).max() < 0.5
+
+
+def test_missing_and_extra_objects():
+    ex = world.WorldSource(world.WorldConfig(resolution=64, min_objects=2, max_objects=2), "test")[0]
+    first, second = captions.parse_caption(ex["caption"])
+    black = np.zeros_like(ex["video"])
+    verdict = judge.judge_video(black, ex["caption"])
+    assert not verdict.all_correct and not any(o.colour_found for o in verdict.objects)
+    # Naming only one of two objects: the other is an extra object.
+    only_first = captions.write_caption([first], np.random.default_rng(0))
+    verdict = judge.judge_video(ex["video"], only_first)
+    assert verdict.objects[0].correct and verdict.extra_colours == [second.colour]
+    assert not verdict.all_correct
+    # An object that vanishes halfway is not found.
+    half = ex["video"].copy()
+    half[: len(half) // 2 + 2] = 0
+    assert not judge.judge_video(half, ex["caption"]).all_correct
+
+
+def test_bad_inputs_are_clear_errors():
+    video = np.zeros((4, 32, 32, 3), np.uint8)
+    with pytest.raises(captions.CaptionParseError):
+        judge.judge_video(video, "a teapot flies")
+    with pytest.raises(TypeError, match="uint8"):
+        judge.judge_video(video.astype(np.float32), "a red circle moves left")
+    with pytest.raises(ValueError, match=r"\[T, R, R, 3\]"):
+        judge.judge_video(np.zeros((4, 32, 48, 3), np.uint8), "a red circle moves left")
+
+
+def test_score_aggregates():
+    src = world.WorldSource(world.WorldConfig(resolution=32), "test")
+    videos = [src[i]["video"] for i in range(10)]
+    caps = [src[i]["caption"] for i in range(10)]
+    videos[0] = np.zeros_like(videos[0])
+    result = judge.score(videos, caps)
+    assert result["num_clips"] == 10 and result["all_correct"] == pytest.approx(0.9)
+    assert result["colour"] < 1.0 and result["motion"] == 1.0
