@@ -301,7 +301,7 @@ class LFQ(Quantizer):
             batch = batch + _entropy(avg_p, jnp.log(jnp.maximum(avg_p, 1e-30)))
         return per_sample, batch
 
-    def __call__(self, z: jax.Array, *, train: bool = True) -> tuple[jax.Array, jax.Array, dict[str, jax.Array]]:
+    def __call__(self, z: jax.Array, *, train: bool) -> tuple[jax.Array, jax.Array, dict[str, jax.Array]]:
         """Quantizes ``z [..., K]`` (e.g. ``[B, T, H, W, K]``); see :class:`Quantizer`.
 
         ``train`` is accepted for the protocol; LFQ has no state, and the aux
@@ -369,7 +369,9 @@ class FSQ(Quantizer):
     are asymmetric (``{-L/2 .. L/2 - 1}``), so the interval is moved down by
     a half step (``offset = 0.5``) and ``shift = atanh(offset / h)`` keeps
     ``bound(0) = 0``. (The paper's listing writes ``tan``; ``atanh`` is the
-    exact inverse needed for ``bound(0) = 0``, and the two differ by < 1e-2.)
+    exact inverse needed for ``bound(0) = 0``; the two differ by < 1e-3 for
+    ``L >= 4``.) Levels must be ``>= 3``: for ``L = 2`` the shifted interval
+    cannot contain 0 (``offset >= h``); a binary channel is what :class:`LFQ` is for.
 
     Attributes:
         codebook_size: ``prod(levels)``.
@@ -380,15 +382,15 @@ class FSQ(Quantizer):
         """Builds the quantizer (no parameters).
 
         Args:
-            levels: Grid size per channel, e.g. ``(8, 8, 8, 5, 5)`` (12800 codes).
+            levels: Grid size per channel, each ``>= 3``, e.g. ``(8, 8, 8, 5, 5)`` (12800 codes).
             eps: Shrinks the bound slightly so ``tanh`` never reaches a rounding
                 boundary that would create an extra level.
             rngs: Ignored (accepted so factories can pass it uniformly).
         """
         del rngs
         levels = tuple(int(l) for l in levels)
-        if not levels or min(levels) < 2:
-            raise ValueError(f"FSQ levels must all be >= 2, got {levels}")
+        if not levels or min(levels) < 3:
+            raise ValueError(f"FSQ levels must all be >= 3 (use LFQ for binary channels), got {levels}")
         if math.prod(levels) > 2**31 - 1:
             raise ValueError(f"prod(levels)={math.prod(levels)} does not fit int32 ids")
         self.levels = levels
@@ -422,7 +424,7 @@ class FSQ(Quantizer):
         shift = jnp.arctanh(offset / h)
         return (jnp.tanh(z.astype(jnp.float32) + shift) * h - offset) / half_width
 
-    def __call__(self, z: jax.Array, *, train: bool = True) -> tuple[jax.Array, jax.Array, dict[str, jax.Array]]:
+    def __call__(self, z: jax.Array, *, train: bool) -> tuple[jax.Array, jax.Array, dict[str, jax.Array]]:
         """Quantizes ``z [..., C]`` (e.g. ``[B, T, H, W, C]``); see :class:`Quantizer`."""
         del train  # FSQ is stateless and has no loss.
         if z.shape[-1] != self.code_dim:
