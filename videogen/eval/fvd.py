@@ -461,10 +461,10 @@ def i3d_features(
     """I3D Kinetics-400 logits of every clip: the embedding FVD compares.
 
     Clips go through one jitted program in batches of ``batch_size``; the last
-    batch is padded (with copies of its last clip) so only one shape is ever
-    compiled. With more than one device the batch is split over all of them
-    (data parallel, parameters replicated); ``batch_size`` is then rounded up
-    to a multiple of the device count.
+    batch is padded (with copies of its last clip) so only one shape is
+    compiled per call. With more than one device the batch is split over
+    them (data parallel, parameters replicated; at most one device per clip);
+    ``batch_size`` is then rounded up to a multiple of the devices used.
 
     Args:
         videos: uint8 ``[N, T, H, W, 3]`` (or a list of ``[T, H, W, 3]`` clips of
@@ -480,9 +480,11 @@ def i3d_features(
     if params is None:
         params = _cached_params(None if cache_dir is None else str(cache_dir))
     n = arr.shape[0]
-    devices = jax.devices()
+    # Fewer clips than devices: use only as many devices as there are clips, so
+    # one clip is not padded into a full batch per device.
+    devices = jax.devices()[:n]
     num_dev = len(devices)
-    bs = max(1, int(batch_size))
+    bs = max(1, min(int(batch_size), n))  # Never compile a batch larger than the input.
     bs = -(-bs // num_dev) * num_dev  # Every device gets the same number of clips.
     if num_dev > 1:
         mesh = Mesh(np.array(devices), ("data",))
