@@ -1,0 +1,392 @@
+"""Tests of the text-to-video transformer (videogen.model): cache, positions, masks, heads, sharding."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+from jax.sharding import PartitionSpec
+
+from videogen import mesh as mesh_lib
+from videogen.model import (
+    DEFAULT_LOGICAL_AXIS_RULES,
+    Transformer,
+    TransformerConfig,
+    block_causal_mask,
+    block_ids,
+    causal_mask,
+    code_groups,
+    code_log_prob,
+    codes_from_groups,
+    flops_per_token,
+    full_code_log_probs,
+    key_padding_mask,
+    logical_to_mesh_spec,
+    make_attention_mask,
+    make_positions,
+    matmul_param_count,
+    param_count,
+    param_shardings,
+    prefix_bidirectional_video_mask,
+    sample_codes,
+    video_token_ids,
+)
+
+
+def _video_logits(out):
+    return out["video"] if isinstance(out, dict) else out
+
+
+def _forward_fn(model, mode="causal"):
+    """A jitted full (no-cache) forward over (state, tokens, positions)."""
+    graphdef, state = nnx.split(model)
+
+    @jax.jit
+    def f(state, tokens, positions):
+        return _video_logits(nnx.merge(graphdef, state)(tokens, positions, mode=mode)[0])
+
+    return functools.partial(f, state)
+
+
+def _rows(cfg, text, codes):
+    """[B, Lt + N] unified ids from text ids [B, Lt] and video codes [B, N]."""
+    return jnp.concatenate([jnp.asarray(text, jnp.int32), video_token_ids(cfg, codes)], axis=1)
+
+
+def _random_row(cfg, seed, batch=2):
+    rng = np.random.default_rng(seed)
+    text = rng.integers(4, cfg.text_vocab_size, (batch, cfg.max_text_len))
+    text[:, 0] = 2  # BOS
+    text[0, -1] = cfg.text_pad_id  # a PAD key in row 0 exercises key padding
+    codes = rng.integers(0, cfg.codebook_size, (batch, cfg.num_video_tokens))
+    return _rows(cfg, text, codes)
+
+
+# ----------------------------------------------------------------------------- KV cache
+
+
+def test_cached_decode_matches_full_pass_and_compiles_once():
+    cfg = TransformerConfig.tiny(head="softmax", codebook_size=32, video_grid=(2, 2, 3))
+    model = Transformer(cfg, rngs=nnx.Rngs(0))
+    graphdef, state = nnx.split(model)
+    tokens = _random_row(cfg, 0)
+    positions = make_positions(cfg, 2)
+    seq = tokens.shape[1]  # 4 text + 12 video = 16
+    full = np.asarray(_forward_fn(model)(tokens, positions))
+
+    traces = {"prefill": 0, "decode": 0}
+
+    def run(kind, state, cache, tok, pos, idx):
+        traces[kind] += 1  # Python side effect: runs once per trace (= per compilation)
+        return nnx.merge(graphdef, state)(tok, pos, mode="causal", cache=cache, cache_index=idx)
+
+    prefill = jax.jit(functools.partial(run, "prefill"))
+    decode = jax.jit(functools.partial(run, "decode"))
+    max_len = seq + 3  # slots past the sequence stay masked
+    for prompt_len in (cfg.max_text_len + 3, cfg.max_text_len + 6):
+        cache = model.init_cache(2, max_len, jnp.float32)
+        logits, cache = prefill(state, cache, tokens[:, :prompt_len], positions[:, :prompt_len], jnp.int32(0))
+        np.testing.assert_allclose(logits, full[:, :prompt_len], atol=1e-5, rtol=1e-5)
+        for p in range(prompt_len, seq):
+            logits, cache = decode(state, cache, tokens[:, p:p + 1], positions[:, p:p + 1], jnp.int32(p))
+            np.testing.assert_allclose(logits[:, 0], full[:, p], atol=1e-5, rtol=1e-5)
+        written = np.asarray(cache["tokens"])
+        assert (written[:, :seq] == np.asarray(tokens)).all() and (written[:, seq:] == -1).all()
+    assert traces == {"prefill": 2, "decode": 1}
+    assert decode._cache_size() == 1
+
+
+def test_block_causal_chunked_cache_matches_full_pass():
+    """Frame-by-frame (block-causal) decoding with a bitgroups head: prefill text + frame 0, then the
+    whole of frame 1 as one chunk, equals the full block-causal pass; MASK tokens included."""
+    cfg = TransformerConfig.tiny(video_grid=(3, 2, 2))
+    model = Transformer(cfg, rngs=nnx.Rngs(1))
+    tokens = _random_row(cfg, 1)
+    tokens = tokens.at[:, -3:].set(cfg.mask_token_id)
+    positions = make_positions(cfg, 2)
+    full = np.asarray(_forward_fn(model, "block_causal")(tokens, positions))
+    graphdef, state = nnx.split(model)
+
+    @jax.jit
+    def step(state, cache, tok, pos, idx):
+        return nnx.merge(graphdef, state)(tok, pos, mode="block_causal", cache=cache, cache_index=idx)
+
+    frame = 4
+    cache = model.init_cache(2, tokens.shape[1], jnp.float32)
+    cuts = [0, cfg.max_text_len + frame, cfg.max_text_len + 2 * frame, tokens.shape[1]]
+    for a, b in zip(cuts[:-1], cuts[1:]):
+        logits, cache = step(state, cache, tokens[:, a:b], positions[:, a:b], jnp.int32(a))
+        assert logits.shape == (2, b - a, cfg.num_groups, cfg.group_size)
+        np.testing.assert_allclose(logits, full[:, a:b], atol=1e-5, rtol=1e-5)
+
+
+# ----------------------------------------------------------------------------- positions
+
+
+def test_text_positions_carry_information():
+    """With bidirectional text, attention without positions would see the caption as a set. Permuting
+    the text tokens changes the video logits; permuting (token, position) pairs together does not."""
+    cfg = TransformerConfig.tiny(head="softmax", codebook_size=32)
+    model = Transformer(cfg, rngs=nnx.Rngs(2))
+    fwd = _forward_fn(model, "prefix_bidirectional")
+    text = np.array([[2, 5, 9, 13]])
+    codes = np.arange(cfg.num_video_tokens)[None] % cfg.codebook_size
+    positions = make_positions(cfg, 1)
+    base = np.asarray(fwd(_rows(cfg, text, codes), positions))
+    perm = np.array([0, 2, 3, 1])
+    permuted = np.asarray(fwd(_rows(cfg, text[:, perm], codes), positions))
+    video = slice(cfg.max_text_len, None)
+    assert np.abs(permuted[:, video] - base[:, video]).max() > 1e-3
+    # Same (token, position) pairs in another sequence order: attention is permutation-equivariant.
+    full_perm = np.concatenate([perm, np.arange(cfg.max_text_len, positions.shape[1])])
+    moved = np.asarray(fwd(_rows(cfg, text[:, perm], codes), positions[:, full_perm]))
+    np.testing.assert_allclose(moved[:, video], base[:, video], atol=1e-5, rtol=1e-5)
+
+
+def test_text_rope_is_standard_1d_rope():
+    from videogen.model import rope_angles
+
+    pos = make_positions(TransformerConfig.tiny(), 1)[:, :4]
+    cos, _ = rope_angles(pos, 8, 10000.0)
+    i = np.arange(4)[:, None]
+    np.testing.assert_allclose(cos[0, :, 0], np.cos(i * 10000.0 ** (-2.0 * np.arange(4) / 8)), atol=1e-6)
+
+
+def test_video_rope_is_relative_in_t_h_w():
+    """No text: shifting every video t (or h) index by a constant leaves all logits unchanged,
+    shifting a single frame does not."""
+    cfg = TransformerConfig.tiny(max_text_len=0, head="softmax", codebook_size=32, video_grid=(3, 2, 2))
+    model = Transformer(cfg, rngs=nnx.Rngs(3))
+    fwd = _forward_fn(model, "prefix_bidirectional_video")
+    tokens = video_token_ids(cfg, np.random.default_rng(3).integers(0, 32, (1, 12)))
+    positions = make_positions(cfg, 1)
+    base = np.asarray(fwd(tokens, positions))
+    np.testing.assert_allclose(fwd(tokens, make_positions(cfg, 1, t_offset=7)), base, atol=2e-5, rtol=1e-5)
+    np.testing.assert_allclose(fwd(tokens, positions.at[..., 1].add(5)), base, atol=2e-5, rtol=1e-5)
+    one_frame = positions.at[:, 8:, 0].add(1)  # frame 2 moves away from frames 0 and 1
+    assert np.abs(np.asarray(fwd(tokens, one_frame)) - base).max() > 1e-3
+
+
+# ----------------------------------------------------------------------------- heads
+
+
+def test_bitgroups_log_probs_normalise_and_factorise():
+    cfg = TransformerConfig.tiny()  # K = 6 bits, g = 3: two 8-way groups
+    assert (cfg.code_bits, cfg.num_groups, cfg.group_size) == (6, 2, 8)
+    logits = jnp.asarray(2.0 * np.random.default_rng(0).standard_normal((3, 5, 2, 8)), jnp.float32)
+    full = np.asarray(full_code_log_probs(cfg, logits))  # [3, 5, 64]
+    np.testing.assert_allclose(np.exp(full).sum(-1), 1.0, atol=1e-5)
+    # Direct: log p(c) = log_softmax(group 0)[c & 7] + log_softmax(group 1)[c >> 3].
+    ls = np.asarray(jax.nn.log_softmax(logits, axis=-1))
+    c = np.arange(64)
+    np.testing.assert_allclose(full, ls[..., 0, c & 7] + ls[..., 1, c >> 3], atol=1e-5)
+    codes = jnp.asarray(np.random.default_rng(0).integers(0, 64, (3, 5)))
+    np.testing.assert_allclose(code_log_prob(cfg, logits, codes),
+                               np.take_along_axis(full, np.asarray(codes)[..., None], -1)[..., 0], atol=1e-5)
+    np.testing.assert_array_equal(codes_from_groups(cfg, code_groups(cfg, codes)), codes)
+    # Per-group argmax is the joint argmax of the factorised distribution.
+    np.testing.assert_array_equal(sample_codes(cfg, None, logits, temperature=0), full.argmax(-1))
+    s = sample_codes(cfg, jax.random.key(1), logits)
+    assert s.shape == (3, 5) and int(s.min()) >= 0 and int(s.max()) < 64
+
+
+def test_softmax_head_utilities_and_text_head():
+    cfg = TransformerConfig.tiny(head="softmax", codebook_size=32, text_loss=True)
+    model = Transformer(cfg, rngs=nnx.Rngs(4))
+    tokens = _random_row(cfg, 4, batch=1)
+    graphdef, state = nnx.split(model)
+    out = jax.jit(lambda s, t, p: nnx.merge(graphdef, s)(t, p)[0])(state, tokens, make_positions(cfg, 1))
+    assert out["video"].shape == (1, 12, 32) and out["text"].shape == (1, 12, cfg.text_vocab_size)
+    full = full_code_log_probs(cfg, out["video"])
+    np.testing.assert_allclose(full, jax.nn.log_softmax(out["video"]), atol=1e-5)
+    np.testing.assert_array_equal(sample_codes(cfg, None, out["video"], temperature=0), out["video"].argmax(-1))
+
+
+def test_bitgroups_config_validation():
+    with pytest.raises(ValueError, match="power-of-2"):
+        TransformerConfig.tiny(codebook_size=48)
+    with pytest.raises(ValueError, match="must divide K=6"):
+        TransformerConfig.tiny(group_bits=4)
+    with pytest.raises(ValueError, match="num_kv_heads"):
+        TransformerConfig.tiny(num_kv_heads=3)
+    big = TransformerConfig(codebook_size=2**18, group_bits=9, head="bitgroups")
+    assert (big.num_groups, big.group_size, big.mask_token_id) == (2, 512, 512 + 2**18)
+
+
+# ----------------------------------------------------------------------------- GQA
+
+
+def test_gqa_matches_mha_with_tied_kv_heads():
+    gqa_cfg = TransformerConfig.tiny(head="softmax", codebook_size=32)  # 4 heads, 2 kv heads
+    mha_cfg = TransformerConfig.tiny(head="softmax", codebook_size=32, num_kv_heads=4)
+    gqa = Transformer(gqa_cfg, rngs=nnx.Rngs(5))
+    mha = Transformer(mha_cfg, rngs=nnx.Rngs(6))
+    # Copy every param; tie k/v: query head h of the GQA model reads kv head h // 2.
+    is_var = lambda x: isinstance(x, nnx.Variable)  # noqa: E731
+    src = jax.tree.leaves(nnx.state(gqa, nnx.Param), is_leaf=is_var)
+    dst = jax.tree.leaves(nnx.state(mha, nnx.Param), is_leaf=is_var)
+    tied = 0
+    for s, d in zip(src, dst, strict=True):
+        value = s[...]
+        if value.shape != d[...].shape:
+            value, tied = jnp.repeat(value, 2, axis=1), tied + 1
+        d[...] = value
+    assert tied == 2 * gqa_cfg.num_layers  # wk and wv of every layer
+    tokens = _random_row(gqa_cfg, 5)
+    positions = make_positions(gqa_cfg, 2)
+    np.testing.assert_allclose(_forward_fn(mha)(tokens, positions), _forward_fn(gqa)(tokens, positions),
+                               atol=1e-5, rtol=1e-5)
+    cache = gqa.init_cache(2, 20)
+    assert cache["layers"][0]["k"].shape == (2, 20, 2, 8) and len(cache["layers"]) == 2
+    # jax.nn.dot_product_attention (GQA-aware; XLA on CPU, may be cuDNN on GPU) gives the same result.
+    dpa = Transformer(dataclasses.replace(gqa_cfg, attention_impl="dot_product_attention"), rngs=nnx.Rngs(5))
+    np.testing.assert_allclose(_forward_fn(dpa)(tokens, positions), _forward_fn(gqa)(tokens, positions),
+                               atol=1e-5, rtol=1e-5)
+
+
+# ----------------------------------------------------------------------------- masks
+
+
+def test_mask_helpers_have_the_right_pattern():
+    cfg = TransformerConfig.tiny(video_grid=(2, 1, 2), max_text_len=2)
+    # [T0 T1 | f0 f0 f1 f1]
+    tokens = _rows(cfg, [[2, 5]], [[1, 2, 3, 4]])
+    positions = make_positions(cfg, 1)
+    is_video = np.array([[0, 0, 1, 1, 1, 1]], bool)
+    np.testing.assert_array_equal(causal_mask(3)[0, 0], np.tril(np.ones((3, 3), bool)))
+    prefix = np.array([[1, 0, 0, 0, 0, 0],
+                       [1, 1, 0, 0, 0, 0],
+                       [1, 1, 1, 1, 1, 1],
+                       [1, 1, 1, 1, 1, 1],
+                       [1, 1, 1, 1, 1, 1],
+                       [1, 1, 1, 1, 1, 1]], bool)
+    np.testing.assert_array_equal(prefix_bidirectional_video_mask(jnp.asarray(is_video))[0, 0], prefix)
+    bidir_text = prefix.copy()
+    bidir_text[0, 1] = True
+    np.testing.assert_array_equal(
+        prefix_bidirectional_video_mask(jnp.asarray(is_video), text_bidirectional=True)[0, 0], bidir_text)
+    block = np.array([[1, 0, 0, 0, 0, 0],
+                      [1, 1, 0, 0, 0, 0],
+                      [1, 1, 1, 1, 0, 0],
+                      [1, 1, 1, 1, 0, 0],
+                      [1, 1, 1, 1, 1, 1],
+                      [1, 1, 1, 1, 1, 1]], bool)
+    np.testing.assert_array_equal(block_causal_mask(block_ids(cfg, tokens, positions))[0, 0], block)
+    np.testing.assert_array_equal(make_attention_mask(cfg, tokens, positions, "block_causal")[0, 0], block)
+    np.testing.assert_array_equal(make_attention_mask(cfg, tokens, positions, "causal")[0, 0],
+                                  np.tril(np.ones((6, 6), bool)))
+    # Key padding: PAD keys hidden except slot 0; an all-PAD (dropped) caption keeps its null key.
+    padded = _rows(cfg, [[2, 0], [0, 0]], [[1, 2, 3, 4]] * 2)
+    np.testing.assert_array_equal(key_padding_mask(padded)[:, 0, 0],
+                                  [[1, 0, 1, 1, 1, 1], [1, 0, 1, 1, 1, 1]])
+    m = make_attention_mask(cfg, padded, make_positions(cfg, 2), "prefix_bidirectional_video")
+    assert not bool(m[:, 0, :, 1].any()) and bool(m[:, 0, 2:, 0].all())
+    with pytest.raises(ValueError, match="mode"):
+        make_attention_mask(cfg, tokens, positions, "bogus")
+
+
+# ----------------------------------------------------------------------------- dtypes, remat, sharding
+
+
+def test_bf16_compute_is_finite_with_float32_params():
+    cfg = TransformerConfig.tiny(dtype="bfloat16")
+    model = Transformer(cfg, rngs=nnx.Rngs(7))
+    assert all(p.dtype == jnp.float32 for p in jax.tree.leaves(nnx.state(model, nnx.Param)))
+    tokens, positions = _random_row(cfg, 7), make_positions(cfg, 2)
+    logits = _forward_fn(model)(tokens, positions)
+    assert logits.dtype == jnp.float32 and bool(jnp.all(jnp.isfinite(logits)))
+    graphdef, state = nnx.split(model)
+    jaxpr = str(jax.make_jaxpr(lambda s: nnx.merge(graphdef, s)(tokens, positions)[0])(state))
+    assert "dot_general" in jaxpr and "bf16" in jaxpr
+    assert model.init_cache(1, 8)["layers"][0]["k"].dtype == jnp.bfloat16
+
+
+def test_remat_policies_appear_in_the_backward_pass():
+    tokens = _random_row(TransformerConfig.tiny(), 8)
+    positions = make_positions(TransformerConfig.tiny(), 2)
+
+    def grad_jaxpr(remat):
+        model = Transformer(TransformerConfig.tiny(remat=remat, num_layers=1), rngs=nnx.Rngs(8))
+        graphdef, state = nnx.split(model)
+        loss = lambda s: jnp.mean(nnx.merge(graphdef, s)(tokens, positions)[0] ** 2)  # noqa: E731
+        return str(jax.make_jaxpr(jax.grad(loss))(state))
+
+    assert "remat" not in grad_jaxpr("none")
+    assert "remat" in grad_jaxpr("full")
+    dots = grad_jaxpr("dots")
+    assert "remat" in dots and "DotsSaveable(only_if_no_batch_dims=True)" in dots
+    with pytest.raises(ValueError, match="remat"):
+        TransformerConfig.tiny(remat="some")
+
+
+def test_logical_axis_names_on_every_param():
+    cfg = TransformerConfig.tiny(text_loss=True)
+    model = Transformer(cfg, rngs=nnx.Rngs(9))
+    allowed = {"vocab", "embed", "heads", "kv_heads", "head_dim", "mlp", "norm"}
+    leaves = jax.tree.leaves(nnx.state(model, nnx.Param), is_leaf=lambda x: isinstance(x, nnx.Variable))
+    for v in leaves:
+        names = v.get_metadata().get("out_sharding")
+        assert names is not None and len(names) == v[...].ndim and set(names) <= allowed, names
+    meta = lambda v: v.get_metadata()["out_sharding"]  # noqa: E731
+    attn, mlp = model.blocks[0].attn, model.blocks[0].mlp
+    assert meta(attn.wq) == ("embed", "heads", "head_dim")
+    assert meta(attn.wk) == meta(attn.wv) == ("embed", "kv_heads", "head_dim")
+    assert meta(attn.wo) == ("heads", "head_dim", "embed")
+    assert meta(mlp.w_gate) == meta(mlp.w_up) == ("embed", "mlp") and meta(mlp.w_down) == ("mlp", "embed")
+    assert meta(model.embed.text) == meta(model.embed.video) == ("vocab", "embed")
+    assert meta(model.final_norm.scale) == ("norm",)
+    assert param_count(model) == sum(int(np.prod(v[...].shape)) for v in leaves)
+    abstract = nnx.eval_shape(lambda: Transformer(cfg, rngs=nnx.Rngs(0)))  # traced init: same shapes
+    assert [x.shape for x in jax.tree.leaves(nnx.state(abstract, nnx.Param))] == [
+        x.shape for x in jax.tree.leaves(nnx.state(model, nnx.Param))]
+    rules = dict(DEFAULT_LOGICAL_AXIS_RULES)
+    assert rules["activation_batch"] == ("data", "fsdp") and rules["embed"] == "fsdp"
+    assert all(rules[n] == "tensor" for n in ("mlp", "heads", "kv_heads", "vocab"))
+    assert logical_to_mesh_spec(("embed", "heads", "head_dim")) == PartitionSpec("fsdp", "tensor", None)
+    assert logical_to_mesh_spec(("activation_batch", "activation_length", "activation_embed"),
+                                mesh_axis_names=("data", "tensor")) == PartitionSpec("data", None, None)
+    with nnx.logical_axis_rules(DEFAULT_LOGICAL_AXIS_RULES):
+        spec = nnx.get_partition_spec(nnx.state(attn, nnx.Param))["wq"]
+    assert tuple(spec.get_value()) == ("fsdp", "tensor", None)
+
+
+def test_sharded_forward_matches_single_device():
+    cfg = TransformerConfig.tiny(head="softmax", codebook_size=32)
+    model = Transformer(cfg, rngs=nnx.Rngs(10))
+    tokens, positions = _random_row(cfg, 10), make_positions(cfg, 2)
+    expected = np.asarray(_forward_fn(model)(tokens, positions))
+    mesh = mesh_lib.make_mesh({"data": 2, "fsdp": 2, "tensor": 2})
+    graphdef, state = nnx.split(model)
+    shardings = nnx.as_pure(param_shardings(state, mesh))
+    pure = jax.device_put(nnx.as_pure(state), shardings)
+    assert pure["blocks"][0]["attn"]["wq"].sharding.spec == PartitionSpec("fsdp", "tensor", None)
+
+    def f(pure, tokens, positions):
+        s = jax.tree.map(lambda v, x: v.replace(x), state, pure, is_leaf=lambda x: isinstance(x, nnx.Variable))
+        return nnx.merge(graphdef, s)(tokens, positions)[0]
+
+    with jax.set_mesh(mesh):
+        assert "sharding_constraint" in str(jax.make_jaxpr(f)(pure, tokens, positions))
+        got = jax.jit(f)(pure, tokens, positions)
+    assert "sharding_constraint" not in str(jax.make_jaxpr(f)(pure, tokens, positions))
+    np.testing.assert_allclose(got, expected, atol=1e-5, rtol=1e-5)
+
+
+# ----------------------------------------------------------------------------- flops
+
+
+def test_flops_per_token_by_hand():
+    cfg = TransformerConfig.tiny(head="softmax", codebook_size=32, num_layers=2, d_model=32, num_heads=4,
+                                 num_kv_heads=2, mlp_dim=64)
+    # Per layer: q 32*32 + k, v 2 * 32*16 + o 32*32 + MLP 3*32*64 = 1024 + 1024 + 1024 + 6144 = 9216.
+    n = 2 * 9216 + 32 * 32  # + video head d x C
+    assert matmul_param_count(cfg) == n == 19456
+    assert flops_per_token(cfg, 100) == 6 * n + 12 * 2 * 32 * 100 / 2
+    assert flops_per_token(cfg, 100, causal=False) == 6 * n + 12 * 2 * 32 * 100
+    bits = TransformerConfig.tiny(text_loss=True)  # bitgroups head: d x G 2^g = 32 x 16, text head 32 x 16
+    assert matmul_param_count(bits) == 2 * 9216 + 32 * 16 + 32 * 16
