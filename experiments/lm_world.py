@@ -1,0 +1,84 @@
+"""Text-to-video transformer on tokenizer codes of the built-in moving-shapes world.
+
+Needs a trained tokenizer workdir (experiments/tokenizer_world.py) with the same clip shape.
+
+Variants (``get_config(arg)``):
+
+``tiny`` -- CPU, 32x32x17 clips through the tiny tokenizer (4x8x8: 5x4x4 = 80 video tokens, LFQ 10
+bits = 1,024 codes, bit-group head 2 x 32), 32 text tokens, 4 layers d=128, MaskGIT::
+
+    python -m tokenizer.train --config experiments/tokenizer_world.py:tiny --workdir runs/tok_tiny
+    python -m videogen.train --config experiments/lm_world.py:tiny --workdir runs/lm_tiny \\
+        --config.tokenizer_workdir=runs/tok_tiny
+
+  Expected: ~0.46 s/step, ~3,900 tokens/s on a 2-core CPU, 1 device (measured over 50 steps on the codes
+  of an untrained tokenizer; ~15 min for 2,000 steps, compile ~7 s); result not yet measured.
+
+default -- one GPU, 64x64x17 clips through the default tokenizer (4x8x8: 5x8x8 = 320 video tokens,
+LFQ 12 bits = 4,096 codes, head 2 x 64), 32 text tokens, 12 layers d=512, bf16 compute::
+
+    python -m tokenizer.train --config experiments/tokenizer_world.py --workdir runs/tok_world
+    python -m videogen.train --config experiments/lm_world.py --workdir runs/lm_world \\
+        --config.tokenizer_workdir=runs/tok_world --config.peak_flops=989e12
+
+  Expected: runtime not yet measured; result not yet measured.
+
+``--config.objective=next_token`` switches to autoregressive training / KV-cached sampling. Any
+key can be overridden, e.g. ``--config.grad_accum_steps=4 --config.model.remat=dots
+--config.mesh.fsdp=2``. ``peak_flops`` (FLOP/s of the whole mesh, for MFU): 989e12 for one H100 SXM
+in bf16; on CPU ``--config.peak_flops=measure`` (a timed matmul); None logs "MFU n/a".
+"""
+
+import ml_collections
+
+from videogen.model import DEFAULT_LOGICAL_AXIS_RULES
+
+
+def get_config(arg=None):
+    variant = arg or "default"
+    if variant not in ("default", "tiny"):
+        raise ValueError(f"unknown variant {variant!r}: use experiments/lm_world.py or ...:tiny")
+    tiny = variant == "tiny"
+    c = ml_collections.ConfigDict()
+    c.seed = 0
+    c.tokenizer_workdir = None  # required: --config.tokenizer_workdir=runs/tok_tiny
+    c.objective = "maskgit"  # 'maskgit' | 'next_token'
+    c.steps = 2000 if tiny else 50_000
+    c.batch_size = 16 if tiny else 64
+    c.grad_accum_steps = 1  # microbatches per step (lax.scan); batch_size / grad_accum_steps per microbatch
+    c.mesh = {"data": -1, "fsdp": 1, "tensor": 1}
+    # Logical axis -> mesh axis (videogen/model.py); e.g. FSDP: --config.mesh.fsdp=N (embed -> fsdp already).
+    c.logical_axis_rules = tuple(DEFAULT_LOGICAL_AXIS_RULES)
+    c.data_threads = 0
+    c.peak_flops = None  # FLOP/s of the mesh for MFU; None -> "MFU n/a"; "measure" -> timed matmul (CPU)
+
+    c.data = {"kind": "world", "resolution": 32 if tiny else 64, "num_frames": 17, "max_objects": 2}
+    c.text = {
+        "max_length": 32,  # text slots L (BOS ... EOS PAD...); world captions are <= 28 pieces
+        "vocab_size": 512,  # sentencepiece target size = the model's text vocabulary
+        "num_captions": 5000,  # captions the text tokenizer is trained on (when absent from the workdir)
+        "drop_prob": 0.1,  # caption -> all PAD (classifier-free guidance)
+    }
+    # TransformerConfig fields; codebook_size / video_grid come from the tokenizer (set them only to assert),
+    # group_bits=None -> K/2 for the bit-group head.
+    if tiny:
+        c.model = dict(num_layers=4, d_model=128, num_heads=4, num_kv_heads=4, mlp_dim=384, head="bitgroups",
+                       group_bits=None, dtype="float32", remat="none", qk_norm=True, codebook_size=None,
+                       video_grid=None)
+    else:
+        c.model = dict(num_layers=12, d_model=512, num_heads=8, num_kv_heads=8, mlp_dim=1536, head="bitgroups",
+                       group_bits=None, dtype="bfloat16", remat="none", qk_norm=True, codebook_size=None,
+                       video_grid=None)
+    c.maskgit = {"schedule": "cosine"}
+    c.optim = {"lr": 1e-3 if tiny else 3e-4, "warmup_steps": 100 if tiny else 2000, "min_lr_ratio": 0.1,
+               "b1": 0.9, "b2": 0.95, "weight_decay": 0.05, "grad_clip": 1.0}
+    c.ema_decay = 0.99 if tiny else 0.999
+
+    c.eval = {"split": "test", "every": 500 if tiny else 5000, "num_batches": 4, "data": {"num_clips": 256}}
+    c.sample = {"num_prompts": 8, "num_steps": 12, "guidance": 3.0, "temperature": 1.0, "top_k": None, "seed": 0}
+
+    c.log_every = 50 if tiny else 100
+    c.ckpt_every = 500 if tiny else 5000
+    c.max_to_keep = 3
+    c.quiet = False
+    return c

@@ -1,0 +1,149 @@
+"""Tests for the LM trainer (videogen/train.py): both objectives learn, 1 device == 2x2x2 mesh, resume,
+sampling (shapes, seeds, guidance 0 == unconditional), tokenizer errors.
+
+The tokenizer workdir is an initialised (untrained) 16x16x9 tokenizer saved the way tokenizer.train saves
+it (no train-step compile): compression 2x8x8 -> a 5x2x2 = 20-token grid, LFQ 6 bits (64 codes). The LM is
+2 layers of width 32 with 32 text slots; every run shares one compiled step per (objective, mesh).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+
+from tokenizer import train as T
+from videogen import train as LM
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def tok_dir(tmp_path_factory) -> Path:
+    """A tokenizer workdir: config.json + checkpoint of the initialised state (what load_tokenizer reads)."""
+    wd = tmp_path_factory.mktemp("tok")
+    c = T.load_config(str(ROOT / "experiments/tokenizer_world.py") + ":tiny")
+    T.apply_overrides(c, [
+        "data.resolution=16", "data.num_frames=9", "model.channels=8", "model.num_groups=4",
+        "model.channel_multipliers=(1,2)", "model.num_res_blocks=0", "model.use_adaptive_group_norm=False",
+        "model.temporal_downsample=(True,)", "model.spatial_downsample=(True,)", "quantizer.lfq.num_bits=6",
+        "ckpt_every=1"])
+    mesh = T.make_mesh(c)
+    tx, _ = T.make_optimizer(c)
+    _, shardings = T.state_shardings(c, mesh, tx)
+    state = T.init_state(c, mesh, tx, shardings)
+    with T.checkpoint_manager(wd, c) as mngr:
+        T.save_checkpoint(mngr, 1, state, {"step": 1, "seed": 0, "global_batch_size": 8}, force=True)
+        mngr.wait_until_finished()
+    (wd / "config.json").write_text(c.to_json(indent=1, sort_keys=True))
+    return wd
+
+
+def lm_config(tok_dir, **overrides):
+    c = LM.load_config(str(ROOT / "experiments/lm_world.py") + ":tiny")
+    LM.apply_overrides(c, [
+        f"tokenizer_workdir={tok_dir}", "data.resolution=16", "data.num_frames=9", "batch_size=8",
+        "mesh.data=2", "mesh.fsdp=2", "mesh.tensor=2", "text.max_length=32", "text.num_captions=300",
+        "model.num_layers=2", "model.d_model=32", "model.num_heads=4", "model.num_kv_heads=2", "model.mlp_dim=64",
+        # constant lr: an N-step run is a prefix of a longer one (resume test)
+        "optim.lr=3e-3", "optim.warmup_steps=0", "optim.min_lr_ratio=1.0",
+        "eval.every=0", "eval.num_batches=0", "sample.num_prompts=0", "log_every=1", "quiet=True"])
+    LM.apply_overrides(c, [f"{k}={v}" for k, v in overrides.items()])
+    return c
+
+
+def _losses(workdir: Path) -> list[float]:
+    rows = [json.loads(x) for x in (workdir / "metrics.jsonl").read_text().splitlines()]
+    return [r["loss"] for r in rows if r["kind"] == "train"]
+
+
+@pytest.mark.parametrize("objective,peak", [("next_token", None), ("maskgit", 1e12)])
+def test_loss_decreases(tok_dir, tmp_path, objective, peak):
+    m = LM.train(lm_config(tok_dir, objective=objective, steps=10, peak_flops=peak), tmp_path / "lm")
+    losses = _losses(tmp_path / "lm")
+    assert len(losses) == 10 and m["step"] == 10
+    assert np.mean(losses[-3:]) < np.mean(losses[:3]) - 0.1, losses
+    assert m["tokens_per_sec"] > 0 and m["tflops_per_sec"] > 0
+    assert ("mfu" in m) == (peak is not None)
+    if peak:
+        np.testing.assert_allclose(m["mfu"], m["tflops_per_sec"] * 1e12 / peak, rtol=1e-6)
+    assert (tmp_path / "lm" / "text_tokenizer.model").is_file()
+    cfg = json.loads((tmp_path / "lm" / "config.json").read_text())
+    assert cfg["model"]["codebook_size"] == 64 and cfg["model"]["video_grid"] == [5, 2, 2]
+
+
+def test_one_device_equals_mesh(tok_dir, tmp_path):
+    c8 = lm_config(tok_dir, steps=3)
+    m8 = LM.train(c8, tmp_path / "m8")
+    c1 = lm_config(tok_dir, steps=3, **{"mesh.data": 1, "mesh.fsdp": 1, "mesh.tensor": 1})
+    (tmp_path / "m1").mkdir()
+    (tmp_path / "m1" / "text_tokenizer.model").write_bytes((tmp_path / "m8" / "text_tokenizer.model").read_bytes())
+    m1 = LM.train(c1, tmp_path / "m1", devices=jax.devices()[:1])
+    np.testing.assert_allclose(_losses(tmp_path / "m1"), _losses(tmp_path / "m8"), rtol=1e-5)
+    assert m1["step"] == m8["step"] == 3
+
+
+@pytest.mark.slow  # its own compiled (scanned) step: ~15 s
+def test_grad_accumulation_matches(tok_dir, tmp_path):
+    LM.train(lm_config(tok_dir, steps=2), tmp_path / "a1")
+    LM.train(lm_config(tok_dir, steps=2, grad_accum_steps=2, batch_size=8), tmp_path / "a2")
+    np.testing.assert_allclose(_losses(tmp_path / "a2"), _losses(tmp_path / "a1"), rtol=1e-4)
+
+
+def test_resume(tok_dir, tmp_path):
+    wd = tmp_path / "lm"
+    first = LM.train(lm_config(tok_dir, steps=4, ckpt_every=2), wd)
+    assert first["step"] == 4 and first["data_step"] == 4
+    again = LM.train(lm_config(tok_dir, steps=6, ckpt_every=2), wd)
+    assert again["resumed_from"] == 4 and again["start_step"] == 4 and again["data_start_step"] == 4
+    assert again["step"] == 6 and again["data_step"] == 6
+    straight = LM.train(lm_config(tok_dir, steps=6, ckpt_every=2), tmp_path / "straight")
+    assert straight["start_step"] == 0
+    np.testing.assert_allclose(_losses(wd), _losses(tmp_path / "straight"), rtol=1e-5)
+
+
+@pytest.fixture(scope="module")
+def trained(tok_dir, tmp_path_factory):
+    wd = tmp_path_factory.mktemp("lm_s")
+    LM.train(lm_config(tok_dir, steps=2), wd)
+    return LM.load_lm(wd)
+
+
+@pytest.mark.parametrize("objective", ["next_token", "maskgit"])
+def test_sample(trained, objective):
+    model, tok, text_tok, config = trained
+    prompts = ["a red circle moving left", "a large blue square bouncing"]
+    kw = dict(objective=objective, num_steps=4, temperature=1.0, top_k=None)
+    a = LM.sample(model, tok, text_tok, prompts, guidance=3.0, seed=1, **kw)
+    assert a.dtype == np.uint8 and a.shape == (2, 9, 16, 16, 3)
+    np.testing.assert_array_equal(a, LM.sample(model, tok, text_tok, prompts, guidance=3.0, seed=1, **kw))
+    g0 = LM.sample(model, tok, text_tok, prompts, guidance=0.0, seed=2, **kw)
+    uncond = LM.sample(model, tok, text_tok, [None, None], guidance=1.0, seed=2, **kw)
+    np.testing.assert_array_equal(g0, uncond)
+    if objective == "maskgit":  # a remat model samples like the plain one (remat is dropped for decoding)
+        import dataclasses
+
+        from flax import nnx
+
+        remat = nnx.merge(LM.abstract_model(dataclasses.replace(model.config, remat="dots"))[0],
+                          *nnx.split(model, nnx.Param, ...)[1:])
+        np.testing.assert_array_equal(a, LM.sample(remat, tok, text_tok, prompts, guidance=3.0, seed=1, **kw))
+
+
+def test_missing_tokenizer_workdir(tmp_path):
+    c = lm_config(tmp_path / "nope")
+    with pytest.raises(FileNotFoundError, match="not a tokenizer workdir"):
+        LM.train(c, tmp_path / "lm")
+    c.tokenizer_workdir = None
+    with pytest.raises(ValueError, match="tokenizer_workdir is required"):
+        LM.train(c, tmp_path / "lm")
+
+
+def test_incompatible_tokenizer(tok_dir, tmp_path):
+    with pytest.raises(ValueError, match="codebook_size"):
+        LM.train(lm_config(tok_dir, **{"model.codebook_size": 1024}), tmp_path / "lm")
+    with pytest.raises(ValueError, match="incompatible with the tokenizer"):
+        LM.train(lm_config(tok_dir, **{"data.num_frames": 8}), tmp_path / "lm2")

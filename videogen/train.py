@@ -1,0 +1,809 @@
+"""Trains the text-to-video transformer (videogen/model.py) on codes of a frozen video tokenizer.
+
+Run (configs are Python files with ``get_config(arg)``; ``path:arg`` picks a variant)::
+
+    python -m tokenizer.train --config experiments/tokenizer_world.py:tiny --workdir runs/tok_tiny
+    python -m videogen.train --config experiments/lm_world.py:tiny --workdir runs/lm_tiny \\
+        --config.tokenizer_workdir=runs/tok_tiny
+    python -m videogen.train --config experiments/lm_world.py --workdir runs/lm_world \\
+        --config.tokenizer_workdir=runs/tok_world --config.objective=next_token --config.peak_flops=989e12
+
+Overrides are ``--config.KEY=VALUE`` (dotted for nested keys), as in ``tokenizer.train``.
+
+Objectives:
+
+* ``next_token`` -- ``[text | video]`` in causal mode; cross-entropy of every video token given all
+  tokens before it (the logits at sequence index ``L - 1 + j`` predict video token ``j``).
+* ``maskgit`` -- a MaskGIT mask (:func:`videogen.sampling.sample_mask`, cosine schedule) over the
+  video tokens, masked tokens replaced by ``[MASK]``, mode ``prefix_bidirectional_video``;
+  cross-entropy on the masked positions only.
+
+Both use ``code_log_prob`` (exact NLL for the softmax head and the factorised bit-group head).
+Classifier-free guidance training: with probability ``text.drop_prob`` an example's caption is
+replaced by all PAD (the model's learned null text).
+
+Gradient accumulation (``grad_accum_steps = A``): the global batch is built (masks, caption drop)
+once, then a ``lax.scan`` over ``A`` microbatches sums ``grad(sum of weighted NLL)``; dividing by
+the batch's total weight makes the update identical to the un-accumulated one.
+
+Throughput: ``tokens/s`` counts every sequence position (text + video) of the global batch;
+``TFLOP/s = flops_per_token(model, seq_len) * tokens / s`` (6N + attention; causal halves
+attention for next_token). ``MFU = FLOP/s / config.peak_flops`` -- the accelerator's (all devices
+of the mesh together) dense peak for the compute dtype, e.g. ``989e12`` for one H100 SXM in bf16.
+On CPU pass the measured matmul peak: ``--config.peak_flops=measure`` times a 2048^2 matmul in the
+compute dtype (:func:`measure_matmul_flops`); with ``peak_flops=None`` the log says ``MFU n/a``.
+
+Workdir::
+
+    config.json             the resolved config (model.codebook_size / video_grid filled in)
+    text_tokenizer.model    sentencepiece model trained from the data's captions (reused if present)
+    checkpoints/<step>/     orbax items: model (EMA params), train (params, optimizer state, step),
+                            pipeline (JSON: the data position)
+    tb/, metrics.jsonl      TensorBoard scalars train/* eval/*, and the same as JSON lines
+    samples/step_N.gif      samples of the eval prompts (EMA weights) when sample.num_prompts > 0
+
+Library use::
+
+    metrics = train(config, workdir)
+    model, tokenizer_bundle, text_tokenizer, config = load_lm(workdir)
+    videos = sample(model, tokenizer_bundle, text_tokenizer, ["a red circle moving left"],
+                    objective=config.objective, guidance=3.0, seed=0)      # uint8 [N, T, H, W, 3]
+
+Sections: config, 1 mesh, 2 tokenizers, 3 model + optimizer born sharded, 4 batches and the update
+step, 5 checkpoints, 6 train loop, 7 sampling, 8 loading, CLI.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+import orbax.checkpoint as ocp
+from flax import nnx
+from jax.sharding import NamedSharding, PartitionSpec
+
+from tokenizer import evaluate as tok_eval
+from tokenizer import train as tok_train
+from tokenizer.train import _Log, _to_plain, apply_overrides, load_config
+from videogen import mesh as mesh_lib
+from videogen import sampling
+from videogen.data.pipeline import Pipeline, PipelineConfig
+from videogen.data.sources import build_source
+from videogen.data.text import MODEL_FILENAME, PAD_ID, TextTokenizer, train_text_tokenizer
+from videogen.model import (DEFAULT_LOGICAL_AXIS_RULES, Transformer, TransformerConfig, code_log_prob,
+                            flops_per_token, full_code_log_probs, make_positions, param_shardings, sample_codes,
+                            video_token_ids)
+
+__all__ = [
+    "OBJECTIVES",
+    "apply_overrides",
+    "load_config",
+    "load_lm",
+    "load_tokenizer_for_lm",
+    "main",
+    "sample",
+    "train",
+    "transformer_config",
+]
+
+OBJECTIVES = ("next_token", "maskgit")
+INIT_KEY_IMPL = tok_train.INIT_KEY_IMPL  # rbg: fast to compile, and sharding-invariant (tested)
+_MODES = {"next_token": "causal", "maskgit": "prefix_bidirectional_video"}
+
+# Compiled programs are kept per process, keyed by every config entry they depend on, so train() called
+# again (a resume, tests) does not recompile. Entries below are left out of the key.
+_NOT_IN_PROGRAM = ("steps", "batch_size", "data", "data_threads", "eval", "sample", "log_every", "ckpt_every",
+                   "max_to_keep", "quiet", "peak_flops", "tokenizer_workdir", "text.num_captions",
+                   "optim.lr", "optim.warmup_steps", "optim.min_lr_ratio")
+_COMPILED: dict[tuple, Any] = {}
+
+
+def _program_key(config, mesh, what: str, *extra) -> tuple:
+    c = _to_plain(config)
+    for dotted in _NOT_IN_PROGRAM:
+        *parents, leaf = dotted.split(".")
+        node = c
+        for name in parents:
+            node = node.get(name, {})
+        node.pop(leaf, None)
+    return (what, json.dumps(c, sort_keys=True, default=str), mesh, *extra)
+
+
+def _cached(key, build):
+    if key not in _COMPILED:
+        _COMPILED[key] = build()
+    return _COMPILED[key]
+
+
+# ============================================================================================
+# Config helpers
+# ============================================================================================
+
+
+def _rules(config) -> tuple:
+    rules = config.get("logical_axis_rules", None)
+    if not rules:
+        return DEFAULT_LOGICAL_AXIS_RULES
+    return tuple((name, None if axis is None else (axis if isinstance(axis, str) else tuple(axis)))
+                 for name, axis in rules)
+
+
+def _check_objective(objective: str) -> str:
+    if objective not in OBJECTIVES:
+        raise ValueError(f"objective={objective!r}: must be one of {OBJECTIVES}.")
+    return objective
+
+
+@contextlib.contextmanager
+def _sharding_context(mesh, rules):
+    """Activation constraints (with_logical_constraint) are traced only under a set mesh + rules."""
+    with jax.set_mesh(mesh), nnx.logical_axis_rules(rules):
+        yield
+
+
+# ============================================================================================
+# 1. Mesh
+# ============================================================================================
+
+
+def make_mesh(config, devices: Sequence[jax.Device] | None = None):
+    """Mesh from ``config.mesh`` over ``devices`` (default: all)."""
+    return mesh_lib.make_mesh(_to_plain(config.mesh), devices=devices)
+
+
+def batch_sharding(mesh) -> NamedSharding:
+    return NamedSharding(mesh, PartitionSpec(mesh_lib.batch_axes(mesh)))
+
+
+# ============================================================================================
+# 2. Tokenizers: the frozen video tokenizer (EMA) and the text tokenizer
+# ============================================================================================
+
+
+def load_tokenizer_for_lm(tokenizer_workdir, *, mesh=None):
+    """``(autoencoder, quantizer, tokenizer_config)`` (EMA weights), with errors that say what to do."""
+    if not tokenizer_workdir:
+        raise ValueError("config.tokenizer_workdir is required: the workdir of a trained video tokenizer, e.g. "
+                         "--config.tokenizer_workdir=runs/tok_tiny (train one with `python -m tokenizer.train "
+                         "--config experiments/tokenizer_world.py:tiny --workdir runs/tok_tiny`).")
+    wd = Path(tokenizer_workdir)
+    if not (wd / "config.json").is_file():
+        raise FileNotFoundError(f"tokenizer_workdir {str(wd)!r} is not a tokenizer workdir (no config.json"
+                                f"{'' if wd.is_dir() else '; the folder does not exist'}). Train one with "
+                                f"`python -m tokenizer.train --config experiments/tokenizer_world.py:tiny "
+                                f"--workdir {wd}` or point --config.tokenizer_workdir at an existing one.")
+    if tok_train.latest_step(wd) is None:
+        raise FileNotFoundError(f"tokenizer_workdir {str(wd)!r} has no checkpoint in {wd / 'checkpoints'}: "
+                                "its training has not saved yet.")
+    return tok_train.load_tokenizer(wd, mesh=mesh)
+
+
+def latent_grid(autoencoder, num_frames: int, resolution: int) -> tuple[int, int, int]:
+    """Token grid ``(t, h, w)`` of a clip; a clear error when the clip shape does not fit the tokenizer."""
+    try:
+        return tuple(autoencoder.latent_shape(int(num_frames), int(resolution), int(resolution))[:3])
+    except ValueError as e:
+        raise ValueError(f"data ({num_frames} frames of {resolution}x{resolution}) is incompatible with the "
+                         f"tokenizer (compression {autoencoder.config.compression}): {e}") from e
+
+
+def transformer_config(config, codebook_size: int, grid: tuple[int, int, int]) -> TransformerConfig:
+    """``config.model`` + the tokenizer's codebook/grid + the text settings -> TransformerConfig.
+
+    ``model.codebook_size`` / ``model.video_grid`` may be left None (filled in) or set, in which case
+    they must match the tokenizer. ``model.group_bits=None`` picks ``K/2`` bits (``K`` if odd).
+    """
+    kw = _to_plain(config.model)
+    for name, want in (("codebook_size", int(codebook_size)), ("video_grid", tuple(int(g) for g in grid))):
+        have = kw.get(name)
+        if have is not None and (tuple(have) if isinstance(have, (list, tuple)) else have) != want:
+            raise ValueError(f"model.{name}={have} is incompatible with the tokenizer in "
+                             f"{config.tokenizer_workdir!r}, which gives {name}={want} for this data; leave "
+                             f"model.{name}=None to take it from the tokenizer.")
+        kw[name] = want
+    kw["text_vocab_size"] = int(config.text.vocab_size)
+    kw["max_text_len"] = int(config.text.max_length)
+    if kw.get("head", "bitgroups") == "bitgroups" and kw.get("group_bits") is None:
+        k = max(1, (int(codebook_size) - 1).bit_length())
+        kw["group_bits"] = k // 2 if k % 2 == 0 else k
+    elif kw.get("group_bits") is None:
+        kw.pop("group_bits", None)
+    return TransformerConfig(**kw)
+
+
+def _captions(source, n: int) -> list[str]:
+    """Up to ``n`` captions of ``source``; the built-in world gives them without rendering."""
+    n = min(int(n), len(source))
+    from videogen.data import world
+
+    if isinstance(source, world.WorldSource):
+        return [world.sample_clip(source.cfg, source.split, i).caption for i in range(n)]
+    return [str(source[i]["caption"]) for i in range(n)]
+
+
+def text_tokenizer_for(config, workdir: Path, source) -> TextTokenizer:
+    """The workdir's ``text_tokenizer.model``; trained from the source's captions when absent."""
+    path = Path(workdir) / MODEL_FILENAME
+    if not path.is_file():
+        t0 = time.perf_counter()
+        train_text_tokenizer(_captions(source, int(config.text.num_captions)), path,
+                             vocab_size=int(config.text.vocab_size))
+        print(f"[lm] trained text tokenizer {path} in {time.perf_counter() - t0:.1f}s")
+    tt = TextTokenizer(path, int(config.text.max_length))
+    if tt.vocab_size > int(config.text.vocab_size):
+        raise ValueError(f"{path} has {tt.vocab_size} pieces > text.vocab_size={config.text.vocab_size}; "
+                         "raise text.vocab_size or delete the model to retrain it.")
+    return tt
+
+
+def make_encoder(autoencoder, quantizer, mesh):
+    """Jitted ``video uint8 [B, T, H, W, 3] -> codes int32 [B, t, h, w]``, batch split like the data."""
+    graphdef, tok_state = nnx.split((autoencoder, quantizer))
+    out_sh = batch_sharding(mesh)
+
+    def encode(tok_state, video):
+        ae, q = nnx.merge(graphdef, tok_state)
+        _, idx, _ = q(ae.encode(tok_eval.to_float(video)), train=False)
+        return idx.astype(jnp.int32)
+
+    fn = _cached(("encode", graphdef, mesh), lambda: jax.jit(encode, out_shardings=out_sh))
+    return lambda video: fn(tok_state, video)
+
+
+# ============================================================================================
+# 3. Model + optimizer born sharded
+# ============================================================================================
+
+
+def make_optimizer(config) -> tuple[optax.GradientTransformation, optax.Schedule]:
+    """Clip by global norm -> AdamW at lr 1 (decay on matrices only); warmup + cosine schedule applied
+    by the step from a host-side value (see tokenizer.train.make_optimizer)."""
+    return tok_train.make_optimizer(config)
+
+
+def abstract_model(tcfg: TransformerConfig):
+    """``(graphdef, abstract params, abstract rest)``: shapes and logical names, nothing allocated."""
+    rngs = lambda: nnx.Rngs(jax.random.key(0, impl=INIT_KEY_IMPL))  # noqa: E731
+    return nnx.split(nnx.eval_shape(lambda: Transformer(tcfg, rngs=rngs())), nnx.Param, ...)
+
+
+def state_shardings(tcfg, mesh, tx, rules):
+    """Params (and EMA) from their logical names through ``rules``; Adam slots like their param;
+    optimizer scalars and the step replicated."""
+    graphdef, abs_params, abs_rest = abstract_model(tcfg)
+    param_sh = nnx.as_pure(param_shardings(abs_params, mesh, rules))
+    abs_opt = jax.eval_shape(tx.init, nnx.as_pure(abs_params))
+    rep = NamedSharding(mesh, PartitionSpec())
+    opt_sh = optax.tree_map_params(tx, lambda _, s: s, abs_opt, param_sh, transform_non_params=lambda _: rep)
+    return graphdef, nnx.as_pure(abs_rest), {"step": rep, "params": param_sh, "opt_state": opt_sh, "ema": param_sh}
+
+
+def init_state(tcfg, tx, shardings, seed: int, key=None):
+    """Params, optimizer state and EMA created directly in their shardings (one jit)."""
+
+    def init(seed):
+        model = Transformer(tcfg, rngs=nnx.Rngs(jax.random.key(seed, impl=INIT_KEY_IMPL)))
+        params = nnx.as_pure(nnx.state(model, nnx.Param))
+        return {"step": jnp.zeros((), jnp.int32), "params": params, "opt_state": tx.init(params),
+                "ema": jax.tree.map(lambda p: p + 0.0, params)}
+
+    if key is None:
+        return jax.jit(init, out_shardings=shardings)(seed)
+    return _cached(key, lambda: jax.jit(init, out_shardings=shardings))(seed)
+
+
+def describe_shardings(state, shardings) -> str:
+    """Compact table: every param's shape and sharding, with its optimizer slots' shardings."""
+    return tok_train.describe_shardings({**state, "rest": {}}, shardings)
+
+
+# ============================================================================================
+# 4. Batches and the update step
+# ============================================================================================
+
+
+def build_sequences(tcfg: TransformerConfig, objective: str, codes, text_ids, key, *, drop_prob: float,
+                    schedule: str = "cosine"):
+    """``(tokens, positions, targets, weights)`` for a batch.
+
+    codes ``[B, t, h, w]`` int, text_ids ``[B, L]``. Captions are replaced by PAD with probability
+    ``drop_prob`` (CFG). next_token: tokens ``[B, L + N - 1]`` (the last video token is never an
+    input); maskgit: ``[B, L + N]`` with masked video tokens = MASK. targets ``[B, N]`` codes,
+    weights ``[B, N]`` float (1 on scored positions).
+    """
+    b = codes.shape[0]
+    n = tcfg.num_video_tokens
+    codes = codes.reshape(b, n).astype(jnp.int32)
+    k_drop, k_mask = jax.random.split(key)
+    text = text_ids.astype(jnp.int32)
+    if drop_prob > 0:
+        drop = jax.random.bernoulli(k_drop, drop_prob, (b,))
+        text = jnp.where(drop[:, None], PAD_ID, text)
+    video = video_token_ids(tcfg, codes)
+    positions = make_positions(tcfg, b)
+    if objective == "next_token":
+        tokens = jnp.concatenate([text, video], axis=1)[:, :-1]
+        return tokens, positions[:, :-1], codes, jnp.ones((b, n), jnp.float32)
+    mask = sampling.sample_mask(k_mask, (b, n), schedule)
+    tokens = jnp.concatenate([text, jnp.where(mask, tcfg.mask_token_id, video)], axis=1)
+    return tokens, positions, codes, mask.astype(jnp.float32)
+
+
+def _loss_terms(model, tcfg, objective, tokens, positions, targets, weights):
+    """``(sum of weighted NLL, sum of weighted correct)`` over the video positions."""
+    logits, _ = model(tokens, positions, mode=_MODES[objective])
+    start = tcfg.max_text_len - 1 if objective == "next_token" else tcfg.max_text_len
+    logits = logits[:, start:start + tcfg.num_video_tokens]
+    nll = -code_log_prob(tcfg, logits, targets)
+    correct = (sample_codes(tcfg, None, logits, temperature=0) == targets).astype(jnp.float32)
+    return jnp.sum(nll * weights), jnp.sum(correct * weights)
+
+
+def make_train_step(config, tcfg, graphdef, rest, tx, shardings, mesh):
+    """Jitted ``(state, codes, text_ids, lr) -> (state, metrics)``; the state is donated.
+
+    The step's randomness (caption drop, MaskGIT masks) is ``fold_in(key(seed), step)``: a resumed
+    run draws what the uninterrupted run would have.
+    """
+    objective = _check_objective(config.objective)
+    accum = int(config.get("grad_accum_steps", 1))
+    if accum < 1 or int(config.batch_size) % accum:
+        raise ValueError(f"grad_accum_steps={accum} must be >= 1 and divide batch_size={config.batch_size}.")
+    key = _program_key(config, mesh, "train_step", tcfg)
+    if key in _COMPILED:
+        return _COMPILED[key]
+    drop_prob = float(config.text.drop_prob)
+    schedule = config.get("maskgit", {}).get("schedule", "cosine")
+    ema_decay = float(config.ema_decay)
+    seed = int(config.seed)
+
+    def train_step(state, codes, text_ids, lr):
+        step = state["step"]
+        key = jax.random.fold_in(jax.random.key(seed), step)
+        tokens, positions, targets, weights = build_sequences(tcfg, objective, codes, text_ids, key,
+                                                              drop_prob=drop_prob, schedule=schedule)
+        total = jnp.maximum(jnp.sum(weights), 1.0)
+
+        def loss_fn(params, tok, pos, tgt, w):
+            model = nnx.merge(graphdef, params, rest)
+            nll_sum, correct = _loss_terms(model, tcfg, objective, tok, pos, tgt, w)
+            return nll_sum / total, correct
+
+        grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+        if accum == 1:
+            (loss, correct), grads = grad_fn(state["params"], tokens, positions, targets, weights)
+        else:
+            bs = codes.shape[0]
+
+            def micro(x):  # [B, ...] -> [A, B/A, ...]; microbatch a takes rows a, a + A, ...
+                return jnp.swapaxes(x.reshape((bs // accum, accum) + x.shape[1:]), 0, 1)
+
+            def body(carry, mb):
+                g_acc, l_acc, c_acc = carry
+                (l, c), g = grad_fn(state["params"], *mb)
+                return (jax.tree.map(jnp.add, g_acc, g), l_acc + l, c_acc + c), None
+
+            zeros = jax.tree.map(jnp.zeros_like, state["params"])
+            mbs = tuple(micro(x) for x in (tokens, positions, targets, weights))
+            (grads, loss, correct), _ = jax.lax.scan(body, (zeros, 0.0, 0.0), mbs)
+        updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
+        params = optax.apply_updates(state["params"], jax.tree.map(lambda u: lr * u, updates))
+        stepf = step.astype(jnp.float32)
+        decay = jnp.minimum(ema_decay, (1.0 + stepf) / (10.0 + stepf))
+        ema = jax.tree.map(lambda e, p: decay * e + (1.0 - decay) * p, state["ema"], params)
+        metrics = {"loss": loss, "accuracy": correct / total, "grad_norm": optax.tree.norm(grads), "lr": lr,
+                   "scored_frac": total / weights.size}
+        return {"step": step + 1, "params": params, "opt_state": opt_state, "ema": ema}, metrics
+
+    rep = NamedSharding(mesh, PartitionSpec())
+    bsh = batch_sharding(mesh)
+    fn = jax.jit(train_step, in_shardings=(shardings, bsh, bsh, rep), out_shardings=(shardings, rep),
+                 donate_argnums=0)
+    _COMPILED[key] = fn
+    return fn
+
+
+def make_eval_step(config, tcfg, graphdef, rest, mesh):
+    """Jitted ``(params, codes, text_ids, key) -> (nll_sum, correct_sum, weight_sum)`` (no caption drop)."""
+    objective = _check_objective(config.objective)
+    schedule = config.get("maskgit", {}).get("schedule", "cosine")
+
+    def eval_step(params, codes, text_ids, key):
+        tok, pos, tgt, w = build_sequences(tcfg, objective, codes, text_ids, key, drop_prob=0.0, schedule=schedule)
+        nll, correct = _loss_terms(nnx.merge(graphdef, params, rest), tcfg, objective, tok, pos, tgt, w)
+        return nll, correct, jnp.sum(w)
+
+    return _cached(_program_key(config, mesh, "eval_step", tcfg), lambda: jax.jit(eval_step))
+
+
+# ============================================================================================
+# 5. Checkpoints (orbax): items model (EMA) / train / pipeline
+# ============================================================================================
+
+
+def save_checkpoint(mngr, step: int, state, pipeline_state: dict, *, force: bool = False) -> bool:
+    return mngr.save(step, force=force, args=ocp.args.Composite(
+        model=ocp.args.StandardSave({"ema": state["ema"]}),
+        train=ocp.args.StandardSave({k: state[k] for k in ("step", "params", "opt_state")}),
+        pipeline=ocp.args.JsonSave(pipeline_state)))
+
+
+def restore_checkpoint(mngr, step: int, abstract_state):
+    r = mngr.restore(step, args=ocp.args.Composite(
+        model=ocp.args.StandardRestore({"ema": abstract_state["ema"]}),
+        train=ocp.args.StandardRestore({k: abstract_state[k] for k in ("step", "params", "opt_state")}),
+        pipeline=ocp.args.JsonRestore()))
+    return {**r.train, "ema": r.model["ema"]}, dict(r.pipeline)
+
+
+# ============================================================================================
+# 6. Train loop
+# ============================================================================================
+
+
+def _text_only(example: dict) -> dict:
+    return {"video": example["video"], "caption": example["caption"]}
+
+
+def measure_matmul_flops(mesh=None, *, n: int = 2048, dtype: str = "float32", repeats: int = 5) -> float:
+    """Measured dense matmul FLOP/s of one ``[n, n] @ [n, n]`` on the default device, times the number of
+    devices in ``mesh`` (the CPU stand-in for a datasheet peak: ``--config.peak_flops=measure``)."""
+    x = jnp.ones((n, n), dtype)
+    f = jax.jit(lambda a: a @ a)
+    f(x).block_until_ready()
+    t0 = time.perf_counter()
+    for _ in range(repeats):
+        f(x).block_until_ready()
+    per_device = 2 * n**3 * repeats / (time.perf_counter() - t0)
+    return per_device * (1 if mesh is None else mesh.devices.size)
+
+
+def _throughput(config, tcfg, n_steps: int, dt: float, peak: float | None) -> dict:
+    seq_len = tcfg.max_seq_len - (1 if config.objective == "next_token" else 0)
+    tokens = n_steps * int(config.batch_size) * seq_len
+    flops = flops_per_token(tcfg, seq_len, causal=config.objective == "next_token") * tokens
+    m = {"steps_per_sec": n_steps / dt, "tokens_per_sec": tokens / dt, "tflops_per_sec": flops / dt / 1e12}
+    if peak:
+        m["mfu"] = flops / dt / peak
+    return m
+
+
+def train(config: ml_collections.ConfigDict, workdir: str | os.PathLike, *,
+          devices: Sequence[jax.Device] | None = None) -> dict:
+    """Trains (or resumes) the LM in ``workdir``; returns the final metrics. ``devices``: the mesh's
+    devices (default all)."""
+    from tqdm import tqdm
+
+    if not isinstance(config, ml_collections.ConfigDict):
+        config = ml_collections.ConfigDict(config)
+    _check_objective(config.objective)
+    workdir = Path(workdir)
+    steps = int(config.steps)
+    rules = _rules(config)
+
+    # --- 1. mesh ----------------------------------------------------------------------------------
+    mesh = make_mesh(config, devices)
+    dp = mesh_lib.data_parallel_size(mesh)
+    if int(config.batch_size) % (dp * int(config.get("grad_accum_steps", 1))):
+        raise ValueError(f"batch_size={config.batch_size} must be a multiple of data-parallel size {dp} x "
+                         f"grad_accum_steps={config.get('grad_accum_steps', 1)} (mesh {dict(mesh.shape)}).")
+    print(f"[lm] mesh {dict(mesh.shape)} on {mesh.devices.size} {mesh.devices.flat[0].platform} devices")
+
+    # --- 2. tokenizers (the video tokenizer first: a bad tokenizer_workdir fails before anything is written)
+    ae, quantizer, tok_config = load_tokenizer_for_lm(config.get("tokenizer_workdir"), mesh=mesh)
+    grid = latent_grid(ae, config.data.num_frames, config.data.resolution)
+    tcfg = transformer_config(config, quantizer.codebook_size, grid)
+    workdir.mkdir(parents=True, exist_ok=True)
+    source = build_source(_to_plain(config.data), "train")
+    text_tok = text_tokenizer_for(config, workdir, source)
+    with config.unlocked():
+        config.model.codebook_size = tcfg.codebook_size
+        config.model.video_grid = tcfg.video_grid
+        config.model.group_bits = tcfg.group_bits
+    encode = make_encoder(ae, quantizer, mesh)
+
+    # --- 3. model + optimizer, born sharded (or restored into the same shardings) ---------------
+    tx, schedule = make_optimizer(config)
+    graphdef, rest, shardings = state_shardings(tcfg, mesh, tx, rules)
+    mngr = tok_train.checkpoint_manager(workdir, config)
+    resumed_from = mngr.latest_step()
+    t0 = time.perf_counter()
+    if resumed_from is None:
+        state = init_state(tcfg, tx, shardings, int(config.seed), key=_program_key(config, mesh, "init", tcfg))
+        data_step = 0
+    else:
+        abstract = jax.eval_shape(lambda: init_state(tcfg, tx, shardings, int(config.seed)))
+        abstract = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, shardings)
+        state, pipe_state = restore_checkpoint(mngr, resumed_from, abstract)
+        data_step = int(pipe_state["step"])
+    start = int(jax.device_get(state["step"]))
+    n_params = sum(x.size for x in jax.tree.leaves(state["params"]))
+    seq_len = tcfg.max_seq_len - (1 if config.objective == "next_token" else 0)
+    print(f"[lm] {'resumed from step ' + str(start) if resumed_from is not None else 'initialised'} in "
+          f"{time.perf_counter() - t0:.1f}s; data pipeline at step {data_step}\n"
+          f"[lm] {n_params:,} params; objective {config.objective}; {tcfg.num_layers} layers d={tcfg.d_model} "
+          f"{tcfg.dtype} remat={tcfg.remat}; head {tcfg.head}; codebook {tcfg.codebook_size}; grid {tcfg.video_grid}"
+          f"; sequence {tcfg.max_text_len} text + {tcfg.num_video_tokens} video; "
+          f"{flops_per_token(tcfg, seq_len, causal=config.objective == 'next_token') / 1e6:.2f} MFLOP/token\n"
+          + describe_shardings(state, shardings))
+    peak = config.get("peak_flops")
+    if peak == "measure":
+        peak = measure_matmul_flops(mesh, dtype=tcfg.dtype)
+        print(f"[lm] peak_flops=measure: {peak / 1e12:.3g} TFLOP/s ({tcfg.dtype} matmul x {mesh.devices.size} "
+              "devices)")
+    peak = float(peak) if peak else None
+    if not peak:
+        print("[lm] MFU n/a (set --config.peak_flops to the mesh's peak FLOP/s; on CPU: measure)")
+    (workdir / "config.json").write_text(config.to_json(indent=1, sort_keys=True) + "\n")
+
+    # --- 4. data and steps ---------------------------------------------------------------------
+    pipeline = Pipeline(source, PipelineConfig(global_batch_size=int(config.batch_size), seed=int(config.seed),
+                                               num_threads=int(config.get("data_threads", 0))),
+                        mesh=mesh, text_tokenizer=text_tok, start_step=data_step, transform=_text_only)
+    train_step = make_train_step(config, tcfg, graphdef, rest, tx, shardings, mesh)
+    lrs = np.asarray(jax.vmap(schedule)(jnp.arange(max(steps, 1))), np.float32)
+
+    def evaluate(step: int) -> dict:
+        e = config.eval
+        if int(e.num_batches) <= 0 and int(config.sample.num_prompts) <= 0:
+            return {}
+        out: dict[str, Any] = {}
+        if int(e.num_batches) > 0:
+            spec = {**_to_plain(config.data), **_to_plain(e.get("data", {}))}
+            ev_pipe = Pipeline(build_source(spec, e.split), PipelineConfig(
+                global_batch_size=int(config.batch_size), seed=0, shuffle=False), mesh=mesh, text_tokenizer=text_tok,
+                transform=_text_only)
+            ev_step = make_eval_step(config, tcfg, graphdef, rest, mesh)
+            tot = np.zeros(3)
+            for i, batch in zip(range(int(e.num_batches)), ev_pipe):
+                with _sharding_context(mesh, rules):
+                    r = ev_step(state["ema"], encode(batch["video"]), batch["text_ids"], jax.random.key(1000 + i))
+                tot += np.asarray(jax.device_get(r), np.float64)
+            out.update(loss=tot[0] / max(tot[2], 1), accuracy=tot[1] / max(tot[2], 1))
+        if int(config.sample.num_prompts) > 0:
+            from videogen.video_io import gif_grid
+
+            s = config.sample
+            prompts = _captions(build_source(_to_plain(config.data), e.split), int(s.num_prompts))
+            model = nnx.merge(graphdef, state["ema"], rest)
+            t_s = time.perf_counter()
+            videos = sample(model, (ae, quantizer), text_tok, prompts, objective=config.objective,
+                            num_steps=int(s.num_steps), guidance=float(s.guidance), temperature=float(s.temperature),
+                            top_k=s.top_k, seed=int(s.seed))
+            out["sample_s"] = time.perf_counter() - t_s
+            (workdir / "samples").mkdir(exist_ok=True)
+            gif_grid(videos, workdir / "samples" / f"step_{step:06d}.gif")
+        return out
+
+    # --- 6. loop -----------------------------------------------------------------------------------
+    log = _Log(workdir)
+    final: dict[str, Any] = {"resumed_from": resumed_from, "start_step": start, "data_start_step": data_step}
+    pending: list[dict] = []
+    timing = {"first_step_s": None, "train_s": 0.0, "timed_steps": 0}
+    eval_every = int(config.eval.every)
+    pbar = tqdm(total=steps, initial=start, desc="lm", unit="step", dynamic_ncols=True,
+                disable=bool(config.get("quiet", False)))
+    batches = iter(pipeline)
+    try:
+        t_mark, n_mark = time.perf_counter(), 0
+        for step in range(start, steps):
+            batch = next(batches)
+            with _sharding_context(mesh, rules):
+                codes = encode(batch["video"])
+                state, metrics = train_step(state, codes, batch["text_ids"], lrs[step])
+            pending.append(metrics)
+            done = step + 1
+            if timing["first_step_s"] is None:  # compile + first step, kept out of the throughput
+                jax.block_until_ready(state["step"])
+                timing["first_step_s"] = time.perf_counter() - t_mark
+                t_mark, n_mark = time.perf_counter(), 0
+            else:
+                n_mark += 1
+            pbar.update(1)
+            if done % int(config.log_every) == 0 or done == steps:
+                m = {k: float(np.mean([float(x[k]) for x in jax.device_get(pending)])) for k in pending[-1]}
+                pending = []
+                dt = time.perf_counter() - t_mark
+                if n_mark:
+                    timing["train_s"] += dt
+                    timing["timed_steps"] += n_mark
+                    m.update(_throughput(config, tcfg, n_mark, dt, peak))
+                log(done, "train", m)
+                final.update({f"train/{k}": v for k, v in m.items()})
+                pbar.set_postfix(loss=f"{m['loss']:.4f}", acc=f"{m['accuracy']:.3f}",
+                                 tflops=f"{m.get('tflops_per_sec', float('nan')):.3g}",
+                                 mfu=f"{m['mfu']:.1%}" if "mfu" in m else "n/a")
+                t_mark, n_mark = time.perf_counter(), 0
+            if mngr.should_save(done) or done == steps:
+                save_checkpoint(mngr, done, state, pipeline.state(), force=True)
+            if (eval_every and done % eval_every == 0) or done == steps:
+                em = evaluate(done)
+                if em:
+                    log(done, "eval", em)
+                    final.update({f"eval/{k}": v for k, v in em.items()})
+                    pbar.write(f"[lm] step {done} eval: " + ", ".join(f"{k} {v:.4g}" for k, v in em.items()))
+                t_mark, n_mark = time.perf_counter(), 0
+    finally:
+        pbar.close()
+        mngr.wait_until_finished()
+        mngr.close()
+        log.close()
+    final["step"] = int(jax.device_get(state["step"]))
+    final["data_step"] = pipeline.state()["step"]
+    final["first_step_s"] = timing["first_step_s"]
+    if timing["timed_steps"]:
+        final["s_per_step"] = timing["train_s"] / timing["timed_steps"]
+        final.update(_throughput(config, tcfg, timing["timed_steps"], timing["train_s"], peak))
+    final["num_params"] = n_params
+    return final
+
+
+# ============================================================================================
+# 7. Sampling
+# ============================================================================================
+
+_SAMPLERS: dict[tuple, Any] = {}
+
+
+def _code_logits(tcfg: TransformerConfig, logits):
+    """Head logits -> ``[..., codebook_size]`` log-probs of codes (materialises 2^K per token for the
+    bit-group head: fine for K <= ~14; larger K needs per-group sampling, not done here)."""
+    if tcfg.head == "bitgroups":
+        return full_code_log_probs(tcfg, logits)
+    return jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
+
+
+def _sampler(graphdef, tcfg, objective, num_steps, temperature, top_k, schedule):
+    key = (graphdef, tcfg, objective, num_steps, temperature, top_k, schedule)
+    if key in _SAMPLERS:
+        return _SAMPLERS[key]
+    L, n, c = tcfg.max_text_len, tcfg.num_video_tokens, tcfg.codebook_size
+    mode = _MODES[objective]
+
+    def run(state, text2, rng, guidance):
+        """text2 [2N, L] = [cond; null] -> codes [N, n]."""
+        model = nnx.merge(graphdef, state)
+        b2 = text2.shape[0]
+        positions = make_positions(tcfg, b2)
+        if objective == "maskgit":
+            def logits_fn_2b(codes2):
+                video = jnp.where(codes2 == c, tcfg.mask_token_id, video_token_ids(tcfg, codes2))
+                logits, _ = model(jnp.concatenate([text2, video], axis=1), positions, mode=mode)
+                return _code_logits(tcfg, logits[:, L:])
+
+            init = jnp.full((b2 // 2, n), c, jnp.int32)
+            out = sampling.maskgit_decode(sampling.guided(logits_fn_2b, guidance), init, rng=rng, mask_id=c,
+                                          num_steps=num_steps, schedule=schedule, temperature=temperature,
+                                          top_k=top_k)
+            return out.tokens
+        # next_token: prefill the text, sample video token 0 from the last text slot, then one cached step
+        # per token (the fed token is the same for both halves, as guided_step requires).
+        cache = model.init_cache(b2, L + n)
+        logits, cache = model(text2, positions[:, :L], mode=mode, cache=cache, cache_index=0)
+        lp = _code_logits(tcfg, logits[:, L - 1])
+        k0, rng = jax.random.split(rng)
+        cond, uncond = lp[: b2 // 2], lp[b2 // 2:]
+        first = sampling.sample_logits(k0, sampling.cfg_logits(cond, uncond, guidance), temperature, top_k)
+        pos_table = positions[0]  # [L + n, 3]
+
+        def step_fn_2b(cache, codes_b, index):
+            tok = video_token_ids(tcfg, codes_b)[:, None]
+            pos = jnp.broadcast_to(jax.lax.dynamic_slice_in_dim(pos_table, index, 1)[None], (b2, 1, 3))
+            logits, cache = model(tok, pos, mode=mode, cache=cache, cache_index=index)
+            return _code_logits(tcfg, logits[:, 0]), cache
+
+        rest_codes, _ = sampling.ar_decode(sampling.guided_step(step_fn_2b, guidance), cache, first_token=first,
+                                           rng=rng, num_tokens=n - 1, temperature=temperature, top_k=top_k,
+                                           start_index=L)
+        return jnp.concatenate([first[:, None], rest_codes], axis=1)
+
+    fn = jax.jit(run)
+    _SAMPLERS[key] = fn
+    return fn
+
+
+def sample(model: Transformer, tokenizer_bundle, text_tokenizer: TextTokenizer, prompts: Sequence[str | None], *,
+           objective: str, num_steps: int = 12, guidance: float = 3.0, temperature: float = 1.0,
+           top_k: int | None = None, seed: int = 0, schedule: str = "cosine") -> np.ndarray:
+    """Generates one clip per prompt -> uint8 ``[N, T, H, W, 3]``.
+
+    ``objective='next_token'``: KV-cached autoregressive decoding (:func:`videogen.sampling.ar_decode`)
+    of the ``t*h*w`` tokens after a text prefill; ``'maskgit'``: ``num_steps`` MaskGIT steps. Both
+    with classifier-free guidance from one pass over the doubled batch ``[prompts; null text]``:
+    ``guidance`` 1 = conditional, 0 = unconditional (a ``None`` prompt is the null text itself),
+    > 1 = extrapolated. ``tokenizer_bundle``: ``(autoencoder, quantizer, ...)`` from
+    :func:`tokenizer.train.load_tokenizer`. A fixed ``seed`` reproduces the sample.
+    """
+    _check_objective(objective)
+    tcfg = model.config
+    ae, quantizer = tokenizer_bundle[0], tokenizer_bundle[1]
+    if text_tokenizer.max_length != tcfg.max_text_len:
+        raise ValueError(f"text tokenizer max_length={text_tokenizer.max_length} != model max_text_len="
+                         f"{tcfg.max_text_len}.")
+    L = tcfg.max_text_len
+    cond = np.stack([text_tokenizer.encode(p)[0] if p is not None else np.full(L, PAD_ID, np.int32)
+                     for p in prompts])
+    text2 = jnp.asarray(np.concatenate([cond, np.full_like(cond, PAD_ID)], axis=0))
+    if tcfg.remat != "none":  # no backward pass here, and nnx.remat cannot run inside the decode loops
+        model = nnx.merge(abstract_model(dataclasses.replace(tcfg, remat="none"))[0],
+                          *nnx.split(model, nnx.Param, ...)[1:])
+        tcfg = model.config
+    graphdef, state = nnx.split(model)
+    fn = _sampler(graphdef, tcfg, objective, int(num_steps), float(temperature),
+                  None if top_k is None else int(top_k), schedule)
+    codes = fn(state, text2, jax.random.key(int(seed)), jnp.float32(guidance))
+    ids = codes.reshape((len(prompts),) + tcfg.video_grid)
+    return np.asarray(tok_train.decode_indices(ae, quantizer, ids))
+
+
+# ============================================================================================
+# 8. Loading a trained LM
+# ============================================================================================
+
+
+def load_lm(workdir: str | os.PathLike, *, step: int | None = None, ema: bool = True):
+    """``(model, (autoencoder, quantizer, tokenizer_config), text_tokenizer, config)`` from a workdir
+    (EMA weights by default), on the default device."""
+    workdir = Path(workdir)
+    cfg_path = workdir / "config.json"
+    if not cfg_path.is_file():
+        raise FileNotFoundError(f"{cfg_path} not found: is {workdir} an LM workdir (python -m videogen.train)?")
+    config = ml_collections.ConfigDict(json.loads(cfg_path.read_text()))
+    tok_bundle = load_tokenizer_for_lm(config.tokenizer_workdir)
+    tcfg = transformer_config(config, config.model.codebook_size, config.model.video_grid)
+    text_tok = TextTokenizer(workdir / MODEL_FILENAME, int(config.text.max_length))
+    graphdef, abs_params, rest = abstract_model(tcfg)
+    dev = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    abs_pure = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=dev), nnx.as_pure(abs_params))
+    with tok_train.checkpoint_manager(workdir, read_only=True) as mngr:
+        step = mngr.latest_step() if step is None else step
+        if step is None:
+            raise FileNotFoundError(f"no checkpoint in {workdir / 'checkpoints'}.")
+        if ema:
+            params = mngr.restore(step, args=ocp.args.Composite(
+                model=ocp.args.StandardRestore({"ema": abs_pure}))).model["ema"]
+        else:
+            tx, _ = make_optimizer(config)
+            abs_opt = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=dev),
+                                   jax.eval_shape(tx.init, abs_pure))
+            item = {"step": jax.ShapeDtypeStruct((), jnp.int32, sharding=dev), "params": abs_pure, "opt_state": abs_opt}
+            params = mngr.restore(step, args=ocp.args.Composite(
+                train=ocp.args.StandardRestore(item))).train["params"]
+    return nnx.merge(graphdef, params, nnx.as_pure(rest)), tok_bundle, text_tok, config
+
+
+# ============================================================================================
+# CLI
+# ============================================================================================
+
+
+def main(argv: list[str] | None = None) -> dict:
+    p = argparse.ArgumentParser(
+        prog="python -m videogen.train", description="Train the text-to-video transformer on tokenizer codes.",
+        epilog="Overrides: --config.KEY=VALUE, e.g. --config.tokenizer_workdir=runs/tok_tiny --config.objective=maskgit")
+    p.add_argument("--config", required=True, help="config file and variant, e.g. experiments/lm_world.py:tiny")
+    p.add_argument("--workdir", required=True, help="output folder; re-running resumes from its latest checkpoint")
+    args, overrides = p.parse_known_args(argv)
+    bad = [o for o in overrides if not (o.startswith("--config.") or (not o.startswith("-") and "=" in o))]
+    if bad:
+        p.error(f"unrecognised arguments {bad}; overrides look like --config.steps=200")
+    config = apply_overrides(load_config(args.config), overrides)
+    metrics = train(config, args.workdir)
+    print(json.dumps({k: v for k, v in metrics.items() if isinstance(v, (int, float, type(None)))}, sort_keys=True))
+    return metrics
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
