@@ -42,7 +42,7 @@ def test_train_text_tokenizer_command(tmp_path, capsys):
     assert "pieces" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("command", ["train-lm", "sample", "continue"])
+@pytest.mark.parametrize("command", ["continue", "plan"])
 def test_pending_stages_say_so(command, capsys):
     with pytest.raises(SystemExit) as exit_info:
         cli.main([command])
@@ -51,5 +51,5 @@ def test_pending_stages_say_so(command, capsys):
 
 def test_console_script_entry_point():
     out = subprocess.run([sys.executable, "-m", "videogen.cli", "--help"], capture_output=True, text=True, check=True)
-    for name in ("preview", "judge", "prepare-world", "bench-data", "train-text-tokenizer"):
+    for name in ("preview", "judge", "prepare-world", "bench-data", "train-text-tokenizer", "sample"):
         assert name in out.stdout

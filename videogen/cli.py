@@ -25,8 +25,6 @@ _PENDING = {
     "encode": "the tokenizer issue (#3)",
     "decode": "the tokenizer issue (#3)",
     "eval-tokenizer": "the tokenizer issue (#3)",
-    "train-lm": "the LM issue (#4)",
-    "sample": "the LM issue (#4)",
     "continue": "the long-video issue (#5)",
     "eval": "the evaluation issue (#6)",
     "plan": "the scale-out issue (#7)",
@@ -189,6 +187,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--json", help="also write the results here")
     p.set_defaults(func=cmd_bench_data)
+
+    p = sub.add_parser("sample", help="text → video from a trained LM workdir (mp4, GIF, npy + contact sheet)")
+    from videogen.generate import add_sample_args, sample_command
+    add_sample_args(p)
+    p.set_defaults(func=sample_command)
 
     for name in _PENDING:
         sub.add_parser(name, help=f"(lands with {_PENDING[name]})").set_defaults(func=_pending(name))
