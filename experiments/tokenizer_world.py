@@ -30,8 +30,8 @@ def get_config(arg=None):
     tiny = variant == "tiny"
     c = ml_collections.ConfigDict()
     c.seed = 0
-    c.steps = 3000 if tiny else 20_000
-    c.batch_size = 16 if tiny else 32
+    c.steps = 2000 if tiny else 20_000
+    c.batch_size = 8 if tiny else 32
     c.mesh = {"data": -1, "fsdp": 1, "tensor": 1}
     # Logical param axes -> mesh axes (tokenizer/model.py). Replicated: the CNN is small, train it data-
     # parallel. FSDP: (("conv_in", None), ("conv_out", "fsdp"), ("norm", None)) with mesh.fsdp > 1 (every
@@ -47,7 +47,7 @@ def get_config(arg=None):
         "num_clips": 256 if tiny else 1000,
         "batch_size": 32,
         "every": 500 if tiny else 2000,
-        "judge": True,
+        "judge": True,  # the world judge on reconstructions (skipped for other data kinds)
         "num_samples": 8,
     }
 
@@ -65,7 +65,9 @@ def get_config(arg=None):
     c.quantizer = {
         "kind": "lfq",
         # LFQ: code_dim = num_bits, 2^num_bits codes.
-        "lfq": {"num_bits": 10 if tiny else 12, "entropy_weight": 0.1, "commitment_weight": 0.25,
+        # entropy_weight 0.02, not MAGVIT-v2's 0.1: with a plain L2 loss, 0.1 kept the tiny model at the
+        # all-black solution for longer (16.9 vs 17.8 dB PSNR after 300 steps; 0.0 collapses to few codes).
+        "lfq": {"num_bits": 10 if tiny else 12, "entropy_weight": 0.02, "commitment_weight": 0.25,
                 "batch_entropy_weight": 1.0, "temperature": 0.01},
         # FSQ: code_dim = len(levels), prod(levels) codes (1,000 / 4,375).
         "fsq": {"levels": (10, 10, 10) if tiny else (7, 5, 5, 5, 5)},
@@ -75,14 +77,16 @@ def get_config(arg=None):
     }
 
     c.loss = {
-        "recon": "l1",  # 'l1' | 'l2'
+        # 'l2' | 'l1'. L2 learns the sparse world much faster early on: L1's optimum for an uncertain
+        # pixel is the median, black, so objects appear late (15.6 vs 16.9 dB after 300 tiny steps).
+        "recon": "l2",
         "recon_weight": 1.0,
         # LFQ entropy weight annealing: from entropy_weight_start to quantizer.lfq.entropy_weight over
         # entropy_anneal_steps (0 = constant weight).
         "entropy_weight_start": 0.0,
         "entropy_anneal_steps": 0,
     }
-    c.optim = {"lr": 2e-3 if tiny else 1e-3, "warmup_steps": 200 if tiny else 1000, "min_lr_ratio": 0.1,
+    c.optim = {"lr": 2e-3 if tiny else 1e-3, "warmup_steps": 100 if tiny else 1000, "min_lr_ratio": 0.1,
                "b1": 0.9, "b2": 0.99, "weight_decay": 1e-4, "grad_clip": 1.0}
     c.ema_decay = 0.99 if tiny else 0.999
 

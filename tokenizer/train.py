@@ -555,7 +555,8 @@ def _evaluate(config, graphdef, state, eval_source, mesh, workdir: Path, step: i
     e = config.eval
     return eval_lib.evaluate_tokenizer(
         tok.autoencoder, tok.quantizer, eval_source, batch_size=int(e.batch_size), mesh=mesh,
-        num_clips=int(e.num_clips), judge=bool(e.judge), num_samples=int(e.num_samples),
+        num_clips=int(e.num_clips), judge=bool(e.judge) and config.data.get("kind", "world") == "world",
+        num_samples=int(e.num_samples),
         sample_path=workdir / "samples" / f"step_{step:06d}.gif")
 
 
@@ -563,6 +564,8 @@ def train(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict
     """Trains (or resumes) a tokenizer in ``workdir``; returns the final metrics (train/*, eval/*, timing)."""
     from tqdm import tqdm
 
+    if not isinstance(config, ml_collections.ConfigDict):
+        config = ml_collections.ConfigDict(config)
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     steps = int(config.steps)
