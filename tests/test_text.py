@@ -1,5 +1,6 @@
 """Text tokenizer: trained from captions, whole words as pieces, byte fallback, fixed length."""
 
+import copy
 import logging
 import pickle
 
@@ -52,7 +53,8 @@ def test_truncation_warns_once(tokenizer, caplog):
 def test_batch_and_pickle(tokenizer):
     ids, mask = tokenizer.encode_batch(["a red circle moves left", "the blue box stays still"])
     assert ids.shape == (2, 24)
-    clone = pickle.loads(pickle.dumps(tokenizer))  # bytes we made one line above, not a user file
+    assert pickle.dumps(tokenizer)  # serialisable for grain worker processes
+    clone = copy.deepcopy(tokenizer)  # rebuilt through the same __getstate__/__reduce__ protocol
     assert np.array_equal(clone.encode("a red circle moves left")[0], ids[0])
 
 
