@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import argparse
 import ast
-import dataclasses
 import importlib.util
 import json
 import math
@@ -58,7 +57,7 @@ from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec
 
 from tokenizer import evaluate as eval_lib
-from tokenizer.model import LOGICAL_AXIS_RULES, Autoencoder, AutoencoderConfig, check_input_shape, param_count
+from tokenizer.model import LOGICAL_AXIS_RULES, Autoencoder, AutoencoderConfig, check_input_shape
 from tokenizer.quantizers import LFQ, make_quantizer
 from videogen import mesh as mesh_lib
 from videogen.data.pipeline import Pipeline, PipelineConfig
