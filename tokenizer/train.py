@@ -749,20 +749,29 @@ def decode_indices(model, quantizer, indices) -> jax.Array:
 # ============================================================================================
 
 
-def main(argv: list[str] | None = None) -> dict:
+def run_cli(argv, *, prog: str, description: str, example_config: str, train_fn) -> dict:
+    """`--config FILE[:VARIANT] --workdir DIR [--config.KEY=VALUE ...]` → train_fn(config, workdir).
+
+    Shared by both trainers (tokenizer.train and videogen.train) so they parse overrides the same way.
+    """
     p = argparse.ArgumentParser(
-        prog="python -m tokenizer.train", description="Train the video tokenizer.",
+        prog=prog, description=description,
         epilog="Overrides: --config.KEY=VALUE (dotted keys), e.g. --config.steps=200 --config.model.dtype=bfloat16")
-    p.add_argument("--config", required=True, help="config file and variant, e.g. experiments/tokenizer_world.py:tiny")
+    p.add_argument("--config", required=True, help=f"config file and variant, e.g. {example_config}")
     p.add_argument("--workdir", required=True, help="output folder; re-running resumes from its latest checkpoint")
     args, overrides = p.parse_known_args(argv)
     bad = [o for o in overrides if not (o.startswith("--config.") or (not o.startswith("-") and "=" in o))]
     if bad:
         p.error(f"unrecognised arguments {bad}; overrides look like --config.steps=200")
     config = apply_overrides(load_config(args.config), overrides)
-    metrics = train(config, args.workdir)
+    metrics = train_fn(config, args.workdir)
     print(json.dumps({k: v for k, v in metrics.items() if isinstance(v, (int, float, type(None)))}, sort_keys=True))
     return metrics
+
+
+def main(argv: list[str] | None = None) -> dict:
+    return run_cli(argv, prog="python -m tokenizer.train", description="Train the video tokenizer.",
+                   example_config="experiments/tokenizer_world.py:tiny", train_fn=train)
 
 
 if __name__ == "__main__":

@@ -101,8 +101,9 @@ def cmd_judge_world(args) -> None:
     rng = np.random.default_rng(0)
     hurt = damage.KINDS[args.damage] if args.damage else (lambda v, r: v)
     start = time.perf_counter()
-    result = judge.score((hurt(source[i]["video"], rng) for i in range(args.num)),
-                         (source[i]["caption"] for i in range(args.num)))
+    examples = (source[i] for i in range(args.num))  # each clip rendered once
+    videos, captions = zip(*((hurt(e["video"], rng), e["caption"]) for e in examples))
+    result = judge.score(videos, captions)
     result.pop("verdicts")
     result["seconds_per_clip"] = (time.perf_counter() - start) / args.num
     print(json.dumps(result, indent=2))

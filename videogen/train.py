@@ -55,7 +55,6 @@ step, 5 checkpoints, 6 train loop, 7 sampling, 8 loading, CLI.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import dataclasses
 import json
@@ -790,19 +789,12 @@ def load_lm(workdir: str | os.PathLike, *, step: int | None = None, ema: bool = 
 
 
 def main(argv: list[str] | None = None) -> dict:
-    p = argparse.ArgumentParser(
-        prog="python -m videogen.train", description="Train the text-to-video transformer on tokenizer codes.",
-        epilog="Overrides: --config.KEY=VALUE, e.g. --config.tokenizer_workdir=runs/tok_tiny --config.objective=maskgit")
-    p.add_argument("--config", required=True, help="config file and variant, e.g. experiments/lm_world.py:tiny")
-    p.add_argument("--workdir", required=True, help="output folder; re-running resumes from its latest checkpoint")
-    args, overrides = p.parse_known_args(argv)
-    bad = [o for o in overrides if not (o.startswith("--config.") or (not o.startswith("-") and "=" in o))]
-    if bad:
-        p.error(f"unrecognised arguments {bad}; overrides look like --config.steps=200")
-    config = apply_overrides(load_config(args.config), overrides)
-    metrics = train(config, args.workdir)
-    print(json.dumps({k: v for k, v in metrics.items() if isinstance(v, (int, float, type(None)))}, sort_keys=True))
-    return metrics
+    from tokenizer.train import run_cli
+
+    return run_cli(argv, prog="python -m videogen.train",
+                   description="Train the text-to-video transformer on tokenizer codes.",
+                   example_config="experiments/lm_world.py:tiny --config.tokenizer_workdir=runs/tok_tiny",
+                   train_fn=train)
 
 
 if __name__ == "__main__":
