@@ -53,6 +53,14 @@ def get_config(arg=None):
     c.peak_flops = None  # FLOP/s of the mesh for MFU; None -> "MFU n/a"; "measure" -> timed matmul (CPU)
 
     c.data = {"kind": "world", "resolution": 32 if tiny else 64, "num_frames": 17, "max_objects": 2}
+    # Long videos (videogen/continuation.py, experiments/long_video.py): render_frames = 1 + 4m > num_frames
+    # renders longer clips and trains on a random window of the model's latent frames in each (set in
+    # experiments/long_video.py; None = train on the clips' first num_frames frames only).
+    c.data.render_frames = None
+    # Continuation training: with probability `prob` an example's first `context_frames` latent frames are
+    # given (not masked, not scored), as in a continuation window; `corruption` replaces that fraction of
+    # their tokens by random codes ('replace') or [MASK] ('mask', maskgit) against exposure bias. 0 = off.
+    c.continuation = {"context_frames": 3, "prob": 0.0, "corruption": 0.0, "corruption_kind": "replace"}
     c.text = {
         "max_length": 32,  # text slots L (BOS ... EOS PAD...); world captions are <= 28 pieces
         "vocab_size": 512,  # sentencepiece target size = the model's text vocabulary

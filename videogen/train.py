@@ -314,17 +314,36 @@ def describe_shardings(state, shardings) -> str:
 
 
 def build_sequences(tcfg: TransformerConfig, objective: str, codes, text_ids, key, *, drop_prob: float,
-                    schedule: str = "cosine"):
+                    schedule: str = "cosine", context_frames: int = 0, context_prob: float = 0.0,
+                    context_corruption: float = 0.0, corruption_kind: str = "replace"):
     """``(tokens, positions, targets, weights)`` for a batch.
 
     codes ``[B, t, h, w]`` int, text_ids ``[B, L]``. Captions are replaced by PAD with probability
     ``drop_prob`` (CFG). next_token: tokens ``[B, L + N - 1]`` (the last video token is never an
     input); maskgit: ``[B, L + N]`` with masked video tokens = MASK. targets ``[B, N]`` codes,
     weights ``[B, N]`` float (1 on scored positions).
+
+    Long-video training (videogen/continuation.py; all off by default):
+
+    * temporal windows: codes may have more latent frames than the model's grid (``config.data.
+      render_frames`` renders clips longer than ``num_frames``); each example then takes a window of the
+      grid's ``t`` latent frames at a random offset in ``[0, t_codes - t]``, so windows that start
+      mid-clip (as continuation windows do) are trained on. Window positions are window-relative.
+    * continuation examples: with probability ``context_prob`` an example's first ``context_frames``
+      latent frames are its given context, as in a continuation window: never masked (maskgit) and not
+      scored (either objective); the rest is masked by the schedule (maskgit) / predicted (next_token).
+    * ``context_corruption`` (exposure bias): in continuation examples each context token is, with this
+      probability, replaced by a random code (``corruption_kind='replace'``) or by ``[MASK]`` (``'mask'``,
+      maskgit only); inputs only, the scored targets stay clean.
     """
     b = codes.shape[0]
     n = tcfg.num_video_tokens
-    codes = codes.reshape(b, n).astype(jnp.int32)
+    t, h, w = tcfg.video_grid
+    codes = codes.astype(jnp.int32)
+    if codes.ndim == 4 and codes.shape[1] > t:  # a random window of t latent frames per example
+        offsets = jax.random.randint(jax.random.fold_in(key, 1), (b,), 0, codes.shape[1] - t + 1)
+        codes = jax.vmap(lambda c, o: jax.lax.dynamic_slice_in_dim(c, o, t, axis=0))(codes, offsets)
+    codes = codes.reshape(b, n)
     k_drop, k_mask = jax.random.split(key)
     text = text_ids.astype(jnp.int32)
     if drop_prob > 0:
@@ -332,12 +351,39 @@ def build_sequences(tcfg: TransformerConfig, objective: str, codes, text_ids, ke
         text = jnp.where(drop[:, None], PAD_ID, text)
     video = video_token_ids(tcfg, codes)
     positions = make_positions(tcfg, b)
+    context = jnp.zeros((b, n), bool)  # given context tokens of continuation examples
+    if context_frames > 0 and context_prob > 0:
+        if not 0 < context_frames < t:
+            raise ValueError(f"continuation.context_frames={context_frames} must be in [1, {t - 1}] (the model's "
+                             f"window has {t} latent frames); 0 turns continuation training off.")
+        if corruption_kind not in ("replace", "mask") or (corruption_kind == "mask" and objective != "maskgit"):
+            raise ValueError(f"continuation.corruption_kind={corruption_kind!r}: 'replace' (random codes) or, "
+                             "for maskgit only, 'mask'.")
+        k_ex, k_cor, k_code = jax.random.split(jax.random.fold_in(key, 2), 3)
+        is_cont = jax.random.bernoulli(k_ex, context_prob, (b,))
+        context = is_cont[:, None] & (jnp.arange(n) < context_frames * h * w)[None]
+        if context_corruption > 0:
+            hit = context & jax.random.bernoulli(k_cor, context_corruption, (b, n))
+            if corruption_kind == "replace":
+                noise = video_token_ids(tcfg, jax.random.randint(k_code, (b, n), 0, tcfg.codebook_size))
+            else:
+                noise = jnp.full((b, n), tcfg.mask_token_id, jnp.int32)
+            video = jnp.where(hit, noise, video)
+    scored = (~context).astype(jnp.float32)
     if objective == "next_token":
         tokens = jnp.concatenate([text, video], axis=1)[:, :-1]
-        return tokens, positions[:, :-1], codes, jnp.ones((b, n), jnp.float32)
-    mask = sampling.sample_mask(k_mask, (b, n), schedule)
+        return tokens, positions[:, :-1], codes, scored
+    mask = sampling.sample_mask(k_mask, (b, n), schedule) & ~context
     tokens = jnp.concatenate([text, jnp.where(mask, tcfg.mask_token_id, video)], axis=1)
     return tokens, positions, codes, mask.astype(jnp.float32)
+
+
+def _continuation_kwargs(config) -> dict:
+    """build_sequences' long-video options from ``config.continuation`` (absent -> off)."""
+    c = config.get("continuation", None) or {}
+    return {"context_frames": int(c.get("context_frames", 0)), "context_prob": float(c.get("prob", 0.0)),
+            "context_corruption": float(c.get("corruption", 0.0)),
+            "corruption_kind": str(c.get("corruption_kind", "replace"))}
 
 
 def _loss_terms(model, tcfg, objective, tokens, positions, targets, weights):
@@ -367,12 +413,13 @@ def make_train_step(config, tcfg, graphdef, rest, tx, shardings, mesh):
     schedule = config.get("maskgit", {}).get("schedule", "cosine")
     ema_decay = float(config.ema_decay)
     seed = int(config.seed)
+    cont = _continuation_kwargs(config)
 
     def train_step(state, codes, text_ids, lr):
         step = state["step"]
         key = jax.random.fold_in(jax.random.key(seed), step)
         tokens, positions, targets, weights = build_sequences(tcfg, objective, codes, text_ids, key,
-                                                              drop_prob=drop_prob, schedule=schedule)
+                                                              drop_prob=drop_prob, schedule=schedule, **cont)
         total = jnp.maximum(jnp.sum(weights), 1.0)
 
         def loss_fn(params, tok, pos, tgt, w):
@@ -418,9 +465,11 @@ def make_eval_step(config, tcfg, graphdef, rest, mesh):
     """Jitted ``(params, codes, text_ids, key) -> (nll_sum, correct_sum, weight_sum)`` (no caption drop)."""
     objective = _check_objective(config.objective)
     schedule = config.get("maskgit", {}).get("schedule", "cosine")
+    cont = _continuation_kwargs(config)
 
     def eval_step(params, codes, text_ids, key):
-        tok, pos, tgt, w = build_sequences(tcfg, objective, codes, text_ids, key, drop_prob=0.0, schedule=schedule)
+        tok, pos, tgt, w = build_sequences(tcfg, objective, codes, text_ids, key, drop_prob=0.0, schedule=schedule,
+                                           **cont)
         nll, correct = _loss_terms(nnx.merge(graphdef, params, rest), tcfg, objective, tok, pos, tgt, w)
         return nll, correct, jnp.sum(w)
 

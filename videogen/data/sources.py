@@ -25,6 +25,11 @@ def build_source(spec: Mapping[str, Any], split: str = "train"):
     kind = spec.pop("kind", "world")
     resolution = int(spec.pop("resolution", 64))
     num_frames = int(spec.pop("num_frames", 17))
+    # Long renders for long-video training: the world draws clips for num_frames and renders render_frames;
+    # other sources simply cut clips of render_frames frames.
+    render_frames = spec.pop("render_frames", None)
+    if render_frames is not None and kind != "world":
+        num_frames = int(render_frames)
     if kind == "world":
         num_clips = int(spec.pop("num_clips", 100_000 if split == "train" else 1_000))
         held_out = spec.pop("held_out", None)
@@ -38,7 +43,7 @@ def build_source(spec: Mapping[str, Any], split: str = "train"):
         except TypeError as e:
             raise ValueError(f"data spec {dict(kind=kind, **spec)}: {e}; world fields are "
                              f"{[f.name for f in world.dataclasses.fields(world.WorldConfig)]} + num_clips.") from e
-        return world.WorldSource(cfg, split, num_clips)
+        return world.WorldSource(cfg, split, num_clips, render_frames=render_frames)
     if kind == "tfds":
         from videogen.data.tfds_source import TfdsSource  # imports tensorflow_datasets: only when asked
 

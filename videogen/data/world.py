@@ -349,12 +349,22 @@ class WorldSource:
 
     Items: {"video": uint8 [T, R, R, 3], "caption": str, "index": int, "positions": float32
     [T, MAX_OBJECTS, 2], "attributes": int32 [MAX_OBJECTS, 4], "num_objects": int32}.
+
+    ``render_frames`` (default ``cfg.num_frames``): render that many frames of each clip instead. The
+    clip (objects, caption) is still drawn for ``cfg.num_frames``, so the caption describes the first
+    ``cfg.num_frames`` frames and the physics (bounces included) simply continues: the long renders that
+    long-video training cuts windows from (``config.data.render_frames`` in the LM trainer).
     """
 
-    def __init__(self, cfg: WorldConfig, split: str = "train", num_clips: int = 100_000):
+    def __init__(self, cfg: WorldConfig, split: str = "train", num_clips: int = 100_000,
+                 render_frames: int | None = None):
         if split not in SPLITS:
             raise ValueError(f"split={split!r}: the built-in world has splits {SPLITS}.")
+        if render_frames is not None and int(render_frames) < cfg.num_frames:
+            raise ValueError(f"WorldSource render_frames={render_frames} must be >= num_frames={cfg.num_frames} "
+                             "(the clip length the caption describes); leave it None to render num_frames.")
         self.cfg, self.split, self.num_clips = cfg, split, int(num_clips)
+        self.render_frames = cfg.num_frames if render_frames is None else int(render_frames)
 
     def __len__(self) -> int:
         return self.num_clips
@@ -364,7 +374,8 @@ class WorldSource:
         if not 0 <= index < self.num_clips:
             raise IndexError(f"WorldSource index {index} out of range [0, {self.num_clips}).")
         spec = sample_clip(self.cfg, self.split, index)
-        return {"video": render(spec), "caption": spec.caption, "index": index, **metadata(spec)}
+        T = self.render_frames
+        return {"video": render(spec, T), "caption": spec.caption, "index": index, **metadata(spec, T)}
 
     def __repr__(self) -> str:
         return f"WorldSource({self.cfg}, split={self.split!r}, num_clips={self.num_clips})"
