@@ -6,6 +6,8 @@
     videogen judge-world --resolution 64 --num 500 # the judge on ground-truth renders
     videogen train-text-tokenizer --out DIR        # sentencepiece model from a dataset's captions
     videogen bench-data                            # input pipeline throughput table
+    videogen encode --tokenizer W --input v.mp4 --output v.npz   # video -> token codes (decode: back)
+    videogen eval-tokenizer --workdir W --split heldout          # PSNR, SSIM, code usage, judge (--rfvd)
 """
 
 from __future__ import annotations
@@ -22,9 +24,6 @@ import numpy as np
 # Stages that later issues add; until they land the command says so instead of pretending.
 _PENDING = {
     "train-tokenizer": "the tokenizer issue (#3)",
-    "encode": "the tokenizer issue (#3)",
-    "decode": "the tokenizer issue (#3)",
-    "eval-tokenizer": "the tokenizer issue (#3)",
     "continue": "the long-video issue (#5)",
     "eval": "the evaluation issue (#6)",
     "plan": "the scale-out issue (#7)",
@@ -193,6 +192,9 @@ def build_parser() -> argparse.ArgumentParser:
     from videogen.generate import add_sample_args, sample_command
     add_sample_args(p)
     p.set_defaults(func=sample_command)
+
+    from tokenizer.codes import add_commands as add_tokenizer_commands  # encode, decode, eval-tokenizer
+    add_tokenizer_commands(sub)
 
     for name in _PENDING:
         sub.add_parser(name, help=f"(lands with {_PENDING[name]})").set_defaults(func=_pending(name))
