@@ -6,6 +6,7 @@
     videogen judge-world --resolution 64 --num 500 # the judge on ground-truth renders
     videogen train-text-tokenizer --out DIR        # sentencepiece model from a dataset's captions
     videogen bench-data                            # input pipeline throughput table
+    videogen eval --workdir runs/lm                # FVD + judge (test vs heldout); tokenizer workdirs too
     videogen encode --tokenizer W --input v.mp4 --output v.npz   # video -> token codes (decode: back)
     videogen eval-tokenizer --workdir W --split heldout          # PSNR, SSIM, code usage, judge (--rfvd)
 """
@@ -25,7 +26,6 @@ import numpy as np
 _PENDING = {
     "train-tokenizer": "the tokenizer issue (#3)",
     "continue": "the long-video issue (#5)",
-    "eval": "the evaluation issue (#6)",
     "plan": "the scale-out issue (#7)",
 }
 
@@ -192,6 +192,12 @@ def build_parser() -> argparse.ArgumentParser:
     from videogen.generate import add_sample_args, sample_command
     add_sample_args(p)
     p.set_defaults(func=sample_command)
+
+    p = sub.add_parser("eval", help="evaluate a tokenizer or LM workdir: PSNR/SSIM/usage/rFVD or FVD + judge "
+                                    "(world, ucf, frame_prediction protocols); JSON + table")
+    from videogen.evaluate import add_eval_args, run as run_eval
+    add_eval_args(p)
+    p.set_defaults(func=run_eval)
 
     from tokenizer.codes import add_commands as add_tokenizer_commands  # encode, decode, eval-tokenizer
     add_tokenizer_commands(sub)

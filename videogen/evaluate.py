@@ -1,0 +1,647 @@
+"""`videogen eval`: evaluation of a trained tokenizer workdir or LM workdir, as JSON + a short table.
+
+    videogen eval --workdir runs/tok_tiny                          # tokenizer: PSNR, SSIM, usage, rFVD, judge
+    videogen eval --workdir runs/lm_tiny                           # generator: world protocol (test vs heldout)
+    videogen eval --workdir runs/lm_tiny --protocol ucf --num-clips 2048 --repeats 4
+    videogen eval --workdir runs/lm_tiny --protocol frame_prediction --context-frames 5   # K600-style
+    videogen eval --workdir runs/lm_tiny --with-tokenizer --tensorboard
+
+Which kind of workdir it is comes from its ``config.json`` (an LM config names a ``tokenizer_workdir``).
+Results go to ``--out`` (default ``WORKDIR/eval/eval_step<N>.json``) and are printed as a table.
+
+Tokenizer metrics (over the first ``--num-clips`` clips of each split, in order): PSNR, SSIM, code usage
+over *all* tokens of the set (not per batch), perplexity, rFVD (I3D features of the originals vs the
+reconstructions) and, on the built-in world, the judge on the reconstructions.
+
+Generator protocols (``--protocol``, repeatable):
+
+* ``world`` -- the built-in world's captions of clips ``0 .. N-1`` of each split in ``--splits`` (default
+  ``test,heldout``: seen vs held-out attribute combinations) are the prompts; the judge scores every
+  sample against its caption (all correct, colour, shape, size, motion) and FVD compares the samples
+  with the real clips of those captions.
+* ``ucf`` -- UCF-101 style: N samples whose prompts are captions (class labels) of random clips of the
+  train split, against N other random clips of the train split; repeated ``--repeats`` times with fresh
+  draws, reported as mean and standard deviation (the protocol of TGAN/TATS/MAGVIT on UCF-101).
+* ``frame_prediction`` -- Kinetics-600 / BAIR style: the first ``--context-frames`` frames (5 for K600,
+  1 for BAIR) of each real clip of the eval split are encoded and kept, the model generates the rest of
+  the token grid, and FVD compares the whole decoded clips with the real ones; PSNR/SSIM of the
+  predicted frames against the truth are reported alongside.
+
+Every score is computed on raw uint8 arrays straight from the decoder and the data source; nothing is
+written to and read back from a compressed video file. FVD uses the first ``--fvd-frames`` (16)
+frames of every clip, I3D Kinetics-400 logits at 224x224 (:mod:`videogen.eval.fvd`). With fewer clips
+than the 400 feature dimensions FVD is biased upwards: compare runs at one N only.
+
+The long-video drift curve (``--drift``): world prompts continued to ``--drift-frames`` frames by
+:mod:`videogen.continuation` and scored per window against the true renders by :mod:`videogen.drift`
+(judge score, persistence, bounces, position error, optional FVD per window).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+__all__ = [
+    "PROTOCOLS",
+    "evaluate_generator",
+    "evaluate_tokenizer_workdir",
+    "format_table",
+    "main",
+    "predict_frames",
+    "workdir_kind",
+]
+
+PROTOCOLS = ("world", "ucf", "frame_prediction")
+
+FeatureFn = Callable[[np.ndarray], np.ndarray]  # uint8 [N, T, H, W, 3] -> float [N, D]
+
+
+# ============================================================================================
+# Helpers: workdirs, features, FVD
+# ============================================================================================
+
+
+def workdir_kind(workdir: str | Path) -> str:
+    """``'lm'`` or ``'tokenizer'`` from the workdir's config.json; a clear error for anything else."""
+    cfg = Path(workdir) / "config.json"
+    if not cfg.is_file():
+        raise FileNotFoundError(
+            f"--workdir {str(workdir)!r} has no config.json: pass the workdir of a trained tokenizer "
+            "(python -m tokenizer.train --workdir ...) or LM (python -m videogen.train --workdir ...).")
+    c = json.loads(cfg.read_text())
+    if "tokenizer_workdir" in c:
+        return "lm"
+    if "quantizer" in c:
+        return "tokenizer"
+    raise ValueError(f"{cfg} is neither a tokenizer config (no 'quantizer') nor an LM config (no "
+                     "'tokenizer_workdir'); pass a workdir written by tokenizer.train or videogen.train.")
+
+
+def i3d_feature_fn(batch_size: int = 8) -> FeatureFn:
+    """The standard FVD embedding: I3D Kinetics-400 logits (weights converted once, then cached)."""
+    from videogen.eval import fvd as fvd_lib
+
+    return lambda videos: fvd_lib.i3d_features(videos, batch_size=batch_size)
+
+
+def _fvd_clips(videos: np.ndarray, frames: int) -> np.ndarray:
+    from videogen.eval.fvd import MIN_FRAMES
+
+    if videos.shape[1] < MIN_FRAMES:
+        raise ValueError(f"FVD needs clips of at least {MIN_FRAMES} frames (I3D), these have {videos.shape[1]}; "
+                         "evaluate longer clips or pass --no-fvd.")
+    if frames < MIN_FRAMES:
+        raise ValueError(f"--fvd-frames={frames} is below I3D's minimum of {MIN_FRAMES}; use 16 (the standard).")
+    return videos[:, :frames]
+
+
+class _FeatureBank:
+    """Features of clips fed in batches of one fixed size (the last padded), so I3D compiles once."""
+
+    def __init__(self, fn: FeatureFn, frames: int, batch_size: int):
+        self.fn, self.frames, self.batch_size = fn, frames, batch_size
+        self.parts: list[np.ndarray] = []
+
+    def add(self, videos: np.ndarray) -> None:
+        clips = _fvd_clips(np.asarray(videos), self.frames)
+        for s in range(0, len(clips), self.batch_size):
+            chunk = clips[s:s + self.batch_size]
+            real = len(chunk)
+            if real < self.batch_size:
+                chunk = np.concatenate([chunk, np.repeat(chunk[-1:], self.batch_size - real, axis=0)])
+            self.parts.append(np.asarray(self.fn(chunk), np.float64)[:real])
+
+    def features(self) -> np.ndarray:
+        return np.concatenate(self.parts) if self.parts else np.zeros((0, 0))
+
+
+def _fvd(a: np.ndarray, b: np.ndarray) -> float:
+    from videogen.eval.fvd import fvd
+
+    if len(a) < 2 or len(b) < 2:
+        raise ValueError(f"FVD needs at least 2 clips per side, got {len(a)} and {len(b)}; raise --num-clips.")
+    return float(fvd(a, b))
+
+
+def _judge(videos: Sequence[np.ndarray], captions: Sequence[str]) -> dict:
+    from videogen import judge
+
+    r = judge.score(list(videos), list(captions))
+    r.pop("verdicts")
+    return r
+
+
+def _is_world(spec: dict) -> bool:
+    return spec.get("kind", "world") == "world"
+
+
+def _batches(n: int, batch_size: int):
+    for s in range(0, n, batch_size):
+        yield list(range(s, min(s + batch_size, n)))
+
+
+def _pad(items: list, size: int) -> list:
+    return items + [items[-1]] * (size - len(items))
+
+
+# ============================================================================================
+# Tokenizer
+# ============================================================================================
+
+
+def evaluate_tokenizer_workdir(workdir: str | Path, *, splits: Sequence[str] | None = None,
+                               num_clips: int | None = None, batch_size: int | None = None, fvd: bool = True,
+                               fvd_frames: int = 16, feature_fn: FeatureFn | None = None, judge: bool = True,
+                               step: int | None = None) -> dict:
+    """PSNR, SSIM, code usage over the whole set, rFVD and (world) judge of a tokenizer workdir, per split."""
+    from tokenizer import evaluate as tok_eval
+    from tokenizer import train as tok_train
+    from tokenizer.quantizers import CodeUsage
+    from videogen import mesh as mesh_lib
+    from videogen.data.sources import build_source
+
+    workdir = Path(workdir)
+    mesh = mesh_lib.make_mesh({"data": -1})
+    model, quantizer, config = tok_train.load_tokenizer(workdir, step=step, mesh=mesh)
+    spec = tok_train.eval_data_spec(config)
+    dp = mesh_lib.data_parallel_size(mesh)
+    bs = math.ceil(int(batch_size or config.eval.batch_size) / dp) * dp
+    judge = judge and _is_world(spec)
+    feature_fn = feature_fn or (i3d_feature_fn(bs) if fvd else None)
+    out: dict[str, Any] = {"kind": "tokenizer", "workdir": str(workdir), "step": tok_train.latest_step(workdir)
+                           if step is None else step, "splits": {}}
+    for split in splits or [config.eval.split]:
+        t0 = time.perf_counter()
+        source = build_source(spec, split)
+        n = min(int(num_clips or config.eval.num_clips), len(source))
+        if n < 1:
+            raise ValueError(f"split {split!r} of {spec} has no clips to evaluate.")
+        usage = CodeUsage(quantizer.codebook_size)
+        psnrs, ssims, recons_for_judge, captions = [], [], [], []
+        real_bank = _FeatureBank(feature_fn, fvd_frames, bs) if fvd else None
+        rec_bank = _FeatureBank(feature_fn, fvd_frames, bs) if fvd else None
+        for idx in _batches(n, bs):
+            items = [source[i] for i in idx]
+            video = np.stack(_pad([it["video"] for it in items], bs))
+            recon, ids, p, s = tok_eval.reconstruct(model, quantizer, video, mesh=mesh)
+            k = len(items)
+            usage.update(ids[:k])
+            psnrs += p[:k].tolist()
+            ssims += s[:k].tolist()
+            if fvd:
+                real_bank.add(video[:k])
+                rec_bank.add(recon[:k])
+            if judge:
+                recons_for_judge += list(recon[:k])
+                captions += [it["caption"] for it in items]
+        u = usage.summary()
+        r: dict[str, Any] = {"num_clips": n, "psnr": float(np.mean(psnrs)), "ssim": float(np.mean(ssims)),
+                             "usage": u["usage"], "used_codes": u["used_codes"], "codebook_size": quantizer.codebook_size,
+                             "perplexity": u["perplexity"]}
+        if fvd:
+            r["rfvd"] = _fvd(real_bank.features(), rec_bank.features())
+        if judge:
+            r["judge"] = _judge(recons_for_judge, captions)
+        r["seconds"] = time.perf_counter() - t0
+        out["splits"][split] = r
+    return out
+
+
+# ============================================================================================
+# Generator: frame-conditioned sampling (frame prediction protocol)
+# ============================================================================================
+
+_PREDICTORS: dict[tuple, Any] = {}
+
+
+def _code_log_probs(tcfg, logits):
+    from videogen.model import full_code_log_probs
+
+    if tcfg.head == "bitgroups":
+        return full_code_log_probs(tcfg, logits)
+    return jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
+
+
+def _predictor(graphdef, tcfg, objective: str, known: int, num_steps: int, temperature: float, top_k):
+    """Jitted ``(state, text2 [2N, L], codes [N, n], rng, guidance) -> codes [N, n]``: the first ``known``
+    codes are kept, the rest generated (MaskGIT: given tokens are never re-masked; next-token: they are
+    teacher-forced through the KV cache)."""
+    key = (graphdef, tcfg, objective, known, num_steps, temperature, top_k)
+    if key in _PREDICTORS:
+        return _PREDICTORS[key]
+    from flax import nnx
+
+    from videogen import sampling
+    from videogen.model import make_positions, video_token_ids
+
+    L, n, c = tcfg.max_text_len, tcfg.num_video_tokens, tcfg.codebook_size
+
+    def run(state, text2, codes, rng, guidance):
+        model = nnx.merge(graphdef, state)
+        b2 = text2.shape[0]
+        positions = make_positions(tcfg, b2)
+        given = jnp.arange(n)[None] < known
+        if objective == "maskgit":
+            def logits_fn_2b(codes2):
+                video = jnp.where(codes2 == c, tcfg.mask_token_id, video_token_ids(tcfg, codes2))
+                logits, _ = model(jnp.concatenate([text2, video], axis=1), positions,
+                                  mode="prefix_bidirectional_video")
+                return _code_log_probs(tcfg, logits[:, L:])
+
+            init = jnp.where(given, codes, c)
+            return sampling.maskgit_decode(sampling.guided(logits_fn_2b, guidance), init, rng=rng, mask_id=c,
+                                           num_steps=num_steps, temperature=temperature, top_k=top_k).tokens
+        cache = model.init_cache(b2, L + n)
+        _, cache = model(text2, positions[:, :L], mode="causal", cache=cache, cache_index=0)
+        pos_table = positions[0]
+
+        def step_fn_2b(cache, codes_b, index):
+            tok = video_token_ids(tcfg, codes_b)[:, None]
+            pos = jnp.broadcast_to(jax.lax.dynamic_slice_in_dim(pos_table, index, 1)[None], (b2, 1, 3))
+            logits, cache = model(tok, pos, mode="causal", cache=cache, cache_index=index)
+            return _code_log_probs(tcfg, logits[:, 0]), cache
+
+        forced = jnp.where(given[:, 1:], codes[:, 1:], -1)
+        rest, _ = sampling.ar_decode(sampling.guided_step(step_fn_2b, guidance), cache, first_token=codes[:, 0],
+                                     rng=rng, num_tokens=n - 1, temperature=temperature, top_k=top_k,
+                                     forced_tokens=forced, start_index=L)
+        return jnp.concatenate([codes[:, :1], rest], axis=1)
+
+    fn = jax.jit(run)
+    _PREDICTORS[key] = fn
+    return fn
+
+
+def predict_frames(model, tokenizer_bundle, text_tokenizer, videos: np.ndarray, prompts: Sequence[str | None], *,
+                   context_frames: int, objective: str, num_steps: int = 12, guidance: float = 3.0,
+                   temperature: float = 1.0, top_k: int | None = None, seed: int = 0) -> np.ndarray:
+    """Keeps the first ``context_frames`` frames of each real clip (as tokens) and generates the rest.
+
+    ``videos`` uint8 ``[N, T, H, W, 3]`` of the model's clip shape; returns the decoded uint8 clips. With a
+    causal tokenizer of temporal compression ``c``, ``1 + c*k`` frames are exactly ``1 + k`` latent frames.
+    """
+    from flax import nnx
+
+    from tokenizer import train as tok_train
+    from videogen.data.text import PAD_ID
+    from videogen.train import abstract_model
+
+    tcfg = model.config
+    ae, quantizer = tokenizer_bundle[0], tokenizer_bundle[1]
+    ct = ae.config.temporal_compression
+    t_lat, h, w = tcfg.video_grid
+    if context_frames < 1 or (context_frames - 1) % ct:
+        raise ValueError(f"--context-frames={context_frames} does not fall on a latent frame boundary of the "
+                         f"tokenizer (temporal compression {ct}): use 1 + {ct}k frames, e.g. 1 (BAIR) or "
+                         f"{1 + ct} (K600 uses 5).")
+    known_t = 1 + (context_frames - 1) // ct
+    if known_t >= t_lat:
+        raise ValueError(f"--context-frames={context_frames} covers all {t_lat} latent frames of the clip: "
+                         "nothing is left to predict; use fewer context frames.")
+    codes = np.asarray(tok_train.encode_video(ae, quantizer, videos)).reshape(len(videos), -1).astype(np.int32)
+    L = tcfg.max_text_len
+    cond = np.stack([text_tokenizer.encode(p)[0] if p is not None else np.full(L, PAD_ID, np.int32)
+                     for p in prompts])
+    text2 = jnp.asarray(np.concatenate([cond, np.full_like(cond, PAD_ID)], axis=0))
+    if tcfg.remat != "none":  # no backward pass while decoding, and remat cannot run inside the loops
+        model = nnx.merge(abstract_model(dataclasses.replace(tcfg, remat="none"))[0],
+                          *nnx.split(model, nnx.Param, ...)[1:])
+        tcfg = model.config
+    graphdef, state = nnx.split(model)
+    fn = _predictor(graphdef, tcfg, objective, known_t * h * w, int(num_steps), float(temperature),
+                    None if top_k is None else int(top_k))
+    out = fn(state, text2, jnp.asarray(codes), jax.random.key(int(seed)), jnp.float32(guidance))
+    return np.asarray(tok_train.decode_indices(ae, quantizer, out.reshape((len(videos),) + tcfg.video_grid)))
+
+
+# ============================================================================================
+# Generator: protocols
+# ============================================================================================
+
+
+@dataclasses.dataclass
+class GenSettings:
+    num_clips: int = 64
+    batch_size: int = 8
+    guidance: float = 3.0
+    num_steps: int = 12
+    temperature: float = 1.0
+    top_k: int | None = None
+    seed: int = 0
+    fvd: bool = True
+    fvd_frames: int = 16
+
+
+def _generate(lm, prompts: list[str], s: GenSettings, seed_offset: int) -> np.ndarray:
+    """Samples one clip per prompt in fixed-size batches (one compiled sampler)."""
+    from videogen.train import sample
+
+    model, bundle, text_tok, config = lm
+    out = []
+    for k, idx in enumerate(_batches(len(prompts), s.batch_size)):
+        batch = _pad([prompts[i] for i in idx], s.batch_size)
+        v = sample(model, bundle, text_tok, batch, objective=config.objective, num_steps=s.num_steps,
+                   guidance=s.guidance, temperature=s.temperature, top_k=s.top_k,
+                   seed=s.seed + 1000 * seed_offset + k)
+        out.append(np.asarray(v)[:len(idx)])
+    return np.concatenate(out)
+
+
+def _real(source, indices: Sequence[int]) -> tuple[np.ndarray, list[str]]:
+    items = [source[int(i)] for i in indices]
+    return np.stack([it["video"] for it in items]), [str(it["caption"]) for it in items]
+
+
+def protocol_world(lm, spec: dict, splits: Sequence[str], s: GenSettings, feature_fn) -> dict:
+    """Judge + FVD on the world's captions of each split (test: seen combinations; heldout: unseen)."""
+    from videogen.data.sources import build_source
+
+    if not _is_world(spec):
+        raise ValueError(f"--protocol world needs the built-in world as the LM's data, not {spec.get('kind')!r}; "
+                         "use --protocol ucf or frame_prediction.")
+    out = {}
+    for i, split in enumerate(splits):
+        t0 = time.perf_counter()
+        source = build_source(spec, split)
+        n = min(s.num_clips, len(source))
+        real, captions = _real(source, range(n))
+        fake = _generate(lm, captions, s, seed_offset=i)
+        r: dict[str, Any] = {"num_clips": n, "judge": _judge(fake, captions)}
+        if s.fvd:
+            r["fvd"] = _fvd(_features(feature_fn, real, s), _features(feature_fn, fake, s))
+        r["seconds"] = time.perf_counter() - t0
+        out[split] = r
+    return out
+
+
+def protocol_ucf(lm, spec: dict, repeats: int, s: GenSettings, feature_fn) -> dict:
+    """UCF-101 style: N samples (prompts = captions of random train clips) vs N random train clips, repeated."""
+    from videogen.data.sources import build_source
+
+    if not s.fvd:
+        raise ValueError("--protocol ucf is an FVD protocol; drop --no-fvd.")
+    source = build_source(spec, "train")
+    n = min(s.num_clips, len(source))
+    scores = []
+    for r in range(repeats):
+        rng = np.random.default_rng(s.seed + r)
+        real_idx = rng.choice(len(source), n, replace=False)
+        prompt_idx = rng.choice(len(source), n, replace=False)
+        real, _ = _real(source, real_idx)
+        prompts = _prompts(source, prompt_idx)
+        fake = _generate(lm, prompts, s, seed_offset=100 + r)
+        scores.append(_fvd(_features(feature_fn, real, s), _features(feature_fn, fake, s)))
+    return {"num_clips": n, "repeats": repeats, "fvd_mean": float(np.mean(scores)),
+            "fvd_std": float(np.std(scores)), "fvd_runs": scores}
+
+
+def _prompts(source, indices) -> list[str]:
+    from videogen.data import world
+
+    if isinstance(source, world.WorldSource):  # captions without rendering
+        return [world.sample_clip(source.cfg, source.split, int(i)).caption for i in indices]
+    return [str(source[int(i)]["caption"]) for i in indices]
+
+
+def protocol_frame_prediction(lm, spec: dict, split: str, context_frames: int, s: GenSettings, feature_fn) -> dict:
+    """K600/BAIR style: condition on the first frames of real clips, score the whole clips vs the real ones."""
+    from tokenizer import evaluate as tok_eval
+    from videogen.data.sources import build_source
+
+    model, bundle, text_tok, config = lm
+    source = build_source(spec, split)
+    n = min(s.num_clips, len(source))
+    real, captions, fake = [], [], []
+    for k, idx in enumerate(_batches(n, s.batch_size)):
+        v, c = _real(source, idx)
+        vb = np.stack(_pad(list(v), s.batch_size))
+        out = predict_frames(model, bundle, text_tok, vb, _pad(c, s.batch_size), context_frames=context_frames,
+                             objective=config.objective, num_steps=s.num_steps, guidance=s.guidance,
+                             temperature=s.temperature, top_k=s.top_k, seed=s.seed + k)
+        real.append(v)
+        fake.append(out[:len(idx)])
+        captions += c
+    real, fake = np.concatenate(real), np.concatenate(fake)
+    future_real, future_fake = real[:, context_frames:], fake[:, context_frames:]
+    r: dict[str, Any] = {"split": split, "num_clips": n, "context_frames": context_frames,
+                         "predicted_frames": int(real.shape[1] - context_frames),
+                         "psnr_predicted": float(np.mean(tok_eval.psnr(future_fake, future_real))),
+                         "ssim_predicted": float(np.mean(tok_eval.ssim(future_fake, future_real)))}
+    if s.fvd:
+        r["fvd"] = _fvd(_features(feature_fn, real, s), _features(feature_fn, fake, s))
+    if _is_world(spec):
+        r["judge"] = _judge(fake, captions)
+    return r
+
+
+def _features(feature_fn, videos: np.ndarray, s: GenSettings) -> np.ndarray:
+    bank = _FeatureBank(feature_fn, s.fvd_frames, s.batch_size)
+    bank.add(videos)
+    return bank.features()
+
+
+def drift(workdir: str | Path, *, num_clips: int, num_frames: int | None = None, split: str = "test",
+          seed: int = 0, fvd: bool = False, **sampling_kw) -> dict:
+    """The long-video drift curve: world prompts of ``split`` continued to ``num_frames`` frames
+    (:mod:`videogen.continuation`) and scored window by window against the true renders
+    (:func:`videogen.drift.measure_videos`)."""
+    try:
+        from videogen import continuation
+        from videogen import drift as drift_lib
+    except ImportError as e:
+        raise SystemExit(f"--drift needs videogen.continuation and videogen.drift (the long-video issue #5), "
+                         f"which are not available ({e}); run without --drift.") from None
+    config = json.loads((Path(workdir) / "config.json").read_text())
+    data = config.get("data", {})
+    if not _is_world(data):
+        raise ValueError("--drift measures against the built-in world's true renders; this LM was trained on "
+                         f"{data.get('kind')!r} data.")
+    t = int(data["num_frames"])
+    num_frames = int(num_frames or 4 * (t - 1) + 1)
+    specs = drift_lib.world_prompts(int(data["resolution"]), num_clips, split=split, seed=int(data.get("seed", 0)),
+                                    num_frames=t, max_objects=int(data.get("max_objects", 2)))
+    engine = continuation.from_workdir(workdir, **sampling_kw)
+    videos = engine.generate([s.caption for s in specs], num_frames, seed=seed)
+    r = drift_lib.measure_videos(list(videos), specs, window=t, fvd=fvd)
+    r.pop("clips", None)
+    r["split"] = split
+    return r
+
+
+def evaluate_generator(workdir: str | Path, *, protocols: Sequence[str] = ("world",),
+                       splits: Sequence[str] = ("test", "heldout"), settings: GenSettings | None = None,
+                       repeats: int = 1, context_frames: int = 5, prediction_split: str | None = None,
+                       feature_fn: FeatureFn | None = None, step: int | None = None) -> dict:
+    """Runs the chosen protocols on an LM workdir (EMA weights) and returns one JSON-able dict."""
+    from videogen.train import load_lm
+
+    s = settings or GenSettings()
+    bad = [p for p in protocols if p not in PROTOCOLS]
+    if bad:
+        raise ValueError(f"unknown protocol(s) {bad}: choose from {PROTOCOLS}.")
+    lm = load_lm(workdir, step=step)
+    config = lm[3]
+    spec = {k: v for k, v in config.data.to_dict().items()}
+    feature_fn = feature_fn or (i3d_feature_fn(s.batch_size) if s.fvd else None)
+    out: dict[str, Any] = {"kind": "generator", "workdir": str(workdir), "objective": config.objective,
+                           "settings": dataclasses.asdict(s), "data": spec}
+    from tokenizer import train as tok_train
+
+    out["step"] = tok_train.latest_step(workdir) if step is None else step
+    for p in protocols:
+        t0 = time.perf_counter()
+        if p == "world":
+            out["world"] = protocol_world(lm, spec, splits, s, feature_fn)
+        elif p == "ucf":
+            out["ucf"] = protocol_ucf(lm, spec, repeats, s, feature_fn)
+        else:
+            split = prediction_split or config.eval.split
+            out["frame_prediction"] = protocol_frame_prediction(lm, spec, split, context_frames, s, feature_fn)
+        out.setdefault("seconds", {})[p] = time.perf_counter() - t0
+    return out
+
+
+# ============================================================================================
+# Output: table, JSON, TensorBoard
+# ============================================================================================
+
+
+def flat_metrics(result: dict, prefix: str = "") -> dict[str, float]:
+    """Numbers of a result dict as ``{'world/test/judge/all_correct': 0.1, ...}`` (for tables / TensorBoard)."""
+    out = {}
+    for k, v in result.items():
+        name = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(flat_metrics(v, name + "/"))
+        elif isinstance(v, (int, float)) and not isinstance(v, bool) and k not in ("step",):
+            out[name] = float(v)
+    return out
+
+
+_TABLE_KEYS = ("first_window_judge", "last_windows_judge", "persistence", "bounces", "psnr", "ssim", "usage", "used_codes", "perplexity", "rfvd", "fvd", "fvd_mean", "fvd_std",
+               "all_correct", "colour", "shape", "size", "motion", "psnr_predicted", "ssim_predicted")
+
+
+def format_table(result: dict) -> str:
+    """A short markdown table of the headline numbers."""
+    rows = [(k, v) for k, v in flat_metrics(result).items()
+            if k.rsplit("/", 1)[-1] in _TABLE_KEYS and not k.startswith(("settings/", "data/"))]
+    width = max([len(k) for k, _ in rows] + [6])
+    lines = [f"| {'metric':<{width}} | {'value':>10} |", f"|{'-' * (width + 2)}|{'-' * 12}|"]
+    for k, v in rows:
+        lines.append(f"| {k:<{width}} | {v:>10.4g} |")
+    return "\n".join(lines)
+
+
+def _write_tensorboard(result: dict, logdir: Path, step: int) -> None:
+    from tensorboardX import SummaryWriter
+
+    with SummaryWriter(str(logdir)) as w:
+        for k, v in flat_metrics(result).items():
+            if math.isfinite(v) and not k.startswith(("settings/", "data/")):
+                w.add_scalar(f"eval/{k}", v, step)
+
+
+# ============================================================================================
+# CLI
+# ============================================================================================
+
+
+def add_eval_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--workdir", required=True, help="a tokenizer or LM training workdir")
+    p.add_argument("--protocol", action="append", choices=PROTOCOLS,
+                   help="generator protocol, repeatable (default: world for world data, else ucf)")
+    p.add_argument("--splits", default=None,
+                   help="comma-separated splits (generator world protocol default: test,heldout; tokenizer "
+                        "default: its config's eval split)")
+    p.add_argument("--num-clips", type=int, default=None, help="clips per split / per repeat (default 64; "
+                   "tokenizer: its config's)")
+    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--repeats", type=int, default=1, help="ucf protocol: independent draws")
+    p.add_argument("--context-frames", type=int, default=5, help="frame_prediction: 5 = K600, 1 = BAIR")
+    p.add_argument("--guidance", type=float, default=3.0)
+    p.add_argument("--steps", type=int, default=12, help="MaskGIT decoding steps")
+    p.add_argument("--temperature", type=float, default=1.0)
+    p.add_argument("--top-k", type=int, default=None)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--step", type=int, default=None, help="checkpoint step (default: latest)")
+    p.add_argument("--no-fvd", action="store_true", help="skip FVD / rFVD (no I3D)")
+    p.add_argument("--fvd-frames", type=int, default=16)
+    p.add_argument("--no-judge", action="store_true", help="tokenizer: skip the judge on reconstructions")
+    p.add_argument("--with-tokenizer", action="store_true", help="LM workdir: also evaluate its tokenizer")
+    p.add_argument("--drift", action="store_true",
+                   help="long-video drift curve (needs videogen.continuation and videogen.drift)")
+    p.add_argument("--drift-frames", type=int, default=None, help="frames per long video (default 4x the clip)")
+    p.add_argument("--drift-clips", type=int, default=8, help="long videos to generate (at most --num-clips)")
+    p.add_argument("--tensorboard", action="store_true", help="also write scalars to WORKDIR/eval/tb")
+    p.add_argument("--out", help="JSON path (default WORKDIR/eval/eval_step<N>.json)")
+
+
+def run(args) -> dict:
+    workdir = Path(args.workdir)
+    kind = workdir_kind(workdir)
+    splits = [x for x in args.splits.split(",") if x] if args.splits else None
+    for name in ("num_clips", "batch_size", "repeats"):
+        v = getattr(args, name)
+        if v is not None and v < 1:
+            raise ValueError(f"--{name.replace('_', '-')}={v} must be >= 1.")
+    if kind == "tokenizer":
+        if args.drift or args.protocol:
+            raise ValueError(f"{workdir} is a tokenizer workdir: --protocol and --drift apply to LM workdirs.")
+        result = evaluate_tokenizer_workdir(workdir, splits=splits, num_clips=args.num_clips,
+                                            batch_size=args.batch_size, fvd=not args.no_fvd,
+                                            fvd_frames=args.fvd_frames, judge=not args.no_judge, step=args.step)
+    else:
+        cfg = json.loads((workdir / "config.json").read_text())
+        world_data = _is_world(cfg.get("data", {}))
+        protocols = args.protocol or (["world"] if world_data else ["ucf"])
+        s = GenSettings(num_clips=args.num_clips or 64, batch_size=args.batch_size or 8, guidance=args.guidance,
+                        num_steps=args.steps, temperature=args.temperature, top_k=args.top_k, seed=args.seed,
+                        fvd=not args.no_fvd, fvd_frames=args.fvd_frames)
+        if args.drift:  # fail before any sampling when the long-video modules are missing
+            from importlib.util import find_spec
+
+            missing = [m for m in ("videogen.continuation", "videogen.drift") if find_spec(m) is None]
+            if missing:
+                raise SystemExit(f"--drift needs {' and '.join(missing)} (the long-video issue #5), which is not "
+                                 "available; run without --drift.")
+        result = evaluate_generator(workdir, protocols=protocols, splits=splits or ["test", "heldout"], settings=s,
+                                    repeats=args.repeats, context_frames=args.context_frames, step=args.step)
+        if args.drift:
+            result["drift"] = drift(workdir, num_clips=min(s.num_clips, args.drift_clips), num_frames=args.drift_frames,
+                                    seed=args.seed, fvd=s.fvd, num_steps=s.num_steps, guidance=s.guidance,
+                                    temperature=s.temperature, top_k=s.top_k)
+        if args.with_tokenizer:
+            result["tokenizer"] = evaluate_tokenizer_workdir(cfg["tokenizer_workdir"], num_clips=args.num_clips,
+                                                             batch_size=args.batch_size, fvd=not args.no_fvd,
+                                                             fvd_frames=args.fvd_frames, judge=not args.no_judge)
+    step = int(result.get("step") or 0)
+    out = Path(args.out) if args.out else workdir / "eval" / f"eval_step{step}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=1) + "\n")
+    if args.tensorboard:
+        _write_tensorboard(result, workdir / "eval" / "tb", step)
+    print(f"{kind} eval of {workdir} (step {step}) -> {out}")
+    print(format_table(result))
+    return result
+
+
+def main(argv: list[str] | None = None) -> dict:
+    p = argparse.ArgumentParser(prog="python -m videogen.evaluate", description=__doc__.split("\n\n")[0])
+    add_eval_args(p)
+    return run(p.parse_args(argv))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
