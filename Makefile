@@ -59,7 +59,11 @@ demo: setup
 continue: setup
 	@echo "'make $@' is not implemented yet: it lands with the tokenizer/LM issues (#3, #4, #5)." >&2; exit 2
 
-bench: bench-data
+## bench: this machine's measured matmul peak and memory bandwidth, tokenizer and LM train/encode/decode/
+## sampling throughput (MFU, AR vs the bandwidth bound), MaskGIT s/clip, pipeline clips/s, peak memory.
+## CPU always, and the GPU in bf16 when there is one; table on stdout, JSON in $(RUNS)/bench.json.
+bench: setup
+	$(PY) -m videogen.bench --out $(RUNS)/bench.json $(ARGS)
 
 clean:
 	rm -rf $(VENV) $(RUNS) *.egg-info
