@@ -141,6 +141,10 @@ def test_encode_video_file_with_fitting_options(tok, loaded, tmp_path, capsys):
     err = _exit_message(capsys, ["encode", "--tokenizer", tok, "--input", gif, "--output", tmp_path / "z.npz",
                                  "--frames", "9", "--resize", "20"])
     assert "not a multiple of the spatial compression 8" in err and "16 or 24" in err, err
+    (tmp_path / "broken.mp4").write_bytes(b"not a video")
+    err = _exit_message(capsys, ["encode", "--tokenizer", tok, "--input", tmp_path / "broken.mp4", "--output",
+                                 tmp_path / "z.npz"])
+    assert "Cannot read video" in err and "broken.mp4" in err, err
 
 
 def test_clips_cut_a_long_video(tok, loaded, tmp_path):

@@ -52,6 +52,8 @@ from typing import Any
 
 import numpy as np
 
+from videogen.video_io import VideoReadError
+
 FORMAT = "videogen-codes"
 VERSION = 1
 VIDEO_SUFFIXES = (".mp4", ".gif", ".webm", ".mov", ".mkv", ".avi", ".m4v")
@@ -413,7 +415,7 @@ def encode_command(args) -> None:
         t0 = time.perf_counter()
         codes, meta = encode_file(tok, args.input, args.output, frames=args.frames, start=args.start,
                                   resize=args.resize, crop=args.crop, clips=args.clips, fps=args.fps)
-    except (CodesError, FileNotFoundError) as err:
+    except (CodesError, FileNotFoundError, VideoReadError) as err:
         print(f"videogen encode: {err}", file=sys.stderr)
         sys.exit(2)
     n, t, h, w = codes.shape
@@ -426,7 +428,7 @@ def decode_command(args) -> None:
     try:
         tok = LoadedTokenizer(args.tokenizer, step=args.step)
         videos = decode_file(tok, args.input, args.output, fps=args.fps)
-    except (CodesError, FileNotFoundError) as err:
+    except (CodesError, FileNotFoundError, VideoReadError) as err:
         print(f"videogen decode: {err}", file=sys.stderr)
         sys.exit(2)
     print(f"Wrote {args.output}: video {list(videos.shape)} uint8")
