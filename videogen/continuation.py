@@ -10,11 +10,13 @@ Per window (:class:`Continuation`; both objectives, with classifier-free guidanc
 
 * ``maskgit`` -- the window's first ``c`` frames are the context, given and frozen (MaskGIT never
   re-masks given tokens), the other ``W - c`` frames start as ``[MASK]`` and are decoded in
-  ``num_steps`` parallel steps. The first window of a prompt has ``c = 0`` (a normal sample).
+  ``num_steps`` parallel steps; the first ``W - K`` of them are kept (``W - K + 1`` in the first window of
+  a video, ``c = 0``, which is a normal text-to-video sample).
 * ``next_token`` -- ``[text | K context frames]`` is prefilled into the KV cache in one call, then the
-  ``(W - K) P`` new tokens are sampled one by one (``ar_decode``). With fewer than ``K`` context frames
-  (the first window, a short user video) the missing frames' slots are empty (token ``-1``), which the
-  model masks out as keys: the same program serves every window.
+  new tokens are sampled one by one (``ar_decode``): ``(W - K) P`` of them (``(W - K + 1) P`` when
+  ``c = 0``; the scan has that many steps and skips the unneeded ones with ``lax.cond``). With fewer
+  than ``K`` context frames (the first window, a short user video) the missing frames' slots are empty
+  (token ``-1``), which the model masks out as keys: the same program serves every window.
 
 ``c = min(K, latent frames so far)`` is a traced scalar and the window's shapes never change, so **one
 compiled step serves every window of every video of every length** (for a given batch size and sampling
@@ -76,9 +78,12 @@ def plan_windows(num_new: int, *, window: int, context: int, objective: str, hav
     """The windows that make ``num_new`` latent frames after ``have`` existing ones.
 
     Returns ``[(c, made, kept), ...]``: context frames given to the window (``min(context, frames so
-    far)``), new frames it makes (``window - c`` for maskgit, ``window - context`` for next_token) and how
-    many of them are kept (the last window's surplus is dropped: causal, so dropping it changes nothing
-    before it).
+    far)``), new latent frames it makes and how many of them are kept (the last window's surplus is
+    dropped: the model is causal across frames, so dropping it changes nothing before it). Every window
+    makes ``window - context`` frames, the first of a video (``c = 0``) one more: its first latent frame is
+    a single pixel frame, so every window yields about ``c_t (window - context)`` pixel frames and the
+    time per frame is the same at any length (maskgit samples the whole window either way; next_token
+    skips the steps it does not need). The objective does not change the plan.
     """
     if objective not in OBJECTIVES:
         raise ValueError(f"objective={objective!r}: must be one of {OBJECTIVES}.")
@@ -88,7 +93,7 @@ def plan_windows(num_new: int, *, window: int, context: int, objective: str, hav
     plan, so_far, left = [], int(have), int(num_new)
     while left > 0:
         c = min(context, so_far)
-        made = window - c if objective == "maskgit" else window - context
+        made = window - context + (1 if c == 0 else 0)
         kept = min(made, left)
         plan.append((c, made, kept))
         so_far += kept
@@ -249,7 +254,8 @@ class Continuation:
 
     def _window_step(self, state, text2, ctx, c, rng, guidance):
         """text2 [2B, L] ([cond; null]), ctx [B, K P] codes (first c frames valid), c int32 scalar ->
-        maskgit: window codes [B, W P]; next_token: new codes [B, (W - K) P]."""
+        maskgit: window codes [B, W P]; next_token: new codes [B, (W - K + 1) P] (the last P unused
+        unless c == 0)."""
         self.trace_count += 1  # Python side effect: runs once per trace (compile), never per call
         tcfg, K, W, P = self.tcfg, self.context, self.window, self.tokens_per_frame
         model = nnx.merge(self._graphdef, state)
@@ -275,12 +281,13 @@ class Continuation:
             return out.tokens
 
         # next_token: prefill [text | K context frames] (frames >= c empty: token -1, masked as keys)
-        n_new = (W - K) * P
+        n_new = (W - K + 1) * P  # scan length: the first window's count; others skip the last P steps
+        n_active = jnp.where(c == 0, n_new, n_new - P)
         slot_frame = jnp.arange(K * P) // P
         ctx2 = jnp.concatenate([ctx, ctx], axis=0)
         ctx_tok = jnp.where(slot_frame[None] < c, video_token_ids(tcfg, ctx2), -1)
         pos = make_positions(tcfg, b2, num_frames=K)  # window-relative frames 0..K-1
-        cache = model.init_cache(b2, L + W * P)
+        cache = model.init_cache(b2, L + K * P + n_new)
         logits, cache = model(jnp.concatenate([text2, ctx_tok], axis=1), pos, mode="causal", cache=cache,
                               cache_index=0)
         last = jax.lax.dynamic_index_in_dim(logits, L + c * P - 1, axis=1, keepdims=False)
@@ -290,7 +297,7 @@ class Continuation:
                                        self.top_k)
         start = L + K * P
 
-        def step_fn_2b(cache, codes_b, index):
+        def real_step(cache, codes_b, index):
             j = index - start  # new token j of the window: frame c + j // P
             f, hw = c + j // P, j % P
             p = jnp.stack([L + f, L + hw // self.w, L + hw % self.w]).astype(jnp.int32)
@@ -298,6 +305,12 @@ class Continuation:
             logits, cache = model(tok, jnp.broadcast_to(p, (b2, 1, 3)), mode="causal", cache=cache,
                                   cache_index=index)
             return _code_logits(tcfg, logits[:, 0]), cache
+
+        def skip_step(cache, codes_b, index):  # past this window's tokens: no model call
+            return jnp.zeros((b2, tcfg.codebook_size), jnp.float32), cache
+
+        def step_fn_2b(cache, codes_b, index):
+            return jax.lax.cond(index - start < n_active - 1, real_step, skip_step, cache, codes_b, index)
 
         rest, _ = sampling.ar_decode(sampling.guided_step(step_fn_2b, guidance), cache, first_token=first, rng=rng,
                                      num_tokens=n_new - 1, temperature=self.temperature, top_k=self.top_k,
@@ -455,3 +468,248 @@ def window_frames(num_frames: int, window: int = 17, stride: int | None = None) 
 
 
 __all__ += ["Chunk", "from_workdir", "window_frames"]
+
+
+# ----------------------------------------------------------------------------------------------- CLI
+
+
+def add_continue_args(p) -> None:
+    p.add_argument("--workdir", help="the LM workdir (python -m videogen.train --workdir ...)")
+    p.add_argument("--prompt", action="append", help="one video per prompt (repeat); '' = unconditional")
+    p.add_argument("--frames", type=int, help="frames to generate (default: --length-factor x the training length)")
+    p.add_argument("--length-factor", type=int, default=16,
+                   help="N = 1 + F (T - 1) frames for training clips of T frames (16: 17 -> 257 frames)")
+    p.add_argument("--video", help="continue this video file (mp4/gif/webm/npy); its frames are kept unchanged")
+    p.add_argument("--story", action="append", metavar="PROMPT=FRAMES",
+                   help="story mode: segments continued one after another, e.g. --story 'a red circle moves to "
+                        "the left=64' --story 'a blue square bounces up and down=64'")
+    p.add_argument("--context-frames", type=int, help="latent frames of context per window (default window - 2)")
+    p.add_argument("--objective", choices=OBJECTIVES, help="default: the one the LM was trained with")
+    p.add_argument("--steps", type=int, default=12, help="MaskGIT steps per window")
+    p.add_argument("--guidance", type=float, default=3.0)
+    p.add_argument("--temperature", type=float, default=1.0)
+    p.add_argument("--top-k", type=int, default=None)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--fps", type=float, default=8)
+    p.add_argument("--out", help="output folder (default WORKDIR/continue, or runs/long for --drift --truth)")
+    p.add_argument("--drift", action="store_true",
+                   help="measure drift on world test prompts: drift.json + drift.png (videogen/drift.py)")
+    p.add_argument("--truth", action="store_true", help="with --drift: measure the ground-truth renders (no model)")
+    p.add_argument("--num", type=int, default=16, help="--drift: clips")
+    p.add_argument("--batch", type=int, default=8, help="--drift: clips generated together")
+    p.add_argument("--resolution", type=int, help="--drift --truth: world resolution (default 64)")
+    p.add_argument("--fvd", action="store_true", help="--drift: FVD per window too (I3D; slow on CPU)")
+    p.add_argument("--bench", action="store_true",
+                   help="time and peak memory per generated frame at 1x, 4x, 16x with a tiny random model (CPU)")
+
+
+def _read_video(path: str, resolution: int) -> np.ndarray:
+    if path.endswith(".npy"):
+        v = np.load(path, allow_pickle=False)
+        if v.ndim != 4 or v.shape[1:3] != (resolution, resolution):
+            raise ValueError(f"{path}: .npy videos must be uint8 [T, {resolution}, {resolution}, 3], got {v.shape}; "
+                             "give a video file instead (it is resized) or resize it.")
+        return v
+    from videogen import video_io
+
+    return video_io.read_video(path, size=resolution)
+
+
+def continue_command(args) -> None:
+    import json
+    import sys
+    import time
+    from pathlib import Path
+
+    if args.bench:
+        rows = bench(out_json=None if not args.out else Path(args.out) / "bench.json")
+        print(bench_table(rows))
+        return
+    if args.drift:
+        run_drift(args)
+        return
+    if not args.workdir:
+        sys.exit("videogen continue: --workdir (a trained LM) is required, e.g. --workdir runs/lm "
+                 "(or --drift --truth / --bench, which need no model).")
+    eng = from_workdir(args.workdir, objective=args.objective, context_frames=args.context_frames,
+                       num_steps=args.steps, guidance=args.guidance, temperature=args.temperature, top_k=args.top_k)
+    from videogen.generate import judge_samples, write_samples
+
+    train_frames = 1 + eng.ct * (eng.window - 1)
+    n = args.frames or 1 + args.length_factor * (train_frames - 1)
+    resolution = eng.h * eng.ae.config.spatial_compression
+    out = Path(args.out or Path(args.workdir) / "continue")
+    t0 = time.perf_counter()
+    if args.story:
+        segs = []
+        for s in args.story:
+            prompt, _, frames = s.rpartition("=")
+            if not prompt or not frames.isdigit():
+                sys.exit(f"--story {s!r}: write PROMPT=FRAMES, e.g. 'a red circle moves to the left=64'.")
+            segs.append((prompt, int(frames)))
+        init = _read_video(args.video, resolution) if args.video else None
+        videos = eng.story(segs, seed=args.seed, init_video=init)[None]
+        prompts = [" / ".join(p for p, _ in segs)]
+    else:
+        prompts = [p or None for p in (args.prompt or [""])]
+        if args.video:
+            video = _read_video(args.video, resolution)
+            videos = eng.continue_video(np.stack([video] * len(prompts)), prompts, n, seed=args.seed)
+        else:
+            videos = eng.generate(prompts, n, seed=args.seed)
+    seconds = time.perf_counter() - t0
+    write_samples(videos, [p or "" for p in prompts], out, fps=args.fps)
+    print(f"Wrote {len(videos)} video(s) of {videos.shape[1]} frames ({seconds:.1f} s incl. compile; window step "
+          f"compiled {eng.trace_count}x) to {out}")
+    if not args.video and not args.story:
+        result = judge_samples(videos[:, :train_frames], [p or "" for p in prompts], out)
+        if result is not None:
+            print(f"judge (first {train_frames} frames): {result['all_correct']:.1%} fully correct")
+    (out / "continue.json").write_text(json.dumps({"frames": int(videos.shape[1]), "seconds": seconds,
+                                                   "prompts": prompts, "context_frames": eng.context}, indent=1))
+
+
+def run_drift(args) -> dict:
+    """``videogen continue --drift``: generate world test prompts at length-factor x the training length and
+    write drift.json + drift.png (``--truth``: the ground-truth renders, no model)."""
+    import time
+    from pathlib import Path
+
+    from videogen import drift
+
+    t0 = time.perf_counter()
+    if args.truth:
+        res, train_frames = args.resolution or 64, 17
+        n = args.frames or 1 + args.length_factor * (train_frames - 1)
+        specs = drift.world_prompts(res, args.num)
+        videos = list(drift.truth_videos(specs, n))
+        out = Path(args.out or "runs/long/truth")
+        title = f"ground truth, {n} frames, {len(specs)} clips"
+    else:
+        if not args.workdir:
+            raise SystemExit("videogen continue --drift: --workdir (a trained LM) is required, or --truth.")
+        eng = from_workdir(args.workdir, objective=args.objective, context_frames=args.context_frames,
+                           num_steps=args.steps, guidance=args.guidance, temperature=args.temperature,
+                           top_k=args.top_k)
+        res = eng.h * eng.ae.config.spatial_compression
+        train_frames = 1 + eng.ct * (eng.window - 1)
+        n = args.frames or 1 + args.length_factor * (train_frames - 1)
+        specs = drift.world_prompts(res, args.num, num_frames=train_frames)
+        videos = []
+        for i in range(0, len(specs), args.batch):  # a fixed batch (padded): one compile
+            part = [s.caption for s in specs[i: i + args.batch]]
+            pad = part + [part[-1]] * (args.batch - len(part))
+            videos += list(eng.generate(pad, n, seed=args.seed + i)[: len(part)])
+        out = Path(args.out or Path(args.workdir) / "drift")
+        title = f"{args.workdir}: {n} frames ({args.length_factor}x), {len(specs)} clips, K={eng.context}"
+    gen_s = time.perf_counter() - t0
+    result = drift.measure_videos(videos, specs, window=train_frames, fvd=args.fvd)
+    result["generation_seconds"] = gen_s
+    js, png = drift.write_report(result, out, title=title)
+    s = result["summary"]
+    print(f"drift over {n} frames, {len(specs)} clips: judge first window {s['first_window_judge']:.1f} -> last "
+          f"{s['last_windows_judge']:.1f}; persistence {result['overall']['persistence']:.1f} %; bounces "
+          f"{result['overall']['bounces'] if result['overall']['bounces'] is not None else float('nan'):.1f} % of "
+          f"{result['overall']['bounce_cases']}; checks {s['checks']}\nWrote {js} and {png}")
+    return result
+
+
+# ----------------------------------------------------------------------------------------------- bench
+
+
+def _tiny_setup(workdir, *, objective: str, resolution: int = 32):
+    """A random-init tiny tokenizer (experiments/tokenizer_world.py:tiny) + tiny LM + text tokenizer: the
+    benchmark's stand-in for trained models (time and memory do not depend on the weights)."""
+    from pathlib import Path
+
+    from tokenizer import train as tok_train
+    from videogen.data import text as text_lib
+    from videogen.data import world
+    from videogen.model import Transformer, TransformerConfig
+
+    repo = Path(__file__).resolve().parents[1]
+    c = tok_train.load_config(str(repo / "experiments/tokenizer_world.py") + ":tiny")
+    tok_train.apply_overrides(c, [f"data.resolution={resolution}"])
+    tok = tok_train.Tokenizer(tok_train.autoencoder_config(c), tok_train.quantizer_kwargs(c), rngs=nnx.Rngs(0))
+    ae, q = tok.autoencoder, tok.quantizer
+    grid = ae.latent_shape(17, resolution, resolution)[:3]
+    path = Path(workdir) / "text.model"
+    if not path.is_file():
+        caps = [world.sample_clip(world.WorldConfig(resolution=resolution), "train", i).caption for i in range(500)]
+        text_lib.train_text_tokenizer(caps, path, vocab_size=320)
+    tt = text_lib.TextTokenizer(path, 32)
+    bits = max(1, (int(q.codebook_size) - 1).bit_length())
+    cfg = TransformerConfig(text_vocab_size=320, codebook_size=int(q.codebook_size), num_layers=2, d_model=64,
+                            num_heads=4, num_kv_heads=4, mlp_dim=128, max_text_len=32, video_grid=grid,
+                            dtype="float32", head="bitgroups", group_bits=bits // 2 if bits % 2 == 0 else bits)
+    return Transformer(cfg, rngs=nnx.Rngs(0)), (ae, q), tt
+
+
+def _rss_bytes() -> int:
+    try:
+        with open("/proc/self/statm") as f:
+            import os
+
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except OSError:  # not Linux
+        return 0
+
+
+def bench(*, factors=(1, 4, 16), objectives=("maskgit", "next_token"), context_frames: int = 3, num_steps: int = 4,
+          out_json=None) -> list[dict]:
+    """Time and peak memory per generated frame at ``factors`` x the training length (17 frames), tiny
+    random models on the default device. Memory: the peak of the live JAX arrays (sampled after every
+    window) and the peak process RSS (sampled every 2 ms by a thread) while generating."""
+    import json
+    import tempfile
+    import threading
+    import time
+
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for objective in objectives:
+            model, bundle, tt = _tiny_setup(tmp, objective=objective)
+            eng = Continuation(model, bundle, tt, objective=objective, context_frames=context_frames,
+                               num_steps=num_steps)
+            prompt = ["a small red circle moves to the left"]
+            eng.generate(prompt, 1 + 16 * 2, seed=0)  # compile (step + decoder), excluded from timing
+            for f in factors:
+                n = 1 + 16 * f
+                peak = {"rss": _rss_bytes(), "live": 0}
+                stop = threading.Event()
+
+                def sample_rss():
+                    while not stop.is_set():
+                        peak["rss"] = max(peak["rss"], _rss_bytes())
+                        time.sleep(0.002)
+
+                th = threading.Thread(target=sample_rss, daemon=True)
+                th.start()
+                t0 = time.perf_counter()
+                frames = windows = 0
+                for ch in eng.stream([(prompt, n)], seed=1):
+                    frames += ch.frames.shape[1]
+                    windows += 1
+                    peak["live"] = max(peak["live"], sum(x.nbytes for x in jax.live_arrays()))
+                dt = time.perf_counter() - t0
+                stop.set()
+                th.join()
+                rows.append({"objective": objective, "factor": f, "frames": frames, "windows": windows,
+                             "seconds": dt, "ms_per_frame": 1000 * dt / frames,
+                             "peak_live_mib": peak["live"] / 2**20, "peak_rss_mib": peak["rss"] / 2**20,
+                             "compiles": eng.trace_count})
+    if out_json:
+        from pathlib import Path
+
+        Path(out_json).parent.mkdir(parents=True, exist_ok=True)
+        Path(out_json).write_text(json.dumps(rows, indent=1))
+    return rows
+
+
+def bench_table(rows: list[dict]) -> str:
+    lines = ["| objective | length | frames | windows | ms / frame | peak live JAX arrays (MiB) | peak RSS (MiB) | "
+             "window-step compiles |", "|---|---|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        lines.append(f"| {r['objective']} | {r['factor']}x | {r['frames']} | {r['windows']} | {r['ms_per_frame']:.1f} | "
+                     f"{r['peak_live_mib']:.2f} | {r['peak_rss_mib']:.0f} | {r['compiles']} |")
+    return "\n".join(lines)
