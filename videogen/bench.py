@@ -15,13 +15,16 @@ Rows, per platform (all in one run, so they compare with each other):
 * ``AR sampling, batch B`` -- next-token decoding with the KV cache (classifier-free guidance, so the model
   runs 2B sequences), video tokens per second against the memory-bandwidth bound: every decoded token reads
   all weights once (shared by the batch) plus the whole static KV cache of the 2B sequences, so
-  ``bound = B * bandwidth / (weight bytes + KV cache bytes)`` tokens/s.
+  ``bound = B * bandwidth / (weight bytes + KV cache bytes)`` tokens/s. A CPU-sized model whose weights
+  fit in the CPU's caches can beat this DRAM bound (> 100 %); at batch 8 compute, not memory, limits it.
 * ``MaskGIT`` -- seconds per clip of 12-step MaskGIT decoding at batch 8 (tokens only; decode is above).
 * ``data pipeline`` -- clips/s of the world source through the sharded input pipeline (64x64x17, batch 32).
 * ``peak memory`` -- the process's peak resident memory (CPU) or the device's peak bytes in use (GPU).
 
-Models are untrained: speed does not depend on the weights. ``--quick`` shrinks every model so the whole
-run takes well under a minute on 2 cores; its figures are for smoke tests, not for BENCHMARKS.md.
+The two limits are the fastest of their repeats (closest to what a shared machine can do); stage
+figures are means over their repeats after a warm-up (compile) call. Models are untrained: speed does
+not depend on the weights. ``--quick`` shrinks every model (about a minute on the shared 2-core VM, mostly
+compiling); its figures are for smoke tests, not for BENCHMARKS.md.
 """
 
 from __future__ import annotations
@@ -62,13 +65,16 @@ ROWS = (
 )
 
 
-def _timed(fn: Callable[[], Any], repeats: int) -> float:
-    """Seconds per call after one warm-up call (which compiles)."""
+def _timed(fn: Callable[[], Any], repeats: int, *, best: bool = False) -> float:
+    """Seconds per call after one warm-up call (which compiles): the mean, or with ``best`` the fastest call
+    (for the machine's limits: on a shared machine the fastest call is the closest to what it can do)."""
     jax.block_until_ready(fn())
-    t0 = time.perf_counter()
+    times = []
     for _ in range(repeats):
+        t0 = time.perf_counter()
         jax.block_until_ready(fn())
-    return (time.perf_counter() - t0) / repeats
+        times.append(time.perf_counter() - t0)
+    return min(times) if best else sum(times) / repeats
 
 
 # ============================================================================================
@@ -80,7 +86,7 @@ def matmul_peak(dev, *, n: int, dtype: str, repeats: int) -> float:
     """FLOP/s of ``[n, n] @ [n, n]`` on ``dev``."""
     x = jax.device_put(jnp.ones((n, n), dtype), dev)
     f = jax.jit(lambda a: a @ a)
-    return 2 * n**3 / _timed(lambda: f(x), repeats)
+    return 2 * n**3 / _timed(lambda: f(x), repeats, best=True)
 
 
 def memory_bandwidth(dev, *, num_bytes: int, repeats: int) -> float:
@@ -91,7 +97,7 @@ def memory_bandwidth(dev, *, num_bytes: int, repeats: int) -> float:
     """
     x = jax.device_put(jnp.ones((num_bytes // 4,), jnp.float32), dev)
     f = jax.jit(jnp.sum)
-    return num_bytes / _timed(lambda: f(x), repeats)
+    return num_bytes / _timed(lambda: f(x), repeats, best=True)
 
 
 # ============================================================================================
@@ -333,7 +339,7 @@ def format_table(result: dict) -> str:
     row("LM train, MaskGIT", lambda r: f"{r['lm_train_maskgit_tokens_per_s']:.4g} tokens/s, MFU "
                                        f"{r['lm_train_maskgit_mfu']:.1%}")
     for b in (1, 8):
-        row(f"AR sampling batch {b} (CFG: {2 * b} sequences) vs bandwidth bound",
+        row(f"AR sampling batch {b} (CFG: {2 * b} sequences) vs memory-bandwidth bound",
             lambda r, b=b: f"{r[f'ar_sampling_b{b}_tokens_per_s']:.4g} tokens/s of "
                            f"{r[f'ar_sampling_b{b}_bound_tokens_per_s']:.4g} "
                            f"({r[f'ar_sampling_b{b}_tokens_per_s'] / r[f'ar_sampling_b{b}_bound_tokens_per_s']:.1%})")
