@@ -6,6 +6,8 @@
     videogen judge-world --resolution 64 --num 500 # the judge on ground-truth renders
     videogen train-text-tokenizer --out DIR        # sentencepiece model from a dataset's captions
     videogen bench-data                            # input pipeline throughput table
+    videogen plan --config experiments/lm_world.py --config.tokenizer_workdir=W   # will it fit (no training)
+    videogen export --workdir runs/lm --out runs/lm_params                        # params-only export
     videogen eval --workdir runs/lm                # FVD + judge (test vs heldout); tokenizer workdirs too
     videogen encode --tokenizer W --input v.mp4 --output v.npz   # video -> token codes (decode: back)
     videogen eval-tokenizer --workdir W --split heldout          # PSNR, SSIM, code usage, judge (--rfvd)
@@ -26,7 +28,6 @@ import numpy as np
 _PENDING = {
     "train-tokenizer": "the tokenizer issue (#3)",
     "continue": "the long-video issue (#5)",
-    "plan": "the scale-out issue (#7)",
 }
 
 
@@ -130,6 +131,41 @@ def cmd_bench_data(args) -> None:
     bench_data.main(args)
 
 
+def cmd_plan(args) -> None:
+    import os
+
+    if args.num_devices:  # CPU: emulate N devices (must precede the first JAX computation of the process)
+        from jax._src import xla_bridge
+
+        if xla_bridge.backends_are_initialized():
+            raise SystemExit("videogen plan: --num-devices must come before JAX starts; set XLA_FLAGS instead.")
+        os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
+                                   f" --xla_force_host_platform_device_count={args.num_devices}").strip()
+    from tokenizer.train import apply_overrides, load_config
+    from videogen import plan as plan_lib
+
+    bad = [o for o in args.overrides if not (o.startswith("--config.") or (not o.startswith("-") and "=" in o))]
+    if bad:
+        raise SystemExit(f"videogen plan: unrecognised arguments {bad}; overrides look like --config.batch_size=64")
+    config = apply_overrides(load_config(args.config), args.overrides)
+    result = plan_lib.plan(config)
+    print(plan_lib.format_plan(result))
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=1) + "\n")
+    if result["fits"] is False:
+        sys.exit(3)
+
+
+def cmd_export(args) -> None:
+    from videogen import checkpointing
+
+    out = checkpointing.export_params(args.workdir, args.out, step=args.step)
+    manifest = json.loads((out / checkpointing.EXPORT_MANIFEST).read_text())
+    print(f"Exported step {manifest['step']} of {args.workdir} ({manifest['num_params']:,} values, EMA params "
+          f"only) to {out}: params/ + {', '.join(manifest['files']) or 'no config'}. Load with "
+          "videogen.checkpointing.load_params(out).")
+
+
 def _pending(name: str):
     def run(args) -> None:
         print(f"`videogen {name}` is not available yet: it lands with {_PENDING[name]}.", file=sys.stderr)
@@ -202,13 +238,33 @@ def build_parser() -> argparse.ArgumentParser:
     from tokenizer.codes import add_commands as add_tokenizer_commands  # encode, decode, eval-tokenizer
     add_tokenizer_commands(sub)
 
+    p = sub.add_parser("plan", help="will it fit: compile the train step ahead of time; params, per-device memory, "
+                                    "the sharding of every param and optimizer slot (no training)")
+    p.add_argument("--config", required=True, help="a trainer config, e.g. experiments/lm_world.py:tiny; any "
+                   "--config.KEY=VALUE after it overrides (the LM needs --config.tokenizer_workdir or "
+                   "model.codebook_size + model.video_grid)")
+    p.add_argument("--num-devices", type=int, help="CPU only: emulate this many devices")
+    p.add_argument("--json", help="also write the plan as JSON here")
+    p.set_defaults(func=cmd_plan, config_overrides=True)
+
+    p = sub.add_parser("export", help="params-only copy of a trainer workdir's checkpoint (EMA weights + config) "
+                                      "for sampling and notebooks")
+    p.add_argument("--workdir", required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("--step", type=int, help="default: the latest good checkpoint")
+    p.set_defaults(func=cmd_export)
+
     for name in _PENDING:
         sub.add_parser(name, help=f"(lands with {_PENDING[name]})").set_defaults(func=_pending(name))
     return parser
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra and not getattr(args, "config_overrides", False):  # only `plan` takes --config.KEY=VALUE
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    args.overrides = extra
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     args.func(args)

@@ -76,6 +76,7 @@ from jax.sharding import NamedSharding, PartitionSpec
 from tokenizer import evaluate as tok_eval
 from tokenizer import train as tok_train
 from tokenizer.train import _Log, _to_plain, apply_overrides, load_config
+from videogen import checkpointing, config_checks
 from videogen import mesh as mesh_lib
 from videogen import sampling
 from videogen.data.pipeline import Pipeline, PipelineConfig
@@ -159,7 +160,9 @@ def _sharding_context(mesh, rules):
 
 def make_mesh(config, devices: Sequence[jax.Device] | None = None):
     """Mesh from ``config.mesh`` over ``devices`` (default: all)."""
-    return mesh_lib.make_mesh(_to_plain(config.mesh), devices=devices)
+    axes = _to_plain(config.mesh)
+    config_checks.check_mesh(axes, jax.device_count() if devices is None else len(devices))
+    return mesh_lib.make_mesh(axes, devices=devices)
 
 
 def batch_sharding(mesh) -> NamedSharding:
@@ -235,11 +238,15 @@ def _captions(source, n: int) -> list[str]:
 def text_tokenizer_for(config, workdir: Path, source) -> TextTokenizer:
     """The workdir's ``text_tokenizer.model``; trained from the source's captions when absent."""
     path = Path(workdir) / MODEL_FILENAME
-    if not path.is_file():
+    if not path.is_file() and jax.process_index() == 0:  # one writer; other processes wait below
         t0 = time.perf_counter()
         train_text_tokenizer(_captions(source, int(config.text.num_captions)), path,
                              vocab_size=int(config.text.vocab_size))
         print(f"[lm] trained text tokenizer {path} in {time.perf_counter() - t0:.1f}s")
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices("videogen_text_tokenizer")
     tt = TextTokenizer(path, int(config.text.max_length))
     if tt.vocab_size > int(config.text.vocab_size):
         raise ValueError(f"{path} has {tt.vocab_size} pieces > text.vocab_size={config.text.vocab_size}; "
@@ -482,18 +489,33 @@ def make_eval_step(config, tcfg, graphdef, rest, mesh):
 
 
 def save_checkpoint(mngr, step: int, state, pipeline_state: dict, *, force: bool = False) -> bool:
-    return mngr.save(step, force=force, args=ocp.args.Composite(
-        model=ocp.args.StandardSave({"ema": state["ema"]}),
-        train=ocp.args.StandardSave({k: state[k] for k in ("step", "params", "opt_state")}),
-        pipeline=ocp.args.JsonSave(pipeline_state)))
+    return checkpointing.save(mngr, step, model={"ema": state["ema"]},
+                              train={k: state[k] for k in ("step", "params", "opt_state")},
+                              pipeline_state=pipeline_state, force=force)
 
 
 def restore_checkpoint(mngr, step: int, abstract_state):
-    r = mngr.restore(step, args=ocp.args.Composite(
-        model=ocp.args.StandardRestore({"ema": abstract_state["ema"]}),
-        train=ocp.args.StandardRestore({k: abstract_state[k] for k in ("step", "params", "opt_state")}),
-        pipeline=ocp.args.JsonRestore()))
-    return {**r.train, "ema": r.model["ema"]}, dict(r.pipeline)
+    """The train state in the shardings that ``abstract_state``'s leaves carry (any mesh), and the pipeline
+    JSON; fingerprints verified (videogen.checkpointing.restore)."""
+    r_model, r_train, pipe = checkpointing.restore(
+        mngr, step, model={"ema": abstract_state["ema"]},
+        train={k: abstract_state[k] for k in ("step", "params", "opt_state")})
+    return {**r_train, "ema": r_model["ema"]}, pipe
+
+
+def abstract_state(tcfg, tx, shardings, seed: int = 0):
+    """The train state as ``jax.ShapeDtypeStruct`` leaves carrying ``shardings`` (the restore target)."""
+    abstract = jax.eval_shape(lambda: init_state(tcfg, tx, shardings, int(seed)))
+    return jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, shardings)
+
+
+# Config entries that fix the checkpoint's array shapes: a resumed run must keep them.
+_RESUME_KEYS = tuple(f"model.{k}" for k in ("num_layers", "d_model", "num_heads", "num_kv_heads", "mlp_dim", "head",
+                                            "group_bits", "codebook_size", "video_grid", "qk_norm", "head_dim",
+                                            "text_loss")) + ("text.vocab_size", "text.max_length")
+_RESUME_HINTS = {k: "set by the tokenizer: tokenizer_workdir now points at a tokenizer other than the one this LM "
+                    "was trained on; point it back, or start a new --workdir"
+                 for k in ("model.codebook_size", "model.video_grid", "model.group_bits")}
 
 
 # ============================================================================================
@@ -531,7 +553,19 @@ def _throughput(config, tcfg, n_steps: int, dt: float, peak: float | None) -> di
 def train(config: ml_collections.ConfigDict, workdir: str | os.PathLike, *,
           devices: Sequence[jax.Device] | None = None) -> dict:
     """Trains (or resumes) the LM in ``workdir``; returns the final metrics. ``devices``: the mesh's
-    devices (default all)."""
+    devices (default all).
+
+    One run per workdir (the second is refused: videogen.checkpointing.WorkdirLock). Resumes from the newest
+    checkpoint that restores and verifies, on whatever mesh this run has. SIGTERM saves a checkpoint after the
+    current step and returns with ``final['preempted'] = True``; a non-finite loss or gradient norm raises
+    checkpointing.NonFiniteError before anything non-finite is saved.
+    """
+    with contextlib.ExitStack() as stack:
+        preemption = stack.enter_context(checkpointing.Preemption("lm"))
+        return _train(config, workdir, devices, preemption, stack)
+
+
+def _train(config, workdir, devices, preemption: checkpointing.Preemption, stack: contextlib.ExitStack) -> dict:
     from tqdm import tqdm
 
     if not isinstance(config, ml_collections.ConfigDict):
@@ -545,15 +579,19 @@ def train(config: ml_collections.ConfigDict, workdir: str | os.PathLike, *,
     mesh = make_mesh(config, devices)
     dp = mesh_lib.data_parallel_size(mesh)
     if int(config.batch_size) % (dp * int(config.get("grad_accum_steps", 1))):
+        unit = dp * int(config.get("grad_accum_steps", 1))
         raise ValueError(f"batch_size={config.batch_size} must be a multiple of data-parallel size {dp} x "
-                         f"grad_accum_steps={config.get('grad_accum_steps', 1)} (mesh {dict(mesh.shape)}).")
+                         f"grad_accum_steps={config.get('grad_accum_steps', 1)} (mesh {dict(mesh.shape)}): use "
+                         f"{-(-int(config.batch_size) // unit) * unit}, or change config.mesh / grad_accum_steps.")
     print(f"[lm] mesh {dict(mesh.shape)} on {mesh.devices.size} {mesh.devices.flat[0].platform} devices")
 
     # --- 2. tokenizers (the video tokenizer first: a bad tokenizer_workdir fails before anything is written)
     ae, quantizer, tok_config = load_tokenizer_for_lm(config.get("tokenizer_workdir"), mesh=mesh)
     grid = latent_grid(ae, config.data.num_frames, config.data.resolution)
+    config_checks.check_lm_vocab(config, quantizer.codebook_size, config.get("tokenizer_workdir"))
     tcfg = transformer_config(config, quantizer.codebook_size, grid)
     workdir.mkdir(parents=True, exist_ok=True)
+    stack.enter_context(checkpointing.WorkdirLock(workdir, tag="lm"))  # released when train() returns or raises
     source = build_source(_to_plain(config.data), "train")
     text_tok = text_tokenizer_for(config, workdir, source)
     with config.unlocked():
@@ -566,15 +604,17 @@ def train(config: ml_collections.ConfigDict, workdir: str | os.PathLike, *,
     tx, schedule = make_optimizer(config)
     graphdef, rest, shardings = state_shardings(tcfg, mesh, tx, rules)
     mngr = tok_train.checkpoint_manager(workdir, config)
-    resumed_from = mngr.latest_step()
+    config_checks.check_resume_compatible(workdir, _to_plain(config), _RESUME_KEYS, tag="lm", hints=_RESUME_HINTS,
+                                          has_checkpoint=bool(mngr.all_steps()))
+    resumed_from, restored = checkpointing.restore_latest(  # newest good step, into this mesh's shardings
+        mngr, lambda s: restore_checkpoint(mngr, s, abstract_state(tcfg, tx, shardings, int(config.seed))),
+        workdir=workdir, tag="lm")
     t0 = time.perf_counter()
     if resumed_from is None:
         state = init_state(tcfg, tx, shardings, int(config.seed), key=_program_key(config, mesh, "init", tcfg))
         data_step = 0
     else:
-        abstract = jax.eval_shape(lambda: init_state(tcfg, tx, shardings, int(config.seed)))
-        abstract = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, shardings)
-        state, pipe_state = restore_checkpoint(mngr, resumed_from, abstract)
+        state, pipe_state = restored
         data_step = int(pipe_state["step"])
     start = int(jax.device_get(state["step"]))
     n_params = sum(x.size for x in jax.tree.leaves(state["params"]))
@@ -594,7 +634,8 @@ def train(config: ml_collections.ConfigDict, workdir: str | os.PathLike, *,
     peak = float(peak) if peak else None
     if not peak:
         print("[lm] MFU n/a (set --config.peak_flops to the mesh's peak FLOP/s; on CPU: measure)")
-    (workdir / "config.json").write_text(config.to_json(indent=1, sort_keys=True) + "\n")
+    if jax.process_index() == 0:
+        (workdir / "config.json").write_text(config.to_json(indent=1, sort_keys=True) + "\n")
 
     # --- 4. data and steps ---------------------------------------------------------------------
     pipeline = Pipeline(source, PipelineConfig(global_batch_size=int(config.batch_size), seed=int(config.seed),
@@ -642,7 +683,8 @@ def train(config: ml_collections.ConfigDict, workdir: str | os.PathLike, *,
     timing = {"first_step_s": None, "train_s": 0.0, "timed_steps": 0}
     eval_every = int(config.eval.every)
     pbar = tqdm(total=steps, initial=start, desc="lm", unit="step", dynamic_ncols=True,
-                disable=bool(config.get("quiet", False)))
+                disable=bool(config.get("quiet", False)) or jax.process_index() > 0)
+    watch = checkpointing.FiniteWatch()  # loss / grad_norm of every step, checked at log and save points
     batches = iter(pipeline)
     try:
         t_mark, n_mark = time.perf_counter(), 0
@@ -653,6 +695,7 @@ def train(config: ml_collections.ConfigDict, workdir: str | os.PathLike, *,
                 state, metrics = train_step(state, codes, batch["text_ids"], lrs[step])
             pending.append(metrics)
             done = step + 1
+            watch.append(done, metrics)
             if timing["first_step_s"] is None:  # compile + first step, kept out of the throughput
                 jax.block_until_ready(state["step"])
                 timing["first_step_s"] = time.perf_counter() - t_mark
@@ -669,13 +712,20 @@ def train(config: ml_collections.ConfigDict, workdir: str | os.PathLike, *,
                     timing["timed_steps"] += n_mark
                     m.update(_throughput(config, tcfg, n_mark, dt, peak))
                 log(done, "train", m)
+                watch.check(last_saved=mngr.latest_step, workdir=workdir)
                 final.update({f"train/{k}": v for k, v in m.items()})
                 pbar.set_postfix(loss=f"{m['loss']:.4f}", acc=f"{m['accuracy']:.3f}",
                                  tflops=f"{m.get('tflops_per_sec', float('nan')):.3g}",
                                  mfu=f"{m['mfu']:.1%}" if "mfu" in m else "n/a")
                 t_mark, n_mark = time.perf_counter(), 0
-            if mngr.should_save(done) or done == steps:
+            preempted = preemption.requested(done)
+            if mngr.should_save(done) or done == steps or preempted:
+                watch.check(last_saved=mngr.latest_step, workdir=workdir)  # never save non-finite state
                 save_checkpoint(mngr, done, state, pipeline.state(), force=True)
+            if preempted:
+                final["preempted"] = True
+                pbar.write(f"[lm] preempted: saved step {done} in {workdir / 'checkpoints'}; rerun to resume.")
+                break
             if (eval_every and done % eval_every == 0) or done == steps:
                 em = evaluate(done)
                 if em:
