@@ -307,7 +307,8 @@ def fit_clips(video: np.ndarray, tok_compression: tuple[int, int, int], *, name:
         fixes.append(f"--frames {largest_fitting_frames(t2, ct)} (the most that fit; or --frames auto)")
     if h2 % cs or w2 % cs or min(h2, w2) < cs:
         problems.append(f"height and width must be multiples of {cs}")
-        r = trained_resolution if trained_resolution and trained_resolution % cs == 0 else max(cs, min(h2, w2) // cs * cs)
+        r = (trained_resolution if trained_resolution and trained_resolution % cs == 0
+             else max(cs, min(h2, w2) // cs * cs))
         fixes.append(f"--resize {r} (short side to {r}, centre crop {r}x{r}"
                      + (f"; the tokenizer was trained at {trained_resolution}x{trained_resolution}"
                         if trained_resolution else "") + ")")
@@ -409,7 +410,20 @@ def decode_file(tok: LoadedTokenizer, input_path, output_path, *, fps: float | N
     return videos[0] if meta["single"] else videos
 
 
+def _quiet(args) -> None:
+    """orbax logs every checkpoint open (absl, INFO) and JAX its backend search: kept out unless -v."""
+    import logging
+    import warnings
+
+    if not getattr(args, "verbose", False):
+        for name in ("absl", "jax._src.xla_bridge"):
+            logging.getLogger(name).setLevel(logging.WARNING)
+    # ffmpeg runs as a fork+exec'd subprocess: JAX's "os.fork() with threads" warning does not apply.
+    warnings.filterwarnings("ignore", message=r"os\.fork\(\) was called", category=RuntimeWarning)
+
+
 def encode_command(args) -> None:
+    _quiet(args)
     try:
         tok = LoadedTokenizer(args.tokenizer, step=args.step)
         t0 = time.perf_counter()
@@ -425,6 +439,7 @@ def encode_command(args) -> None:
 
 
 def decode_command(args) -> None:
+    _quiet(args)
     try:
         tok = LoadedTokenizer(args.tokenizer, step=args.step)
         videos = decode_file(tok, args.input, args.output, fps=args.fps)
@@ -480,6 +495,7 @@ def evaluate(workdir, *, split: str | None = None, num_clips: int | None = None,
 
 
 def eval_tokenizer_command(args) -> None:
+    _quiet(args)
     workdir = Path(args.workdir)
     if not (workdir / "config.json").is_file():
         print(f"videogen eval-tokenizer: {workdir / 'config.json'} not found: is {workdir} a tokenizer workdir "
