@@ -42,11 +42,15 @@ def test_train_text_tokenizer_command(tmp_path, capsys):
     assert "pieces" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("command", ["continue", "plan"])
-def test_pending_stages_say_so(command, capsys):
-    with pytest.raises(SystemExit) as exit_info:
-        cli.main([command])
-    assert exit_info.value.code == 2 and "lands with" in capsys.readouterr().err
+@pytest.mark.parametrize("command, module", [("train-tokenizer", "tokenizer.train"), ("train-lm", "videogen.train")])
+def test_trainer_commands_hand_their_arguments_over(command, module, monkeypatch):
+    import importlib
+
+    seen = {}
+    monkeypatch.setattr(importlib.import_module(module), "main", lambda argv: seen.setdefault("argv", argv))
+    args = ["--config", "experiments/x.py:tiny", "--workdir", "w", "--config.steps=3"]
+    cli.main([command, *args])
+    assert seen["argv"] == args
 
 
 def test_console_script_entry_point():

@@ -25,10 +25,7 @@ from pathlib import Path
 import numpy as np
 
 # Stages that later issues add; until they land the command says so instead of pretending.
-_PENDING = {
-    "train-tokenizer": "the tokenizer issue (#3)",
-    "continue": "the long-video issue (#5)",
-}
+_PENDING: dict[str, str] = {}
 
 
 def _data_spec(args) -> dict:
@@ -173,6 +170,12 @@ def _pending(name: str):
     return run
 
 
+def _run_trainer(module: str, argv: list[str]) -> None:
+    import importlib
+
+    importlib.import_module(module).main(argv)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="videogen", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -229,6 +232,12 @@ def build_parser() -> argparse.ArgumentParser:
     add_sample_args(p)
     p.set_defaults(func=sample_command)
 
+    p = sub.add_parser("continue", help="long videos: N frames from prompts, continue a video file, story mode, "
+                                        "--drift (drift.json + drift.png), --bench (time/memory per frame)")
+    from videogen.continuation import add_continue_args, continue_command
+    add_continue_args(p)
+    p.set_defaults(func=continue_command)
+
     p = sub.add_parser("eval", help="evaluate a tokenizer or LM workdir: PSNR/SSIM/usage/rFVD or FVD + judge "
                                     "(world, ucf, frame_prediction protocols); JSON + table")
     from videogen.evaluate import add_eval_args, run as run_eval
@@ -254,12 +263,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--step", type=int, help="default: the latest good checkpoint")
     p.set_defaults(func=cmd_export)
 
+    # The trainers own their flags (--config path[:variant], --workdir, --config.KEY=VALUE overrides).
+    p = sub.add_parser("train-tokenizer", add_help=False,
+                       help="train the video tokenizer (= python -m tokenizer.train; --help for its flags)")
+    p.set_defaults(func=lambda a: _run_trainer("tokenizer.train", ["--help"]))
+    p = sub.add_parser("train-lm", add_help=False,
+                       help="train the text-to-video transformer (= python -m videogen.train; --help for its flags)")
+    p.set_defaults(func=lambda a: _run_trainer("videogen.train", ["--help"]))
+
     for name in _PENDING:
         sub.add_parser(name, help=f"(lands with {_PENDING[name]})").set_defaults(func=_pending(name))
     return parser
 
 
+_TRAINERS = {"train-tokenizer": "tokenizer.train", "train-lm": "videogen.train"}
+
+
 def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] in _TRAINERS:  # everything after the name is the trainer's own command line
+        return _run_trainer(_TRAINERS[argv[0]], argv[1:])
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     if extra and not getattr(args, "config_overrides", False):  # only `plan` takes --config.KEY=VALUE
