@@ -55,9 +55,14 @@ DEMO_ARGS ?= --tokenizer-steps 600 --lm-steps 600
 demo: setup
 	$(PY) -m videogen.generate demo --workdir $(RUNS)/demo $(DEMO_ARGS)
 
-## The stages below land with their issues; until then they say so and fail.
+## continue: long videos from the LM in $(RUNS)/lm by sliding-window continuation over latent tokens:
+## LENGTH_FACTOR x the training length (16: 257 frames) for PROMPT, into $(RUNS)/lm/continue.
+## `make continue VIDEO=clip.mp4` continues a video file (its frames kept unchanged);
+## `ARGS="--drift --num 32"` measures drift on world test prompts (drift.json + drift.png);
+## `ARGS="--drift --truth"` runs that measurement on ground truth (no model); `ARGS=--bench` times it.
+LENGTH_FACTOR ?= 16
 continue: setup
-	@echo "'make $@' is not implemented yet: it lands with the tokenizer/LM issues (#3, #4, #5)." >&2; exit 2
+	$(VENV)/bin/videogen continue --workdir $(RUNS)/lm --prompt "$(PROMPT)" --length-factor $(LENGTH_FACTOR) $(if $(VIDEO),--video "$(VIDEO)") $(ARGS)
 
 ## bench: this machine's measured matmul peak and memory bandwidth, tokenizer and LM train/encode/decode/
 ## sampling throughput (MFU, AR vs the bandwidth bound), MaskGIT s/clip, pipeline clips/s, peak memory.
