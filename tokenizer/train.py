@@ -733,6 +733,9 @@ def _train(config, workdir, preemption: checkpointing.Preemption) -> dict:
     final: dict[str, Any] = {"resumed_from": resumed_from, "start_step": start, "data_start_step": data_step}
     pending: list[dict] = []
     eval_every = int(config.eval.every)
+    if jax.process_count() > 1:  # evaluation gathers whole batches on one host: run it afterwards on one process
+        print("[tokenizer] multi-process run: evaluation during training is off; evaluate the workdir afterwards "
+              "with `python -m tokenizer.evaluate --workdir ...` (one process).")
     timing = {"first_step_s": None, "train_s": 0.0, "timed_steps": 0}
     pbar = tqdm(total=steps, initial=start, desc="tokenizer", unit="step", dynamic_ncols=True,
                 disable=bool(config.get("quiet", False)) or jax.process_index() > 0)
@@ -775,7 +778,7 @@ def _train(config, workdir, preemption: checkpointing.Preemption) -> dict:
                 final["preempted"] = True
                 pbar.write(f"[tokenizer] preempted: saved step {done} in {workdir / 'checkpoints'}; rerun to resume.")
                 break
-            if (eval_every and done % eval_every == 0) or done == steps:
+            if ((eval_every and done % eval_every == 0) or done == steps) and jax.process_count() == 1:
                 em = _evaluate(config, graphdef, state, eval_source, mesh, workdir, done)
                 log(done, "eval", em)
                 final.update({f"eval/{k}": v for k, v in em.items()})
@@ -783,7 +786,7 @@ def _train(config, workdir, preemption: checkpointing.Preemption) -> dict:
                            f"{em['usage']:.3f} ({em['used_codes']:.0f} codes), perplexity {em['perplexity']:.1f}"
                            + (f", judge {em['judge_all_correct']:.3f}" if "judge_all_correct" in em else ""))
                 t_mark, n_mark = time.perf_counter(), 0
-        if start >= steps:
+        if start >= steps and jax.process_count() == 1:
             print(f"[tokenizer] already at step {start} >= steps={steps}: evaluating only.")
             em = _evaluate(config, graphdef, state, eval_source, mesh, workdir, start)
             final.update({f"eval/{k}": v for k, v in em.items()})

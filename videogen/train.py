@@ -648,6 +648,8 @@ def _train(config, workdir, devices, preemption: checkpointing.Preemption, stack
         e = config.eval
         if int(e.num_batches) <= 0 and int(config.sample.num_prompts) <= 0:
             return {}
+        if jax.process_count() > 1:  # sampling gathers whole videos on one host: sample the workdir afterwards
+            return {}
         out: dict[str, Any] = {}
         if int(e.num_batches) > 0:
             spec = {**_to_plain(config.data), **_to_plain(e.get("data", {}))}
