@@ -287,7 +287,7 @@ def interrupted(tok_dir, tmp_path_factory):
     info["term_pipe"] = json.loads((wd / "checkpoints" / str(info["term_ckpts"][-1]) / "pipeline" / "metadata")
                                    .read_text())
     rng = random.Random(time.time_ns())
-    kill_at = rng.randint(info["term_logged"] + 2, steps - 8)
+    kill_at = rng.randint(min(info["term_logged"] + 2, steps - 8), steps - 8)
     info["kill_at"] = kill_at
     proc = _launch(args, log)
     info["kill_seen"] = _wait_for_steps(wd, kill_at, proc)

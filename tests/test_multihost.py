@@ -74,3 +74,21 @@ def test_two_processes_match_one_and_their_checkpoint_restores_in_one(tok_dir, t
     got = _losses(wd)
     np.testing.assert_allclose([got[4], got[5]], [ref_losses[4], ref_losses[5]], rtol=2e-5)
     assert jax.process_count() == 1
+
+
+def test_cluster_detection_and_launch_flags():
+    from videogen import distributed
+
+    assert distributed.detect_cluster({}) is None
+    assert distributed.detect_cluster({"SLURM_NTASKS": "1", "SLURM_PROCID": "0"}) is None  # one task: no init
+    assert distributed.detect_cluster({"SLURM_NTASKS": "16", "SLURM_PROCID": "3"}) == "slurm"
+    assert distributed.detect_cluster({"TPU_WORKER_HOSTNAMES": "w0,w1,w2,w3"}) == "tpu"
+    assert distributed.detect_cluster({"TPU_WORKER_HOSTNAMES": "localhost"}) is None  # a single-host TPU VM
+    assert distributed.detect_cluster({"OMPI_COMM_WORLD_SIZE": "4"}) == "mpi"
+    assert distributed.detect_cluster({"JAX_COORDINATOR_ADDRESS": "n0:1234"}) == "jax-env"
+    with pytest.raises(ValueError, match="also pass --num-processes, --process-id"):
+        distributed.initialize(coordinator="localhost:1234")
+    with pytest.raises(ValueError, match=r"--process-id=2 must be in 0\.\.1"):
+        distributed.initialize("localhost:1234", 2, 2)
+    assert distributed.initialize("localhost:1234", 1, 0) is False  # one process: nothing to initialise
+    assert not distributed.is_initialized()
