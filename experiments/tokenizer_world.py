@@ -69,11 +69,11 @@ def get_config(arg=None):
     if tiny:
         c.model = dict(channels=16, channel_multipliers=(1, 2, 2), num_res_blocks=1, temporal_downsample=(True, True),
                        spatial_downsample=(True, False), patch_size=4, num_groups=8,
-                       use_adaptive_group_norm=True, dtype="float32", remat=False)
+                       use_adaptive_group_norm=True, dtype="float32", remat=False, pixel_mlp_dim=0)
     else:
         c.model = dict(channels=64, channel_multipliers=(1, 2, 2, 4), num_res_blocks=2,
                        temporal_downsample=(False, True, True), spatial_downsample=(True, True, True), patch_size=1,
-                       num_groups=32, use_adaptive_group_norm=True, dtype="bfloat16", remat=False)
+                       num_groups=32, use_adaptive_group_norm=True, dtype="bfloat16", remat=False, pixel_mlp_dim=0)
 
     # Quantizer: make_quantizer(kind, **c.quantizer[kind]); switch with --config.quantizer.kind=fsq.
     c.quantizer = {

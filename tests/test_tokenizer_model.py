@@ -35,8 +35,9 @@ def _video(shape, seed=0):
 
 @pytest.fixture(scope="module")
 def tiny():
-    """patch_size 4, compression 4x8x8, 1 res block per stage, AdaGN decoder."""
-    cfg = AutoencoderConfig.tiny()
+    """patch_size 4, compression 4x8x8, 1 res block per stage, AdaGN decoder, pixel MLPs on both ends
+    (so the causality and image tests below cover them too)."""
+    cfg = AutoencoderConfig.tiny(pixel_mlp_dim=16)
     assert cfg.compression == (4, 8, 8)
     return Autoencoder(cfg, rngs=nnx.Rngs(0))
 
