@@ -128,9 +128,11 @@ def lm_config(on_gpu: bool, quick: bool):
 
 
 def _one_device_mesh(dev):
-    from videogen import mesh as mesh_lib
+    """A (1, 1, 1) mesh on exactly ``dev``; mesh_lib.make_mesh would take the default backend's device
+    whenever the counts match (on a 1-GPU machine the CPU rows would run on the GPU)."""
+    from jax.sharding import AxisType, Mesh
 
-    return mesh_lib.make_mesh({"data": 1, "fsdp": 1, "tensor": 1}, devices=[dev])
+    return Mesh(np.asarray([dev]).reshape(1, 1, 1), ("data", "fsdp", "tensor"), axis_types=(AxisType.Auto,) * 3)
 
 
 def _world_batch(data: dict, batch: int) -> np.ndarray:
@@ -253,13 +255,12 @@ def bench_lm(dev, config, grid, codebook_size: int, peak: float, bandwidth: floa
 
 def bench_pipeline(*, quick: bool) -> dict:
     from videogen import bench_data
-    from videogen import mesh as mesh_lib
     from videogen.data import pipeline, world
 
     r, t, b = 64, 17, 32
     steps = 2 if quick else 10
     src = world.WorldSource(world.WorldConfig(resolution=r, num_frames=t), "train", num_clips=100_000)
-    mesh = mesh_lib.make_mesh({"data": 1, "fsdp": 1, "tensor": 1}, devices=jax.devices("cpu")[:1])
+    mesh = _one_device_mesh(jax.devices("cpu")[0])
     it = iter(pipeline.Pipeline(src, pipeline.PipelineConfig(global_batch_size=b), mesh=mesh))
     rate = bench_data._rate(lambda: jax.block_until_ready(next(it)["video"]), b, steps)
     return {"data_pipeline_clips_per_s": rate, "data_pipeline_clip": [t, r, r]}
