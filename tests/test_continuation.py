@@ -234,3 +234,21 @@ def test_cli_continue_drift_truth(tmp_path, capsys):
               "--out", str(tmp_path)])
     assert "checks" in capsys.readouterr().out
     assert (tmp_path / "drift.json").is_file() and (tmp_path / "drift.png").is_file()
+
+
+@pytest.mark.slow  # its own compiled train step (~30-60 s on 2 busy cores)
+def test_trainer_long_renders_and_continuation(tmp_path):
+    """LM.train with data.render_frames (windows at offsets of longer renders) and continuation training on."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("_t_lm", ROOT / "tests" / "test_lm_train.py")
+    t_lm = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(t_lm)
+    tok_dir = t_lm.tok_dir.__wrapped__(type("F", (), {"mktemp": lambda self, n: (tmp_path / n).mkdir() or tmp_path / n})()) \
+        if hasattr(t_lm.tok_dir, "__wrapped__") else None
+    if tok_dir is None:
+        pytest.skip("test_lm_train.tok_dir fixture is not callable here")
+    c = t_lm.lm_config(tok_dir, steps=3, **{"data.render_frames": 33, "continuation.prob": 0.5,
+                                            "continuation.context_frames": 2, "continuation.corruption": 0.2})
+    m = LM.train(c, tmp_path / "lm")
+    assert m["step"] == 3 and np.isfinite(m["train/loss"])
