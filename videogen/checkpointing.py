@@ -118,9 +118,15 @@ def _leaf_sums(x):
     if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
         x = jax.random.key_data(x)
     bits = jax.lax.bitcast_convert_type(x, _UINT[x.dtype.itemsize]) if x.dtype.itemsize in _UINT else x
-    u = bits.astype(jnp.uint32).reshape(-1)
-    # Modular uint32 sums are exact in any reduction order: identical on every mesh and process count.
-    weights = jnp.arange(u.size, dtype=jnp.uint32) * jnp.uint32(2654435761) + jnp.uint32(1)
+    u = bits.astype(jnp.uint32)
+    # Row-major element index from per-axis iotas (no reshape: a sharded array is never gathered), so the
+    # weighted sum also catches permuted data. Modular uint32 sums are exact in any reduction order:
+    # identical on every mesh and process count.
+    index, stride = jnp.zeros(u.shape, jnp.uint32), 1
+    for axis in reversed(range(u.ndim)):
+        index = index + jax.lax.broadcasted_iota(jnp.uint32, u.shape, axis) * jnp.uint32(stride)
+        stride = (stride * u.shape[axis]) % 2**32
+    weights = index * jnp.uint32(2654435761) + jnp.uint32(1)
     return jnp.stack([jnp.sum(u, dtype=jnp.uint32), jnp.sum(u * weights, dtype=jnp.uint32)])
 
 
