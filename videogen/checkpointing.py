@@ -102,7 +102,9 @@ def make_manager(workdir, *, save_every: int | None = None, max_to_keep: int | N
     if max_to_keep is not None:
         kw["preservation_policy"] = ocp.checkpoint_managers.LatestN(max(1, int(max_to_keep)))
     options = ocp.CheckpointManagerOptions(enable_async_checkpointing=True, create=not read_only, **kw)
-    return ocp.CheckpointManager(Path(workdir).absolute() / "checkpoints", options=options, item_names=ITEMS)
+    handlers = {"model": ocp.StandardCheckpointHandler(), "train": ocp.StandardCheckpointHandler(),
+                "pipeline": ocp.JsonCheckpointHandler(), "integrity": ocp.JsonCheckpointHandler()}
+    return ocp.CheckpointManager(Path(workdir).absolute() / "checkpoints", options=options, item_handlers=handlers)
 
 
 # ============================================================================================
@@ -433,8 +435,12 @@ class FiniteWatch:
 # ============================================================================================
 
 
-def _numpy_restore_args(metadata_tree):
-    return jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), metadata_tree)
+def _host_target(metadata):
+    """Abstract target on one local device from saved array metadata: restores whatever mesh wrote it."""
+    tree = metadata.tree if hasattr(metadata, "tree") else metadata
+    tree = tree.item_metadata.tree if hasattr(tree, "item_metadata") else tree
+    dev = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    return jax.tree.map(lambda m: jax.ShapeDtypeStruct(tuple(m.shape), m.dtype, sharding=dev), tree)
 
 
 def export_params(workdir, out, *, step: int | None = None, files=("config.json", "text_tokenizer.model")) -> Path:
@@ -449,11 +455,9 @@ def export_params(workdir, out, *, step: int | None = None, files=("config.json"
         errors = []
         for s in steps:
             try:
-                meta = mngr.item_metadata(s)["model"]
-                tree = meta.tree if hasattr(meta, "tree") else meta
-                r = mngr.restore(s, args=ocp.args.Composite(model=ocp.args.PyTreeRestore(
-                    restore_args=_numpy_restore_args(tree))))
-                params = r.model
+                target = _host_target(mngr.item_metadata(s)["model"])
+                r = mngr.restore(s, args=ocp.args.Composite(model=ocp.args.StandardRestore(target)))
+                params = jax.tree.map(np.asarray, r.model)
                 _verify(s, "model", params, (_read_integrity(mngr, s) or {}).get("model"))
                 step = s
                 break
@@ -491,10 +495,7 @@ def load_params(export_dir, abstract=None):
     with ocp.StandardCheckpointer() as ckptr:
         path = (export_dir / "params").absolute()
         if abstract is None:
-            meta = ckptr.metadata(path)
-            tree = meta.item_metadata.tree if hasattr(meta, "item_metadata") else meta
-            params = ocp.PyTreeCheckpointer().restore(path, args=ocp.args.PyTreeRestore(
-                restore_args=_numpy_restore_args(tree)))
+            params = jax.tree.map(np.asarray, ckptr.restore(path, _host_target(ckptr.metadata(path))))
         else:
             params = ckptr.restore(path, abstract)
     if fingerprint(params) != manifest["fingerprint"]:
