@@ -18,7 +18,9 @@ Workdir::
 
     config.json           the resolved config; load_tokenizer() rebuilds the model from it
     checkpoints/<step>/   orbax items: model (EMA params + quantizer state), train (params, optimizer
-                          state, step), pipeline (JSON: the data position)
+                          state, step), pipeline (JSON: the data position), integrity (JSON: fingerprints)
+    checkpoints.corrupt/  damaged checkpoints set aside on resume (see videogen/checkpointing.py)
+    .lock                 held while a run uses the workdir (a second run is refused)
     tb/                   TensorBoard scalars: train/*, eval/*
     samples/              step_<N>.gif/.mp4 per eval: each cell is original | reconstruction (EMA)
     metrics.jsonl         every logged and evaluated metric, one JSON object per line

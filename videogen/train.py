@@ -38,7 +38,8 @@ Workdir::
     config.json             the resolved config (model.codebook_size / video_grid filled in)
     text_tokenizer.model    sentencepiece model trained from the data's captions (reused if present)
     checkpoints/<step>/     orbax items: model (EMA params), train (params, optimizer state, step),
-                            pipeline (JSON: the data position)
+                            pipeline (JSON: the data position), integrity (JSON: array fingerprints)
+    checkpoints.corrupt/    damaged checkpoints set aside on resume; .lock: held while a run uses it
     tb/, metrics.jsonl      TensorBoard scalars train/* eval/*, and the same as JSON lines
     samples/step_N.gif      samples of the eval prompts (EMA weights) when sample.num_prompts > 0
 
