@@ -44,7 +44,7 @@ def get_config(arg=None):
     tiny = variant == "tiny"
     c = ml_collections.ConfigDict()
     c.seed = 0
-    c.steps = 2000 if tiny else 20_000
+    c.steps = 3000 if tiny else 20_000
     c.batch_size = 8 if tiny else 32
     c.mesh = {"data": -1, "fsdp": 1, "tensor": 1}
     # Logical param axes -> mesh axes (tokenizer/model.py). Replicated: the CNN is small, train it data-
@@ -69,11 +69,11 @@ def get_config(arg=None):
     if tiny:
         c.model = dict(channels=16, channel_multipliers=(1, 2, 2), num_res_blocks=1, temporal_downsample=(True, True),
                        spatial_downsample=(True, False), patch_size=4, num_groups=8,
-                       use_adaptive_group_norm=True, dtype="float32", remat=False, pixel_mlp_dim=0)
+                       use_adaptive_group_norm=True, dtype="float32", remat=False, pixel_mlp_dim=64, chroma_gain=6.0)
     else:
         c.model = dict(channels=64, channel_multipliers=(1, 2, 2, 4), num_res_blocks=2,
                        temporal_downsample=(False, True, True), spatial_downsample=(True, True, True), patch_size=1,
-                       num_groups=32, use_adaptive_group_norm=True, dtype="bfloat16", remat=False, pixel_mlp_dim=0)
+                       num_groups=32, use_adaptive_group_norm=True, dtype="bfloat16", remat=False, pixel_mlp_dim=0, chroma_gain=1.0)
 
     # Quantizer: make_quantizer(kind, **c.quantizer[kind]); switch with --config.quantizer.kind=fsq.
     c.quantizer = {
@@ -107,7 +107,7 @@ def get_config(arg=None):
                 "disc_channel_multipliers": (1, 2, 4, 4), "lecam_weight": 0.001, "lecam_decay": 0.999,
                 "r1_weight": 0.0, "lr": 1e-4, "b1": 0.0, "b2": 0.99},
     }
-    c.optim = {"lr": 2e-3 if tiny else 1e-3, "warmup_steps": 100 if tiny else 1000, "min_lr_ratio": 0.1,
+    c.optim = {"lr": 5e-3 if tiny else 1e-3, "warmup_steps": 100 if tiny else 1000, "min_lr_ratio": 0.1,
                "b1": 0.9, "b2": 0.99, "weight_decay": 1e-4, "grad_clip": 1.0}
     c.ema_decay = 0.99 if tiny else 0.999
 

@@ -208,7 +208,8 @@ def test_eval_tokenizer_json(tok, loaded, tmp_path, capsys, monkeypatch):
     assert m == json.loads(capsys.readouterr().out)
     for key in ("psnr", "ssim", "usage", "used_codes", "perplexity", "entropy", "judge_all_correct", "judge_colour",
                 "judge_motion", "rfvd"):
-        assert np.isfinite(m[key]), key
+        # judge_motion averages over the objects whose colour was found: NaN when none was (3-step tokenizer).
+        assert np.isfinite(m[key]) or (key == "judge_motion" and m["judge_colour"] == 0), key
     assert m["split"] == "heldout" and m["step"] == 3 and m["num_clips"] == 6 and m["tokens"] == 6 * 20
     assert 0 < m["usage"] <= 1 and 1 <= m["perplexity"] <= m["used_codes"] and m["codebook_size"] == 64
     assert m["rfvd"] == 12.5

@@ -18,6 +18,7 @@ from tokenizer.model import (
     LOGICAL_AXIS_RULES,
     Autoencoder,
     AutoencoderConfig,
+    amplify_chroma,
     check_input_shape,
     depth_to_space,
     param_count,
@@ -36,8 +37,8 @@ def _video(shape, seed=0):
 @pytest.fixture(scope="module")
 def tiny():
     """patch_size 4, compression 4x8x8, 1 res block per stage, AdaGN decoder, pixel MLPs on both ends
-    (so the causality and image tests below cover them too)."""
-    cfg = AutoencoderConfig.tiny(pixel_mlp_dim=16)
+    and chroma preconditioning (so the causality and image tests below cover them too)."""
+    cfg = AutoencoderConfig.tiny(pixel_mlp_dim=16, chroma_gain=4.0)
     assert cfg.compression == (4, 8, 8)
     return Autoencoder(cfg, rngs=nnx.Rngs(0))
 
@@ -85,6 +86,17 @@ def test_shapes_no_patch_4x8x8():
     z = _encode(model, _video((1, 17, 32, 32, 3)))
     assert z.shape == (1, 5, 4, 4, 6) == (1,) + model.latent_shape(17, 32, 32)
     assert _decode(model, z).shape == (1, 17, 32, 32, 3)
+
+
+def test_amplify_chroma_keeps_luma_and_inverts():
+    x = _video((2, 3, 4, 4, 3), seed=3)
+    y = amplify_chroma(x, 6.0)
+    np.testing.assert_allclose(np.mean(y, -1), np.mean(x, -1), atol=1e-6)  # luminance untouched
+    np.testing.assert_allclose(y - np.mean(y, -1, keepdims=True), 6.0 * (x - np.mean(x, -1, keepdims=True)),
+                               atol=1e-5)
+    np.testing.assert_allclose(amplify_chroma(y, 1 / 6.0), x, atol=1e-5)
+    grey = jnp.broadcast_to(x[..., :1], x.shape)
+    np.testing.assert_allclose(amplify_chroma(grey, 6.0), grey, atol=1e-5)  # grey pixels have no chroma
 
 
 def test_space_depth_roundtrip():

@@ -182,6 +182,14 @@ class AutoencoderConfig:
             *linearly* to pixels, and a coloured shape (colour outer mask) is not linear in a small
             feature set -- such models learn luminance blobs first and colour very late. The MLP
             factors colour from shape for ~5% of the step's FLOPs.
+        chroma_gain: The encoder sees pixels with their chroma (each pixel minus its channel mean)
+            multiplied by this, and the decoder's output chroma is divided by it, so ``decode(encode(x))``
+            stays in pixel space; the trainer measures the reconstruction error in the same amplified
+            space. Why: colour differences between objects are a weak mode next to object-vs-background
+            luminance, and gradient descent learns weak modes last -- measured on the world at 32x32, a
+            continuous-latent autoencoder (even with 64 latent dims) passed *no* chroma after 400 steps
+            (every object decoded in one grey-beige), while with gain 6 it reconstructed colours by step
+            250. A fixed, invertible colour preconditioning (cf. input whitening); 1 = off.
     """
 
     channels: int = 128
@@ -199,6 +207,7 @@ class AutoencoderConfig:
     remat: bool = False
     in_channels: int = 3
     pixel_mlp_dim: int = 0
+    chroma_gain: float = 1.0
 
     def __post_init__(self):
         # Normalise sequences to tuples so the config stays hashable (it is static under jit).
@@ -535,6 +544,14 @@ class Upsample(nnx.Module):
 # ----------------------------------------------------------------------------- encoder / decoder
 
 
+def amplify_chroma(video: jax.Array, gain: float) -> jax.Array:
+    """Scales each pixel's chroma (its deviation from the channel mean) by ``gain``: ``[..., C] -> [..., C]``."""
+    if gain == 1.0:
+        return video
+    luma = jnp.mean(video, axis=-1, keepdims=True)
+    return luma + gain * (video - luma)
+
+
 def _pixel_linear(cfg: AutoencoderConfig, d_in: int, d_out: int, rngs: nnx.Rngs) -> nnx.Linear:
     """A per-position dense layer of the pixel MLP (see ``AutoencoderConfig.pixel_mlp_dim``)."""
     return nnx.Linear(d_in, d_out, dtype=cfg.compute_dtype, param_dtype=jnp.float32, kernel_init=fan_in_normal(),
@@ -579,7 +596,8 @@ class Encoder(nnx.Module):
 
     def __call__(self, video: jax.Array) -> jax.Array:
         cfg = self.cfg
-        x = space_to_depth(video.astype(cfg.compute_dtype), cfg.patch_size)
+        x = amplify_chroma(video.astype(cfg.compute_dtype), cfg.chroma_gain)
+        x = space_to_depth(x, cfg.patch_size)
         if self.pixel_in is not None:
             x = nnx.swish(self.pixel_in(x))
         x = self.conv_in(x)
@@ -635,7 +653,7 @@ class Decoder(nnx.Module):
         if self.pixel_out is not None:
             x = self.pixel_out(nnx.swish(x))
         x = depth_to_space(x, 1, cfg.patch_size)
-        return x.astype(jnp.float32)
+        return amplify_chroma(x.astype(jnp.float32), 1.0 / cfg.chroma_gain)
 
 
 class Autoencoder(nnx.Module):

@@ -61,7 +61,7 @@ from jax.sharding import NamedSharding, PartitionSpec
 from tokenizer import evaluate as eval_lib
 from tokenizer import losses as losses_lib
 from tokenizer.losses import Discriminator3D
-from tokenizer.model import LOGICAL_AXIS_RULES, Autoencoder, AutoencoderConfig, check_input_shape
+from tokenizer.model import LOGICAL_AXIS_RULES, Autoencoder, AutoencoderConfig, amplify_chroma, check_input_shape
 from tokenizer.quantizers import LFQ, make_quantizer
 from videogen import checkpointing, config_checks, distributed
 from videogen import mesh as mesh_lib
@@ -441,6 +441,7 @@ def make_train_step(config, graphdef, tx, shardings, mesh):
     anneal_steps = int(config.loss.get("entropy_anneal_steps", 0))
     w_start = float(config.loss.get("entropy_weight_start", 0.0))
     ema_decay = float(config.ema_decay)
+    chroma_gain = float(autoencoder_config(config).chroma_gain)
     perceptual_weight = float(config.loss.get("perceptual_weight", 0.0))
     perceptual_params = losses_lib.load_perceptual_params() if perceptual_weight > 0 else None
     gan = gan_config(config)
@@ -462,7 +463,9 @@ def make_train_step(config, graphdef, tx, shardings, mesh):
             z = tok.autoencoder.encode(x)
             z_q, _, aux = tok.quantizer(z, train=True)
             x_rec = tok.autoencoder.decode(z_q)
-            err = x_rec - x
+            # In the autoencoder's working colour space (chroma scaled by model.chroma_gain; identity at 1):
+            # there the colour modes weigh as much in the loss as in the encoder's input.
+            err = amplify_chroma(x_rec - x, chroma_gain)
             recon = jnp.mean(jnp.abs(err)) if recon_kind == "l1" else jnp.mean(jnp.square(err))
             aux_loss = aux["loss"]
             if anneal_steps > 0 and isinstance(tok.quantizer, LFQ):
