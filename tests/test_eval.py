@@ -22,28 +22,15 @@ from videogen import cli
 from videogen import evaluate as E
 from videogen import train as LM
 from videogen.data import world
+from workdirs import save_initialised_tokenizer, tiny_tokenizer_config
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
 def tok_dir(tmp_path_factory) -> Path:
-    wd = tmp_path_factory.mktemp("tok")
-    c = T.load_config(str(ROOT / "experiments/tokenizer_world.py") + ":tiny")
-    T.apply_overrides(c, [
-        "data.resolution=16", "data.num_frames=9", "model.channels=8", "model.num_groups=4",
-        "model.channel_multipliers=(1,2)", "model.num_res_blocks=0", "model.use_adaptive_group_norm=False",
-        "model.temporal_downsample=(True,)", "model.spatial_downsample=(True,)", "quantizer.lfq.num_bits=6",
-        "ckpt_every=1", "eval.batch_size=8", "eval.num_clips=12"])
-    mesh = T.make_mesh(c)
-    tx, _ = T.make_optimizer(c)
-    _, shardings = T.state_shardings(c, mesh, tx)
-    state = T.init_state(c, mesh, tx, shardings)
-    with T.checkpoint_manager(wd, c) as mngr:
-        T.save_checkpoint(mngr, 1, state, {"step": 1, "seed": 0, "global_batch_size": 8}, force=True)
-        mngr.wait_until_finished()
-    (wd / "config.json").write_text(c.to_json(indent=1, sort_keys=True))
-    return wd
+    return save_initialised_tokenizer(tmp_path_factory.mktemp("tok"), tiny_tokenizer_config(
+        "ckpt_every=1", "eval.batch_size=8", "eval.num_clips=12"))
 
 
 @pytest.fixture(scope="module")

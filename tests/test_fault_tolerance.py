@@ -27,13 +27,10 @@ from tokenizer import train as T
 from videogen import checkpointing, config_checks
 from videogen import mesh as mesh_lib
 from videogen import train as LM
+from workdirs import TINY_TOKENIZER_OVERRIDES, save_initialised_tokenizer
 
 ROOT = Path(__file__).resolve().parents[1]
-TOK_OVERRIDES = [
-    "data.resolution=16", "data.num_frames=9", "model.channels=8", "model.num_groups=4",
-    "model.channel_multipliers=(1,2)", "model.num_res_blocks=0", "model.use_adaptive_group_norm=False",
-    "model.temporal_downsample=(True,)", "model.spatial_downsample=(True,)", "quantizer.lfq.num_bits=6",
-    "batch_size=8", "eval.batch_size=8", "quiet=True"]
+TOK_OVERRIDES = TINY_TOKENIZER_OVERRIDES + ["batch_size=8", "eval.batch_size=8", "quiet=True"]
 LM_OVERRIDES = [
     "data.resolution=16", "data.num_frames=9", "batch_size=8", "mesh.data=2", "mesh.fsdp=2", "mesh.tensor=2",
     "text.max_length=32", "text.num_captions=300", "model.num_layers=2", "model.d_model=32", "model.num_heads=4",
@@ -46,22 +43,9 @@ def tok_config(*extra):
     return T.apply_overrides(c, TOK_OVERRIDES + list(extra))
 
 
-def _save_init_tokenizer(wd: Path, c) -> Path:
-    """A tokenizer workdir holding its initialised state, saved as tokenizer.train saves (no train step)."""
-    mesh = T.make_mesh(c)
-    tx, _ = T.make_optimizer(c)
-    _, shardings = T.state_shardings(c, mesh, tx)
-    state = T.init_state(c, mesh, tx, shardings)
-    with T.checkpoint_manager(wd, c) as mngr:
-        T.save_checkpoint(mngr, 1, state, {"step": 1, "seed": 0, "global_batch_size": 8}, force=True)
-        mngr.wait_until_finished()
-    (wd / "config.json").write_text(c.to_json(indent=1, sort_keys=True))
-    return wd
-
-
 @pytest.fixture(scope="module")
 def tok_dir(tmp_path_factory) -> Path:
-    return _save_init_tokenizer(tmp_path_factory.mktemp("tok"), tok_config("ckpt_every=1"))
+    return save_initialised_tokenizer(tmp_path_factory.mktemp("tok"), tok_config("ckpt_every=1"))
 
 
 def lm_config(tok_dir, *extra, **overrides):
@@ -237,8 +221,8 @@ def test_async_save_error_stops_the_run(tok_dir, tmp_path, monkeypatch):
     assert not t.is_alive(), "train() hung after an async save error"
     assert isinstance(result.get("error"), OSError) and "No space left" in str(result["error"]), result
     monkeypatch.undo()
-    with checkpointing.WorkdirLock(tmp_path / "lm"):  # the workdir lock was released on the error
-        pass
+    # The workdir lock was released on the error: taking it again must not raise.
+    checkpointing.WorkdirLock(tmp_path / "lm").acquire().release()
 
 
 # ----------------------------------------------------------------------------- SIGTERM / SIGKILL

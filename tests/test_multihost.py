@@ -13,7 +13,6 @@ import json
 import socket
 import subprocess
 import sys
-from pathlib import Path
 
 import jax
 import numpy as np

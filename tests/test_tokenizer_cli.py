@@ -17,6 +17,7 @@ from tokenizer import train as T
 from videogen import cli, video_io
 from videogen.data import world
 from videogen.data.sources import build_source
+from workdirs import save_initialised_tokenizer
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -54,17 +55,7 @@ def loaded(tok):
 @pytest.fixture(scope="module")
 def other_tok(tmp_path_factory) -> Path:
     """Another architecture (LFQ 5 bits): an initialised state saved as tokenizer.train saves it."""
-    wd = tmp_path_factory.mktemp("tok_other")
-    c = small_config(**{"quantizer.lfq.num_bits": 5})
-    mesh = T.make_mesh(c)
-    tx, _ = T.make_optimizer(c)
-    _, shardings = T.state_shardings(c, mesh, tx)
-    state = T.init_state(c, mesh, tx, shardings)
-    with T.checkpoint_manager(wd, c) as mngr:
-        T.save_checkpoint(mngr, 1, state, {"step": 1, "seed": 0, "global_batch_size": 8}, force=True)
-        mngr.wait_until_finished()
-    (wd / "config.json").write_text(c.to_json(indent=1, sort_keys=True))
-    return wd
+    return save_initialised_tokenizer(tmp_path_factory.mktemp("tok_other"), small_config(**{"quantizer.lfq.num_bits": 5}))
 
 
 def _clip(index=0, frames=9, resolution=16) -> np.ndarray:

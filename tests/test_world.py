@@ -1,6 +1,5 @@
 """The built-in world: deterministic, physically exact, captions true for the first T frames."""
 
-import math
 
 import numpy as np
 import pytest

@@ -1,0 +1,35 @@
+"""Tiny trainer workdirs shared by the test modules (no train-step compile needed to make them)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tokenizer import train as T
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# The tiny tokenizer variant shrunk to 16x16x9 clips, a 2-stage width-8 model without res blocks:
+# compression 2x8x8 -> a 5x2x2 = 20-token grid, LFQ 6 bits (64 codes).
+TINY_TOKENIZER_OVERRIDES = [
+    "data.resolution=16", "data.num_frames=9", "model.channels=8", "model.num_groups=4",
+    "model.channel_multipliers=(1,2)", "model.num_res_blocks=0", "model.use_adaptive_group_norm=False",
+    "model.temporal_downsample=(True,)", "model.spatial_downsample=(True,)", "quantizer.lfq.num_bits=6"]
+
+
+def tiny_tokenizer_config(*extra: str):
+    c = T.load_config(str(ROOT / "experiments/tokenizer_world.py") + ":tiny")
+    return T.apply_overrides(c, TINY_TOKENIZER_OVERRIDES + list(extra))
+
+
+def save_initialised_tokenizer(workdir: Path, config) -> Path:
+    """A tokenizer workdir holding its initialised state, saved as tokenizer.train saves it: config.json +
+    a step-1 checkpoint (what load_tokenizer reads)."""
+    mesh = T.make_mesh(config)
+    tx, _ = T.make_optimizer(config)
+    _, shardings = T.state_shardings(config, mesh, tx)
+    state = T.init_state(config, mesh, tx, shardings)
+    with T.checkpoint_manager(workdir, config) as mngr:
+        T.save_checkpoint(mngr, 1, state, {"step": 1, "seed": 0, "global_batch_size": 8}, force=True)
+        mngr.wait_until_finished()
+    (workdir / "config.json").write_text(config.to_json(indent=1, sort_keys=True))
+    return workdir
