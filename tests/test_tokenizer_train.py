@@ -105,9 +105,11 @@ def test_config_variants_and_overrides():
     default = T.load_config(str(ROOT / CONFIG))
     assert (tiny.data.resolution, tiny.data.num_frames) == (32, 17)
     assert (default.data.resolution, default.data.num_frames) == (64, 17)
-    for c in (tiny, default):
+    # tiny: 4x4x4, so that 32x32 clips get the 8x8 token grid per latent frame that 64x64 gets from 4x8x8.
+    for c, compression in ((tiny, (4, 4, 4)), (default, (4, 8, 8))):
         ae = T.autoencoder_config(c)
-        assert ae.compression == (4, 8, 8) and ae.code_dim == c.quantizer.lfq.num_bits
+        assert ae.compression == compression and ae.code_dim == c.quantizer.lfq.num_bits
+        assert c.data.resolution // ae.compression[1] == 8
         T.check_input_shape(ae, c.data.num_frames, c.data.resolution, c.data.resolution)
     T.apply_overrides(tiny, ["--config.steps=7", "optim.lr=1", "--config.model.channel_multipliers=[1,2]",
                              "model.temporal_downsample=(True,)", "model.spatial_downsample=[True]",
