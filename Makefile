@@ -16,9 +16,11 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e '.[dev]'
 	@touch $(STAMP)
 
-## test: the whole suite (under 15 minutes on 2 CPU cores).
+## test: the whole suite (under 15 minutes on 2 CPU cores), TEST_WORKERS processes, one module each at a time
+## (module fixtures stay in one process); TEST_WORKERS=0 runs it in this process.
+TEST_WORKERS ?= 2
 test: setup
-	$(PY) -m pytest tests
+	$(PY) -m pytest tests $(if $(filter-out 0,$(TEST_WORKERS)),-n $(TEST_WORKERS) --dist loadfile)
 
 ## test-fast: skip tests marked slow.
 test-fast: setup
