@@ -27,10 +27,10 @@ from tokenizer import train as T
 from videogen import checkpointing, config_checks
 from videogen import mesh as mesh_lib
 from videogen import train as LM
-from workdirs import TINY_TOKENIZER_OVERRIDES, save_initialised_tokenizer
+from workdirs import save_initialised_tokenizer, tiny_tokenizer_config
 
 ROOT = Path(__file__).resolve().parents[1]
-TOK_OVERRIDES = TINY_TOKENIZER_OVERRIDES + ["batch_size=8", "eval.batch_size=8", "quiet=True"]
+TOK_EXTRAS = ["batch_size=8", "eval.batch_size=8", "quiet=True"]
 LM_OVERRIDES = [
     "data.resolution=16", "data.num_frames=9", "batch_size=8", "mesh.data=2", "mesh.fsdp=2", "mesh.tensor=2",
     "text.max_length=32", "text.num_captions=300", "model.num_layers=2", "model.d_model=32", "model.num_heads=4",
@@ -39,8 +39,7 @@ LM_OVERRIDES = [
 
 
 def tok_config(*extra):
-    c = T.load_config(str(ROOT / "experiments/tokenizer_world.py") + ":tiny")
-    return T.apply_overrides(c, TOK_OVERRIDES + list(extra))
+    return tiny_tokenizer_config(*TOK_EXTRAS, *extra)
 
 
 @pytest.fixture(scope="module")

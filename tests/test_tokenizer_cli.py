@@ -17,22 +17,16 @@ from tokenizer import train as T
 from videogen import cli, video_io
 from videogen.data import world
 from videogen.data.sources import build_source
-from workdirs import save_initialised_tokenizer
+from workdirs import save_initialised_tokenizer, tiny_tokenizer_config
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def small_config(**overrides):
-    c = T.load_config(str(ROOT / "experiments/tokenizer_world.py") + ":tiny")
-    T.apply_overrides(c, [
-        "data.resolution=16", "data.num_frames=9", "batch_size=8",
-        "model.channels=8", "model.num_groups=4", "model.channel_multipliers=(1,2)", "model.num_res_blocks=0",
-        "model.use_adaptive_group_norm=False",
-        "model.temporal_downsample=(True,)", "model.spatial_downsample=(True,)", "quantizer.lfq.num_bits=6",
-        "optim.lr=3e-3", "optim.warmup_steps=0", "optim.min_lr_ratio=1.0",
+    c = tiny_tokenizer_config(
+        "batch_size=8", "optim.lr=3e-3", "optim.warmup_steps=0", "optim.min_lr_ratio=1.0",
         "eval.every=0", "eval.num_clips=8", "eval.batch_size=8", "eval.num_samples=0", "eval.data.num_clips=16",
-        "log_every=5", "quiet=True",
-    ])
+        "log_every=5", "quiet=True")
     T.apply_overrides(c, [f"{k}={v}" for k, v in overrides.items()])
     return c
 

@@ -23,6 +23,7 @@ from tokenizer.model import Autoencoder
 from tokenizer.quantizers import make_quantizer
 from videogen.data.sources import build_source
 from videogen.mesh import make_mesh
+from workdirs import tiny_tokenizer_config
 
 CONFIG = "experiments/tokenizer_world.py"
 ROOT = Path(__file__).resolve().parents[1]
@@ -31,17 +32,12 @@ ROOT = Path(__file__).resolve().parents[1]
 def small_config(**overrides):
     """The tiny variant shrunk to 16x16x9 clips and a 2-stage width-8 model without res blocks (compression
     2x8x8): XLA:CPU compiles its train step in ~5 s instead of ~13 s for the tiny model."""
-    c = T.load_config(str(ROOT / CONFIG) + ":tiny")
-    T.apply_overrides(c, [
-        "data.resolution=16", "data.num_frames=9", "batch_size=8",
-        "model.channels=8", "model.num_groups=4", "model.channel_multipliers=(1,2)", "model.num_res_blocks=0",
-        "model.use_adaptive_group_norm=False",
-        "model.temporal_downsample=(True,)", "model.spatial_downsample=(True,)", "quantizer.lfq.num_bits=6",
+    c = tiny_tokenizer_config(
+        "batch_size=8",
         # Constant learning rate: a run of N steps is then a prefix of any longer run (resume test).
         "optim.lr=3e-3", "optim.warmup_steps=0", "optim.min_lr_ratio=1.0",
         "eval.every=0", "eval.num_clips=16", "eval.batch_size=8", "eval.num_samples=4", "eval.data.num_clips=16",
-        "log_every=5", "quiet=True",
-    ])
+        "log_every=5", "quiet=True")
     T.apply_overrides(c, [f"{k}={v}" for k, v in overrides.items()])
     return c
 

@@ -57,6 +57,7 @@ __all__ = [
 ]
 
 ITEMS = ("model", "train", "pipeline", "integrity")
+JSON_ITEMS = ("pipeline", "integrity")  # small host-side dicts; the others are array trees
 CORRUPT_DIR = "checkpoints.corrupt"
 LOCK_FILE = ".lock"
 EXPORT_MANIFEST = "export.json"
@@ -102,8 +103,8 @@ def make_manager(workdir, *, save_every: int | None = None, max_to_keep: int | N
     if max_to_keep is not None:
         kw["preservation_policy"] = ocp.checkpoint_managers.LatestN(max(1, int(max_to_keep)))
     options = ocp.CheckpointManagerOptions(enable_async_checkpointing=True, create=not read_only, **kw)
-    handlers = {"model": ocp.StandardCheckpointHandler(), "train": ocp.StandardCheckpointHandler(),
-                "pipeline": ocp.JsonCheckpointHandler(), "integrity": ocp.JsonCheckpointHandler()}
+    handlers = {name: ocp.JsonCheckpointHandler() if name in JSON_ITEMS else ocp.StandardCheckpointHandler()
+                for name in ITEMS}
     return ocp.CheckpointManager(Path(workdir).absolute() / "checkpoints", options=options, item_handlers=handlers)
 
 
