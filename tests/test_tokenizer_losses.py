@@ -85,3 +85,34 @@ def test_gan_switches_on_at_start_step_and_resumes(tmp_path):
     c.steps = 6
     again = T.train(c, tmp_path)
     assert again["resumed_from"] == 4 and again["step"] == 6
+
+
+def _saved_train_keys(workdir, step):
+    from videogen import checkpointing
+    return set(checkpointing.make_manager(workdir).item_metadata(step)["train"].keys())
+
+
+@pytest.mark.slow
+def test_gan_switched_on_and_off_between_runs_of_one_workdir(tmp_path, capsys):
+    """The usual recipe: train the autoencoder alone, then add the GAN to it (and maybe drop it again)."""
+    c = small_config(steps=2, ckpt_every=2)
+    plain = T.train(c, tmp_path)
+    assert plain["step"] == 2 and "train/d_loss" not in plain
+    assert "disc" not in _saved_train_keys(tmp_path, 2)
+    params_before = jax.tree.leaves(nnx.state(T.load_tokenizer(tmp_path)[0], nnx.Param))
+
+    T.apply_overrides(c, ["steps=4", "loss.gan.weight=0.1", "loss.gan.start_step=0", "loss.gan.disc_channels=4",
+                          "loss.gan.disc_channel_multipliers=(1,)"])
+    with_gan = T.train(c, tmp_path)
+    assert with_gan["resumed_from"] == 2 and with_gan["step"] == 4  # resumed, not restarted
+    assert np.isfinite(with_gan["train/d_loss"]) and np.isfinite(with_gan["train/g_loss"])
+    assert "discriminator starts fresh" in capsys.readouterr().out
+    assert "disc" in _saved_train_keys(tmp_path, 4)
+    params_after = jax.tree.leaves(nnx.state(T.load_tokenizer(tmp_path)[0], nnx.Param))
+    assert not all(np.array_equal(a, b) for a, b in zip(params_before, params_after))  # the autoencoder trained on
+
+    T.apply_overrides(c, ["steps=6", "loss.gan.weight=0.0"])
+    without = T.train(c, tmp_path)
+    assert without["resumed_from"] == 4 and without["step"] == 6 and "train/d_loss" not in without
+    assert "the GAN is off" in capsys.readouterr().out
+    assert "disc" not in _saved_train_keys(tmp_path, 6)

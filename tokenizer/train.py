@@ -47,7 +47,7 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -318,6 +318,11 @@ def init_disc_state(config, seed) -> dict:
     params = nnx.as_pure(nnx.state(make_disc(config, seed), nnx.Param))
     return {"params": params, "opt_state": make_disc_optimizer(config).init(params),
             "lecam": {"real": jnp.zeros((), jnp.float32), "fake": jnp.zeros((), jnp.float32)}}
+
+
+def _init_disc_sharded(config, shardings) -> dict:
+    """A fresh discriminator state in its (replicated) shardings: for a GAN switched on at a resume."""
+    return jax.jit(lambda: init_disc_state(config, int(config.seed) + 1), out_shardings=shardings["disc"])()
 
 
 def _to_plain_rules(config) -> tuple:
@@ -605,12 +610,37 @@ def save_checkpoint(mngr, step: int, state, pipeline_state: dict, *, force: bool
                               force=force)
 
 
-def restore_checkpoint(mngr, step: int, abstract_state):
+def restore_checkpoint(mngr, step: int, abstract_state, *, init_disc: Callable[[], dict] | None = None,
+                       log: Callable[[str], None] = print):
     """Restores the whole train state into the shardings of ``abstract_state`` (any mesh: the arrays come back
-    with the shardings it carries), plus the pipeline JSON; fingerprints verified."""
+    with the shardings it carries), plus the pipeline JSON; fingerprints verified.
+
+    The GAN may be switched on or off between runs of one workdir (the usual recipe: reconstruct first, add
+    the adversarial loss to a trained autoencoder later). A checkpoint without a discriminator, resumed
+    with the GAN on, gets a fresh one from ``init_disc``; a checkpoint's discriminator, resumed with the GAN
+    off, is read (so the fingerprint still checks) and left out of the state, with a line saying so."""
     model, train_item = _split_items(abstract_state)
+    saved_train_keys = set(mngr.item_metadata(step)["train"].keys())
+    want_disc, has_disc = "disc" in train_item, "disc" in saved_train_keys
+    if want_disc and not has_disc:
+        if init_disc is None:
+            raise ValueError(f"checkpoint step {step} has no discriminator and no init_disc was given")
+        train_item = {k: v for k, v in train_item.items() if k != "disc"}
+    elif has_disc and not want_disc:
+        replicated = abstract_state["step"].sharding
+        train_item = {**train_item, "disc": jax.tree.map(
+            lambda m: jax.ShapeDtypeStruct(tuple(m.shape), m.dtype, sharding=replicated),
+            mngr.item_metadata(step)["train"]["disc"])}
     r_model, r_train, pipe = checkpointing.restore(mngr, step, model=_abstract_storable(model), train=train_item)
     state = {**r_train, "ema": r_model["ema"], "rest": _unstore(r_model["rest"], abstract_state["rest"])}
+    if want_disc and not has_disc:
+        state["disc"] = init_disc()
+        log(f"[tokenizer] checkpoint step {step} was trained without the GAN: its discriminator starts fresh now "
+            "(loss.gan.start_step counts from step 0 of the run, not from this resume).")
+    elif has_disc and not want_disc:
+        del state["disc"]
+        log(f"[tokenizer] the GAN is off (loss.gan.weight=0) but checkpoint step {step} has a discriminator: it is "
+            "not used, and checkpoints saved from now on will not have it.")
     return state, pipe
 
 
@@ -699,8 +729,9 @@ def _train(config, workdir, preemption: checkpointing.Preemption) -> dict:
     config_checks.check_resume_compatible(workdir, _to_plain(config), _resume_keys(config), tag="tokenizer",
                                           has_checkpoint=bool(mngr.all_steps()))
     resumed_from, restored = checkpointing.restore_latest(  # newest good step, into this mesh's shardings
-        mngr, lambda s: restore_checkpoint(mngr, s, _abstract_state(config, mesh, tx, shardings)), workdir=workdir,
-        tag="tokenizer")
+        mngr, lambda s: restore_checkpoint(mngr, s, _abstract_state(config, mesh, tx, shardings),
+                                           init_disc=lambda: _init_disc_sharded(config, shardings)),
+        workdir=workdir, tag="tokenizer")
     t0 = time.perf_counter()
     if resumed_from is None:
         state = init_state(config, mesh, tx, shardings)
