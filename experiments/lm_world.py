@@ -74,19 +74,23 @@ def get_config(arg=None):
     # group_bits=None -> K/2 for the bit-group head.
     if tiny:
         c.model = dict(num_layers=4, d_model=128, num_heads=4, num_kv_heads=4, mlp_dim=384, head="bitgroups",
-                       group_bits=None, dtype="float32", remat="none", qk_norm=True, codebook_size=None,
-                       video_grid=None)
+                       group_bits=None, dtype="float32", remat="none", qk_norm=True, text_loss=False,
+                       codebook_size=None, video_grid=None)
     else:
         c.model = dict(num_layers=12, d_model=512, num_heads=8, num_kv_heads=8, mlp_dim=1536, head="bitgroups",
-                       group_bits=None, dtype="bfloat16", remat="none", qk_norm=True, codebook_size=None,
-                       video_grid=None)
+                       group_bits=None, dtype="bfloat16", remat="none", qk_norm=True, text_loss=False,
+                       codebook_size=None, video_grid=None)
+    # model.text_loss=True adds a text head trained on next-token prediction of the captions (PAD not
+    # scored), weighted by text_loss_weight against the video NLL; logged as train/text_loss.
+    c.text_loss_weight = 0.1
     c.maskgit = {"schedule": "cosine"}
     c.optim = {"lr": 1e-3 if tiny else 3e-4, "warmup_steps": 100 if tiny else 2000, "min_lr_ratio": 0.1,
                "b1": 0.9, "b2": 0.95, "weight_decay": 0.05, "grad_clip": 1.0}
     c.ema_decay = 0.99 if tiny else 0.999
 
     c.eval = {"split": "test", "every": 500 if tiny else 5000, "num_batches": 4, "data": {"num_clips": 256}}
-    c.sample = {"num_prompts": 8, "num_steps": 12, "guidance": 3.0, "temperature": 1.0, "top_k": None, "seed": 0}
+    c.sample = {"num_prompts": 8, "num_steps": 12, "guidance": 3.0, "temperature": 1.0, "top_k": None,
+                "top_p": None, "seed": 0}
 
     c.log_every = 50 if tiny else 100
     c.ckpt_every = 500 if tiny else 5000

@@ -143,7 +143,8 @@ def test_next_token_window_matches_uncached_reference(parts, greedy_next_token, 
     for i in range(c * P, c * P + n):
         logits = forward(jnp.concatenate([text2, jnp.asarray(seq)], axis=1))
         lp = LM._code_logits(tcfg, logits[:, L + i - 1])
-        nxt = np.asarray(jnp.argmax(sampling.cfg_logits(lp[:2], lp[2:], 2.0), axis=-1))
+        guided = sampling.cfg_logits(lp[:2], lp[2:], 2.0)  # [2, G, 2^g]: the joint argmax is the groups' argmaxes
+        nxt = np.asarray(sampling.sample_logits(jax.random.key(0), guided, 0.0, factorised=LM._factorised(tcfg)))
         seq[:, i] = np.concatenate([nxt, nxt]) + tcfg.video_offset
     assert full == L + seq.shape[1]
     np.testing.assert_array_equal(got[:, :n], seq[:2, c * P: c * P + n] - tcfg.video_offset)

@@ -394,6 +394,85 @@ def test_sample_logits_reproducible_and_path_independent():
     assert a.dtype == np.int32 and a.shape == (64,)
 
 
+def _joint_from_groups(group_logits):
+    """[..., G, n] per-digit logits -> [..., n^G] joint log-probs (id = sum_j digit_j n^j), by brute force."""
+    lp = np.asarray(jax.nn.log_softmax(group_logits, axis=-1))
+    g, n = lp.shape[-2:]
+    ids = np.arange(n**g)
+    digits = (ids[:, None] // n ** np.arange(g)) % n  # [V, G]
+    return sum(lp[..., j, :][..., digits[:, j]] for j in range(g))
+
+
+def test_factorised_sampling_is_the_joint_distribution():
+    """A bit-group head's codes, drawn group by group, follow the product distribution: frequencies, the
+    greedy code, the returned log-probability and guidance all match the brute-force joint."""
+    from videogen.sampling import _sample_with_logprob, cfg_logits
+
+    rng = _np_rng(3)
+    groups = jnp.asarray(rng.normal(size=(3, 4)) * 1.5, jnp.float32)  # G = 3 digits of n = 4: 64 codes
+    joint = _joint_from_groups(groups)
+    draws = 20000
+    tiled = jnp.broadcast_to(groups, (draws, 3, 4))
+    codes = np.asarray(sample_logits(key(0), tiled, factorised=True))
+    assert codes.dtype == np.int32 and codes.min() >= 0 and codes.max() < 64
+    np.testing.assert_allclose(np.bincount(codes, minlength=64) / draws, np.exp(joint), atol=0.012)
+    assert int(sample_logits(key(0), groups, 0.0, factorised=True)) == int(joint.argmax())
+    tok, logprob = _sample_with_logprob(key(1), tiled[:50], 1.0, None, None, True)
+    np.testing.assert_allclose(np.asarray(logprob), joint[np.asarray(tok)], atol=1e-5)
+    # Guidance on the group logits = guidance on the joint log-probs (it is linear; each group renormalises).
+    uncond = jnp.asarray(rng.normal(size=(3, 4)), jnp.float32)
+    guided = _joint_from_groups(cfg_logits(groups, uncond, 2.5))
+    direct = cfg_logits(joint, _joint_from_groups(uncond), 2.5)
+    np.testing.assert_allclose(guided, np.asarray(jax.nn.log_softmax(jnp.asarray(direct))), atol=1e-5)
+    # top-k acts per group: with k = 1 every digit is its group's argmax.
+    np.testing.assert_array_equal(np.asarray(sample_logits(key(2), tiled[:8], 1.0, 1, factorised=True)),
+                                  np.full(8, joint.argmax()))
+
+
+def test_factorised_maskgit_and_ar_never_build_the_joint_vocabulary():
+    """2^18 codes as 2 groups of 2^9: decoding works and no array in the traced program reaches 2^18
+    entries per token (the joint would be [B, N, 262144])."""
+    b, n, g, width = 2, 6, 2, 512
+    table = jnp.asarray(_np_rng(4).normal(size=(n, g, width)), jnp.float32)
+    mask = width**g  # outside the code range
+
+    def logits_fn(tokens):
+        return jnp.broadcast_to(table, (tokens.shape[0],) + table.shape)
+
+    def run(rng):
+        return maskgit_decode(logits_fn, jnp.full((b, n), mask, jnp.int32), rng=rng, mask_id=mask, num_steps=3,
+                              factorised=True).tokens
+
+    tokens = np.asarray(jax.jit(run)(key(0)))
+    assert tokens.shape == (b, n) and tokens.min() >= 0 and tokens.max() < width**g
+
+    def step_fn(state, token, index):
+        return jnp.broadcast_to(table[index % n], (b, g, width)), state
+
+    def run_ar(rng):
+        return ar_decode(step_fn, jnp.zeros(()), first_token=jnp.zeros((b,), jnp.int32), rng=rng, num_tokens=n,
+                         factorised=True)[0]
+
+    assert np.asarray(jax.jit(run_ar)(key(1))).max() < width**g
+    for fn in (run, run_ar):
+        sizes = [math.prod(v.aval.shape) for eqn in _all_eqns(jax.make_jaxpr(fn)(key(0)).jaxpr) for v in eqn.outvars
+                 if hasattr(v.aval, "shape")]
+        assert max(sizes) < width**g, max(sizes)
+    with pytest.raises(ValueError, match="mask_id"):
+        maskgit_decode(logits_fn, jnp.full((b, n), 5, jnp.int32), rng=key(0), mask_id=5, factorised=True)
+
+
+def _all_eqns(jaxpr):
+    """Every equation of a jaxpr, including those inside loops and conditionals."""
+    for eqn in jaxpr.eqns:
+        yield eqn
+        for param in eqn.params.values():
+            for sub in param if isinstance(param, (list, tuple)) else [param]:
+                inner = getattr(sub, "jaxpr", None)
+                if inner is not None:
+                    yield from _all_eqns(getattr(inner, "jaxpr", inner))
+
+
 # ----------------------------------------------------------------------------------------------
 # Autoregressive decoding
 # ----------------------------------------------------------------------------------------------

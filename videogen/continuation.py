@@ -60,7 +60,7 @@ from flax import nnx
 
 from videogen import sampling
 from videogen.data.text import PAD_ID
-from videogen.model import make_positions, video_token_ids
+from videogen.model import make_positions, video_logits, video_token_ids
 
 __all__ = ["Continuation", "StreamDecoder", "decoder_reach", "latents_for_frames", "plan_windows"]
 
@@ -262,7 +262,9 @@ class Continuation:
         L, C = tcfg.max_text_len, tcfg.codebook_size
         b2 = text2.shape[0]
         b = b2 // 2
-        from videogen.train import _code_logits
+        from videogen.train import _code_logits, _factorised
+
+        factorised = _factorised(tcfg)  # bit-group head: codes drawn group by group (videogen/sampling.py)
 
         if self.objective == "maskgit":
             positions = make_positions(tcfg, b2)
@@ -273,11 +275,12 @@ class Continuation:
             def logits_fn_2b(codes2):
                 video = jnp.where(codes2 == C, tcfg.mask_token_id, video_token_ids(tcfg, codes2))
                 logits, _ = model(jnp.concatenate([text2, video], axis=1), positions, mode="prefix_bidirectional_video")
+                logits = video_logits(logits)
                 return _code_logits(tcfg, logits[:, L:])
 
             out = sampling.maskgit_decode(sampling.guided(logits_fn_2b, guidance), init, rng=rng, mask_id=C,
                                           num_steps=self.num_steps, schedule=self.schedule,
-                                          temperature=self.temperature, top_k=self.top_k)
+                                          temperature=self.temperature, top_k=self.top_k, factorised=factorised)
             return out.tokens
 
         # next_token: prefill [text | K context frames] (frames >= c empty: token -1, masked as keys)
@@ -290,11 +293,12 @@ class Continuation:
         cache = model.init_cache(b2, L + K * P + n_new)
         logits, cache = model(jnp.concatenate([text2, ctx_tok], axis=1), pos, mode="causal", cache=cache,
                               cache_index=0)
+        logits = video_logits(logits)
         last = jax.lax.dynamic_index_in_dim(logits, L + c * P - 1, axis=1, keepdims=False)
         lp = _code_logits(tcfg, last)
         k0, rng = jax.random.split(rng)
         first = sampling.sample_logits(k0, sampling.cfg_logits(lp[:b], lp[b:], guidance), self.temperature,
-                                       self.top_k)
+                                       self.top_k, factorised=factorised)
         start = L + K * P
 
         def real_step(cache, codes_b, index):
@@ -304,17 +308,20 @@ class Continuation:
             tok = video_token_ids(tcfg, codes_b)[:, None]
             logits, cache = model(tok, jnp.broadcast_to(p, (b2, 1, 3)), mode="causal", cache=cache,
                                   cache_index=index)
+            logits = video_logits(logits)
             return _code_logits(tcfg, logits[:, 0]), cache
 
         def skip_step(cache, codes_b, index):  # past this window's tokens: no model call
-            return jnp.zeros((b2, tcfg.codebook_size), jnp.float32), cache
+            return jnp.zeros((b2,) + head_shape, jnp.float32), cache
+
+        head_shape = lp.shape[1:]  # (C,) or (G, 2^g)
 
         def step_fn_2b(cache, codes_b, index):
             return jax.lax.cond(index - start < n_active - 1, real_step, skip_step, cache, codes_b, index)
 
         rest, _ = sampling.ar_decode(sampling.guided_step(step_fn_2b, guidance), cache, first_token=first, rng=rng,
                                      num_tokens=n_new - 1, temperature=self.temperature, top_k=self.top_k,
-                                     start_index=start)
+                                     start_index=start, factorised=factorised)
         return jnp.concatenate([first[:, None], rest], axis=1)
 
     # -- helpers -------------------------------------------------------------------------------------

@@ -226,10 +226,7 @@ _PREDICTORS: dict[tuple, Any] = {}
 
 
 def _code_log_probs(tcfg, logits):
-    from videogen.model import full_code_log_probs
-
-    if tcfg.head == "bitgroups":
-        return full_code_log_probs(tcfg, logits)
+    """Per-code log-probs ``[..., C]``, or per bit group ``[..., G, 2^g]`` (sampled factorised)."""
     return jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
 
 
@@ -243,7 +240,7 @@ def _predictor(graphdef, tcfg, objective: str, known: int, num_steps: int, tempe
     from flax import nnx
 
     from videogen import sampling
-    from videogen.model import make_positions, video_token_ids
+    from videogen.model import make_positions, video_logits, video_token_ids
 
     L, n, c = tcfg.max_text_len, tcfg.num_video_tokens, tcfg.codebook_size
 
@@ -257,11 +254,13 @@ def _predictor(graphdef, tcfg, objective: str, known: int, num_steps: int, tempe
                 video = jnp.where(codes2 == c, tcfg.mask_token_id, video_token_ids(tcfg, codes2))
                 logits, _ = model(jnp.concatenate([text2, video], axis=1), positions,
                                   mode="prefix_bidirectional_video")
+                logits = video_logits(logits)
                 return _code_log_probs(tcfg, logits[:, L:])
 
             init = jnp.where(given, codes, c)
             return sampling.maskgit_decode(sampling.guided(logits_fn_2b, guidance), init, rng=rng, mask_id=c,
-                                           num_steps=num_steps, temperature=temperature, top_k=top_k).tokens
+                                           num_steps=num_steps, temperature=temperature, top_k=top_k,
+                                           factorised=tcfg.head == "bitgroups").tokens
         cache = model.init_cache(b2, L + n)
         _, cache = model(text2, positions[:, :L], mode="causal", cache=cache, cache_index=0)
         pos_table = positions[0]
@@ -270,12 +269,13 @@ def _predictor(graphdef, tcfg, objective: str, known: int, num_steps: int, tempe
             tok = video_token_ids(tcfg, codes_b)[:, None]
             pos = jnp.broadcast_to(jax.lax.dynamic_slice_in_dim(pos_table, index, 1)[None], (b2, 1, 3))
             logits, cache = model(tok, pos, mode="causal", cache=cache, cache_index=index)
+            logits = video_logits(logits)
             return _code_log_probs(tcfg, logits[:, 0]), cache
 
         forced = jnp.where(given[:, 1:], codes[:, 1:], -1)
         rest, _ = sampling.ar_decode(sampling.guided_step(step_fn_2b, guidance), cache, first_token=codes[:, 0],
                                      rng=rng, num_tokens=n - 1, temperature=temperature, top_k=top_k,
-                                     forced_tokens=forced, start_index=L)
+                                     forced_tokens=forced, start_index=L, factorised=tcfg.head == "bitgroups")
         return jnp.concatenate([codes[:, :1], rest], axis=1)
 
     fn = jax.jit(run)

@@ -65,7 +65,7 @@ def sample_command(args) -> None:
     start = time.perf_counter()
     videos = np.asarray(sample(model, bundle, text_tok, prompts, objective=args.objective or config.objective,
                                num_steps=args.steps, guidance=args.guidance, temperature=args.temperature,
-                               top_k=args.top_k, seed=args.seed))
+                               top_k=args.top_k, top_p=args.top_p, seed=args.seed))
     seconds = time.perf_counter() - start
     out = Path(args.out or Path(args.workdir) / "samples" / f"seed{args.seed}")
     write_samples(videos, prompts, out)
@@ -84,7 +84,10 @@ def add_sample_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--guidance", type=float, default=3.0, help="0 = unconditional, 1 = conditional, >1 = CFG")
     p.add_argument("--temperature", type=float, default=1.0)
-    p.add_argument("--top-k", type=int, default=None)
+    p.add_argument("--top-k", type=int, default=None,
+                   help="keep the k most likely values (per bit group for a bit-group head)")
+    p.add_argument("--top-p", type=float, default=None,
+                   help="nucleus sampling: keep the most likely values up to this probability mass")
     p.add_argument("--steps", type=int, default=12, help="MaskGIT decoding steps")
     p.add_argument("--objective", choices=("next_token", "maskgit"), help="default: the one it was trained with")
     p.add_argument("--out", help="default: WORKDIR/samples/seedN")

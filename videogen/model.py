@@ -144,6 +144,7 @@ __all__ = [
     "codes_from_groups",
     "flops_per_token",
     "full_code_log_probs",
+    "video_logits",
     "is_video_token",
     "key_padding_mask",
     "logical_to_mesh_spec",
@@ -817,6 +818,11 @@ def codes_from_groups(config: TransformerConfig, groups: jax.Array) -> jax.Array
 
 def _grouped(config: TransformerConfig, logits: jax.Array) -> jax.Array:
     return logits if config.head == "bitgroups" else logits[..., None, :]
+
+
+def video_logits(logits) -> jax.Array:
+    """The video head's logits from a model call's output (``{'video', 'text'}`` when ``text_loss``)."""
+    return logits["video"] if isinstance(logits, dict) else logits
 
 
 def code_log_prob(config: TransformerConfig, logits: jax.Array, codes: jax.Array) -> jax.Array:

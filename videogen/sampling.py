@@ -67,6 +67,13 @@ only, a static ``top_k`` uses ``lax.top_k`` instead of a full sort) or a traced 
 compiled function serves every value: ``temperature <= 0`` selects greedy via ``jnp.where``,
 ``top_k`` is clipped to ``[1, V]``). ``None`` disables a filter. Ties with the cut-off logit are
 kept (so top-k may keep more than k tokens when logits tie exactly), as in most implementations.
+
+Factorised vocabularies (``factorised=True``): a bit-group head predicts a code of K bits as G
+independent groups of g bits, so the model's distribution over the 2^K codes is a product. Sampling
+draws each group from its own ``[..., G, 2^g]`` row and the log-probability is the sum over groups:
+exactly the joint sample, without the 2^K-wide array (2^18 codes would be 1 MiB of logits per token).
+Temperature and guidance act per group exactly as on the joint; top-k / top-p filter each group
+(as Open-MAGVIT2's sub-token sampling does), not the joint.
 """
 
 from __future__ import annotations
@@ -228,8 +235,27 @@ def _filter_logits(logits: jax.Array, top_k, top_p) -> jax.Array:
     return jnp.where(logits < cutoff, neg_inf, logits)
 
 
-def _sample_with_logprob(rng, logits, temperature, top_k, top_p):
-    """Tokens [...] int32 and their log-probability under the distribution they were drawn from."""
+def _check_factorised(logits: jax.Array) -> int:
+    """Vocabulary size ``n^G`` of factorised logits ``[..., G, n]`` (token id = sum_j digit_j n^j)."""
+    if logits.ndim < 2:
+        raise ValueError(f"factorised logits must be [..., G, n], got shape {logits.shape}.")
+    groups, n = logits.shape[-2:]
+    if n**groups > 2**31 - 1:
+        raise ValueError(f"factorised logits {logits.shape}: n^G = {n}^{groups} token ids do not fit int32.")
+    return n**groups
+
+
+def _sample_with_logprob(rng, logits, temperature, top_k, top_p, factorised: bool = False):
+    """Tokens [...] int32 and their log-probability under the distribution they were drawn from.
+
+    ``factorised``: ``logits`` are ``[..., G, n]``, one independent distribution per digit of the token id
+    ``sum_j digit_j n^j`` (a bit-group head); every digit is drawn with the same temperature / top-k /
+    top-p and the log-probabilities add up, so no ``n^G``-sized array is ever built."""
+    if factorised:
+        _check_factorised(logits)
+        digits, logprob = _sample_with_logprob(rng, logits, temperature, top_k, top_p)  # [..., G]
+        place = logits.shape[-1] ** jnp.arange(logits.shape[-2], dtype=jnp.int32)
+        return jnp.sum(digits * place, axis=-1, dtype=jnp.int32), jnp.sum(logprob, axis=-1)
     logits = logits.astype(jnp.float32)
 
     def greedy():
@@ -256,8 +282,12 @@ def _gather_last(x, idx):
     return jnp.take_along_axis(x, idx[..., None], axis=-1)[..., 0]
 
 
-def sample_logits(rng: jax.Array, logits: jax.Array, temperature=1.0, top_k=None, top_p=None) -> jax.Array:
+def sample_logits(rng: jax.Array, logits: jax.Array, temperature=1.0, top_k=None, top_p=None, *,
+                  factorised: bool = False) -> jax.Array:
     """Sample token ids [...] int32 from ``logits`` [..., V] (usually [B, V]).
+
+    ``factorised=True``: ``logits`` are ``[..., G, n]`` (a bit-group head: ``V = n^G`` ids, digit ``j``
+    of the id drawn from row ``j``; temperature, top-k and top-p then apply to each digit).
 
     ``temperature = 0`` is greedy arg-max (the rng is then unused); otherwise logits are divided by
     the temperature, filtered to the ``top_k`` largest, then to the smallest prefix (by probability,
@@ -265,7 +295,7 @@ def sample_logits(rng: jax.Array, logits: jax.Array, temperature=1.0, top_k=None
     or traced (see the module docstring); ``None`` disables a filter. A fixed rng reproduces the
     sample.
     """
-    return _sample_with_logprob(rng, logits, temperature, top_k, top_p)[0]
+    return _sample_with_logprob(rng, logits, temperature, top_k, top_p, factorised)[0]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -352,6 +382,7 @@ def maskgit_decode(
     choice_temperature=4.5,
     top_k=None,
     top_p=None,
+    factorised: bool = False,
 ) -> MaskGITState:
     """MaskGIT iterative parallel decoding as one ``lax.while_loop``; returns the final state.
 
@@ -364,6 +395,8 @@ def maskgit_decode(
       num_steps: static number of steps; after exactly this many, no ``mask_id`` remains.
       schedule: see :func:`mask_ratio`.
       temperature, top_k, top_p: token sampling, as in :func:`sample_logits` (0 = greedy).
+      factorised: ``logits_fn`` returns ``[B, N, G, n]`` per-digit logits (see :func:`sample_logits`);
+        confidences are the summed digit log-probabilities, i.e. the joint log-probability.
       choice_temperature: scale of the Gumbel noise added to the confidences, annealed linearly
         to 0 over the steps as ``choice_temperature * (1 - (step + 1) / num_steps)``.
 
@@ -384,12 +417,16 @@ def maskgit_decode(
         rng, k_sample, k_choice = jax.random.split(state.rng, 3)
         unknown = state.tokens == mask_id
         logits = logits_fn(state.tokens).astype(jnp.float32)
-        if logits.shape[:2] != state.tokens.shape:
+        if logits.shape[:2] != state.tokens.shape or logits.ndim != (4 if factorised else 3):
             raise ValueError(f"logits_fn returned {logits.shape} for tokens {state.tokens.shape}; "
-                             "expected [B, N, V].")
-        if 0 <= mask_id < logits.shape[-1]:
+                             f"expected {'[B, N, G, n]' if factorised else '[B, N, V]'}.")
+        if factorised:
+            if 0 <= mask_id < _check_factorised(logits):
+                raise ValueError(f"mask_id {mask_id} is a token id of the factorised vocabulary "
+                                 f"{logits.shape[-1]}^{logits.shape[-2]}: use an id outside it.")
+        elif 0 <= mask_id < logits.shape[-1]:
             logits = logits.at[..., mask_id].set(-jnp.inf)
-        sampled, logprob = _sample_with_logprob(k_sample, logits, temperature, top_k, top_p)
+        sampled, logprob = _sample_with_logprob(k_sample, logits, temperature, top_k, top_p, factorised)
         sampled = jnp.where(unknown, sampled, state.tokens)
 
         step = state.step
@@ -430,6 +467,7 @@ def ar_decode(
     top_p=None,
     forced_tokens: jax.Array | None = None,
     start_index=0,
+    factorised: bool = False,
 ) -> tuple[jax.Array, Any]:
     """Sample ``num_tokens`` tokens one at a time with a cached model step, as one ``lax.scan``.
 
@@ -441,6 +479,7 @@ def ar_decode(
     ``forced_tokens`` [B, num_tokens] int32 (optional): where ``>= 0`` the token is taken from it
     instead of sampled (teacher forcing: per-example prompts or given context frames pushed through
     the cache); negative entries are sampled. ``start_index`` may be traced (e.g. after a prefill).
+    ``factorised``: ``step_fn`` returns per-digit logits ``[B, G, n]`` (see :func:`sample_logits`).
 
     Returns ``(tokens [B, num_tokens] int32, final state)``.
     """
@@ -462,9 +501,10 @@ def ar_decode(
         state, token = carry
         i, key, forced_i = xs
         logits, state = step_fn(state, token, start + i)
-        if logits.shape[0] != batch or logits.ndim != 2:
-            raise ValueError(f"step_fn returned logits {logits.shape}; expected [B, V] with B = {batch}.")
-        token = sample_logits(key, logits, temperature, top_k, top_p)
+        if logits.shape[0] != batch or logits.ndim != (3 if factorised else 2):
+            raise ValueError(f"step_fn returned logits {logits.shape}; expected "
+                             f"{'[B, G, n]' if factorised else '[B, V]'} with B = {batch}.")
+        token = sample_logits(key, logits, temperature, top_k, top_p, factorised=factorised)
         token = jnp.where(forced_i >= 0, forced_i, token)
         return (state, token), token
 

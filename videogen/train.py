@@ -84,7 +84,7 @@ from videogen.data.pipeline import Pipeline, PipelineConfig
 from videogen.data.sources import build_source
 from videogen.data.text import MODEL_FILENAME, PAD_ID, TextTokenizer, train_text_tokenizer
 from videogen.model import (DEFAULT_LOGICAL_AXIS_RULES, Transformer, TransformerConfig, code_log_prob,
-                            flops_per_token, full_code_log_probs, make_positions, param_shardings, sample_codes,
+                            flops_per_token, make_positions, param_shardings, sample_codes, video_logits,
                             video_token_ids)
 
 __all__ = [
@@ -394,14 +394,29 @@ def _continuation_kwargs(config) -> dict:
             "corruption_kind": str(c.get("corruption_kind", "replace"))}
 
 
+def _text_targets(tcfg, tokens):
+    """Next-token targets of the text slots ``[B, L - 1]`` (slot i predicts text token i + 1) and their
+    weights (PAD is not scored: no text loss on padding or on captions dropped for guidance). The text is
+    causal in both attention modes, so this is an honest language-model loss on the captions."""
+    targets = tokens[:, 1:tcfg.max_text_len]
+    return targets, (targets != PAD_ID).astype(jnp.float32)
+
+
 def _loss_terms(model, tcfg, objective, tokens, positions, targets, weights):
-    """``(sum of weighted NLL, sum of weighted correct)`` over the video positions."""
+    """``(sum of weighted video NLL, sum of weighted correct, sum of text NLL)`` -- the last is 0 unless
+    the model has a text head (``model.text_loss``)."""
     logits, _ = model(tokens, positions, mode=_MODES[objective])
+    text_nll = jnp.zeros((), jnp.float32)
+    if isinstance(logits, dict):  # text_loss: {'video': ..., 'text': [B, S, text_vocab]}
+        text_targets, text_w = _text_targets(tcfg, tokens)
+        text_logp = jax.nn.log_softmax(logits["text"][:, :tcfg.max_text_len - 1].astype(jnp.float32), axis=-1)
+        text_nll = -jnp.sum(jnp.take_along_axis(text_logp, text_targets[..., None], axis=-1)[..., 0] * text_w)
+        logits = logits["video"]
     start = tcfg.max_text_len - 1 if objective == "next_token" else tcfg.max_text_len
     logits = logits[:, start:start + tcfg.num_video_tokens]
     nll = -code_log_prob(tcfg, logits, targets)
     correct = (sample_codes(tcfg, None, logits, temperature=0) == targets).astype(jnp.float32)
-    return jnp.sum(nll * weights), jnp.sum(correct * weights)
+    return jnp.sum(nll * weights), jnp.sum(correct * weights), text_nll
 
 
 def make_train_step(config, tcfg, graphdef, rest, tx, shardings, mesh):
@@ -422,6 +437,7 @@ def make_train_step(config, tcfg, graphdef, rest, tx, shardings, mesh):
     ema_decay = float(config.ema_decay)
     seed = int(config.seed)
     cont = _continuation_kwargs(config)
+    text_weight = float(config.get("text_loss_weight", 0.0)) if tcfg.text_loss else 0.0
 
     def train_step(state, codes, text_ids, lr):
         step = state["step"]
@@ -429,15 +445,16 @@ def make_train_step(config, tcfg, graphdef, rest, tx, shardings, mesh):
         tokens, positions, targets, weights = build_sequences(tcfg, objective, codes, text_ids, key,
                                                               drop_prob=drop_prob, schedule=schedule, **cont)
         total = jnp.maximum(jnp.sum(weights), 1.0)
+        text_total = jnp.maximum(jnp.sum(_text_targets(tcfg, tokens)[1]), 1.0)  # whole batch, like `total`
 
         def loss_fn(params, tok, pos, tgt, w):
             model = nnx.merge(graphdef, params, rest)
-            nll_sum, correct = _loss_terms(model, tcfg, objective, tok, pos, tgt, w)
-            return nll_sum / total, correct
+            nll_sum, correct, text_nll_sum = _loss_terms(model, tcfg, objective, tok, pos, tgt, w)
+            return nll_sum / total + text_weight * text_nll_sum / text_total, (correct, text_nll_sum)
 
         grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
         if accum == 1:
-            (loss, correct), grads = grad_fn(state["params"], tokens, positions, targets, weights)
+            (loss, (correct, text_nll)), grads = grad_fn(state["params"], tokens, positions, targets, weights)
         else:
             bs = codes.shape[0]
 
@@ -445,13 +462,13 @@ def make_train_step(config, tcfg, graphdef, rest, tx, shardings, mesh):
                 return jnp.swapaxes(x.reshape((bs // accum, accum) + x.shape[1:]), 0, 1)
 
             def body(carry, mb):
-                g_acc, l_acc, c_acc = carry
-                (l, c), g = grad_fn(state["params"], *mb)
-                return (jax.tree.map(jnp.add, g_acc, g), l_acc + l, c_acc + c), None
+                g_acc, l_acc, c_acc, t_acc = carry
+                (l, (c, t)), g = grad_fn(state["params"], *mb)
+                return (jax.tree.map(jnp.add, g_acc, g), l_acc + l, c_acc + c, t_acc + t), None
 
             zeros = jax.tree.map(jnp.zeros_like, state["params"])
             mbs = tuple(micro(x) for x in (tokens, positions, targets, weights))
-            (grads, loss, correct), _ = jax.lax.scan(body, (zeros, 0.0, 0.0), mbs)
+            (grads, loss, correct, text_nll), _ = jax.lax.scan(body, (zeros, 0.0, 0.0, 0.0), mbs)
         updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
         params = optax.apply_updates(state["params"], jax.tree.map(lambda u: lr * u, updates))
         stepf = step.astype(jnp.float32)
@@ -459,6 +476,8 @@ def make_train_step(config, tcfg, graphdef, rest, tx, shardings, mesh):
         ema = jax.tree.map(lambda e, p: decay * e + (1.0 - decay) * p, state["ema"], params)
         metrics = {"loss": loss, "accuracy": correct / total, "grad_norm": optax.tree.norm(grads), "lr": lr,
                    "scored_frac": total / weights.size}
+        if tcfg.text_loss:  # "loss" is then video NLL + text_weight * text NLL
+            metrics["text_loss"] = text_nll / text_total
         return {"step": step + 1, "params": params, "opt_state": opt_state, "ema": ema}, metrics
 
     rep = NamedSharding(mesh, PartitionSpec())
@@ -478,7 +497,7 @@ def make_eval_step(config, tcfg, graphdef, rest, mesh):
     def eval_step(params, codes, text_ids, key):
         tok, pos, tgt, w = build_sequences(tcfg, objective, codes, text_ids, key, drop_prob=0.0, schedule=schedule,
                                            **cont)
-        nll, correct = _loss_terms(nnx.merge(graphdef, params, rest), tcfg, objective, tok, pos, tgt, w)
+        nll, correct, _ = _loss_terms(nnx.merge(graphdef, params, rest), tcfg, objective, tok, pos, tgt, w)
         return nll, correct, jnp.sum(w)
 
     return _cached(_program_key(config, mesh, "eval_step", tcfg), lambda: jax.jit(eval_step))
@@ -673,7 +692,7 @@ def _train(config, workdir, devices, preemption: checkpointing.Preemption, stack
             t_s = time.perf_counter()
             videos = sample(model, (ae, quantizer), text_tok, prompts, objective=config.objective,
                             num_steps=int(s.num_steps), guidance=float(s.guidance), temperature=float(s.temperature),
-                            top_k=s.top_k, seed=int(s.seed))
+                            top_k=s.top_k, top_p=s.get("top_p", None), seed=int(s.seed))
             out["sample_s"] = time.perf_counter() - t_s
             (workdir / "samples").mkdir(exist_ok=True)
             gif_grid(videos, workdir / "samples" / f"step_{step:06d}.gif")
@@ -759,15 +778,18 @@ _SAMPLERS: dict[tuple, Any] = {}
 
 
 def _code_logits(tcfg: TransformerConfig, logits):
-    """Head logits -> ``[..., codebook_size]`` log-probs of codes (materialises 2^K per token for the
-    bit-group head: fine for K <= ~14; larger K needs per-group sampling, not done here)."""
-    if tcfg.head == "bitgroups":
-        return full_code_log_probs(tcfg, logits)
+    """Head logits -> the log-probs the samplers draw codes from: ``[..., C]`` for the softmax head;
+    ``[..., G, 2^g]`` per bit group for the bit-group head (sampled with ``factorised=True``: each group
+    drawn on its own, exactly the model's product distribution, never a 2^K-wide array per token)."""
     return jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
 
 
-def _sampler(graphdef, tcfg, objective, num_steps, temperature, top_k, schedule):
-    key = (graphdef, tcfg, objective, num_steps, temperature, top_k, schedule)
+def _factorised(tcfg: TransformerConfig) -> bool:
+    return tcfg.head == "bitgroups"
+
+
+def _sampler(graphdef, tcfg, objective, num_steps, temperature, top_k, schedule, top_p=None):
+    key = (graphdef, tcfg, objective, num_steps, temperature, top_k, schedule, top_p)
     if key in _SAMPLERS:
         return _SAMPLERS[key]
     L, n, c = tcfg.max_text_len, tcfg.num_video_tokens, tcfg.codebook_size
@@ -782,32 +804,36 @@ def _sampler(graphdef, tcfg, objective, num_steps, temperature, top_k, schedule)
             def logits_fn_2b(codes2):
                 video = jnp.where(codes2 == c, tcfg.mask_token_id, video_token_ids(tcfg, codes2))
                 logits, _ = model(jnp.concatenate([text2, video], axis=1), positions, mode=mode)
+                logits = video_logits(logits)
                 return _code_logits(tcfg, logits[:, L:])
 
             init = jnp.full((b2 // 2, n), c, jnp.int32)
             out = sampling.maskgit_decode(sampling.guided(logits_fn_2b, guidance), init, rng=rng, mask_id=c,
                                           num_steps=num_steps, schedule=schedule, temperature=temperature,
-                                          top_k=top_k)
+                                          top_k=top_k, top_p=top_p, factorised=_factorised(tcfg))
             return out.tokens
         # next_token: prefill the text, sample video token 0 from the last text slot, then one cached step
         # per token (the fed token is the same for both halves, as guided_step requires).
         cache = model.init_cache(b2, L + n)
         logits, cache = model(text2, positions[:, :L], mode=mode, cache=cache, cache_index=0)
+        logits = video_logits(logits)
         lp = _code_logits(tcfg, logits[:, L - 1])
         k0, rng = jax.random.split(rng)
         cond, uncond = lp[: b2 // 2], lp[b2 // 2:]
-        first = sampling.sample_logits(k0, sampling.cfg_logits(cond, uncond, guidance), temperature, top_k)
+        first = sampling.sample_logits(k0, sampling.cfg_logits(cond, uncond, guidance), temperature, top_k, top_p,
+                                       factorised=_factorised(tcfg))
         pos_table = positions[0]  # [L + n, 3]
 
         def step_fn_2b(cache, codes_b, index):
             tok = video_token_ids(tcfg, codes_b)[:, None]
             pos = jnp.broadcast_to(jax.lax.dynamic_slice_in_dim(pos_table, index, 1)[None], (b2, 1, 3))
             logits, cache = model(tok, pos, mode=mode, cache=cache, cache_index=index)
+            logits = video_logits(logits)
             return _code_logits(tcfg, logits[:, 0]), cache
 
         rest_codes, _ = sampling.ar_decode(sampling.guided_step(step_fn_2b, guidance), cache, first_token=first,
                                            rng=rng, num_tokens=n - 1, temperature=temperature, top_k=top_k,
-                                           start_index=L)
+                                           top_p=top_p, start_index=L, factorised=_factorised(tcfg))
         return jnp.concatenate([first[:, None], rest_codes], axis=1)
 
     fn = jax.jit(run)
@@ -817,17 +843,21 @@ def _sampler(graphdef, tcfg, objective, num_steps, temperature, top_k, schedule)
 
 def sample(model: Transformer, tokenizer_bundle, text_tokenizer: TextTokenizer, prompts: Sequence[str | None], *,
            objective: str, num_steps: int = 12, guidance: float = 3.0, temperature: float = 1.0,
-           top_k: int | None = None, seed: int = 0, schedule: str = "cosine") -> np.ndarray:
+           top_k: int | None = None, top_p: float | None = None, seed: int = 0,
+           schedule: str = "cosine") -> np.ndarray:
     """Generates one clip per prompt -> uint8 ``[N, T, H, W, 3]``.
 
     ``objective='next_token'``: KV-cached autoregressive decoding (:func:`videogen.sampling.ar_decode`)
     of the ``t*h*w`` tokens after a text prefill; ``'maskgit'``: ``num_steps`` MaskGIT steps. Both
     with classifier-free guidance from one pass over the doubled batch ``[prompts; null text]``:
     ``guidance`` 1 = conditional, 0 = unconditional (a ``None`` prompt is the null text itself),
-    > 1 = extrapolated. ``tokenizer_bundle``: ``(autoencoder, quantizer, ...)`` from
+    > 1 = extrapolated. ``temperature`` / ``top_k`` / ``top_p`` as in :func:`videogen.sampling.sample_logits`
+    (per bit group for the bit-group head). ``tokenizer_bundle``: ``(autoencoder, quantizer, ...)`` from
     :func:`tokenizer.train.load_tokenizer`. A fixed ``seed`` reproduces the sample.
     """
     _check_objective(objective)
+    if top_p is not None and not 0 < float(top_p) <= 1:
+        raise ValueError(f"top_p={top_p}: nucleus sampling needs 0 < top_p <= 1 (1 or None = off).")
     tcfg = model.config
     ae, quantizer = tokenizer_bundle[0], tokenizer_bundle[1]
     if text_tokenizer.max_length != tcfg.max_text_len:
@@ -843,7 +873,7 @@ def sample(model: Transformer, tokenizer_bundle, text_tokenizer: TextTokenizer, 
         tcfg = model.config
     graphdef, state = nnx.split(model)
     fn = _sampler(graphdef, tcfg, objective, int(num_steps), float(temperature),
-                  None if top_k is None else int(top_k), schedule)
+                  None if top_k is None else int(top_k), schedule, None if top_p is None else float(top_p))
     codes = fn(state, text2, jax.random.key(int(seed)), jnp.float32(guidance))
     ids = codes.reshape((len(prompts),) + tcfg.video_grid)
     return np.asarray(tok_train.decode_indices(ae, quantizer, ids))
