@@ -130,6 +130,24 @@ def test_encoder_is_causal(tiny, tiny_video, tiny_latents):
         assert float(jnp.max(jnp.abs(z[:, j + 1] - tiny_latents[:, j + 1]))) > 1e-3
 
 
+def test_codes_are_causal_and_frame_zero_is_the_image(tiny, tiny_video, tiny_latents):
+    """The issue's statement on integer codes (LFQ over the encoder): the codes of latent frames 0..j do not
+    change when frames after 4j change, and frame 0's codes are the image's codes."""
+    from tokenizer.quantizers import make_quantizer
+
+    lfq = make_quantizer("lfq", num_bits=tiny_latents.shape[-1])
+    codes = lambda z: np.asarray(lfq(z, train=False)[1])  # noqa: E731  [B, t, h, w] int32
+    ref = codes(tiny_latents)
+    assert ref.shape == (1, 5, 4, 4) and len(np.unique(ref)) > 4
+    np.testing.assert_array_equal(codes(_encode(tiny, tiny_video[:, :1])), ref[:, :1])
+    for j in range(4):
+        cut = 4 * j + 1
+        perturbed = tiny_video.at[:, cut:].set(_video((1, 17 - cut, 32, 32, 3), seed=30 + j))
+        got = codes(_encode(tiny, perturbed))
+        np.testing.assert_array_equal(got[:, : j + 1], ref[:, : j + 1])
+        assert (got[:, j + 1:] != ref[:, j + 1:]).any()  # later codes do see the change
+
+
 def test_decoder_is_causal(tiny, tiny_latents):
     ref = _decode(tiny, tiny_latents)
     for j in range(4):
