@@ -62,8 +62,8 @@ def get_config(arg=None):
     c.batch_size = 8 if tiny else 32
     c.mesh = {"data": -1, "fsdp": 1, "tensor": 1}
     # Logical param axes -> mesh axes (tokenizer/model.py). Replicated: the CNN is small, train it data-
-    # parallel. FSDP: (("conv_in", None), ("conv_out", "fsdp"), ("norm", None)) with mesh.fsdp > 1 (every
-    # conv output width, 3 * patch_size**2 and code_dim must then divide mesh.fsdp).
+    # parallel. FSDP: (("conv_in", None), ("conv_out", "fsdp"), ("norm", None)) with mesh.fsdp > 1 (a conv
+    # whose output width mesh.fsdp does not divide, e.g. the last one's 3 channels, stays replicated).
     c.logical_axis_rules = (("conv_in", None), ("conv_out", None), ("norm", None))
     c.data_threads = 0
 

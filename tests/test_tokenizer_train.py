@@ -245,3 +245,21 @@ def test_vq_bfloat16_run_saves_and_resumes_quantizer_state(tmp_path):
     model, q4, config = T.load_tokenizer(tmp_path)
     assert int(q4.restart_rng.count[...]) == 4 and config.model.dtype == "bfloat16"
     assert np.isfinite(second["train/loss"]) and 0.0 < second["eval/usage"] <= 1.0
+
+
+def test_fsdp_shards_what_divides_and_replicates_the_rest(tmp_path):
+    """conv_out -> fsdp on a data 2 x fsdp 4 mesh: widths 4 divides are sharded; the ones it does not (the
+    pixel MLP's 3 outputs, LFQ's 6 code channels) stay replicated instead of failing; training runs."""
+    c = small_config(steps=2, ckpt_every=2, **{"mesh.data": 2, "mesh.fsdp": 4})
+    T.apply_overrides(c, ["logical_axis_rules=(('conv_in', None), ('conv_out', 'fsdp'), ('norm', None))"])
+    mesh = T.make_mesh(c)
+    tx, _ = T.make_optimizer(c)
+    _, shardings = T.state_shardings(c, mesh, tx)
+    abstract = T._abstract_state(c, mesh, tx, shardings)
+    pairs = list(zip(jax.tree.leaves(abstract["params"]), jax.tree.leaves(shardings["params"])))
+    sharded = [a.shape for a, s in pairs if "fsdp" in str(s.spec)]
+    odd = [a.shape for a, s in pairs if a.shape and a.shape[-1] % 4]
+    assert sharded and odd, (sharded, odd)
+    assert all("fsdp" not in str(s.spec) for a, s in pairs if a.shape and a.shape[-1] % 4)
+    m = T.train(c, tmp_path)
+    assert m["step"] == 2 and np.isfinite(m["train/loss"])

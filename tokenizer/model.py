@@ -78,9 +78,8 @@ Conv kernels are ``(None, None, None, 'conv_in', 'conv_out')`` (``k_t, k_h,
 k_w`` are never sharded), dense kernels ``('conv_in', 'conv_out')``, biases
 ``('conv_out',)``, norm params ``('norm',)``. :data:`LOGICAL_AXIS_RULES` maps all
 of them to ``None`` (replicated: the CNN is small, train it data-parallel);
-mapping ``conv_out`` to ``'fsdp'`` shards it FSDP-style but then every output
-width (including ``3 * patch_size**2`` and ``code_dim``) must divide the fsdp
-size. Use ``with nnx.logical_axis_rules(rules): nnx.get_partition_spec(state)``.
+mapping ``conv_out`` to ``'fsdp'`` shards it FSDP-style (the trainer leaves a
+width the fsdp size does not divide, e.g. the last conv's 3 outputs, replicated). Use ``with nnx.logical_axis_rules(rules): nnx.get_partition_spec(state)``.
 The variables are created with ``eager_sharding=False`` so a model can be built
 without a mesh (flax 0.12 shards annotated variables eagerly by default and
 raises without a mesh context).

@@ -205,6 +205,18 @@ def _is_key(x) -> bool:
     return hasattr(x, "dtype") and jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key)
 
 
+def _replicate_indivisible(sharding: NamedSharding, shape: tuple[int, ...], mesh) -> NamedSharding:
+    """``sharding`` with every dim that its mesh axes do not divide left unsharded: FSDP over conv output
+    widths then works for any mesh (the decoder's last conv has 3 outputs, code_dim may be odd); such a
+    weight is replicated on that dim, which the sharding table printed at start shows."""
+    spec = list(sharding.spec) + [None] * (len(shape) - len(sharding.spec))
+    for i, axes in enumerate(spec):
+        names = () if axes is None else ((axes,) if isinstance(axes, str) else tuple(axes))
+        if names and shape[i] % math.prod(mesh.shape[n] for n in names):
+            spec[i] = None
+    return NamedSharding(mesh, PartitionSpec(*spec))
+
+
 def _replicated(mesh) -> NamedSharding:
     return NamedSharding(mesh, PartitionSpec())
 
@@ -277,6 +289,7 @@ def state_shardings(config, mesh, tx):
     with nnx.logical_axis_rules(_to_plain_rules(config)):
         param_sh = nnx.as_pure(nnx.get_named_sharding(abs_params, mesh))
     pure_params = nnx.as_pure(abs_params)
+    param_sh = jax.tree.map(lambda sh, a: _replicate_indivisible(sh, a.shape, mesh), param_sh, pure_params)
     abs_opt = jax.eval_shape(tx.init, pure_params)
     rep = _replicated(mesh)
     opt_sh = optax.tree_map_params(tx, lambda _, s: s, abs_opt, param_sh, transform_non_params=lambda _: rep)
