@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from videogen import train as LM
-from workdirs import save_initialised_tokenizer, tiny_tokenizer_config
+from workdirs import save_initialised_tokenizer, tensorboard_tags, tiny_tokenizer_config
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -141,7 +141,11 @@ def test_text_loss_trains_and_samples_through_the_cli(tok_dir, tmp_path, capsys)
     from videogen import cli
 
     wd = tmp_path / "lm"
-    m = LM.train(lm_config(tok_dir, steps=8, **{"model.text_loss": True, "text_loss_weight": 1.0}), wd)
+    m = LM.train(lm_config(tok_dir, steps=8, **{"model.text_loss": True, "text_loss_weight": 1.0, "eval.every": 8,
+                                                 "sample.num_prompts": 2, "sample.num_steps": 2}), wd)
+    assert (wd / "samples" / "step_000008.gif").is_file() and (wd / "samples" / "step_000008.png").is_file()
+    tags = tensorboard_tags(wd)
+    assert ("eval/samples", 8, "image") in tags and ("train/text_loss", 8, "simple_value") in tags
     rows = [json.loads(x) for x in (wd / "metrics.jsonl").read_text().splitlines()]
     text = [r["text_loss"] for r in rows if r["kind"] == "train"]
     assert len(text) == 8 and all(np.isfinite(text)) and np.mean(text[-2:]) < np.mean(text[:2]) - 0.2, text

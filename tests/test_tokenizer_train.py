@@ -23,7 +23,7 @@ from tokenizer.model import Autoencoder
 from tokenizer.quantizers import make_quantizer
 from videogen.data.sources import build_source
 from videogen.mesh import make_mesh
-from workdirs import tiny_tokenizer_config
+from workdirs import tensorboard_tags, tiny_tokenizer_config
 
 CONFIG = "experiments/tokenizer_world.py"
 ROOT = Path(__file__).resolve().parents[1]
@@ -175,8 +175,12 @@ def test_train_end_to_end_loss_decreases(run30):
     assert 0.0 < final["eval/usage"] <= 1.0 and 0.0 <= final["eval/judge_all_correct"] <= 1.0
     assert final["train/lr"] == pytest.approx(3e-3)
     # Artifacts: TensorBoard events, samples, resolved config, checkpoints every 5 steps.
-    assert list((workdir / "tb").glob("events.out.tfevents.*"))
-    assert (workdir / "samples" / "step_000030.gif").is_file() and (workdir / "samples" / "step_000030.mp4").is_file()
+    tags = tensorboard_tags(workdir)
+    for tag in ("train/loss", "train/q/perplexity", "eval/psnr", "eval/ssim", "eval/usage", "eval/perplexity"):
+        assert (tag, 30, "simple_value") in tags, tag
+    assert ("eval/reconstructions", 30, "image") in tags
+    for suffix in (".gif", ".mp4", ".png"):
+        assert (workdir / "samples" / f"step_000030{suffix}").is_file(), suffix
     assert json.loads((workdir / "config.json").read_text())["steps"] == 30
     assert T.latest_step(workdir) == 30
     assert sorted(int(p.name) for p in (workdir / "checkpoints").iterdir() if p.name.isdigit()) == [5, 10, 15, 20,

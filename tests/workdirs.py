@@ -33,3 +33,21 @@ def save_initialised_tokenizer(workdir: Path, config) -> Path:
         mngr.wait_until_finished()
     (workdir / "config.json").write_text(config.to_json(indent=1, sort_keys=True))
     return workdir
+
+
+def tensorboard_tags(workdir: Path) -> set[tuple[str, int, str]]:
+    """``(tag, step, kind)`` of every value in ``workdir/tb``'s event files (kind: 'simple_value', 'image',
+    ...), read with tensorboardX's own protos (TFRecord framing: length, crc, payload, crc)."""
+    import struct
+
+    from tensorboardX.proto import event_pb2
+
+    tags = set()
+    for f in sorted((Path(workdir) / "tb").glob("events.out.tfevents.*")):
+        data, i = f.read_bytes(), 0
+        while i + 12 <= len(data):
+            n = struct.unpack("<Q", data[i:i + 8])[0]
+            event = event_pb2.Event.FromString(data[i + 12:i + 12 + n])
+            i += 12 + n + 4
+            tags.update((v.tag, event.step, v.WhichOneof("value")) for v in event.summary.value)
+    return tags

@@ -22,7 +22,8 @@ Workdir::
     checkpoints.corrupt/  damaged checkpoints set aside on resume (see videogen/checkpointing.py)
     .lock                 held while a run uses the workdir (a second run is refused)
     tb/                   TensorBoard scalars: train/*, eval/*
-    samples/              step_<N>.gif/.mp4 per eval: each cell is original | reconstruction (EMA)
+    samples/              step_<N>.gif/.mp4 per eval: each cell is original | reconstruction (EMA); step_<N>.png
+                          the same as a still (one row per clip), also in TensorBoard's Images tab
     metrics.jsonl         every logged and evaluated metric, one JSON object per line
 
 Library use (later stages)::
@@ -681,6 +682,15 @@ class _Log:
         self.jsonl.write(json.dumps({"step": step, "kind": prefix, **metrics}) + "\n")
         self.jsonl.flush()
 
+    def image(self, step: int, tag: str, path: Path) -> None:
+        """A still written by this run (e.g. samples/step_N.png, a contact sheet) into TensorBoard's Images."""
+        if not self.enabled or not Path(path).is_file():
+            return
+        import imageio.v3 as iio
+
+        self.writer.add_image(tag, np.asarray(iio.imread(path))[..., :3], step, dataformats="HWC")
+        self.writer.flush()
+
     def close(self) -> None:
         if self.enabled:
             self.writer.close()
@@ -830,6 +840,7 @@ def _train(config, workdir, preemption: checkpointing.Preemption) -> dict:
             if ((eval_every and done % eval_every == 0) or done == steps) and jax.process_count() == 1:
                 em = _evaluate(config, graphdef, state, eval_source, mesh, workdir, done)
                 log(done, "eval", em)
+                log.image(done, "eval/reconstructions", workdir / "samples" / f"step_{done:06d}.png")
                 final.update({f"eval/{k}": v for k, v in em.items()})
                 pbar.write(f"[tokenizer] step {done} eval: PSNR {em['psnr']:.2f} dB, SSIM {em['ssim']:.3f}, usage "
                            f"{em['usage']:.3f} ({em['used_codes']:.0f} codes), perplexity {em['perplexity']:.1f}"

@@ -41,7 +41,8 @@ Workdir::
                             pipeline (JSON: the data position), integrity (JSON: array fingerprints)
     checkpoints.corrupt/    damaged checkpoints set aside on resume; .lock: held while a run uses it
     tb/, metrics.jsonl      TensorBoard scalars train/* eval/*, and the same as JSON lines
-    samples/step_N.gif      samples of the eval prompts (EMA weights) when sample.num_prompts > 0
+    samples/step_N.gif      samples of the eval prompts (EMA weights) when sample.num_prompts > 0; step_N.png
+                            the same as a captioned still, also in TensorBoard's Images tab
 
 Library use::
 
@@ -684,7 +685,7 @@ def _train(config, workdir, devices, preemption: checkpointing.Preemption, stack
                 tot += np.asarray(jax.device_get(r), np.float64)
             out.update(loss=tot[0] / max(tot[2], 1), accuracy=tot[1] / max(tot[2], 1))
         if int(config.sample.num_prompts) > 0:
-            from videogen.video_io import gif_grid
+            from videogen.video_io import contact_sheet, gif_grid
 
             s = config.sample
             prompts = _captions(build_source(_to_plain(config.data), e.split), int(s.num_prompts))
@@ -696,6 +697,7 @@ def _train(config, workdir, devices, preemption: checkpointing.Preemption, stack
             out["sample_s"] = time.perf_counter() - t_s
             (workdir / "samples").mkdir(exist_ok=True)
             gif_grid(videos, workdir / "samples" / f"step_{step:06d}.gif")
+            contact_sheet(list(videos), prompts, path=workdir / "samples" / f"step_{step:06d}.png")
         return out
 
     # --- 6. loop -----------------------------------------------------------------------------------
@@ -752,6 +754,7 @@ def _train(config, workdir, devices, preemption: checkpointing.Preemption, stack
                 em = evaluate(done)
                 if em:
                     log(done, "eval", em)
+                    log.image(done, "eval/samples", workdir / "samples" / f"step_{done:06d}.png")
                     final.update({f"eval/{k}": v for k, v in em.items()})
                     pbar.write(f"[lm] step {done} eval: " + ", ".join(f"{k} {v:.4g}" for k, v in em.items()))
                 t_mark, n_mark = time.perf_counter(), 0
