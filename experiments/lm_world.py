@@ -26,6 +26,16 @@ LFQ 12 bits = 4,096 codes, head 2 x 64), 32 text tokens, 12 layers d=512, bf16 c
 
   Expected: runtime not yet measured; result not yet measured.
 
+1b -- a cluster: the default's data and tokenizer with a ~1.1B-param transformer (24 layers, d=2048, 16
+query / 8 key-value heads, SwiGLU 5632, bf16 compute, remat 'dots'), FSDP over all devices, batch 256::
+
+    videogen plan --config experiments/lm_world.py:1b --config.model.codebook_size=4096 \
+        --config.model.video_grid=(5,8,8)        # memory per device for your mesh, before you queue
+    python -m videogen.train --config experiments/lm_world.py:1b --workdir runs/lm_1b \
+        --config.tokenizer_workdir=runs/tok_world --config.peak_flops=<mesh bf16 FLOP/s>
+
+  Expected: not measured (no accelerator has been lent to this project yet).
+
 ``--config.objective=next_token`` switches to autoregressive training / KV-cached sampling. Any
 key can be overridden, e.g. ``--config.grad_accum_steps=4 --config.model.remat=dots
 --config.mesh.fsdp=2``. ``peak_flops`` (FLOP/s of the whole mesh, for MFU): 989e12 for one H100 SXM
@@ -39,8 +49,8 @@ from videogen.model import DEFAULT_LOGICAL_AXIS_RULES
 
 def get_config(arg=None):
     variant = arg or "default"
-    if variant not in ("default", "tiny"):
-        raise ValueError(f"unknown variant {variant!r}: use experiments/lm_world.py or ...:tiny")
+    if variant not in ("default", "tiny", "1b"):
+        raise ValueError(f"unknown variant {variant!r}: use experiments/lm_world.py, ...:tiny or ...:1b")
     tiny = variant == "tiny"
     c = ml_collections.ConfigDict()
     c.seed = 0
@@ -91,6 +101,14 @@ def get_config(arg=None):
     c.eval = {"split": "test", "every": 500 if tiny else 5000, "num_batches": 4, "data": {"num_clips": 256}}
     c.sample = {"num_prompts": 8, "num_steps": 12, "guidance": 3.0, "temperature": 1.0, "top_k": None,
                 "top_p": None, "seed": 0}
+
+    if variant == "1b":  # the cluster size: ~1.1B params, FSDP over every device, GQA, remat
+        c.model.update(num_layers=24, d_model=2048, num_heads=16, num_kv_heads=8, mlp_dim=5632, remat="dots")
+        c.mesh = {"data": 1, "fsdp": -1, "tensor": 1}
+        c.batch_size = 256
+        c.steps = 100_000
+        c.optim.update(lr=2e-4, warmup_steps=5000)
+        c.eval.every = c.ckpt_every = 10_000
 
     c.log_every = 50 if tiny else 100
     c.ckpt_every = 500 if tiny else 5000

@@ -60,10 +60,11 @@ def test_loss_decreases(tok_dir, tmp_path, objective, peak):
     assert cfg["model"]["codebook_size"] == 64 and cfg["model"]["video_grid"] == [5, 2, 2]
 
 
-def test_one_device_equals_mesh(tok_dir, tmp_path):
-    c8 = lm_config(tok_dir, steps=3)
+@pytest.mark.parametrize("objective", ["maskgit", "next_token"])
+def test_one_device_equals_mesh(tok_dir, tmp_path, objective):
+    c8 = lm_config(tok_dir, steps=3, objective=objective)
     m8 = LM.train(c8, tmp_path / "m8")
-    c1 = lm_config(tok_dir, steps=3, **{"mesh.data": 1, "mesh.fsdp": 1, "mesh.tensor": 1})
+    c1 = lm_config(tok_dir, steps=3, objective=objective, **{"mesh.data": 1, "mesh.fsdp": 1, "mesh.tensor": 1})
     (tmp_path / "m1").mkdir()
     (tmp_path / "m1" / "text_tokenizer.model").write_bytes((tmp_path / "m8" / "text_tokenizer.model").read_bytes())
     m1 = LM.train(c1, tmp_path / "m1", devices=jax.devices()[:1])
@@ -108,6 +109,10 @@ def test_sample(trained, objective):
     g0 = LM.sample(model, tok, text_tok, prompts, guidance=0.0, seed=2, **kw)
     uncond = LM.sample(model, tok, text_tok, [None, None], guidance=1.0, seed=2, **kw)
     np.testing.assert_array_equal(g0, uncond)
+    # Prompts of other lengths, other guidance scales and seeds reuse the one compiled sampler.
+    LM.sample(model, tok, text_tok, ["a small green triangle moves down", "blue"], guidance=5.0, seed=7, **kw)
+    samplers = [fn for key, fn in LM._SAMPLERS.items() if key[2] == objective and key[3] == 4]
+    assert len(samplers) == 1 and samplers[0]._cache_size() == 1
     if objective == "maskgit":  # a remat model samples like the plain one (remat is dropped for decoding)
         import dataclasses
 

@@ -71,3 +71,15 @@ def test_plan_rejects_bad_config_before_compiling(tmp_path):
                   "--config.mesh.fsdp=2", "--config.mesh.tensor=2"])
     with pytest.raises(ValueError, match="tokenizer_workdir=None has no config.json"):
         plan_lib.plan(LM.load_config(cfg))
+
+
+def test_1b_variant_is_about_a_billion_parameters():
+    """The cluster size the issue names: counted from the abstract model (nothing allocated)."""
+    import jax
+
+    c = LM.load_config(str(ROOT / "experiments/lm_world.py") + ":1b")
+    tcfg = LM.transformer_config(c, 4096, (5, 8, 8))
+    _, params, _ = LM.abstract_model(tcfg)
+    n = sum(x.size for x in jax.tree.leaves(params))
+    assert 1.0e9 <= n <= 1.3e9, n
+    assert tcfg.num_kv_heads < tcfg.num_heads and tcfg.remat != "none" and c.mesh.fsdp == -1
