@@ -114,7 +114,8 @@ class LoadedTokenizer:
         self.step = int(tok_train.latest_step(self.workdir) if step is None else step)
         self.compression = tuple(int(c) for c in self.model.config.compression)
         self.codebook_size = int(self.quantizer.codebook_size)
-        self.config_json = _canonical_json({"model": _plain(self.config.model),
+        model = {k: v for k, v in _plain(self.config.model).items() if k != "conv_impl"}  # how, not what
+        self.config_json = _canonical_json({"model": model,
                                             "quantizer": tok_train.quantizer_kwargs(self.config)})
         self.config_hash = hashlib.sha256(self.config_json.encode()).hexdigest()[:16]
         self.weights_hash = weights_hash(self.model, self.quantizer)

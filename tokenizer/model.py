@@ -107,6 +107,7 @@ __all__ = [
     "Decoder",
     "Encoder",
     "check_input_shape",
+    "conv3d_as_matmul",
     "depth_to_space",
     "fan_in_normal",
     "param_count",
@@ -116,6 +117,8 @@ __all__ = [
 AXIS_NAMES: tuple[str, ...] = ("conv_in", "conv_out", "norm")
 # Default mapping of the logical names to mesh axes: everything replicated.
 LOGICAL_AXIS_RULES: tuple[tuple[str, Any], ...] = (("conv_in", None), ("conv_out", None), ("norm", None))
+
+CONV_IMPLS: tuple[str, ...] = ("auto", "lax", "matmul")
 
 _CONV_KERNEL = (None, None, None, "conv_in", "conv_out")
 _DENSE_KERNEL = ("conv_in", "conv_out")
@@ -189,6 +192,12 @@ class AutoencoderConfig:
             continuous-latent autoencoder (even with 64 latent dims) passed *no* chroma after 400 steps
             (every object decoded in one grey-beige), while with gain 6 it reconstructed colours by step
             250. A fixed, invertible colour preconditioning (cf. input whitening); 1 = off.
+        conv_impl: How the 3D convs are computed -- the same function and the same parameters either way,
+            so it can be changed on any checkpoint: ``'lax'`` (``lax.conv_general_dilated``), ``'matmul'``
+            (:func:`conv3d_as_matmul`: a spatial im2col and one matmul for all temporal taps), or
+            ``'auto'`` (default: ``'matmul'`` on the CPU backend, ``'lax'`` elsewhere). Why: XLA:CPU runs
+            these narrow 3D convs ~10x below its matmul rate; as matmuls the tiny config's train step is
+            ~3x faster on the 2-core build VM (BENCHMARKS.md), while on GPU/TPU the native conv is best.
     """
 
     channels: int = 128
@@ -207,6 +216,7 @@ class AutoencoderConfig:
     in_channels: int = 3
     pixel_mlp_dim: int = 0
     chroma_gain: float = 1.0
+    conv_impl: str = "auto"
 
     def __post_init__(self):
         # Normalise sequences to tuples so the config stays hashable (it is static under jit).
@@ -232,6 +242,8 @@ class AutoencoderConfig:
             raise ValueError("patch_size, channels and code_dim must be >= 1 and num_res_blocks >= 0.")
         if self.temporal_kernel_size < 1:
             raise ValueError("temporal_kernel_size must be >= 1.")
+        if self.conv_impl not in CONV_IMPLS:
+            raise ValueError(f"conv_impl must be one of {CONV_IMPLS}, got {self.conv_impl!r}.")
         if self.temporal_padding not in ("replicate", "zeros"):
             raise ValueError(f"temporal_padding must be 'replicate' or 'zeros', got {self.temporal_padding!r}.")
         for w in self.widths:
@@ -350,6 +362,43 @@ def _causal_time_repeat(z: jax.Array, r: int) -> jax.Array:
 # ----------------------------------------------------------------------------- layers
 
 
+def conv3d_as_matmul(x: jax.Array, kernel: jax.Array, strides: Sequence[int], spatial_padding) -> jax.Array:
+    """A VALID-in-time 3D conv written as one matmul: ``[B, T', H, W, C] -> [B, T_out, H_out, W_out, O]``.
+
+    ``kernel [k_t, k_h, k_w, C, O]`` (flax's layout), ``strides (s_t, s_h, s_w)``, ``spatial_padding
+    ((top, bottom), (left, right))``; time is not padded here (the causal caller pads it). Equal to
+    ``lax.conv_general_dilated`` up to float summation order. The ``k_h k_w`` spatial taps are gathered
+    into channels (``[..., k_h k_w C]``), one matmul produces every temporal tap's output for every
+    input frame (``N = k_t O``: a wider matmul than ``O`` alone), and output frame ``f`` sums tap ``a``
+    of input frame ``s_t f + a``. Time slices are contiguous, so the sum is cheap.
+    """
+    kt, kh, kw, c_in, c_out = kernel.shape
+    st, sh, sw = strides
+    (pt, pb), (pl, pr) = spatial_padding
+    b, t_in, h, w, _ = x.shape
+    t_out = (t_in - kt) // st + 1
+    h_out = (h + pt + pb - kh) // sh + 1
+    w_out = (w + pl + pr - kw) // sw + 1
+    if pt or pb or pl or pr:
+        x = jnp.pad(x, ((0, 0), (0, 0), (pt, pb), (pl, pr), (0, 0)))
+    taps = [x[:, :, i : i + sh * (h_out - 1) + 1 : sh, j : j + sw * (w_out - 1) + 1 : sw]
+            for i in range(kh) for j in range(kw)]
+    cols = taps[0] if len(taps) == 1 else jnp.concatenate(taps, axis=-1)  # [B, T', H_out, W_out, kh kw C]
+    w2d = kernel.transpose(1, 2, 3, 0, 4).reshape(kh * kw * c_in, kt * c_out)  # rows (i, j, C), cols (a, O)
+    y = (cols @ w2d).reshape(b, t_in, h_out, w_out, kt, c_out)
+    span = st * (t_out - 1) + 1
+    out = y[:, 0:span:st, :, :, 0]
+    for a in range(1, kt):
+        out = out + y[:, a : a + span : st, :, :, a]
+    return out
+
+
+def _resolve_conv_impl(impl: str) -> str:
+    if impl == "auto":
+        return "matmul" if jax.default_backend() == "cpu" else "lax"
+    return impl
+
+
 class CausalConv3d(nnx.Module):
     """3D conv, channels-last, padded only at the front in time (``k_t - 1`` frames) and 'SAME' in space."""
 
@@ -363,18 +412,24 @@ class CausalConv3d(nnx.Module):
         temporal_padding: str = "replicate",
         dtype: Any = jnp.float32,
         kernel_init=None,
+        conv_impl: str = "auto",
         rngs: nnx.Rngs,
     ):
         kt, kh, kw = kernel_size
         self.kt = kt
         self.temporal_padding = temporal_padding
+        self.conv_impl = conv_impl
+        self.strides = tuple(strides)
+        self.spatial_padding = (((kh - 1) // 2, kh // 2), ((kw - 1) // 2, kw // 2))
+        self.dtype = dtype
+        # nnx.Conv holds the parameters (and computes the 'lax' path), so both paths share one layout.
         self.conv = nnx.Conv(
             in_features,
             out_features,
             kernel_size=tuple(kernel_size),
             strides=tuple(strides),
             # Time padded by hand (front only); spatial 'SAME'-style symmetric padding.
-            padding=((0, 0), ((kh - 1) // 2, kh // 2), ((kw - 1) // 2, kw // 2)),
+            padding=((0, 0),) + self.spatial_padding,
             dtype=dtype,
             param_dtype=jnp.float32,
             kernel_init=fan_in_normal() if kernel_init is None else kernel_init,
@@ -390,7 +445,12 @@ class CausalConv3d(nnx.Module):
             else:
                 pad = jnp.zeros((x.shape[0], self.kt - 1) + x.shape[2:], x.dtype)
             x = jnp.concatenate([pad, x], axis=1)
-        return self.conv(x)
+        if _resolve_conv_impl(self.conv_impl) == "lax":
+            return self.conv(x)
+        dtype = self.dtype
+        kernel = self.conv.kernel[...].astype(dtype)
+        y = conv3d_as_matmul(x.astype(dtype), kernel, self.strides, self.spatial_padding)
+        return y + self.conv.bias[...].astype(dtype)
 
 
 class FrameGroupNorm(nnx.Module):
@@ -463,7 +523,7 @@ class ResBlock(nnx.Module):
 
     def __init__(self, cfg: AutoencoderConfig, c_in: int, c_out: int, *, adaptive: bool, rngs: nnx.Rngs):
         kt = cfg.temporal_kernel_size
-        conv = dict(temporal_padding=cfg.temporal_padding, dtype=cfg.compute_dtype, rngs=rngs)
+        conv = dict(temporal_padding=cfg.temporal_padding, dtype=cfg.compute_dtype, conv_impl=cfg.conv_impl, rngs=rngs)
         self.adaptive = adaptive
         self.remat = cfg.remat
         self.norm1 = _norm(cfg, c_in, adaptive, rngs)
@@ -510,6 +570,7 @@ class Downsample(nnx.Module):
             (kt, 3, 3),
             (2 if temporal else 1, 2 if spatial else 1, 2 if spatial else 1),
             temporal_padding=cfg.temporal_padding,
+            conv_impl=cfg.conv_impl,
             dtype=cfg.compute_dtype,
             rngs=rngs,
         )
@@ -529,6 +590,7 @@ class Upsample(nnx.Module):
             c * self.rt * self.rs * self.rs,
             (cfg.temporal_kernel_size, 3, 3),
             temporal_padding=cfg.temporal_padding,
+            conv_impl=cfg.conv_impl,
             dtype=cfg.compute_dtype,
             rngs=rngs,
         )
@@ -561,7 +623,7 @@ class Encoder(nnx.Module):
     def __init__(self, cfg: AutoencoderConfig, *, rngs: nnx.Rngs):
         self.cfg = cfg
         widths = cfg.widths
-        conv = dict(temporal_padding=cfg.temporal_padding, dtype=cfg.compute_dtype, rngs=rngs)
+        conv = dict(temporal_padding=cfg.temporal_padding, dtype=cfg.compute_dtype, conv_impl=cfg.conv_impl, rngs=rngs)
         patch_values = cfg.in_channels * cfg.patch_size**2
         self.pixel_in = _pixel_linear(cfg, patch_values, cfg.pixel_mlp_dim, rngs) if cfg.pixel_mlp_dim else None
         self.conv_in = CausalConv3d(
@@ -614,7 +676,7 @@ class Decoder(nnx.Module):
         self.cfg = cfg
         ada = cfg.use_adaptive_group_norm
         widths = cfg.widths
-        conv = dict(temporal_padding=cfg.temporal_padding, dtype=cfg.compute_dtype, rngs=rngs)
+        conv = dict(temporal_padding=cfg.temporal_padding, dtype=cfg.compute_dtype, conv_impl=cfg.conv_impl, rngs=rngs)
         c = widths[-1]
         self.conv_in = CausalConv3d(cfg.code_dim, c, (cfg.temporal_kernel_size, 3, 3), **conv)
         stages = []

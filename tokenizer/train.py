@@ -603,9 +603,14 @@ def _abstract_state(config, mesh, tx, shardings):
     return jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, shardings)
 
 
+# model.* entries that change how the function is computed, not the function or its arrays: free to change on
+# a resume, and left out of a tokenizer's identity in codes files (tokenizer/codes.py).
+COMPUTE_ONLY_MODEL_KEYS = ("dtype", "remat", "conv_impl")
+
+
 def _resume_keys(config) -> list[str]:
     """Config entries that fix the checkpoint's array shapes (a resumed run must keep them)."""
-    keys = [f"model.{k}" for k in config.model if k not in ("dtype", "remat")]
+    keys = [f"model.{k}" for k in config.model if k not in COMPUTE_ONLY_MODEL_KEYS]
     return keys + ["quantizer.kind", f"quantizer.{config.quantizer.kind}"]
 
 
