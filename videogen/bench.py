@@ -109,6 +109,9 @@ def tokenizer_config(on_gpu: bool, quick: bool):
     from tokenizer import train as tok_train
 
     c = tok_train.load_config(str(REPO / "experiments/tokenizer_world.py") + ("" if on_gpu else ":tiny"))
+    # What conv_impl='auto' picks on each backend, said explicitly: 'auto' follows the default backend,
+    # and on a GPU host the CPU column must still get the CPU's choice.
+    c.model.conv_impl = "lax" if on_gpu else "matmul"
     if quick:  # the test suite's tiny shapes: 16x16x9, 2x8x8 compression
         tok_train.apply_overrides(c, [
             "data.resolution=16", "data.num_frames=9", "model.channels=8", "model.num_groups=4",
@@ -148,10 +151,8 @@ def _world_batch(data: dict, batch: int) -> np.ndarray:
 # ============================================================================================
 
 
-def bench_tokenizer(dev, config, *, steps: int) -> tuple[dict, Any]:
-    """Train-step, encode and decode frames/s; returns the rows and ``(grid, codebook_size)`` for the LM."""
-    from flax import nnx
-
+def _tokenizer_step_seconds(dev, config, steps: int):
+    """Mean seconds of the jitted tokenizer train step on one untrained batch; also the last state."""
     from tokenizer import train as tok_train
 
     mesh = _one_device_mesh(dev)
@@ -162,7 +163,6 @@ def bench_tokenizer(dev, config, *, steps: int) -> tuple[dict, Any]:
     b = int(config.batch_size)
     video_np = _world_batch(config.data, b)
     video = jax.device_put(video_np, tok_train.batch_sharding(mesh))
-    frames = b * video_np.shape[1]
     lr = np.float32(1e-4)
     holder = {"state": state}
 
@@ -170,8 +170,24 @@ def bench_tokenizer(dev, config, *, steps: int) -> tuple[dict, Any]:
         holder["state"], m = step(holder["state"], video, lr)
         return m["loss"]
 
-    t_step = _timed(train_once, steps)
-    tok = nnx.merge(graphdef, holder["state"]["params"], holder["state"]["rest"])
+    return _timed(train_once, steps), (graphdef, holder["state"], video, video_np)
+
+
+def bench_tokenizer(dev, config, *, steps: int) -> tuple[dict, Any]:
+    """Train-step, encode and decode frames/s; returns the rows and ``(grid, codebook_size)`` for the LM.
+
+    Where the config's convs run as matmuls (``model.conv_impl='matmul'``, the CPU column), the same step
+    with XLA's native conv (``'lax'``) is timed too, as the reference for that choice."""
+    import copy
+
+    from flax import nnx
+
+    from tokenizer import train as tok_train
+
+    t_step, (graphdef, state, video, video_np) = _tokenizer_step_seconds(dev, config, steps)
+    b = int(config.batch_size)
+    frames = b * video_np.shape[1]
+    tok = nnx.merge(graphdef, state["params"], state["rest"])
     ae, q = tok.autoencoder, tok.quantizer
     ids = tok_train.encode_video(ae, q, video)
     t_enc = _timed(lambda: tok_train.encode_video(ae, q, video), steps)
@@ -179,6 +195,10 @@ def bench_tokenizer(dev, config, *, steps: int) -> tuple[dict, Any]:
     rows = {"tokenizer_train_frames_per_s": frames / t_step, "tokenizer_train_seconds_per_step": t_step,
             "tokenizer_encode_frames_per_s": frames / t_enc, "tokenizer_decode_frames_per_s": frames / t_dec,
             "tokenizer_batch": b, "tokenizer_clip": list(video_np.shape[1:4])}
+    if config.model.conv_impl == "matmul":
+        lax_config = copy.deepcopy(config)
+        lax_config.model.conv_impl = "lax"
+        rows["tokenizer_train_lax_conv_seconds_per_step"] = _tokenizer_step_seconds(dev, lax_config, steps)[0]
     return rows, (tuple(int(x) for x in ids.shape[1:]), int(q.codebook_size))
 
 
@@ -331,6 +351,9 @@ def format_table(result: dict) -> str:
     clip = "×".join(str(x) for x in r0.get("tokenizer_clip", []))
     row(f"tokenizer train step (batch {r0.get('tokenizer_batch')}, {clip} on CPU)",
         lambda r: f"{r['tokenizer_train_frames_per_s']:.4g} frames/s ({r['tokenizer_train_seconds_per_step']:.3g} s/step)")
+    row("〃 with XLA's native 3D conv instead (model.conv_impl=lax; the reference)",
+        lambda r: f"{r['tokenizer_train_lax_conv_seconds_per_step']:.3g} s/step: matmul convs "
+                  f"{r['tokenizer_train_lax_conv_seconds_per_step'] / r['tokenizer_train_seconds_per_step']:.2f}× faster")
     row("tokenizer encode", lambda r: f"{r['tokenizer_encode_frames_per_s']:.4g} frames/s")
     row("tokenizer decode", lambda r: f"{r['tokenizer_decode_frames_per_s']:.4g} frames/s")
     row(f"LM train, next-token (batch {r0.get('lm_batch')} × {r0.get('lm_sequence')} tokens, "
