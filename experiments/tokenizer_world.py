@@ -58,7 +58,7 @@ def get_config(arg=None):
     tiny = variant == "tiny"
     c = ml_collections.ConfigDict()
     c.seed = 0
-    c.steps = 3000 if tiny else 20_000
+    c.steps = 9600 if tiny else 20_000
     c.batch_size = 8 if tiny else 32
     c.mesh = {"data": -1, "fsdp": 1, "tensor": 1}
     # Logical param axes -> mesh axes (tokenizer/model.py). Replicated: the CNN is small, train it data-
@@ -74,7 +74,7 @@ def get_config(arg=None):
         "data": {"num_clips": 256 if tiny else 1000},  # entries replacing c.data's for the eval source
         "num_clips": 256 if tiny else 1000,
         "batch_size": 32,
-        "every": 500 if tiny else 2000,
+        "every": 1200 if tiny else 2000,
         "judge": True,  # the world judge on reconstructions (skipped for other data kinds)
         "num_samples": 8,
     }
