@@ -92,6 +92,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 from typing import Any, Sequence
 
 import jax
@@ -395,6 +396,11 @@ def conv3d_as_matmul(x: jax.Array, kernel: jax.Array, strides: Sequence[int], sp
 
 def _resolve_conv_impl(impl: str) -> str:
     if impl == "auto":
+        # VIDEOGEN_CONV_IMPL=lax|matmul overrides what 'auto' picks (the test suite sets lax: its tiny shapes
+        # are compile-bound, and the matmul form compiles slower; the tests that need matmul ask for it).
+        forced = os.environ.get("VIDEOGEN_CONV_IMPL", "")
+        if forced in ("lax", "matmul"):
+            return forced
         return "matmul" if jax.default_backend() == "cpu" else "lax"
     return impl
 
