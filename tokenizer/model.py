@@ -196,7 +196,8 @@ class AutoencoderConfig:
         conv_impl: How the 3D convs are computed -- the same function and the same parameters either way,
             so it can be changed on any checkpoint: ``'lax'`` (``lax.conv_general_dilated``), ``'matmul'``
             (:func:`conv3d_as_matmul`: a spatial im2col and one matmul for all temporal taps), or
-            ``'auto'`` (default: ``'matmul'`` on the CPU backend, ``'lax'`` elsewhere). Why: XLA:CPU runs
+            ``'auto'`` (default: ``'matmul'`` on the CPU backend, ``'lax'`` elsewhere; the environment variable
+            ``VIDEOGEN_CONV_IMPL=lax|matmul`` overrides what ``'auto'`` picks). Why: XLA:CPU runs
             these narrow 3D convs ~10x below its matmul rate; as matmuls the tiny config's train step is
             ~3x faster on the 2-core build VM (BENCHMARKS.md), while on GPU/TPU the native conv is best.
     """
