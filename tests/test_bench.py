@@ -43,11 +43,12 @@ def test_quick_bench_has_every_row_and_sane_numbers(quick):
     assert r["tokenizer_train_frames_per_s"] * r["tokenizer_train_seconds_per_step"] == pytest.approx(8 * 9)
     # The CPU column runs the tokenizer's convs as matmuls and times XLA's native conv as the reference.
     assert r["tokenizer_train_lax_conv_seconds_per_step"] > 0
+    assert r["lm_train_reference_attention_seconds_per_step"] > 0  # jax.nn.dot_product_attention, same step
     assert 1e8 < r["peak_memory_bytes"] < 1e12
     assert r["matmul_dtype"] == "float32" and written["quick"] is True
     table = B.format_table(written)
     for label in ("matmul peak", "memory bandwidth", "tokenizer train step", "native 3D conv", "tokenizer encode", "tokenizer decode",
-                  "LM train, next-token", "MFU", "AR sampling batch 1", "AR sampling batch 8", "MaskGIT 12 steps",
+                  "LM train, next-token", "dot_product_attention", "MFU", "AR sampling batch 1", "AR sampling batch 8", "MaskGIT 12 steps",
                   "data pipeline", "peak memory"):
         assert label in table, label
     assert "| –" not in table.split("LM train, MaskGIT")[0]  # every headline cell filled

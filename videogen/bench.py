@@ -11,7 +11,8 @@ Rows, per platform (all in one run, so they compare with each other):
 * ``tokenizer train step`` / ``encode`` / ``decode`` -- frames per second of the video tokenizer
   (experiments/tokenizer_world.py: ``tiny`` on CPU, the default config on GPU), untrained weights.
 * ``LM train`` -- tokens/s of the transformer train step (experiments/lm_world.py, ``tiny`` on CPU, default
-  on GPU), its FLOP/s (``videogen.model.flops_per_token``) and MFU = FLOP/s / the measured matmul peak.
+  on GPU), its FLOP/s (``videogen.model.flops_per_token``) and MFU = FLOP/s / the measured matmul peak;
+  the next-token step is also timed with ``jax.nn.dot_product_attention`` as the reference for ours.
 * ``AR sampling, batch B`` -- next-token decoding with the KV cache (classifier-free guidance, so the model
   runs 2B sequences), video tokens per second against the memory-bandwidth bound: every decoded token reads
   all weights once (shared by the batch) plus the whole static KV cache of the 2B sequences, so
@@ -241,6 +242,20 @@ def bench_lm(dev, config, grid, codebook_size: int, peak: float, bandwidth: floa
         tag = "lm_train" if objective == "next_token" else "lm_train_maskgit"
         rows.update({f"{tag}_tokens_per_s": thr["tokens_per_sec"], f"{tag}_flops_per_s": thr["tflops_per_sec"] * 1e12,
                      f"{tag}_mfu": thr["mfu"], f"{tag}_seconds_per_step": dt})
+        if objective == "next_token" and tcfg.attention_impl == "xla":
+            # The reference for our attention (heads-major layout, custom VJP): the same step through
+            # jax.nn.dot_product_attention (XLA's softmax attention, differentiated by JAX); same params.
+            ref_tcfg = dataclasses.replace(tcfg, attention_impl="dot_product_attention")
+            ref_graphdef = LM.state_shardings(ref_tcfg, mesh, tx, rules)[0]
+            ref_step = LM.make_train_step(cfg, ref_tcfg, ref_graphdef, rest, tx, shardings, mesh)
+
+            def ref_once():
+                with LM._sharding_context(mesh, rules):
+                    holder["state"], m = ref_step(holder["state"], codes, text, np.float32(1e-4))
+                return m["loss"]
+
+            rows["lm_train_reference_attention_seconds_per_step"] = _timed(ref_once, steps)
+            state = holder["state"]
     rows["lm_batch"] = int(config.batch_size)
     rows["lm_params"] = int(sum(x.size for x in jax.tree.leaves(state["params"])))
     rows["lm_sequence"] = tcfg.max_seq_len
@@ -360,6 +375,10 @@ def format_table(result: dict) -> str:
         f"{r0.get('lm_params', 0) / 1e6:.2g}M params)",
         lambda r: f"{r['lm_train_tokens_per_s']:.4g} tokens/s, {_fmt(r['lm_train_flops_per_s'], 'FLOP/s')}, "
                   f"MFU {r['lm_train_mfu']:.1%}")
+    row("〃 with jax.nn.dot_product_attention instead (the reference)",
+        lambda r: f"{r['lm_train_reference_attention_seconds_per_step']:.3g} s/step vs "
+                  f"{r['lm_train_seconds_per_step']:.3g}: ours "
+                  f"{r['lm_train_reference_attention_seconds_per_step'] / r['lm_train_seconds_per_step']:.2f}× faster")
     row("LM train, MaskGIT", lambda r: f"{r['lm_train_maskgit_tokens_per_s']:.4g} tokens/s, MFU "
                                        f"{r['lm_train_maskgit_mfu']:.1%}")
     for b in (1, 8):
