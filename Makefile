@@ -53,7 +53,7 @@ sample: setup
 
 ## demo: tiny tokenizer + tiny LM on the built-in world at 32×32 on this CPU, samples + the judge's score
 ## in $(RUNS)/demo. The step counts trade time for quality (see README).
-DEMO_ARGS ?= --tokenizer-steps 500 --lm-steps 240
+DEMO_ARGS ?= --tokenizer-steps 400 --lm-steps 240
 demo: setup
 	$(PY) -m videogen.generate demo --workdir $(RUNS)/demo $(DEMO_ARGS)
 
