@@ -222,8 +222,9 @@ class TransformerConfig:
         qk_norm: RMSNorm on queries and keys per head (training stability, esp. bf16).
         norm_eps: RMSNorm epsilon.
         text_pad_id: Text PAD id (masked as a key, except slot 0).
-        attention_impl: ``'xla'`` (einsum + softmax here) or ``'dot_product_attention'``
-            (``jax.nn.dot_product_attention``; may pick cuDNN flash attention on GPU).
+        attention_impl: ``'xla'`` (einsum + softmax here, heads-major, with a flash-style custom VJP;
+            :func:`_softmax_attention`) or ``'dot_product_attention'`` (``jax.nn.dot_product_attention``;
+            may pick cuDNN flash attention on GPU).
     """
 
     text_vocab_size: int = 512
