@@ -18,9 +18,11 @@ def _accuracy(resolution, n, damage_kind=None, split="test"):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("resolution,minimum", [(32, 0.98), (64, 0.995), (128, 0.995)])
-def test_ground_truth_2000_clips(resolution, minimum):
-    assert _accuracy(resolution, 2000) >= minimum
+# Fewer clips where rendering and judging cost more (128 px: ~11 clips/s on the 2-core VM); 0.995 of 500
+# still allows at most 2 misses.
+@pytest.mark.parametrize("resolution,n,minimum", [(32, 2000, 0.98), (64, 1000, 0.995), (128, 500, 0.995)])
+def test_ground_truth_many_clips(resolution, n, minimum):
+    assert _accuracy(resolution, n) >= minimum
 
 
 @pytest.mark.slow
