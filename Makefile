@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e '.[dev]'
 	@touch $(STAMP)
 
-## test: the whole suite (under 15 minutes on 2 CPU cores), TEST_WORKERS processes, one module each at a time
+## test: the whole suite (budget: 15 minutes on 2 CPU cores), TEST_WORKERS processes, one module each at a time
 ## (module fixtures stay in one process); TEST_WORKERS=0 runs it in this process.
 TEST_WORKERS ?= 2
 test: setup
