@@ -231,13 +231,15 @@ def bench_lm(dev, config, grid, codebook_size: int, peak: float, bandwidth: floa
         text = jax.device_put(rng.integers(1, tcfg.text_vocab_size, (b, tcfg.max_text_len), dtype=np.int32), bsh)
         holder = {"state": state}
 
-        def train_once():
-            with LM._sharding_context(mesh, rules):
-                holder["state"], m = step(holder["state"], codes, text, np.float32(1e-4))
-            return m["loss"]
+        def step_seconds(step_fn) -> float:
+            def train_once():
+                with LM._sharding_context(mesh, rules):
+                    holder["state"], m = step_fn(holder["state"], codes, text, np.float32(1e-4))
+                return m["loss"]
 
-        dt = _timed(train_once, steps)
-        state = holder["state"]
+            return _timed(train_once, steps)
+
+        dt = step_seconds(step)
         thr = LM._throughput(cfg, tcfg, steps, dt * steps, peak)
         tag = "lm_train" if objective == "next_token" else "lm_train_maskgit"
         rows.update({f"{tag}_tokens_per_s": thr["tokens_per_sec"], f"{tag}_flops_per_s": thr["tflops_per_sec"] * 1e12,
@@ -248,14 +250,8 @@ def bench_lm(dev, config, grid, codebook_size: int, peak: float, bandwidth: floa
             ref_tcfg = dataclasses.replace(tcfg, attention_impl="dot_product_attention")
             ref_graphdef = LM.state_shardings(ref_tcfg, mesh, tx, rules)[0]
             ref_step = LM.make_train_step(cfg, ref_tcfg, ref_graphdef, rest, tx, shardings, mesh)
-
-            def ref_once():
-                with LM._sharding_context(mesh, rules):
-                    holder["state"], m = ref_step(holder["state"], codes, text, np.float32(1e-4))
-                return m["loss"]
-
-            rows["lm_train_reference_attention_seconds_per_step"] = _timed(ref_once, steps)
-            state = holder["state"]
+            rows["lm_train_reference_attention_seconds_per_step"] = step_seconds(ref_step)
+        state = holder["state"]
     rows["lm_batch"] = int(config.batch_size)
     rows["lm_params"] = int(sum(x.size for x in jax.tree.leaves(state["params"])))
     rows["lm_sequence"] = tcfg.max_seq_len
