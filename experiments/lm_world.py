@@ -11,8 +11,9 @@ bits = 1,024 codes, bit-group head 2 x 32), 32 text tokens, 4 layers d=128, Mask
     python -m videogen.train --config experiments/lm_world.py:tiny --workdir runs/lm_tiny \\
         --config.tokenizer_workdir=runs/tok_tiny
 
-  Expected (measured 2026-12-01, 2-core build VM, 1 CPU device, no other job; on the 600-step tiny
-  tokenizer (``make demo --tokenizer-steps 600``), judge 0.31 on its reconstructions): ~1.0 s/step including the tokenizer's
+  Expected (measured 2026-12-01, 2-core build VM, 1 CPU device, no other job; on a 600-step tiny
+  tokenizer (from ``make demo DEMO_ARGS="--tokenizer-steps 600 --lm-steps 240"``), judge 0.31 on its
+  reconstructions): ~1.0 s/step including the tokenizer's
   encode of each batch (~5,800 tokens/s; the step alone ~0.9 s, ``make bench``), compile ~10 s; after
   240 steps (~4.5 min): eval token accuracy 0.41, loss 3.00 (lr 3e-3; 0.36 / 3.49 with the earlier 1e-3).
   Earlier (2026-11-22, lr 1e-3, a 2,400-step tokenizer with judge 0.53, the LM step then 1.03 s): after
