@@ -18,15 +18,16 @@ def _accuracy(resolution, n, damage_kind=None, split="test"):
 
 
 @pytest.mark.slow
-# 1,000 clips (500 at 128 px): 2,000 at 32 px alone took ~190 s of one worker on the 2-core VM; 0.995 of 500
-# still allows at most 2 misses.
-@pytest.mark.parametrize("resolution,n,minimum", [(32, 1000, 0.98), (64, 1000, 0.995), (128, 500, 0.995)])
+# 500 clips (250 at 128 px) keep make test within its budget: these cost ~30 ms per 64-px clip alone and ~3x
+# that in the suite next to another worker. Measured 2026-12-01: no miss in the first 1,000 clips at 32 and
+# 64 px, 500 at 128 px, and none with all damage on 500 at 64 px / 250 at 128 px (the cases below are prefixes).
+@pytest.mark.parametrize("resolution,n,minimum", [(32, 500, 0.98), (64, 500, 0.995), (128, 250, 0.995)])
 def test_ground_truth_many_clips(resolution, n, minimum):
     assert _accuracy(resolution, n) >= minimum
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("resolution,n", [(64, 500), (128, 250)])
+@pytest.mark.parametrize("resolution,n", [(64, 300), (128, 120)])
 def test_tokenizer_like_damage(resolution, n):
     assert _accuracy(resolution, n, "all") >= 0.97
 
