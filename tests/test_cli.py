@@ -57,3 +57,18 @@ def test_console_script_entry_point():
     out = subprocess.run([sys.executable, "-m", "videogen.cli", "--help"], capture_output=True, text=True, check=True)
     for name in ("preview", "judge", "prepare-world", "bench-data", "train-text-tokenizer", "sample"):
         assert name in out.stdout
+
+
+def test_demo_refuses_an_lm_workdir_of_the_other_objective(tmp_path, monkeypatch):
+    """`make demo` over an older demo's workdir whose LM has the other objective stops before training
+    anything: resuming would sample a MaskGIT-trained model with the next-token sampler."""
+    from tokenizer import train as tok_train
+    from videogen import generate
+
+    (tmp_path / "lm").mkdir()
+    (tmp_path / "lm" / "config.json").write_text(json.dumps({"objective": "maskgit"}))
+    monkeypatch.setattr(tok_train, "train", lambda *a, **k: pytest.fail("trained before checking the workdir"))
+    with pytest.raises(ValueError, match="holds a maskgit LM.*--objective maskgit"):
+        generate.main(["demo", "--workdir", str(tmp_path), "--tokenizer-steps", "1", "--lm-steps", "1"])
+    with pytest.raises(SystemExit):  # argparse names the choices
+        generate.main(["demo", "--workdir", str(tmp_path), "--objective", "ar"])

@@ -94,22 +94,36 @@ def add_sample_args(p: argparse.ArgumentParser) -> None:
 
 
 def demo(workdir: str | Path, *, tokenizer_steps: int | None, lm_steps: int | None, num_prompts: int,
-         guidance: float) -> dict:
-    """Tiny tokenizer + tiny LM on the built-in world at 32×32 on CPU, then samples judged."""
+         guidance: float, objective: str = "next_token") -> dict:
+    """Tiny tokenizer + tiny LM on the built-in world at 32×32 on CPU, then samples judged.
+
+    The demo's LM is next-token by default: after the few hundred steps a CPU demo affords (token accuracy
+    ~0.45), MaskGIT's confidence-ordered decoding fills most clips with background codes, while raster-order
+    sampling still draws the prompted colours (BENCHMARKS.md "make demo: time vs score").
+    """
     from tokenizer import train as tok_train
     from videogen import train as lm_train
     from videogen.data import world
 
     workdir = Path(workdir)
     t0 = time.perf_counter()
+    if objective not in ("next_token", "maskgit"):
+        raise ValueError(f"objective {objective!r}: use 'next_token' or 'maskgit'")
+    saved = workdir / "lm" / "config.json"
+    if saved.is_file() and (old := json.loads(saved.read_text()).get("objective")) != objective:
+        # Resuming would sample a model trained with `old` as if it were `objective`.
+        raise ValueError(f"{workdir / 'lm'} holds a {old} LM (a demo run with --objective {old}); rerun with "
+                         f"--objective {old}, or remove {workdir / 'lm'} or pass another --workdir to train a "
+                         f"{objective} one")
     print("== 1/3 tokenizer (experiments/tokenizer_world.py:tiny) ==", flush=True)
     tok_cfg = tok_train.load_config(str(REPO / "experiments/tokenizer_world.py") + ":tiny")
     if tokenizer_steps is not None:
         tok_cfg = tok_train.apply_overrides(tok_cfg, [f"--config.steps={tokenizer_steps}"])
     tok_train.train(tok_cfg, workdir / "tokenizer")
-    print(f"== 2/3 LM (experiments/lm_world.py:tiny), {time.perf_counter() - t0:.0f} s so far ==", flush=True)
+    print(f"== 2/3 LM (experiments/lm_world.py:tiny, {objective}), {time.perf_counter() - t0:.0f} s so far ==",
+          flush=True)
     lm_cfg = tok_train.load_config(str(REPO / "experiments/lm_world.py") + ":tiny")
-    overrides = [f"--config.tokenizer_workdir={(workdir / 'tokenizer').resolve()}"]
+    overrides = [f"--config.tokenizer_workdir={(workdir / 'tokenizer').resolve()}", f"--config.objective={objective}"]
     if lm_steps is not None:
         overrides.append(f"--config.steps={lm_steps}")
     lm_cfg = tok_train.apply_overrides(lm_cfg, overrides)
@@ -144,12 +158,14 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--lm-steps", type=int, help="default: the tiny config's")
     p.add_argument("--num-prompts", type=int, default=16)
     p.add_argument("--guidance", type=float, default=3.0)
+    p.add_argument("--objective", choices=("next_token", "maskgit"), default="next_token",
+                   help="the LM's objective (the tiny config's own is maskgit)")
     p = sub.add_parser("sample", help="same as `videogen sample`")
     add_sample_args(p)
     args = parser.parse_args(argv)
     if args.command == "demo":
         demo(args.workdir, tokenizer_steps=args.tokenizer_steps, lm_steps=args.lm_steps,
-             num_prompts=args.num_prompts, guidance=args.guidance)
+             num_prompts=args.num_prompts, guidance=args.guidance, objective=args.objective)
     else:
         sample_command(args)
 
