@@ -107,8 +107,10 @@ def demo(workdir: str | Path, *, tokenizer_steps: int | None, lm_steps: int | No
 
     workdir = Path(workdir)
     t0 = time.perf_counter()
-    if objective not in ("next_token", "maskgit"):
-        raise ValueError(f"objective {objective!r}: use 'next_token' or 'maskgit'")
+    from videogen.continuation import OBJECTIVES
+
+    if objective not in OBJECTIVES:
+        raise ValueError(f"objective={objective!r}: must be one of {OBJECTIVES}.")
     saved = workdir / "lm" / "config.json"
     if saved.is_file() and (old := json.loads(saved.read_text()).get("objective")) != objective:
         # Resuming would sample a model trained with `old` as if it were `objective`.
@@ -150,6 +152,8 @@ def demo(workdir: str | Path, *, tokenizer_steps: int | None, lm_steps: int | No
 
 
 def main(argv: list[str] | None = None) -> None:
+    from videogen.continuation import OBJECTIVES
+
     parser = argparse.ArgumentParser(prog="python -m videogen.generate")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("demo", help="train tiny models on the built-in world and sample (what `make demo` runs)")
@@ -158,7 +162,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--lm-steps", type=int, help="default: the tiny config's")
     p.add_argument("--num-prompts", type=int, default=16)
     p.add_argument("--guidance", type=float, default=3.0)
-    p.add_argument("--objective", choices=("next_token", "maskgit"), default="next_token",
+    p.add_argument("--objective", choices=OBJECTIVES, default="next_token",
                    help="the LM's objective (the tiny config's own is maskgit)")
     p = sub.add_parser("sample", help="same as `videogen sample`")
     add_sample_args(p)
