@@ -115,6 +115,8 @@ def get_config(arg=None):
         # pixel is the median, black, so objects appear late (15.6 vs 16.9 dB after 300 tiny steps).
         "recon": "l2",
         "recon_weight": 1.0,
+        # Pixels on the target's edges weigh 1 + edge_weight in the reconstruction loss (tokenizer/losses.py).
+        "edge_weight": 0.0,
         # LFQ entropy weight annealing: from entropy_weight_start to quantizer.lfq.entropy_weight over
         # entropy_anneal_steps (0 = constant weight).
         "entropy_weight_start": 0.0,

@@ -33,6 +33,39 @@ def test_hinge_and_lecam_by_hand():
     assert float(got) == pytest.approx((3.0625 + 0.0625) / 2 + (9 + 1) / 2)
 
 
+def test_edge_strength_marks_both_sides_of_an_outline_only():
+    frame = -np.ones((1, 8, 8, 3), np.float32)  # [T, H, W, C], black
+    frame[0, 2:5, 3:6, 0] = 1.0  # a 3x3 red square: contrast 2 on the red channel across its outline
+    e = np.asarray(L.edge_strength(jnp.asarray(frame)))[0, ..., 0]  # [H, W]
+    outline = np.zeros((8, 8), bool)
+    outline[1:6, 2:7] = True
+    outline[3, 4] = False  # the square's centre has equal neighbours
+    outline[[1, 1, 5, 5], [2, 6, 2, 6]] = False  # diagonal neighbours of its corners touch no difference
+    np.testing.assert_array_equal(e > 0, outline)
+    assert e.max() == 1.0 and e.min() == 0.0  # capped at 1
+    assert float(L.edge_strength(jnp.zeros((2, 4, 4, 3))).max()) == 0.0
+
+
+def test_edge_weighted_mean_weighs_outline_errors_and_is_plain_at_zero():
+    rng = np.random.default_rng(0)
+    target = -np.ones((1, 8, 8, 3), np.float32)
+    target[0, 2:5, 3:6] = 1.0
+    on_edge = np.zeros_like(target)
+    on_edge[0, 1, 4] = 1.0  # just outside the square's top side
+    inside_flat = np.zeros_like(target)
+    inside_flat[0, 7, 0] = 1.0  # far background
+    t = jnp.asarray(target)
+    err = jnp.asarray(rng.uniform(0, 1, target.shape), jnp.float32)
+    assert float(L.edge_weighted_mean(err, t, 0.0)) == pytest.approx(float(jnp.mean(err)))
+    a = float(L.edge_weighted_mean(jnp.asarray(on_edge), t, 10.0))
+    b = float(L.edge_weighted_mean(jnp.asarray(inside_flat), t, 10.0))
+    assert a == pytest.approx(11.0 * b)  # weight 1 + 10 * 1 on the outline vs 1 on flat background
+    # Weights are normalised (a uniform error keeps its value) and carry no gradient to the target.
+    assert float(L.edge_weighted_mean(jnp.full(target.shape, 0.3), t, 10.0)) == pytest.approx(0.3)
+    g = jax.grad(lambda tt: L.edge_weighted_mean(err, tt, 10.0))(t)
+    assert float(jnp.abs(g).max()) == 0.0
+
+
 def test_discriminator_shape_and_r1():
     d = L.Discriminator3D(4, (1,), rngs=nnx.Rngs(0))
     x = jnp.asarray(np.random.default_rng(0).uniform(-1, 1, (2, 5, 8, 8, 3)), jnp.float32)
@@ -55,6 +88,31 @@ def test_perceptual_loss_zero_on_identity_and_grows_with_damage():
     assert 0 < small < large
     g = jax.grad(lambda y: L.perceptual_loss(params, y, x))(x * 0.5)
     assert float(jnp.abs(g).sum()) > 0  # gradients reach the reconstruction
+
+
+def test_edge_weight_in_the_trainer_reweights_only_where_the_target_has_edges():
+    flat = np.full((8, 9, 16, 16, 3), 90, np.uint8)  # no edges anywhere: weights all 1
+    edged = flat.copy()
+    edged[:, :, 4:10, 5:11] = 230  # a bright square on every frame
+    recon = {}
+    for w in (0.0, 10.0):
+        c = small_config(**{"loss.edge_weight": w})
+        mesh = T.make_mesh(c)
+        tx, _ = T.make_optimizer(c)
+        graphdef, shardings = T.state_shardings(c, mesh, tx)
+        step = T.make_train_step(c, graphdef, tx, shardings, mesh)
+        for name, video in (("flat", flat), ("edged", edged)):
+            state = T.init_state(c, mesh, tx, shardings)  # the same initial weights each time (seed 0)
+            _, m = step(state, jnp.asarray(video), jnp.float32(1e-3))
+            recon[name, w] = float(m["recon_loss"])
+    assert recon["flat", 10.0] == pytest.approx(recon["flat", 0.0], rel=1e-5)
+    assert abs(recon["edged", 10.0] - recon["edged", 0.0]) > 1e-3 * recon["edged", 0.0]
+    with pytest.raises(ValueError, match="loss.edge_weight"):
+        c = small_config(**{"loss.edge_weight": -1.0})
+        mesh = T.make_mesh(c)
+        tx, _ = T.make_optimizer(c)
+        graphdef, shardings = T.state_shardings(c, mesh, tx)
+        T.make_train_step(c, graphdef, tx, shardings, mesh)
 
 
 @pytest.mark.slow

@@ -443,7 +443,8 @@ def _program_key(config, mesh, what: str) -> tuple:
 def make_train_step(config, graphdef, tx, shardings, mesh):
     """The jitted step ``(state, video uint8, lr) -> (state, metrics)``; ``state``'s buffers are donated.
 
-    Loss = ``recon_weight * L1|L2(decode(quantize(encode(x))), x)`` + the quantizer's aux loss (LFQ
+    Loss = ``recon_weight * L1|L2(decode(quantize(encode(x))), x)`` (pixels weighted by the target's edges
+    with ``loss.edge_weight > 0``, see :mod:`tokenizer.losses`) + the quantizer's aux loss (LFQ
     entropy + commitment, VQ commitment/codebook, FSQ none). With ``loss.entropy_anneal_steps > 0``
     the LFQ entropy weight moves linearly from ``loss.entropy_weight_start`` to
     ``quantizer.lfq.entropy_weight`` over that many steps. Updates are ``lr * tx(grads)`` (see
@@ -457,6 +458,9 @@ def make_train_step(config, graphdef, tx, shardings, mesh):
     if recon_kind not in ("l1", "l2"):
         raise ValueError(f"loss.recon={recon_kind!r}: must be 'l1' or 'l2'.")
     recon_weight = float(config.loss.recon_weight)
+    edge_weight = float(config.loss.get("edge_weight", 0.0))
+    if edge_weight < 0:
+        raise ValueError(f"loss.edge_weight={edge_weight}: must be >= 0 (0 = plain mean over pixels).")
     anneal_steps = int(config.loss.get("entropy_anneal_steps", 0))
     w_start = float(config.loss.get("entropy_weight_start", 0.0))
     ema_decay = float(config.ema_decay)
@@ -485,7 +489,8 @@ def make_train_step(config, graphdef, tx, shardings, mesh):
             # In the autoencoder's working colour space (chroma scaled by model.chroma_gain; identity at 1):
             # there the colour modes weigh as much in the loss as in the encoder's input.
             err = amplify_chroma(x_rec - x, chroma_gain)
-            recon = jnp.mean(jnp.abs(err)) if recon_kind == "l1" else jnp.mean(jnp.square(err))
+            per_pixel = jnp.abs(err) if recon_kind == "l1" else jnp.square(err)
+            recon = losses_lib.edge_weighted_mean(per_pixel, x, edge_weight)
             aux_loss = aux["loss"]
             if anneal_steps > 0 and isinstance(tok.quantizer, LFQ):
                 frac = jnp.minimum(step.astype(jnp.float32) / anneal_steps, 1.0)
