@@ -156,6 +156,13 @@ def run30(tmp_path_factory):
     return workdir, config, T.train(config, workdir)
 
 
+def test_evaluate_cli_renders_as_many_world_clips_as_asked(run30):
+    # The config's eval source holds 16 clips; --num-clips 24 must evaluate 24, not quietly stop at 16.
+    workdir, _, _ = run30
+    m = E.main(["--workdir", str(workdir), "--num-clips", "24", "--samples", "0", "--no-judge"])
+    assert m["num_clips"] == 24 and m["tokens"] == 24 * 5 * 2 * 2 and m["step"] == 30
+
+
 def _logged(workdir, kind="train"):
     lines = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
     return [r for r in lines if r["kind"] == kind]

@@ -294,7 +294,12 @@ def main(argv: list[str] | None = None) -> dict:
     model, quantizer, config = train_lib.load_tokenizer(workdir, step=args.step, mesh=mesh, ema=not args.raw)
     split = args.split or config.eval.split
     spec = train_lib.eval_data_spec(config)
+    if args.num_clips and spec.get("kind") == "world":
+        spec["num_clips"] = args.num_clips  # the world renders any number; the config's eval size is a default
     source = build_source(spec, split)
+    if args.num_clips and args.num_clips > len(source):
+        raise ValueError(f"--num-clips {args.num_clips}: the {split!r} split of {spec.get('kind')} data has only "
+                         f"{len(source)} clips; pass --num-clips {len(source)} or less.")
     dp = mesh_lib.data_parallel_size(mesh)
     bs = args.batch_size or config.eval.batch_size
     bs = math.ceil(bs / dp) * dp
