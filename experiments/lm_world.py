@@ -20,7 +20,7 @@ bits = 1,024 codes, bit-group head 2 x 32), 32 text tokens, 4 layers d=128, Mask
   600 steps eval accuracy 0.47, loss 2.76; 32 test prompts judged 0 % fully correct (guidance 3: colour
   found 64 %, shape 32 %, size 68 %, motion 4 %) -- the LM needs far more steps than the CPU demo budget
   gives; 2,000 steps is ~35 min. ``make demo`` trains this variant with ``--config.objective=next_token``
-  for 240 steps: on the 9,600-step tokenizer (judge 0.88) 16 test prompts at guidance 3 then find 24 % of
+  for 240 steps: on the 9,600-step plain-L2 tokenizer (judge 0.88) 16 test prompts at guidance 3 then find 24 % of
   the objects' colours next-token vs 5 % MaskGIT, whose decoding fills low-accuracy samples with background
   (BENCHMARKS.md "make demo: time vs score").
 
