@@ -82,15 +82,12 @@ def test_demo_trains_its_tokenizer_with_plain_l2_and_the_given_steps(tmp_path, m
 
     seen = {}
 
-    class Stop(Exception):
-        pass
-
     def fake_train(config, workdir):
         seen.update(edge_weight=config.loss.edge_weight, steps=config.steps, workdir=workdir)
-        raise Stop
+        raise RuntimeError("stop after the tokenizer stage's config")
 
     monkeypatch.setattr(tok_train, "train", fake_train)
-    with pytest.raises(Stop):
+    with pytest.raises(RuntimeError, match="stop after the tokenizer stage's config"):
         generate.main(["demo", "--workdir", str(tmp_path), "--tokenizer-steps", "7", "--lm-steps", "1"])
     assert seen == {"edge_weight": 0.0, "steps": 7, "workdir": tmp_path / "tokenizer"}
     assert tok_train.load_config(str(generate.REPO / "experiments/tokenizer_world.py") + ":tiny").loss.edge_weight > 0
