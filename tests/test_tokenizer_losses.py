@@ -23,6 +23,15 @@ def _i3d_installed() -> bool:
         return False
 
 
+def _step_and_init(config):
+    """The trainer's jitted step for ``config`` and a function building a fresh initial state for it."""
+    mesh = T.make_mesh(config)
+    tx, _ = T.make_optimizer(config)
+    graphdef, shardings = T.state_shardings(config, mesh, tx)
+    step = T.make_train_step(config, graphdef, tx, shardings, mesh)
+    return step, lambda: T.init_state(config, mesh, tx, shardings)
+
+
 def test_hinge_and_lecam_by_hand():
     real, fake = jnp.array([2.0, 0.5]), jnp.array([-2.0, 0.0])
     # relu(1 - [2, .5]) = [0, .5] -> .25; relu(1 + [-2, 0]) = [0, 1] -> .5; halved sum.
@@ -96,23 +105,14 @@ def test_edge_weight_in_the_trainer_reweights_only_where_the_target_has_edges():
     edged[:, :, 4:10, 5:11] = 230  # a bright square on every frame
     recon = {}
     for w in (0.0, 10.0):
-        c = small_config(**{"loss.edge_weight": w})
-        mesh = T.make_mesh(c)
-        tx, _ = T.make_optimizer(c)
-        graphdef, shardings = T.state_shardings(c, mesh, tx)
-        step = T.make_train_step(c, graphdef, tx, shardings, mesh)
+        step, init = _step_and_init(small_config(**{"loss.edge_weight": w}))
         for name, video in (("flat", flat), ("edged", edged)):
-            state = T.init_state(c, mesh, tx, shardings)  # the same initial weights each time (seed 0)
-            _, m = step(state, jnp.asarray(video), jnp.float32(1e-3))
+            _, m = step(init(), jnp.asarray(video), jnp.float32(1e-3))  # same initial weights each time (seed 0)
             recon[name, w] = float(m["recon_loss"])
     assert recon["flat", 10.0] == pytest.approx(recon["flat", 0.0], rel=1e-5)
     assert abs(recon["edged", 10.0] - recon["edged", 0.0]) > 1e-3 * recon["edged", 0.0]
     with pytest.raises(ValueError, match="loss.edge_weight"):
-        c = small_config(**{"loss.edge_weight": -1.0})
-        mesh = T.make_mesh(c)
-        tx, _ = T.make_optimizer(c)
-        graphdef, shardings = T.state_shardings(c, mesh, tx)
-        T.make_train_step(c, graphdef, tx, shardings, mesh)
+        _step_and_init(small_config(**{"loss.edge_weight": -1.0}))
 
 
 @pytest.mark.slow
@@ -120,11 +120,8 @@ def test_gan_switches_on_at_start_step_and_resumes(tmp_path):
     c = small_config(steps=4, ckpt_every=2)
     T.apply_overrides(c, ["loss.gan.weight=0.1", "loss.gan.start_step=2", "loss.gan.disc_channels=4",
                           "loss.gan.disc_channel_multipliers=(1,)", "loss.gan.r1_weight=0.1"])
-    mesh = T.make_mesh(c)
-    tx, _ = T.make_optimizer(c)
-    graphdef, shardings = T.state_shardings(c, mesh, tx)
-    state = T.init_state(c, mesh, tx, shardings)
-    step = T.make_train_step(c, graphdef, tx, shardings, mesh)
+    step, init = _step_and_init(c)
+    state = init()
     video = jnp.asarray(np.random.default_rng(0).integers(0, 255, (8, 9, 16, 16, 3), dtype=np.uint8))
     d0 = jax.tree.map(np.asarray, state["disc"]["params"])
     history = []
