@@ -106,7 +106,10 @@ def get_config(arg=None):
                "b1": 0.9, "b2": 0.95, "weight_decay": 0.05, "grad_clip": 1.0}
     c.ema_decay = 0.99 if tiny else 0.999
 
-    c.eval = {"split": "test", "every": 500 if tiny else 5000, "num_batches": 4, "data": {"num_clips": 256}}
+    # judge: score the sample.num_prompts eval samples with the world's judge (eval/judge_all_correct and per
+    # attribute; built-in world data only). A curve of what the targets measure, at ~0.1 s per clip.
+    c.eval = {"split": "test", "every": 500 if tiny else 5000, "num_batches": 4, "data": {"num_clips": 256},
+              "judge": True}
     c.sample = {"num_prompts": 8, "num_steps": 12, "guidance": 3.0, "temperature": 1.0, "top_k": None,
                 "top_p": None, "seed": 0}
 

@@ -151,10 +151,14 @@ def test_text_loss_trains_and_samples_through_the_cli(tok_dir, tmp_path, capsys)
     assert (wd / "samples" / "step_000008.gif").is_file() and (wd / "samples" / "step_000008.png").is_file()
     tags = tensorboard_tags(wd)
     assert ("eval/samples", 8, "image") in tags and ("train/text_loss", 8, "simple_value") in tags
+    # The eval samples' prompts are world captions, so the judge scores them in the loop.
+    assert ("eval/judge_all_correct", 8, "simple_value") in tags
     rows = [json.loads(x) for x in (wd / "metrics.jsonl").read_text().splitlines()]
     text = [r["text_loss"] for r in rows if r["kind"] == "train"]
     assert len(text) == 8 and all(np.isfinite(text)) and np.mean(text[-2:]) < np.mean(text[:2]) - 0.2, text
     assert "train/text_loss" in m
+    ev = [r for r in rows if r["kind"] == "eval"][-1]
+    assert 0.0 <= ev["judge_all_correct"] <= 1.0 and 0.0 <= ev["judge_colour"] <= 1.0, ev
     prompts = ["a small red circle moves to the left", "a large blue square moves up"]
     cli.main(["sample", "--workdir", str(wd), "--prompt", prompts[0], "--prompt", prompts[1], "--num", "2",
               "--steps", "3", "--top-p", "0.9", "--seed", "3", "--out", str(tmp_path / "out")])

@@ -42,7 +42,8 @@ Workdir::
     checkpoints.corrupt/    damaged checkpoints set aside on resume; .lock: held while a run uses it
     tb/, metrics.jsonl      TensorBoard scalars train/* eval/*, and the same as JSON lines
     samples/step_N.gif      samples of the eval prompts (EMA weights) when sample.num_prompts > 0; step_N.png
-                            the same as a captioned still, also in TensorBoard's Images tab
+                            the same as a captioned still, also in TensorBoard's Images tab; on the built-in
+                            world the judge scores them: eval/judge_all_correct, judge_colour/shape/size/motion
 
 Library use::
 
@@ -695,6 +696,11 @@ def _train(config, workdir, devices, preemption: checkpointing.Preemption, stack
                             num_steps=int(s.num_steps), guidance=float(s.guidance), temperature=float(s.temperature),
                             top_k=s.top_k, top_p=s.get("top_p", None), seed=int(s.seed))
             out["sample_s"] = time.perf_counter() - t_s
+            if bool(e.get("judge", True)) and config.data.get("kind", "world") == "world":
+                from videogen import judge
+
+                verdicts = judge.score(list(np.asarray(videos)), prompts)
+                out.update({f"judge_{k}": v for k, v in verdicts.items() if k not in ("num_clips", "verdicts")})
             (workdir / "samples").mkdir(exist_ok=True)
             gif_grid(videos, workdir / "samples" / f"step_{step:06d}.gif")
             contact_sheet(list(videos), prompts, path=workdir / "samples" / f"step_{step:06d}.png")
