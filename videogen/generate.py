@@ -93,6 +93,13 @@ def add_sample_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", help="default: WORKDIR/samples/seedN")
 
 
+# Below this many tokenizer steps the demo trains its tokenizer with plain L2 instead of the tiny config's
+# edge-weighted loss, which pays off over thousands of steps but measured worse at the demo's 400 (code usage
+# 58 % vs 73 %, judge 0.21 vs 0.24) and better from 1,200 on (judge 0.53 vs 0.44 at step 1,200 of the
+# 9,600-step schedule, 0.945 vs 0.88 at its end; BENCHMARKS.md). The crossover in between is not measured.
+EDGE_WEIGHT_MIN_TOKENIZER_STEPS = 1200
+
+
 def demo(workdir: str | Path, *, tokenizer_steps: int | None, lm_steps: int | None, num_prompts: int,
          guidance: float, objective: str = "next_token") -> dict:
     """Tiny tokenizer + tiny LM on the built-in world at 32×32 on CPU, then samples judged.
@@ -119,11 +126,9 @@ def demo(workdir: str | Path, *, tokenizer_steps: int | None, lm_steps: int | No
                          f"{objective} one")
     print("== 1/3 tokenizer (experiments/tokenizer_world.py:tiny) ==", flush=True)
     tok_cfg = tok_train.load_config(str(REPO / "experiments/tokenizer_world.py") + ":tiny")
-    # Plain L2, not the tiny config's edge-weighted loss: that one pays off over thousands of steps, but at
-    # the demo's 400 it measured worse (code usage 58 % vs 73 %, judge 0.21 vs 0.24; BENCHMARKS.md).
-    tok_overrides = ["--config.loss.edge_weight=0.0"]
-    if tokenizer_steps is not None:
-        tok_overrides.append(f"--config.steps={tokenizer_steps}")
+    tok_overrides = [] if tokenizer_steps is None else [f"--config.steps={tokenizer_steps}"]
+    if int(tokenizer_steps if tokenizer_steps is not None else tok_cfg.steps) < EDGE_WEIGHT_MIN_TOKENIZER_STEPS:
+        tok_overrides.append("--config.loss.edge_weight=0.0")
     tok_cfg = tok_train.apply_overrides(tok_cfg, tok_overrides)
     tok_train.train(tok_cfg, workdir / "tokenizer")
     print(f"== 2/3 LM (experiments/lm_world.py:tiny, {objective}), {time.perf_counter() - t0:.0f} s so far ==",
