@@ -80,7 +80,8 @@ def test_demo_tokenizer_loss_follows_its_steps(tmp_path, monkeypatch):
     from tokenizer import train as tok_train
     from videogen import generate
 
-    tiny_weight = tok_train.load_config(str(generate.REPO / "experiments/tokenizer_world.py") + ":tiny").loss.edge_weight
+    tiny = tok_train.load_config(str(generate.REPO / "experiments/tokenizer_world.py") + ":tiny")
+    tiny_weight = tiny.loss.edge_weight
     assert tiny_weight > 0
     seen = {}
 
