@@ -126,10 +126,10 @@ def demo(workdir: str | Path, *, tokenizer_steps: int | None, lm_steps: int | No
                          f"{objective} one")
     print("== 1/3 tokenizer (experiments/tokenizer_world.py:tiny) ==", flush=True)
     tok_cfg = tok_train.load_config(str(REPO / "experiments/tokenizer_world.py") + ":tiny")
-    tok_overrides = [] if tokenizer_steps is None else [f"--config.steps={tokenizer_steps}"]
-    if int(tokenizer_steps if tokenizer_steps is not None else tok_cfg.steps) < EDGE_WEIGHT_MIN_TOKENIZER_STEPS:
-        tok_overrides.append("--config.loss.edge_weight=0.0")
-    tok_cfg = tok_train.apply_overrides(tok_cfg, tok_overrides)
+    if tokenizer_steps is not None:
+        tok_cfg = tok_train.apply_overrides(tok_cfg, [f"--config.steps={tokenizer_steps}"])
+    if int(tok_cfg.steps) < EDGE_WEIGHT_MIN_TOKENIZER_STEPS:
+        tok_cfg = tok_train.apply_overrides(tok_cfg, ["--config.loss.edge_weight=0.0"])
     tok_train.train(tok_cfg, workdir / "tokenizer")
     print(f"== 2/3 LM (experiments/lm_world.py:tiny, {objective}), {time.perf_counter() - t0:.0f} s so far ==",
           flush=True)

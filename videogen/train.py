@@ -699,7 +699,7 @@ def _train(config, workdir, devices, preemption: checkpointing.Preemption, stack
             if bool(e.get("judge", True)) and config.data.get("kind", "world") == "world":
                 from videogen import judge
 
-                verdicts = judge.score(list(np.asarray(videos)), prompts)
+                verdicts = judge.score(list(videos), prompts)
                 out.update({f"judge_{k}": v for k, v in verdicts.items() if k not in ("num_clips", "verdicts")})
             (workdir / "samples").mkdir(exist_ok=True)
             gif_grid(videos, workdir / "samples" / f"step_{step:06d}.gif")
