@@ -18,7 +18,7 @@ def _accuracy(resolution, n, damage_kind=None, split="test"):
 
 
 @pytest.mark.slow
-# 500 clips (150 at 128 px) keep make test within its budget: these cost ~30 ms per 64-px clip alone and 3-6x
+# 500 clips (150 at 128 px) keep make test within its budget: these cost ~20 ms per 64-px clip alone and 3-6x
 # that in the suite next to another worker. Measured 2026-12-01: no miss in the first 1,000 clips at 32 and
 # 64 px, 500 at 128 px, and none with all damage on 500 at 64 px / 250 at 128 px (the cases below are prefixes).
 @pytest.mark.parametrize("resolution,n,minimum", [(32, 500, 0.98), (64, 500, 0.995), (128, 150, 0.995)])

@@ -111,47 +111,46 @@ def segment(video: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     x = video.astype(np.float32)
     luma = x @ _LUMA  # [T, H, W]
     lit = luma >= LIT_LUMA
-    labels = np.full(luma.shape, -1, np.int64)
-    cover = np.zeros(luma.shape, np.float32)
     # Colour distances only for lit pixels: the black background is most of every frame.
     lit_rgb = x[lit]  # [N, 3]
     distance = np.sqrt(((lit_rgb[:, None, :] - _PALETTE) ** 2).sum(-1))  # [N, 8]
     nearest_lit = np.argmin(distance, axis=-1)
-    core = np.zeros(luma.shape, bool)
-    core[lit] = distance[np.arange(len(lit_rgb)), nearest_lit] <= CORE_DISTANCE
-    if not core.any():
-        return labels, cover
-    nearest = np.full(luma.shape, -1, np.int64)
-    nearest[lit] = nearest_lit
-    # Grow the core labels into the lit fringe one pixel (8-neighbourhood, within a frame) per step.
-    grown = np.where(core, nearest, -1)
+    core_lit = distance[np.arange(len(lit_rgb)), nearest_lit] <= CORE_DISTANCE  # [N]
+    if not core_lit.any():
+        return np.full(luma.shape, -1, np.int64), np.zeros(luma.shape, np.float32)
+    # Grow the core labels into the lit fringe one pixel (8-neighbourhood, within a frame) per step,
+    # as uint8 with 0 for "none yet" (palette index + 1), so the max filter runs on 1 byte per pixel.
+    grown = np.zeros(luma.shape, np.uint8)
+    grown[lit] = np.where(core_lit, nearest_lit + 1, 0)
     for _ in range(CORE_REACH):
         spread = ndimage.grey_dilation(grown, size=(1, 3, 3))
-        grown = np.where((grown < 0) & lit, spread, grown)
-    labels = np.where(lit, grown, -1)
-    lit = labels >= 0
-    cover = np.where(lit, np.clip(luma / _PALETTE_LUMA[np.maximum(labels, 0)], 0.0, 1.0), 0.0)
-    return labels, cover.astype(np.float32)
+        grown = np.where((grown == 0) & lit, spread, grown)
+    labels = grown.astype(np.int64) - 1  # unlit pixels never grow, so they stay -1
+    labelled = grown > 0
+    cover = np.zeros(luma.shape, np.float32)
+    cover[labelled] = np.clip(luma[labelled] / _PALETTE_LUMA[labels[labelled]], 0.0, 1.0)
+    return labels, cover
 
 
-def _template_error(mask: np.ndarray, cx: float, cy: float, area: float, shape: str) -> float:
-    """Mean absolute difference between a coverage mask and the equal-area shape at (cx, cy), / area.
+def _template_error(blob: np.ndarray, box: tuple[slice, slice], cover: np.ndarray, cx: float, cy: float,
+                    area: float, shape: str) -> float:
+    """Mean absolute difference between a blob's coverage and the equal-area shape at (cx, cy), / area.
 
-    `mask` is the blob's coverage; only the box around the blob and its template is compared, since
-    both are zero elsewhere.
+    `blob` [H, W] marks the blob's pixels, `box` is their bounding box and `cover` [H, W] the frame's
+    coverage; only the box around the blob and its template is compared, since both are zero elsewhere.
     """
     r = math.sqrt(area / world.shape_area(shape, 1.0))
     reach = world.bounding_radius(shape, r) + 2
-    H, W = mask.shape
-    ys, xs = np.nonzero(mask)
-    x0 = int(max(0, min(xs.min(), cx - reach)))
-    x1 = int(min(W, max(xs.max() + 1, cx + reach + 1)))
-    y0 = int(max(0, min(ys.min(), cy - reach)))
-    y1 = int(min(H, max(ys.max() + 1, cy + reach + 1)))
+    H, W = cover.shape
+    x0 = int(max(0, min(box[1].start, cx - reach)))
+    x1 = int(min(W, max(box[1].stop, cx + reach + 1)))
+    y0 = int(max(0, min(box[0].start, cy - reach)))
+    y1 = int(min(H, max(box[0].stop, cy + reach + 1)))
+    mask = np.where(blob[y0:y1, x0:x1], cover[y0:y1, x0:x1], 0.0)
     dx = np.arange(x0, x1, dtype=np.float32) + 0.5 - cx
     dy = np.arange(y0, y1, dtype=np.float32)[:, None] + 0.5 - cy
     template = world.coverage(shape, r, dx[None, :], dy)
-    return float(np.abs(mask[y0:y1, x0:x1] - template).sum() / area)
+    return float(np.abs(mask - template).sum() / area)
 
 
 def track_objects(video: np.ndarray, colours, *, segmentation=None) -> dict[str, Track]:
@@ -179,23 +178,25 @@ def track_objects(video: np.ndarray, colours, *, segmentation=None) -> dict[str,
         if not mine.any():
             tracks[colour] = Track(colour, present, centre, area, scores, count)
             continue
-        components, _ = ndimage.label(mine, structure=per_frame)
-        for t in range(T):
-            ids = np.unique(components[t])
-            ids = ids[ids > 0]
-            if len(ids) == 0:
-                continue
-            blob_areas = ndimage.sum(cover[t], components[t], ids)
-            count[t] = int((blob_areas >= min_area).sum())
-            best = int(np.argmax(blob_areas))
+        components, num = ndimage.label(mine, structure=per_frame)
+        # Components never span frames, so one pass over the clip gives every blob's frame, box and area.
+        boxes = ndimage.find_objects(components)  # [num] (t, y, x) slices
+        blob_areas = np.asarray(ndimage.sum_labels(cover, components, np.arange(1, num + 1)), np.float64)
+        frame_of = np.asarray([b[0].start for b in boxes])
+        for t in np.unique(frame_of):
+            ids = np.flatnonzero(frame_of == t)  # blob indices in this frame (label = index + 1)
+            count[t] = int((blob_areas[ids] >= min_area).sum())
+            best = int(ids[np.argmax(blob_areas[ids])])
             if blob_areas[best] < min_area:
                 continue
-            mask = np.where(components[t] == ids[best], cover[t], 0.0)
+            box = boxes[best][1:]
+            blob = components[t] == best + 1
+            crop = np.where(blob[box], cover[t][box], 0.0)
             a = float(blob_areas[best])
             present[t], area[t] = True, a
-            centre[t] = ((mask * xs).sum() / a, (mask * ys).sum() / a)
+            centre[t] = ((crop * xs[box]).sum() / a, (crop * ys[box]).sum() / a)
             for s, shape in enumerate(SHAPES):
-                scores[t, s] = _template_error(mask, centre[t, 0], centre[t, 1], a, shape)
+                scores[t, s] = _template_error(blob, box, cover[t], centre[t, 0], centre[t, 1], a, shape)
         tracks[colour] = Track(colour, present, centre, area, scores, count)
     return tracks
 
