@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml
 ## (module fixtures stay in one process); TEST_WORKERS=0 runs it in this process.
 TEST_WORKERS ?= 2
 test: setup
-	$(PY) -m pytest tests --durations=15 $(if $(filter-out 0,$(TEST_WORKERS)),-n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder)
+	$(PY) -m pytest tests --durations=15 $(if $(filter-out 0,$(TEST_WORKERS)),-n $(TEST_WORKERS) --dist loadfile)
 
 ## test-fast: skip tests marked slow.
 test-fast: setup

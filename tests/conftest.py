@@ -25,32 +25,3 @@ if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
     atexit.register(shutil.rmtree, _cache_dir, ignore_errors=True)
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
-
-# `make test` gives each of its 2 xdist workers one test module at a time (--dist loadfile) in collection
-# order (--no-loadscope-reorder; xdist's default puts the modules with the most tests first, which left
-# the 95-s, 2-test bench module for the end of the run). Heaviest first keeps the two workers' last modules
-# short, so neither waits long for the other. Worker-seconds per module in the 2-worker suite, measured
-# 2026-12-02 with --junitxml (sum of the test times per file); unlisted modules run after these, as collected.
-HEAVIEST_MODULES_FIRST = (
-    "test_judge",  # 208 s
-    "test_fault_tolerance",  # 199
-    "test_lm_train",  # 182
-    "test_tokenizer_train",  # 161
-    "test_tokenizer_losses",  # 150
-    "test_fvd",  # 134
-    "test_tokenizer_model",  # 132
-    "test_model",  # 122
-    "test_continuation",  # 106
-    "test_bench",  # 95
-    "test_eval",  # 82
-    "test_sampling",  # 62
-    "test_multihost",  # 49
-    "test_tokenizer_cli",  # 43
-    "test_quantizers",  # 41
-    "test_plan",  # 32
-)
-
-
-def pytest_collection_modifyitems(config, items):
-    rank = {name: i for i, name in enumerate(HEAVIEST_MODULES_FIRST)}
-    items.sort(key=lambda item: rank.get(item.path.stem, len(rank)))  # stable: keeps order within a module
