@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 RUNS ?= runs
 
-.PHONY: setup test test-fast data demo train-tokenizer train-lm sample continue bench clean
+.PHONY: setup test test-fast data demo train-tokenizer train-lm sample continue bench gpu-offline gpu-check clean
 
 ## setup: a local virtual environment with videogen installed editable (idempotent).
 setup: $(STAMP)
@@ -71,6 +71,24 @@ continue: setup
 ## CPU always, and the GPU in bf16 when there is one; table on stdout, JSON in $(RUNS)/bench.json.
 bench: setup
 	$(PY) -m videogen.bench --out $(RUNS)/bench.json $(ARGS)
+
+## gpu-offline: what experiments/gpu_check.sh needs on a GPU host without network, into .offline/ (git-ignored,
+## ~57 MB): wheels of the pure-Python / small packages a CUDA JAX image may lack, built for GPU_PYTHON, and the
+## converted I3D weights (the default tokenizer's perceptual loss). Copy the repo with .offline/ to the host.
+GPU_PYTHON ?= 3.12
+GPU_WHEELS := flax==0.12.8 optax==0.2.8 orbax-checkpoint==0.12.8 ml_collections==1.1.0 grain==0.2.18 \
+	array_record==0.8.6 portpicker==1.6.0 tensorboardX==2.6.5
+gpu-offline: setup
+	mkdir -p .offline/wheels .offline/cache
+	$(PY) -m pip download -q --no-deps --only-binary=:all: --python-version $(GPU_PYTHON) --implementation cp \
+		--platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 --platform manylinux_2_24_x86_64 \
+		--platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 -d .offline/wheels $(GPU_WHEELS)
+	VIDEOGEN_CACHE=.offline/cache $(PY) -c "from videogen.eval import fvd; fvd.load_i3d_params()"
+	du -sh .offline
+
+## gpu-check: on a GPU host: bench, GPU numerics tests, a short 64x64 tokenizer and LM run (~8 min; OUT=dir).
+gpu-check:
+	bash experiments/gpu_check.sh $(ARGS)
 
 clean:
 	rm -rf $(VENV) $(RUNS) *.egg-info

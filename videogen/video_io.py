@@ -31,7 +31,6 @@ import subprocess
 from pathlib import Path
 from typing import Any, Sequence
 
-import imageio_ffmpeg
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
@@ -78,6 +77,18 @@ class _DropResizeWarning(logging.Filter):
 
 
 logging.getLogger("imageio_ffmpeg").addFilter(_DropResizeWarning())
+
+
+def _imageio_ffmpeg():
+    """imageio-ffmpeg (it ships the ffmpeg binary, ~70 MB), imported on the first video read or mp4 write, so
+    that the trainers, the sampler's GIF/.npy outputs and the benchmarks run on hosts without it (an offline
+    GPU node that was given only the wheels it needs, experiments/gpu_check.sh)."""
+    try:
+        import imageio_ffmpeg
+    except ImportError as e:
+        raise ImportError("reading videos and writing mp4 need the imageio-ffmpeg package, which ships ffmpeg: "
+                          "`pip install imageio-ffmpeg` (GIF and .npy outputs work without it)") from e
+    return imageio_ffmpeg
 
 
 # --------------------------------------------------------------------------- #
@@ -248,7 +259,7 @@ def probe_video(path: str | os.PathLike) -> dict:
     """
     p = _existing_file(path)
     cmd = [
-        imageio_ffmpeg.get_ffmpeg_exe(),
+        _imageio_ffmpeg().get_ffmpeg_exe(),
         "-hide_banner",
         "-nostdin",  # never let ffmpeg read the terminal (it would eat keystrokes)
         "-i", str(p),
@@ -301,7 +312,7 @@ def probe_video(path: str | os.PathLike) -> dict:
         # Containers without a duration in the header (raw streams, some
         # browser-recorded webm): count by decoding everything. Slow but rare.
         try:
-            num_frames, duration = imageio_ffmpeg.count_frames_and_secs(str(p))
+            num_frames, duration = _imageio_ffmpeg().count_frames_and_secs(str(p))
         except Exception as err:  # RuntimeError with the full ffmpeg log
             raise VideoReadError(f"Cannot read video {p}: {_ffmpeg_message(str(err))}") from None
         if fps <= 0 and duration > 0:
@@ -374,7 +385,7 @@ def read_video(
         output_params += ["-frames:v", str(max_frames)]
 
     frames: list[np.ndarray] = []
-    gen = imageio_ffmpeg.read_frames(str(p), input_params=input_params, output_params=output_params)
+    gen = _imageio_ffmpeg().read_frames(str(p), input_params=input_params, output_params=output_params)
     try:
         try:
             meta = next(gen)
@@ -423,7 +434,7 @@ def write_mp4(path: str | os.PathLike, video: Any, fps: float = 8, *, crf: int =
         video = np.pad(video, ((0, 0), (0, h % 2), (0, w % 2), (0, 0)), mode="edge")
         h, w = video.shape[1:3]
     p = _prepare_output(path)
-    writer = imageio_ffmpeg.write_frames(
+    writer = _imageio_ffmpeg().write_frames(
         str(p),
         (int(w), int(h)),  # imageio-ffmpeg asserts Python ints, not numpy ints
         fps=fps,
