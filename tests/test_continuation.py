@@ -189,6 +189,30 @@ def test_build_sequences_windows_and_context():
                            context_prob=0.5)
 
 
+def test_maskgit_frames_masks_per_frame_behind_a_clean_prefix():
+    t, p, b = 4, 6, 512
+    tcfg = TransformerConfig.tiny(video_grid=(t, 2, 3), max_text_len=4, codebook_size=64)
+    codes = jax.random.randint(jax.random.key(0), (b, t, 2, 3), 0, 64)
+    tok, _, tgt, w = LM.build_sequences(tcfg, "maskgit_frames", codes, jnp.ones((b, 4), jnp.int32),
+                                        jax.random.key(3), drop_prob=0.0)
+    video = np.asarray(tok[:, 4:]).reshape(b, t, p)
+    masked = video == tcfg.mask_token_id
+    np.testing.assert_array_equal(np.asarray(w).reshape(b, t, p), masked)  # scored = masked, targets clean
+    np.testing.assert_array_equal(np.where(masked, -1, video - tcfg.video_offset),
+                                  np.where(masked, -1, np.asarray(tgt).reshape(b, t, p)))
+    per_frame = masked.sum(-1)  # [B, t]
+    prefix = np.argmax(per_frame > 0, axis=1)  # first frame with a mask (every later frame has >= 1)
+    assert all((per_frame[i, :prefix[i]] == 0).all() and (per_frame[i, prefix[i]:] >= 1).all() for i in range(b))
+    counts = np.bincount(prefix, minlength=t) / b
+    assert np.all(np.abs(counts - 1 / t) < 0.07), counts  # clean prefix of 0..t-1 frames, uniformly
+    # Frames after the prefix draw their own ratio: within an example their mask counts differ.
+    late = per_frame[prefix <= 1][:, 2:]
+    assert (late.max(1) != late.min(1)).mean() > 0.5
+    with pytest.raises(ValueError, match="objective"):
+        LM._check_objective("maskgit_all")
+    assert C.OBJECTIVES == LM.OBJECTIVES
+
+
 def test_world_long_renders():
     cfg = world.WorldConfig(resolution=16, num_frames=9)
     long = world.WorldSource(cfg, "train", 4, render_frames=33)[1]

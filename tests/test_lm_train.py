@@ -45,7 +45,7 @@ def _losses(workdir: Path) -> list[float]:
     return [r["loss"] for r in rows if r["kind"] == "train"]
 
 
-@pytest.mark.parametrize("objective,peak", [("next_token", None), ("maskgit", 1e12)])
+@pytest.mark.parametrize("objective,peak", [("next_token", None), ("maskgit", 1e12), ("maskgit_frames", 1e12)])
 def test_loss_decreases(tok_dir, tmp_path, objective, peak):
     m = LM.train(lm_config(tok_dir, objective=objective, steps=10, peak_flops=peak), tmp_path / "lm")
     losses = _losses(tmp_path / "lm")
@@ -98,7 +98,7 @@ def trained(tok_dir, tmp_path_factory):
     return LM.load_lm(wd)
 
 
-@pytest.mark.parametrize("objective", ["next_token", "maskgit"])
+@pytest.mark.parametrize("objective", ["next_token", "maskgit", "maskgit_frames"])
 def test_sample(trained, objective):
     model, tok, text_tok, config = trained
     prompts = ["a red circle moving left", "a large blue square bouncing"]

@@ -22,6 +22,7 @@ from videogen.sampling import (
     guided_step,
     mask_ratio,
     maskgit_decode,
+    maskgit_decode_frames,
     num_masked_at_step,
     sample_logits,
     sample_mask,
@@ -219,6 +220,74 @@ def test_maskgit_keeps_given_tokens_with_per_example_unknowns():
     for i in range(b):
         np.testing.assert_array_equal(history[i], _expected_history(int((~given[i]).sum()), num_steps, "cosine"))
     assert history[2].sum() == 0 and history[4].tolist() == [1] * (num_steps - 1) + [0]
+
+
+def _next_frame_logits_fn(frames, per_frame, seen=None):
+    """A toy frame-causal model: frame 0 is certain of token 0, frame f of (frame f-1's token at the same
+    place) + 1 -- or of token V - 1 where frame f-1 is still masked there. ``seen`` records, per call,
+    how many tokens of each frame the model is shown masked."""
+    def logits_fn(tokens):
+        grid = tokens.reshape(tokens.shape[0], frames, per_frame)
+        if seen is not None:
+            jax.debug.callback(lambda c: seen.append(np.asarray(c)), jnp.sum(grid == MASK, axis=-1), ordered=True)
+        prev = jnp.concatenate([jnp.full_like(grid[:, :1], -1), grid[:, :-1]], axis=1)
+        want = jnp.where(prev == MASK, V - 1, prev + 1).reshape(tokens.shape)
+        return 30.0 * jax.nn.one_hot(want, V)
+
+    return logits_fn
+
+
+def test_maskgit_frames_decodes_frame_after_frame_in_num_steps_each():
+    frames, per_frame, num_steps = 4, 12, 5
+    seen = []
+    init = jnp.full((2, frames * per_frame), MASK, jnp.int32)
+    state = jax.jit(lambda r: maskgit_decode_frames(_next_frame_logits_fn(frames, per_frame, seen), init,
+                                                    tokens_per_frame=per_frame, rng=r, mask_id=MASK,
+                                                    num_steps=num_steps))(key(0))
+    jax.effects_barrier()
+    tokens = np.asarray(state.tokens).reshape(2, frames, per_frame)
+    # Each frame was decided after the one before it was complete: frame f is all f.
+    np.testing.assert_array_equal(tokens, np.broadcast_to(np.arange(frames)[None, :, None], tokens.shape))
+    # frames * num_steps model calls; while frame f is decoded, every later frame is all masked, every
+    # earlier one complete.
+    seen = np.stack(seen)  # [calls, B, frames]
+    assert seen.shape == (frames * num_steps, 2, frames) and int(state.step) == frames * num_steps
+    for call, counts in enumerate(seen):
+        f = call // num_steps
+        assert (counts[:, :f] == 0).all() and (counts[:, f + 1:] == per_frame).all(), (call, counts)
+    # Each frame follows the schedule over its own tokens, as maskgit_decode does over a whole clip.
+    history = np.asarray(state.num_masked).reshape(2, frames, num_steps)
+    np.testing.assert_array_equal(history, np.broadcast_to(_expected_history(per_frame, num_steps, "cosine"),
+                                                           history.shape))
+    # All frames at once (plain MaskGIT) cannot do this: later frames are decided before earlier ones.
+    flat = maskgit_decode(_next_frame_logits_fn(frames, per_frame), init, rng=key(0), mask_id=MASK,
+                          num_steps=num_steps)
+    assert not (np.asarray(flat.tokens).reshape(tokens.shape) == tokens).all()
+
+
+def test_maskgit_frames_keeps_given_frames_and_skips_them():
+    frames, per_frame, num_steps = 3, 8, 4
+    seen = []
+    init = np.full((2, frames, per_frame), MASK, np.int32)
+    init[:, 0] = 5  # a continuation's context frame, given in both examples
+    init[1, 1, :3] = 9  # and a few given tokens of frame 1 in example 1
+    state = jax.jit(lambda r: maskgit_decode_frames(_next_frame_logits_fn(frames, per_frame, seen),
+                                                    jnp.asarray(init.reshape(2, -1)), tokens_per_frame=per_frame,
+                                                    rng=r, mask_id=MASK, num_steps=num_steps))(key(1))
+    jax.effects_barrier()
+    tokens = np.asarray(state.tokens).reshape(init.shape)
+    np.testing.assert_array_equal(tokens[:, 0], init[:, 0])
+    np.testing.assert_array_equal(tokens[1, 1, :3], 9)
+    np.testing.assert_array_equal(tokens[0, 1], 6)
+    np.testing.assert_array_equal(tokens[1, 1, 3:], 6)
+    np.testing.assert_array_equal(tokens[:, 2], np.where(tokens[:, 1] == 9, 10, 7))
+    assert len(seen) == (frames - 1) * num_steps  # the given frame costs no model call
+    history = np.asarray(state.num_masked).reshape(2, frames, num_steps)
+    assert (history[:, 0] == 0).all()
+    np.testing.assert_array_equal(history[1, 1], _expected_history(per_frame - 3, num_steps, "cosine"))
+    with pytest.raises(ValueError, match="tokens_per_frame=5"):
+        maskgit_decode_frames(_next_frame_logits_fn(frames, per_frame), jnp.asarray(init.reshape(2, -1)),
+                              tokens_per_frame=5, rng=key(0), mask_id=MASK)
 
 
 def test_maskgit_near_deterministic_logits_recover_target():

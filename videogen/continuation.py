@@ -12,6 +12,8 @@ Per window (:class:`Continuation`; both objectives, with classifier-free guidanc
   re-masks given tokens), the other ``W - c`` frames start as ``[MASK]`` and are decoded in
   ``num_steps`` parallel steps; the first ``W - K`` of them are kept (``W - K + 1`` in the first window of
   a video, ``c = 0``, which is a normal text-to-video sample).
+* ``maskgit_frames`` -- the same window, its new frames decoded one after another, ``num_steps`` MaskGIT
+  steps each (block-causal attention: each frame sees the frames before it in full).
 * ``next_token`` -- ``[text | K context frames]`` is prefilled into the KV cache in one call, then the
   new tokens are sampled one by one (``ar_decode``): ``(W - K) P`` of them (``(W - K + 1) P`` when
   ``c = 0``; the scan has that many steps and skips the unneeded ones with ``lax.cond``). With fewer
@@ -64,7 +66,7 @@ from videogen.model import make_positions, video_logits, video_token_ids
 
 __all__ = ["Continuation", "StreamDecoder", "decoder_reach", "latents_for_frames", "plan_windows"]
 
-OBJECTIVES = ("next_token", "maskgit")
+OBJECTIVES = ("next_token", "maskgit", "maskgit_frames")  # = videogen.train.OBJECTIVES (tested)
 
 
 def latents_for_frames(num_frames: int, temporal_compression: int = 4) -> int:
@@ -266,21 +268,25 @@ class Continuation:
 
         factorised = _factorised(tcfg)  # bit-group head: codes drawn group by group (videogen/sampling.py)
 
-        if self.objective == "maskgit":
+        if self.objective in ("maskgit", "maskgit_frames"):
             positions = make_positions(tcfg, b2)
+            mode = "block_causal" if self.objective == "maskgit_frames" else "prefix_bidirectional_video"
             frame = jnp.arange(W * P) // P
             init = jnp.concatenate([ctx, jnp.full((b, (W - K) * P), C, jnp.int32)], axis=1)
             init = jnp.where(frame[None] < c, init, C)
 
             def logits_fn_2b(codes2):
                 video = jnp.where(codes2 == C, tcfg.mask_token_id, video_token_ids(tcfg, codes2))
-                logits, _ = model(jnp.concatenate([text2, video], axis=1), positions, mode="prefix_bidirectional_video")
+                logits, _ = model(jnp.concatenate([text2, video], axis=1), positions, mode=mode)
                 logits = video_logits(logits)
                 return _code_logits(tcfg, logits[:, L:])
 
-            out = sampling.maskgit_decode(sampling.guided(logits_fn_2b, guidance), init, rng=rng, mask_id=C,
-                                          num_steps=self.num_steps, schedule=self.schedule,
-                                          temperature=self.temperature, top_k=self.top_k, factorised=factorised)
+            kwargs = dict(rng=rng, mask_id=C, num_steps=self.num_steps, schedule=self.schedule,
+                          temperature=self.temperature, top_k=self.top_k, factorised=factorised)
+            if self.objective == "maskgit_frames":  # context frames are given: decoding skips them
+                return sampling.maskgit_decode_frames(sampling.guided(logits_fn_2b, guidance), init,
+                                                      tokens_per_frame=P, **kwargs).tokens
+            out = sampling.maskgit_decode(sampling.guided(logits_fn_2b, guidance), init, **kwargs)
             return out.tokens
 
         # next_token: prefill [text | K context frames] (frames >= c empty: token -1, masked as keys)
@@ -402,7 +408,7 @@ class Continuation:
                 out = np.asarray(self._step(self._state, text2, jnp.asarray(ctx), jnp.int32(c),
                                             jax.random.fold_in(key, window), jnp.float32(self.guidance)))
                 out = out.reshape(batch, -1, self.h, self.w)
-                new = out[:, c: c + kept] if self.objective == "maskgit" else out[:, :kept]
+                new = out[:, c: c + kept] if self.objective != "next_token" else out[:, :kept]
                 pixels = dec.push(new)[:, : max(0, total - frames_out)]
                 yield Chunk(window, s, c, new, pixels, frames_out)
                 frames_out += pixels.shape[1]

@@ -249,18 +249,23 @@ def _predictor(graphdef, tcfg, objective: str, known: int, num_steps: int, tempe
         b2 = text2.shape[0]
         positions = make_positions(tcfg, b2)
         given = jnp.arange(n)[None] < known
-        if objective == "maskgit":
+        if objective in ("maskgit", "maskgit_frames"):
+            mode = "block_causal" if objective == "maskgit_frames" else "prefix_bidirectional_video"
+
             def logits_fn_2b(codes2):
                 video = jnp.where(codes2 == c, tcfg.mask_token_id, video_token_ids(tcfg, codes2))
-                logits, _ = model(jnp.concatenate([text2, video], axis=1), positions,
-                                  mode="prefix_bidirectional_video")
+                logits, _ = model(jnp.concatenate([text2, video], axis=1), positions, mode=mode)
                 logits = video_logits(logits)
                 return _code_log_probs(tcfg, logits[:, L:])
 
             init = jnp.where(given, codes, c)
-            return sampling.maskgit_decode(sampling.guided(logits_fn_2b, guidance), init, rng=rng, mask_id=c,
-                                           num_steps=num_steps, temperature=temperature, top_k=top_k,
-                                           factorised=tcfg.head == "bitgroups").tokens
+            kwargs = dict(rng=rng, mask_id=c, num_steps=num_steps, temperature=temperature, top_k=top_k,
+                          factorised=tcfg.head == "bitgroups")
+            if objective == "maskgit_frames":  # the given frames are skipped, the rest drawn frame by frame
+                _, h, w = tcfg.video_grid
+                return sampling.maskgit_decode_frames(sampling.guided(logits_fn_2b, guidance), init,
+                                                      tokens_per_frame=h * w, **kwargs).tokens
+            return sampling.maskgit_decode(sampling.guided(logits_fn_2b, guidance), init, **kwargs).tokens
         cache = model.init_cache(b2, L + n)
         _, cache = model(text2, positions[:, :L], mode="causal", cache=cache, cache_index=0)
         pos_table = positions[0]

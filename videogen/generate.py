@@ -78,6 +78,8 @@ def sample_command(args) -> None:
 
 
 def add_sample_args(p: argparse.ArgumentParser) -> None:
+    from videogen.continuation import OBJECTIVES
+
     p.add_argument("--workdir", required=True, help="the LM workdir (python -m videogen.train --workdir ...)")
     p.add_argument("--prompt", action="append", required=True, help="repeat for several prompts")
     p.add_argument("--num", type=int, default=1, help="samples per prompt")
@@ -88,8 +90,8 @@ def add_sample_args(p: argparse.ArgumentParser) -> None:
                    help="keep the k most likely values (per bit group for a bit-group head)")
     p.add_argument("--top-p", type=float, default=None,
                    help="nucleus sampling: keep the most likely values up to this probability mass")
-    p.add_argument("--steps", type=int, default=12, help="MaskGIT decoding steps")
-    p.add_argument("--objective", choices=("next_token", "maskgit"), help="default: the one it was trained with")
+    p.add_argument("--steps", type=int, default=12, help="MaskGIT decoding steps (per latent frame for maskgit_frames)")
+    p.add_argument("--objective", choices=OBJECTIVES, help="default: the one it was trained with")
     p.add_argument("--out", help="default: WORKDIR/samples/seedN")
 
 

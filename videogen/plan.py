@@ -167,7 +167,7 @@ def plan_lm(config, devices=None) -> dict[str, Any]:
     return _finish("lm", config, mesh, abstract, shardings, compiled, T.describe_shardings(
         {**abstract, "rest": {}}, shardings), {
         "objective": config.objective, "codebook_size": codebook, "video_grid": list(grid), "seq_len": seq_len,
-        "model_flops_per_step": flops_per_token(tcfg, seq_len, causal=config.objective == "next_token") * seq_len * b,
+        "model_flops_per_step": flops_per_token(tcfg, seq_len, causal=LM.attention_is_causal(config.objective)) * seq_len * b,
     })
 
 

@@ -17,8 +17,13 @@ Objectives:
 * ``maskgit`` -- a MaskGIT mask (:func:`videogen.sampling.sample_mask`, cosine schedule) over the
   video tokens, masked tokens replaced by ``[MASK]``, mode ``prefix_bidirectional_video``;
   cross-entropy on the masked positions only.
+* ``maskgit_frames`` -- MaskGIT within each latent frame, causal across frames (mode ``block_causal``):
+  per example a clean prefix of ``k ~ U{0..t-1}`` frames, then an independent MaskGIT mask per later
+  frame (``_frame_masks``); cross-entropy on the masked positions. Sampled frame after frame
+  (:func:`videogen.sampling.maskgit_decode_frames`), so each frame is drawn after all earlier ones in
+  full, as next-token sampling does, in ``t * num_steps`` model calls.
 
-Both use ``code_log_prob`` (exact NLL for the softmax head and the factorised bit-group head).
+All use ``code_log_prob`` (exact NLL for the softmax head and the factorised bit-group head).
 Classifier-free guidance training: with probability ``text.drop_prob`` an example's caption is
 replaced by all PAD (the model's learned null text).
 
@@ -101,9 +106,18 @@ __all__ = [
     "transformer_config",
 ]
 
-OBJECTIVES = ("next_token", "maskgit")
+# next_token: causal, KV-cached AR sampling. maskgit: bidirectional over the video, all frames decoded together.
+# maskgit_frames: causal across latent frames and bidirectional within one (block-causal), trained on masks
+# drawn per frame behind a clean prefix of frames; sampled frame after frame, each in MaskGIT steps.
+OBJECTIVES = ("next_token", "maskgit", "maskgit_frames")
 INIT_KEY_IMPL = tok_train.INIT_KEY_IMPL  # rbg: fast to compile, and sharding-invariant (tested)
-_MODES = {"next_token": "causal", "maskgit": "prefix_bidirectional_video"}
+_MODES = {"next_token": "causal", "maskgit": "prefix_bidirectional_video", "maskgit_frames": "block_causal"}
+
+
+def attention_is_causal(objective: str) -> bool:
+    """Whether the objective's attention is (block-)causal: its FLOPs count half the attention
+    (:func:`videogen.model.flops_per_token`)."""
+    return _MODES[_check_objective(objective)] in ("causal", "block_causal")
 
 # Compiled programs are kept per process, keyed by every config entry they depend on, so train() called
 # again (a resume, tests) does not recompile. Entries below are left out of the key.
@@ -330,7 +344,8 @@ def build_sequences(tcfg: TransformerConfig, objective: str, codes, text_ids, ke
 
     codes ``[B, t, h, w]`` int, text_ids ``[B, L]``. Captions are replaced by PAD with probability
     ``drop_prob`` (CFG). next_token: tokens ``[B, L + N - 1]`` (the last video token is never an
-    input); maskgit: ``[B, L + N]`` with masked video tokens = MASK. targets ``[B, N]`` codes,
+    input); maskgit, maskgit_frames: ``[B, L + N]`` with masked video tokens = MASK (the latter's masks
+    drawn per frame behind a clean prefix, :func:`_frame_masks`). targets ``[B, N]`` codes,
     weights ``[B, N]`` float (1 on scored positions).
 
     Long-video training (videogen/continuation.py; all off by default):
@@ -366,7 +381,7 @@ def build_sequences(tcfg: TransformerConfig, objective: str, codes, text_ids, ke
         if not 0 < context_frames < t:
             raise ValueError(f"continuation.context_frames={context_frames} must be in [1, {t - 1}] (the model's "
                              f"window has {t} latent frames); 0 turns continuation training off.")
-        if corruption_kind not in ("replace", "mask") or (corruption_kind == "mask" and objective != "maskgit"):
+        if corruption_kind not in ("replace", "mask") or (corruption_kind == "mask" and objective == "next_token"):
             raise ValueError(f"continuation.corruption_kind={corruption_kind!r}: 'replace' (random codes) or, "
                              "for maskgit only, 'mask'.")
         k_ex, k_cor, k_code = jax.random.split(jax.random.fold_in(key, 2), 3)
@@ -383,9 +398,25 @@ def build_sequences(tcfg: TransformerConfig, objective: str, codes, text_ids, ke
     if objective == "next_token":
         tokens = jnp.concatenate([text, video], axis=1)[:, :-1]
         return tokens, positions[:, :-1], codes, scored
-    mask = sampling.sample_mask(k_mask, (b, n), schedule) & ~context
+    if objective == "maskgit_frames":
+        mask = _frame_masks(k_mask, b, (t, h * w), schedule) & ~context
+    else:
+        mask = sampling.sample_mask(k_mask, (b, n), schedule) & ~context
     tokens = jnp.concatenate([text, jnp.where(mask, tcfg.mask_token_id, video)], axis=1)
     return tokens, positions, codes, mask.astype(jnp.float32)
+
+
+def _frame_masks(key, batch: int, grid: tuple[int, int], schedule: str) -> jax.Array:
+    """``maskgit_frames`` training masks ``[B, t * P]``: per example a clean prefix of ``k ~ U{0..t-1}``
+    latent frames (never masked: the context every frame has when sampled frame after frame), then an
+    independent MaskGIT mask per later frame, each with its own schedule ratio. So frame ``k`` learns
+    to be drawn after clean frames, as in sampling, and the frames after it learn from partly masked
+    context too (more scored tokens per step than scoring frame ``k`` alone)."""
+    t, p = grid
+    k_prefix, k_mask = jax.random.split(key)
+    prefix = jax.random.randint(k_prefix, (batch, 1), 0, t)  # [B, 1] clean frames
+    per_frame = sampling.sample_mask(k_mask, (batch * t, p), schedule).reshape(batch, t, p)
+    return (per_frame & (jnp.arange(t)[None, :, None] >= prefix[:, :, None])).reshape(batch, t * p)
 
 
 def _continuation_kwargs(config) -> dict:
@@ -565,7 +596,7 @@ def measure_matmul_flops(mesh=None, *, n: int = 2048, dtype: str = "float32", re
 def _throughput(config, tcfg, n_steps: int, dt: float, peak: float | None) -> dict:
     seq_len = tcfg.max_seq_len - (1 if config.objective == "next_token" else 0)
     tokens = n_steps * int(config.batch_size) * seq_len
-    flops = flops_per_token(tcfg, seq_len, causal=config.objective == "next_token") * tokens
+    flops = flops_per_token(tcfg, seq_len, causal=attention_is_causal(config.objective)) * tokens
     m = {"steps_per_sec": n_steps / dt, "tokens_per_sec": tokens / dt, "tflops_per_sec": flops / dt / 1e12}
     if peak:
         m["mfu"] = flops / dt / peak
@@ -646,7 +677,7 @@ def _train(config, workdir, devices, preemption: checkpointing.Preemption, stack
           f"[lm] {n_params:,} params; objective {config.objective}; {tcfg.num_layers} layers d={tcfg.d_model} "
           f"{tcfg.dtype} remat={tcfg.remat}; head {tcfg.head}; codebook {tcfg.codebook_size}; grid {tcfg.video_grid}"
           f"; sequence {tcfg.max_text_len} text + {tcfg.num_video_tokens} video; "
-          f"{flops_per_token(tcfg, seq_len, causal=config.objective == 'next_token') / 1e6:.2f} MFLOP/token\n"
+          f"{flops_per_token(tcfg, seq_len, causal=attention_is_causal(config.objective)) / 1e6:.2f} MFLOP/token\n"
           + describe_shardings(state, shardings))
     peak = config.get("peak_flops")
     if peak == "measure":
@@ -809,7 +840,7 @@ def _sampler(graphdef, tcfg, objective, num_steps, temperature, top_k, schedule,
         model = nnx.merge(graphdef, state)
         b2 = text2.shape[0]
         positions = make_positions(tcfg, b2)
-        if objective == "maskgit":
+        if objective in ("maskgit", "maskgit_frames"):
             def logits_fn_2b(codes2):
                 video = jnp.where(codes2 == c, tcfg.mask_token_id, video_token_ids(tcfg, codes2))
                 logits, _ = model(jnp.concatenate([text2, video], axis=1), positions, mode=mode)
@@ -817,10 +848,13 @@ def _sampler(graphdef, tcfg, objective, num_steps, temperature, top_k, schedule,
                 return _code_logits(tcfg, logits[:, L:])
 
             init = jnp.full((b2 // 2, n), c, jnp.int32)
-            out = sampling.maskgit_decode(sampling.guided(logits_fn_2b, guidance), init, rng=rng, mask_id=c,
-                                          num_steps=num_steps, schedule=schedule, temperature=temperature,
-                                          top_k=top_k, top_p=top_p, factorised=_factorised(tcfg))
-            return out.tokens
+            kwargs = dict(rng=rng, mask_id=c, num_steps=num_steps, schedule=schedule, temperature=temperature,
+                          top_k=top_k, top_p=top_p, factorised=_factorised(tcfg))
+            if objective == "maskgit_frames":  # frame after frame, num_steps each
+                t, h, w = tcfg.video_grid
+                return sampling.maskgit_decode_frames(sampling.guided(logits_fn_2b, guidance), init,
+                                                      tokens_per_frame=h * w, **kwargs).tokens
+            return sampling.maskgit_decode(sampling.guided(logits_fn_2b, guidance), init, **kwargs).tokens
         # next_token: prefill the text, sample video token 0 from the last text slot, then one cached step
         # per token (the fed token is the same for both halves, as guided_step requires).
         cache = model.init_cache(b2, L + n)
@@ -857,7 +891,8 @@ def sample(model: Transformer, tokenizer_bundle, text_tokenizer: TextTokenizer, 
     """Generates one clip per prompt -> uint8 ``[N, T, H, W, 3]``.
 
     ``objective='next_token'``: KV-cached autoregressive decoding (:func:`videogen.sampling.ar_decode`)
-    of the ``t*h*w`` tokens after a text prefill; ``'maskgit'``: ``num_steps`` MaskGIT steps. Both
+    of the ``t*h*w`` tokens after a text prefill; ``'maskgit'``: ``num_steps`` MaskGIT steps;
+    ``'maskgit_frames'``: ``num_steps`` MaskGIT steps per latent frame, frame after frame. All
     with classifier-free guidance from one pass over the doubled batch ``[prompts; null text]``:
     ``guidance`` 1 = conditional, 0 = unconditional (a ``None`` prompt is the null text itself),
     > 1 = extrapolated. ``temperature`` / ``top_k`` / ``top_p`` as in :func:`videogen.sampling.sample_logits`
