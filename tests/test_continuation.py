@@ -208,6 +208,11 @@ def test_maskgit_frames_masks_per_frame_behind_a_clean_prefix():
     # Frames after the prefix draw their own ratio: within an example their mask counts differ.
     late = per_frame[prefix <= 1][:, 2:]
     assert (late.max(1) != late.min(1)).mean() > 0.5
+    # no_prefix_prob: that much extra probability of no clean prefix (frame 0 trained): 0.5 + 0.5 / t.
+    _, _, _, w = LM.build_sequences(tcfg, "maskgit_frames", codes, jnp.ones((b, 4), jnp.int32), jax.random.key(4),
+                                    drop_prob=0.0, no_prefix_prob=0.5)
+    frame0_masked = np.asarray(w).reshape(b, t, p)[:, 0].any(-1).mean()
+    assert abs(frame0_masked - (0.5 + 0.5 / t)) < 0.07, frame0_masked
     with pytest.raises(ValueError, match="objective"):
         LM._check_objective("maskgit_all")
     assert C.OBJECTIVES == LM.OBJECTIVES

@@ -339,7 +339,8 @@ def describe_shardings(state, shardings) -> str:
 
 def build_sequences(tcfg: TransformerConfig, objective: str, codes, text_ids, key, *, drop_prob: float,
                     schedule: str = "cosine", context_frames: int = 0, context_prob: float = 0.0,
-                    context_corruption: float = 0.0, corruption_kind: str = "replace"):
+                    context_corruption: float = 0.0, corruption_kind: str = "replace",
+                    no_prefix_prob: float = 0.0):
     """``(tokens, positions, targets, weights)`` for a batch.
 
     codes ``[B, t, h, w]`` int, text_ids ``[B, L]``. Captions are replaced by PAD with probability
@@ -399,22 +400,26 @@ def build_sequences(tcfg: TransformerConfig, objective: str, codes, text_ids, ke
         tokens = jnp.concatenate([text, video], axis=1)[:, :-1]
         return tokens, positions[:, :-1], codes, scored
     if objective == "maskgit_frames":
-        mask = _frame_masks(k_mask, b, (t, h * w), schedule) & ~context
+        mask = _frame_masks(k_mask, b, (t, h * w), schedule, no_prefix_prob) & ~context
     else:
         mask = sampling.sample_mask(k_mask, (b, n), schedule) & ~context
     tokens = jnp.concatenate([text, jnp.where(mask, tcfg.mask_token_id, video)], axis=1)
     return tokens, positions, codes, mask.astype(jnp.float32)
 
 
-def _frame_masks(key, batch: int, grid: tuple[int, int], schedule: str) -> jax.Array:
+def _frame_masks(key, batch: int, grid: tuple[int, int], schedule: str, no_prefix_prob: float = 0.0) -> jax.Array:
     """``maskgit_frames`` training masks ``[B, t * P]``: per example a clean prefix of ``k ~ U{0..t-1}``
     latent frames (never masked: the context every frame has when sampled frame after frame), then an
     independent MaskGIT mask per later frame, each with its own schedule ratio. So frame ``k`` learns
     to be drawn after clean frames, as in sampling, and the frames after it learn from partly masked
-    context too (more scored tokens per step than scoring frame ``k`` alone)."""
+    context too (more scored tokens per step than scoring frame ``k`` alone). Frame 0 is trained only
+    when ``k = 0``; ``no_prefix_prob`` sets ``k = 0`` with that extra probability (frame 0 is where
+    sampling draws the objects from nothing)."""
     t, p = grid
-    k_prefix, k_mask = jax.random.split(key)
+    k_prefix, k_mask, k_none = jax.random.split(key, 3)
     prefix = jax.random.randint(k_prefix, (batch, 1), 0, t)  # [B, 1] clean frames
+    if no_prefix_prob > 0:
+        prefix = jnp.where(jax.random.bernoulli(k_none, no_prefix_prob, (batch, 1)), 0, prefix)
     per_frame = sampling.sample_mask(k_mask, (batch * t, p), schedule).reshape(batch, t, p)
     return (per_frame & (jnp.arange(t)[None, :, None] >= prefix[:, :, None])).reshape(batch, t * p)
 
@@ -467,6 +472,7 @@ def make_train_step(config, tcfg, graphdef, rest, tx, shardings, mesh):
         return _COMPILED[key]
     drop_prob = float(config.text.drop_prob)
     schedule = config.get("maskgit", {}).get("schedule", "cosine")
+    no_prefix_prob = float(config.get("maskgit", {}).get("no_prefix_prob", 0.0))
     ema_decay = float(config.ema_decay)
     seed = int(config.seed)
     cont = _continuation_kwargs(config)
@@ -476,7 +482,8 @@ def make_train_step(config, tcfg, graphdef, rest, tx, shardings, mesh):
         step = state["step"]
         key = jax.random.fold_in(jax.random.key(seed), step)
         tokens, positions, targets, weights = build_sequences(tcfg, objective, codes, text_ids, key,
-                                                              drop_prob=drop_prob, schedule=schedule, **cont)
+                                                              drop_prob=drop_prob, schedule=schedule,
+                                                              no_prefix_prob=no_prefix_prob, **cont)
         total = jnp.maximum(jnp.sum(weights), 1.0)
         text_total = jnp.maximum(jnp.sum(_text_targets(tcfg, tokens)[1]), 1.0)  # whole batch, like `total`
 
@@ -525,11 +532,12 @@ def make_eval_step(config, tcfg, graphdef, rest, mesh):
     """Jitted ``(params, codes, text_ids, key) -> (nll_sum, correct_sum, weight_sum)`` (no caption drop)."""
     objective = _check_objective(config.objective)
     schedule = config.get("maskgit", {}).get("schedule", "cosine")
+    no_prefix_prob = float(config.get("maskgit", {}).get("no_prefix_prob", 0.0))
     cont = _continuation_kwargs(config)
 
     def eval_step(params, codes, text_ids, key):
         tok, pos, tgt, w = build_sequences(tcfg, objective, codes, text_ids, key, drop_prob=0.0, schedule=schedule,
-                                           **cont)
+                                           no_prefix_prob=no_prefix_prob, **cont)
         nll, correct, _ = _loss_terms(nnx.merge(graphdef, params, rest), tcfg, objective, tok, pos, tgt, w)
         return nll, correct, jnp.sum(w)
 
