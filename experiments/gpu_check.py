@@ -23,8 +23,9 @@ and the next still runs), and writes ``OUT/summary.json`` plus one log per secti
                     as fit, MFU against the bench's measured peak, one eval with samples judged.
 
 The figures to copy into BENCHMARKS.md are printed at the end as a table. Nothing is downloaded: a host
-without network gets the few pure-Python packages the image may lack from ``.whl/`` (``make gpu-wheels``
-fills it on a machine with network; experiments/gpu_check.sh installs them into a temporary folder).
+without network gets the few packages the image may lack from ``.offline/wheels`` and the I3D weights from
+``.offline/cache`` (``make gpu-offline`` fills both on a machine with network; experiments/gpu_check.sh
+installs the wheels into a temporary folder).
 """
 
 from __future__ import annotations

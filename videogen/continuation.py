@@ -264,13 +264,13 @@ class Continuation:
         L, C = tcfg.max_text_len, tcfg.codebook_size
         b2 = text2.shape[0]
         b = b2 // 2
-        from videogen.train import _code_logits, _factorised
+        from videogen.train import _MODES, _code_logits, _factorised, maskgit_decode_as_trained
 
         factorised = _factorised(tcfg)  # bit-group head: codes drawn group by group (videogen/sampling.py)
 
-        if self.objective in ("maskgit", "maskgit_frames"):
+        if self.objective != "next_token":
             positions = make_positions(tcfg, b2)
-            mode = "block_causal" if self.objective == "maskgit_frames" else "prefix_bidirectional_video"
+            mode = _MODES[self.objective]
             frame = jnp.arange(W * P) // P
             init = jnp.concatenate([ctx, jnp.full((b, (W - K) * P), C, jnp.int32)], axis=1)
             init = jnp.where(frame[None] < c, init, C)
@@ -281,13 +281,11 @@ class Continuation:
                 logits = video_logits(logits)
                 return _code_logits(tcfg, logits[:, L:])
 
-            kwargs = dict(rng=rng, mask_id=C, num_steps=self.num_steps, schedule=self.schedule,
-                          temperature=self.temperature, top_k=self.top_k, factorised=factorised)
-            if self.objective == "maskgit_frames":  # context frames are given: decoding skips them
-                return sampling.maskgit_decode_frames(sampling.guided(logits_fn_2b, guidance), init,
-                                                      tokens_per_frame=P, **kwargs).tokens
-            out = sampling.maskgit_decode(sampling.guided(logits_fn_2b, guidance), init, **kwargs)
-            return out.tokens
+            # maskgit_frames skips the given context frames and draws the rest frame after frame.
+            return maskgit_decode_as_trained(self.objective, tcfg, sampling.guided(logits_fn_2b, guidance), init,
+                                             rng=rng, mask_id=C, num_steps=self.num_steps, schedule=self.schedule,
+                                             temperature=self.temperature, top_k=self.top_k,
+                                             factorised=factorised).tokens
 
         # next_token: prefill [text | K context frames] (frames >= c empty: token -1, masked as keys)
         n_new = (W - K + 1) * P  # scan length: the first window's count; others skip the last P steps

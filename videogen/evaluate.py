@@ -241,6 +241,7 @@ def _predictor(graphdef, tcfg, objective: str, known: int, num_steps: int, tempe
 
     from videogen import sampling
     from videogen.model import make_positions, video_logits, video_token_ids
+    from videogen.train import _MODES, maskgit_decode_as_trained
 
     L, n, c = tcfg.max_text_len, tcfg.num_video_tokens, tcfg.codebook_size
 
@@ -249,8 +250,8 @@ def _predictor(graphdef, tcfg, objective: str, known: int, num_steps: int, tempe
         b2 = text2.shape[0]
         positions = make_positions(tcfg, b2)
         given = jnp.arange(n)[None] < known
-        if objective in ("maskgit", "maskgit_frames"):
-            mode = "block_causal" if objective == "maskgit_frames" else "prefix_bidirectional_video"
+        if objective != "next_token":
+            mode = _MODES[objective]
 
             def logits_fn_2b(codes2):
                 video = jnp.where(codes2 == c, tcfg.mask_token_id, video_token_ids(tcfg, codes2))
@@ -259,13 +260,9 @@ def _predictor(graphdef, tcfg, objective: str, known: int, num_steps: int, tempe
                 return _code_log_probs(tcfg, logits[:, L:])
 
             init = jnp.where(given, codes, c)
-            kwargs = dict(rng=rng, mask_id=c, num_steps=num_steps, temperature=temperature, top_k=top_k,
-                          factorised=tcfg.head == "bitgroups")
-            if objective == "maskgit_frames":  # the given frames are skipped, the rest drawn frame by frame
-                _, h, w = tcfg.video_grid
-                return sampling.maskgit_decode_frames(sampling.guided(logits_fn_2b, guidance), init,
-                                                      tokens_per_frame=h * w, **kwargs).tokens
-            return sampling.maskgit_decode(sampling.guided(logits_fn_2b, guidance), init, **kwargs).tokens
+            return maskgit_decode_as_trained(objective, tcfg, sampling.guided(logits_fn_2b, guidance), init,
+                                             rng=rng, mask_id=c, num_steps=num_steps, temperature=temperature,
+                                             top_k=top_k, factorised=tcfg.head == "bitgroups").tokens
         cache = model.init_cache(b2, L + n)
         _, cache = model(text2, positions[:, :L], mode="causal", cache=cache, cache_index=0)
         pos_table = positions[0]

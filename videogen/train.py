@@ -114,6 +114,16 @@ INIT_KEY_IMPL = tok_train.INIT_KEY_IMPL  # rbg: fast to compile, and sharding-in
 _MODES = {"next_token": "causal", "maskgit": "prefix_bidirectional_video", "maskgit_frames": "block_causal"}
 
 
+def maskgit_decode_as_trained(objective: str, tcfg: TransformerConfig, logits_fn, init_tokens, **kwargs):
+    """MaskGIT decoding the way ``objective`` was trained: all frames together (``maskgit``,
+    :func:`videogen.sampling.maskgit_decode`) or frame after frame (``maskgit_frames``,
+    :func:`videogen.sampling.maskgit_decode_frames`, ``num_steps`` per frame). Returns the final state."""
+    if _check_objective(objective) == "maskgit_frames":
+        _, h, w = tcfg.video_grid
+        return sampling.maskgit_decode_frames(logits_fn, init_tokens, tokens_per_frame=h * w, **kwargs)
+    return sampling.maskgit_decode(logits_fn, init_tokens, **kwargs)
+
+
 def attention_is_causal(objective: str) -> bool:
     """Whether the objective's attention is (block-)causal: its FLOPs count half the attention
     (:func:`videogen.model.flops_per_token`)."""
@@ -384,7 +394,7 @@ def build_sequences(tcfg: TransformerConfig, objective: str, codes, text_ids, ke
                              f"window has {t} latent frames); 0 turns continuation training off.")
         if corruption_kind not in ("replace", "mask") or (corruption_kind == "mask" and objective == "next_token"):
             raise ValueError(f"continuation.corruption_kind={corruption_kind!r}: 'replace' (random codes) or, "
-                             "for maskgit only, 'mask'.")
+                             "for the MaskGIT objectives only, 'mask'.")
         k_ex, k_cor, k_code = jax.random.split(jax.random.fold_in(key, 2), 3)
         is_cont = jax.random.bernoulli(k_ex, context_prob, (b,))
         context = is_cont[:, None] & (jnp.arange(n) < context_frames * h * w)[None]
@@ -848,7 +858,7 @@ def _sampler(graphdef, tcfg, objective, num_steps, temperature, top_k, schedule,
         model = nnx.merge(graphdef, state)
         b2 = text2.shape[0]
         positions = make_positions(tcfg, b2)
-        if objective in ("maskgit", "maskgit_frames"):
+        if objective != "next_token":
             def logits_fn_2b(codes2):
                 video = jnp.where(codes2 == c, tcfg.mask_token_id, video_token_ids(tcfg, codes2))
                 logits, _ = model(jnp.concatenate([text2, video], axis=1), positions, mode=mode)
@@ -856,13 +866,10 @@ def _sampler(graphdef, tcfg, objective, num_steps, temperature, top_k, schedule,
                 return _code_logits(tcfg, logits[:, L:])
 
             init = jnp.full((b2 // 2, n), c, jnp.int32)
-            kwargs = dict(rng=rng, mask_id=c, num_steps=num_steps, schedule=schedule, temperature=temperature,
-                          top_k=top_k, top_p=top_p, factorised=_factorised(tcfg))
-            if objective == "maskgit_frames":  # frame after frame, num_steps each
-                t, h, w = tcfg.video_grid
-                return sampling.maskgit_decode_frames(sampling.guided(logits_fn_2b, guidance), init,
-                                                      tokens_per_frame=h * w, **kwargs).tokens
-            return sampling.maskgit_decode(sampling.guided(logits_fn_2b, guidance), init, **kwargs).tokens
+            return maskgit_decode_as_trained(objective, tcfg, sampling.guided(logits_fn_2b, guidance), init,
+                                             rng=rng, mask_id=c, num_steps=num_steps, schedule=schedule,
+                                             temperature=temperature, top_k=top_k, top_p=top_p,
+                                             factorised=_factorised(tcfg)).tokens
         # next_token: prefill the text, sample video token 0 from the last text slot, then one cached step
         # per token (the fed token is the same for both halves, as guided_step requires).
         cache = model.init_cache(b2, L + n)
