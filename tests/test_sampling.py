@@ -23,6 +23,7 @@ from videogen.sampling import (
     mask_ratio,
     maskgit_decode,
     maskgit_decode_frames,
+    maskgit_decode_frames_cached,
     num_masked_at_step,
     sample_logits,
     sample_mask,
@@ -288,6 +289,44 @@ def test_maskgit_frames_keeps_given_frames_and_skips_them():
     with pytest.raises(ValueError, match="tokens_per_frame=5"):
         maskgit_decode_frames(_next_frame_logits_fn(frames, per_frame), jnp.asarray(init.reshape(2, -1)),
                               tokens_per_frame=5, rng=key(0), mask_id=MASK)
+
+
+def test_maskgit_frames_cached_matches_uncached_and_commits_each_frame_once():
+    """The KV-cached frame loop: same tokens and schedule as the whole-sequence loop for the same logits;
+    each frame's MaskGIT steps run on that frame alone against committed earlier frames; every frame but
+    the last is committed exactly once (given ones included, at no decoding call)."""
+    frames, per_frame, num_steps = 4, 8, 3
+    init = np.full((2, frames, per_frame), MASK, np.int32)
+    init[:, 1] = 5      # a given frame in the middle
+    init[1, 2, :2] = 9  # and two given tokens of frame 2 in example 1
+    calls = []
+
+    def frame_step_fn(state, frame, f):  # state [B, F, P]: the committed frames (the toy's "KV cache")
+        jax.debug.callback(lambda f_, m: calls.append((int(f_), np.asarray(m))), f,
+                           jnp.sum(frame == MASK, axis=-1), ordered=True)
+        prev = jnp.where(f > 0, state[:, jnp.maximum(f - 1, 0)], -1)
+        want = jnp.where(prev == MASK, V - 1, prev + 1)
+        return 30.0 * jax.nn.one_hot(want, V), state.at[:, f].set(frame)
+
+    flat = jnp.asarray(init.reshape(2, -1))
+    state0 = jnp.full((2, frames, per_frame), MASK, jnp.int32)
+    cached, final = jax.jit(lambda r: maskgit_decode_frames_cached(
+        frame_step_fn, state0, flat, tokens_per_frame=per_frame, rng=r, mask_id=MASK, num_steps=num_steps))(key(2))
+    jax.effects_barrier()
+    ref = maskgit_decode_frames(_next_frame_logits_fn(frames, per_frame), flat, tokens_per_frame=per_frame,
+                                rng=key(2), mask_id=MASK, num_steps=num_steps)
+    np.testing.assert_array_equal(cached.tokens, ref.tokens)
+    np.testing.assert_array_equal(cached.num_masked, ref.num_masked)
+    tokens = np.asarray(cached.tokens).reshape(init.shape)
+    np.testing.assert_array_equal(tokens[:, 1], 5)
+    np.testing.assert_array_equal(tokens[:, 3], np.where(tokens[:, 2] == 9, 10, 7))
+    final = np.asarray(final)
+    np.testing.assert_array_equal(final[:, :-1], tokens[:, :-1])
+    assert (final[:, -1] == MASK).all()  # the last frame is never committed
+    decode_calls = [f for f, m in calls if m.any()]
+    commits = [f for f, m in calls if not m.any()]
+    assert decode_calls == [0] * num_steps + [2] * num_steps + [3] * num_steps  # frame 1 given: no steps
+    assert commits == [0, 1, 2]
 
 
 def test_maskgit_near_deterministic_logits_recover_target():

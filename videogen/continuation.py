@@ -264,28 +264,19 @@ class Continuation:
         L, C = tcfg.max_text_len, tcfg.codebook_size
         b2 = text2.shape[0]
         b = b2 // 2
-        from videogen.train import _MODES, _code_logits, _factorised, maskgit_decode_as_trained
+        from videogen.train import _code_logits, _factorised, maskgit_video_codes
 
         factorised = _factorised(tcfg)  # bit-group head: codes drawn group by group (videogen/sampling.py)
 
         if self.objective != "next_token":
-            positions = make_positions(tcfg, b2)
-            mode = _MODES[self.objective]
             frame = jnp.arange(W * P) // P
             init = jnp.concatenate([ctx, jnp.full((b, (W - K) * P), C, jnp.int32)], axis=1)
             init = jnp.where(frame[None] < c, init, C)
-
-            def logits_fn_2b(codes2):
-                video = jnp.where(codes2 == C, tcfg.mask_token_id, video_token_ids(tcfg, codes2))
-                logits, _ = model(jnp.concatenate([text2, video], axis=1), positions, mode=mode)
-                logits = video_logits(logits)
-                return _code_logits(tcfg, logits[:, L:])
-
-            # maskgit_frames skips the given context frames and draws the rest frame after frame.
-            return maskgit_decode_as_trained(self.objective, tcfg, sampling.guided(logits_fn_2b, guidance), init,
-                                             rng=rng, mask_id=C, num_steps=self.num_steps, schedule=self.schedule,
-                                             temperature=self.temperature, top_k=self.top_k,
-                                             factorised=factorised).tokens
+            # maskgit_frames skips the given context frames (committing them to its KV cache) and draws
+            # the rest frame after frame.
+            return maskgit_video_codes(model, self.objective, text2, init, guidance=guidance, rng=rng,
+                                       num_steps=self.num_steps, schedule=self.schedule,
+                                       temperature=self.temperature, top_k=self.top_k)
 
         # next_token: prefill [text | K context frames] (frames >= c empty: token -1, masked as keys)
         n_new = (W - K + 1) * P  # scan length: the first window's count; others skip the last P steps

@@ -241,7 +241,7 @@ def _predictor(graphdef, tcfg, objective: str, known: int, num_steps: int, tempe
 
     from videogen import sampling
     from videogen.model import make_positions, video_logits, video_token_ids
-    from videogen.train import _MODES, maskgit_decode_as_trained
+    from videogen.train import maskgit_video_codes
 
     L, n, c = tcfg.max_text_len, tcfg.num_video_tokens, tcfg.codebook_size
 
@@ -251,18 +251,9 @@ def _predictor(graphdef, tcfg, objective: str, known: int, num_steps: int, tempe
         positions = make_positions(tcfg, b2)
         given = jnp.arange(n)[None] < known
         if objective != "next_token":
-            mode = _MODES[objective]
-
-            def logits_fn_2b(codes2):
-                video = jnp.where(codes2 == c, tcfg.mask_token_id, video_token_ids(tcfg, codes2))
-                logits, _ = model(jnp.concatenate([text2, video], axis=1), positions, mode=mode)
-                logits = video_logits(logits)
-                return _code_log_probs(tcfg, logits[:, L:])
-
             init = jnp.where(given, codes, c)
-            return maskgit_decode_as_trained(objective, tcfg, sampling.guided(logits_fn_2b, guidance), init,
-                                             rng=rng, mask_id=c, num_steps=num_steps, temperature=temperature,
-                                             top_k=top_k, factorised=tcfg.head == "bitgroups").tokens
+            return maskgit_video_codes(model, objective, text2, init, guidance=guidance, rng=rng, num_steps=num_steps,
+                                       temperature=temperature, top_k=top_k)
         cache = model.init_cache(b2, L + n)
         _, cache = model(text2, positions[:, :L], mode="causal", cache=cache, cache_index=0)
         pos_table = positions[0]

@@ -95,6 +95,7 @@ __all__ = [
     "mask_ratio",
     "maskgit_decode",
     "maskgit_decode_frames",
+    "maskgit_decode_frames_cached",
     "num_masked_at_step",
     "sample_logits",
     "sample_mask",
@@ -468,6 +469,8 @@ def maskgit_decode_frames(
     frames ``< f`` hold their final tokens and frames ``> f`` are still ``mask_id`` (which the model's
     block-causal mask keeps out of frame ``f``'s view). So each frame is drawn knowing every earlier
     frame in full, as next-token sampling does, with ``F * num_steps`` model calls instead of ``N``.
+    Every call runs the whole sequence; :func:`maskgit_decode_frames_cached` runs one frame per call
+    against a KV cache of the frames before it.
 
     Args:
       logits_fn: ``tokens [B, N] -> logits [B, N, ...]`` over the whole sequence (wrap with
@@ -482,27 +485,81 @@ def maskgit_decode_frames(
       :class:`MaskGITState` with ``tokens`` [B, N] fully decoded, ``step = F * num_steps`` and
       ``num_masked`` [B, F * num_steps] (frame ``f``'s schedule in columns ``f * num_steps ...``).
     """
+    p = _check_frames(init_tokens, tokens_per_frame)
+
+    def frame_logits(tokens, frame, f):  # the state is the token array itself: frames < f final
+        full = jax.lax.dynamic_update_slice_in_dim(tokens, frame, f * p, axis=1)
+        return jax.lax.dynamic_slice_in_dim(logits_fn(full), f * p, p, axis=1)
+
+    def commit(tokens, frame, f):
+        return jax.lax.dynamic_update_slice_in_dim(tokens, frame, f * p, axis=1)
+
+    state, _ = _decode_frames(frame_logits, commit, init_tokens.astype(jnp.int32), init_tokens, p, rng=rng,
+                              mask_id=mask_id, num_steps=num_steps, decode_kwargs=decode_kwargs)
+    return state
+
+
+def maskgit_decode_frames_cached(
+    frame_step_fn: StepFn,
+    init_state: Any,
+    init_tokens: jax.Array,
+    *,
+    tokens_per_frame: int,
+    rng: jax.Array,
+    mask_id: int,
+    num_steps: int = 12,
+    **decode_kwargs,
+) -> tuple[MaskGITState, Any]:
+    """:func:`maskgit_decode_frames` with a cached model: each call runs one frame, not the sequence.
+
+    ``frame_step_fn(state, frame [B, P], f) -> (logits [B, P, ...], state)`` runs frame ``f``'s tokens
+    (``mask_id`` where undecided) against ``state`` -- a KV cache holding the prefix (text) and frames
+    ``< f`` -- and returns that frame's logits and the state with frame ``f`` written into it. While
+    frame ``f`` is decoded the returned state is dropped (its MaskGIT steps all see the same cache);
+    once decoded (or when given in full), the frame is committed with one more call whose state is kept.
+    So a clip costs ``F * num_steps`` calls of ``P`` tokens plus ``F - 1`` commits, where the uncached
+    loop runs ``F * num_steps`` calls of the whole sequence. Wrap with :func:`guided_step` for CFG.
+
+    Returns ``(MaskGITState, final state)``; the tokens, rng use and schedule are exactly those of
+    :func:`maskgit_decode_frames` for the same logits (tested).
+    """
+    p = _check_frames(init_tokens, tokens_per_frame)
+    num_frames = init_tokens.shape[1] // p
+
+    def frame_logits(state, frame, f):
+        return frame_step_fn(state, frame, f)[0]
+
+    def commit(state, frame, f):  # the last frame's keys and values are never needed
+        return jax.lax.cond(f < num_frames - 1, lambda s: frame_step_fn(s, frame, f)[1], lambda s: s, state)
+
+    return _decode_frames(frame_logits, commit, init_state, init_tokens, p, rng=rng, mask_id=mask_id,
+                          num_steps=num_steps, decode_kwargs=decode_kwargs)
+
+
+def _check_frames(init_tokens: jax.Array, tokens_per_frame: int) -> int:
     if init_tokens.ndim != 2 or init_tokens.shape[1] % tokens_per_frame:
         raise ValueError(f"init_tokens must be [B, F * tokens_per_frame] with tokens_per_frame={tokens_per_frame}, "
                          f"got shape {init_tokens.shape}.")
+    return int(tokens_per_frame)
+
+
+def _decode_frames(frame_logits, commit, init_state, init_tokens, p: int, *, rng, mask_id, num_steps,
+                   decode_kwargs) -> tuple[MaskGITState, Any]:
+    """The frame loop of both frame-causal decoders: ``frame_logits(state, frame, f)`` gives frame
+    ``f``'s logits with frames ``< f`` committed to ``state``; ``commit(state, frame, f)`` adds one."""
     batch, n = init_tokens.shape
-    p = int(tokens_per_frame)
     num_frames = n // p
     init_tokens = init_tokens.astype(jnp.int32)
 
     def frame_body(f, carry):
-        tokens, key, history = carry
+        tokens, state, key, history = carry
         key, k_frame = jax.random.split(key)
         start = f * p
         frame = jax.lax.dynamic_slice_in_dim(tokens, start, p, axis=1)  # [B, P]
 
-        def frame_logits(frame_tokens):
-            full = jax.lax.dynamic_update_slice_in_dim(tokens, frame_tokens, start, axis=1)
-            return jax.lax.dynamic_slice_in_dim(logits_fn(full), start, p, axis=1)
-
         def decode(frame):
-            out = maskgit_decode(frame_logits, frame, rng=k_frame, mask_id=mask_id, num_steps=num_steps,
-                                 **decode_kwargs)
+            out = maskgit_decode(lambda fr: frame_logits(state, fr, f), frame, rng=k_frame, mask_id=mask_id,
+                                 num_steps=num_steps, **decode_kwargs)
             return out.tokens, out.num_masked
 
         def keep(frame):
@@ -510,13 +567,14 @@ def maskgit_decode_frames(
 
         frame, masked = jax.lax.cond(jnp.any(frame == mask_id), decode, keep, frame)
         tokens = jax.lax.dynamic_update_slice_in_dim(tokens, frame, start, axis=1)
+        state = commit(state, frame, f)
         history = jax.lax.dynamic_update_slice_in_dim(history, masked, f * num_steps, axis=1)
-        return tokens, key, history
+        return tokens, state, key, history
 
     history = jnp.zeros((batch, num_frames * num_steps), jnp.int32)
-    tokens, key, history = jax.lax.fori_loop(0, num_frames, frame_body, (init_tokens, rng, history))
+    tokens, state, key, history = jax.lax.fori_loop(0, num_frames, frame_body, (init_tokens, init_state, rng, history))
     return MaskGITState(step=jnp.asarray(num_frames * num_steps, jnp.int32), tokens=tokens, rng=key,
-                        num_masked=history)
+                        num_masked=history), state
 
 
 # ----------------------------------------------------------------------------------------------

@@ -101,6 +101,7 @@ __all__ = [
     "load_lm",
     "load_tokenizer_for_lm",
     "main",
+    "maskgit_video_codes",
     "sample",
     "train",
     "transformer_config",
@@ -114,14 +115,52 @@ INIT_KEY_IMPL = tok_train.INIT_KEY_IMPL  # rbg: fast to compile, and sharding-in
 _MODES = {"next_token": "causal", "maskgit": "prefix_bidirectional_video", "maskgit_frames": "block_causal"}
 
 
-def maskgit_decode_as_trained(objective: str, tcfg: TransformerConfig, logits_fn, init_tokens, **kwargs):
-    """MaskGIT decoding the way ``objective`` was trained: all frames together (``maskgit``,
-    :func:`videogen.sampling.maskgit_decode`) or frame after frame (``maskgit_frames``,
-    :func:`videogen.sampling.maskgit_decode_frames`, ``num_steps`` per frame). Returns the final state."""
-    if _check_objective(objective) == "maskgit_frames":
-        _, h, w = tcfg.video_grid
-        return sampling.maskgit_decode_frames(logits_fn, init_tokens, tokens_per_frame=h * w, **kwargs)
-    return sampling.maskgit_decode(logits_fn, init_tokens, **kwargs)
+def maskgit_video_codes(model: Transformer, objective: str, text2: jax.Array, init_codes: jax.Array, *, guidance,
+                       rng: jax.Array, num_steps: int, kv_cache: bool = True, **decode_kwargs) -> jax.Array:
+    """MaskGIT decoding of video codes the way ``objective`` was trained, with classifier-free guidance.
+
+    ``text2`` [2B, L] = ``[cond; null]`` text; ``init_codes`` [B, n] codes, ``codebook_size`` where
+    unknown (given codes are kept). ``maskgit``: all frames together (:func:`videogen.sampling.maskgit_decode`),
+    ``num_steps`` passes over the whole sequence. ``maskgit_frames``: frame after frame, ``num_steps`` per
+    frame; with ``kv_cache`` (default) the text is prefilled once and each call runs one frame against the
+    cached earlier frames (:func:`videogen.sampling.maskgit_decode_frames_cached`), otherwise every call
+    runs the whole sequence (:func:`videogen.sampling.maskgit_decode_frames`; same samples, the reference
+    it is tested against). ``decode_kwargs``: schedule, temperature, top_k, top_p. Returns codes [B, n].
+    """
+    tcfg = model.config
+    objective = _check_objective(objective)
+    L, C = tcfg.max_text_len, tcfg.codebook_size
+    b2 = text2.shape[0]
+    positions = make_positions(tcfg, b2)  # [2B, L + n, 3]
+    mode = _MODES[objective]
+    kwargs = dict(rng=rng, mask_id=C, num_steps=num_steps, factorised=_factorised(tcfg), **decode_kwargs)
+
+    def video_ids(codes2):
+        return jnp.where(codes2 == C, tcfg.mask_token_id, video_token_ids(tcfg, codes2))
+
+    def logits_fn_2b(codes2):  # [2B, n] -> the whole sequence's video log-probs
+        logits, _ = model(jnp.concatenate([text2, video_ids(codes2)], axis=1), positions, mode=mode)
+        return _code_logits(tcfg, video_logits(logits)[:, L:])
+
+    if objective == "maskgit":
+        return sampling.maskgit_decode(sampling.guided(logits_fn_2b, guidance), init_codes, **kwargs).tokens
+    _, h, w = tcfg.video_grid
+    p = h * w
+    if not kv_cache:
+        return sampling.maskgit_decode_frames(sampling.guided(logits_fn_2b, guidance), init_codes,
+                                              tokens_per_frame=p, **kwargs).tokens
+    cache = model.init_cache(b2, L + init_codes.shape[1])
+    _, cache = model(text2, positions[:, :L], mode=mode, cache=cache, cache_index=0)
+
+    def frame_step_2b(cache, frame2, f):  # frame2 [2B, P] -> (its log-probs, cache with frame f written)
+        start = L + f * p
+        pos = jax.lax.dynamic_slice_in_dim(positions, start, p, axis=1)
+        logits, cache = model(video_ids(frame2), pos, mode=mode, cache=cache, cache_index=start)
+        return _code_logits(tcfg, video_logits(logits)), cache
+
+    state, _ = sampling.maskgit_decode_frames_cached(sampling.guided_step(frame_step_2b, guidance), cache,
+                                                     init_codes, tokens_per_frame=p, **kwargs)
+    return state.tokens
 
 
 def attention_is_causal(objective: str) -> bool:
@@ -859,17 +898,9 @@ def _sampler(graphdef, tcfg, objective, num_steps, temperature, top_k, schedule,
         b2 = text2.shape[0]
         positions = make_positions(tcfg, b2)
         if objective != "next_token":
-            def logits_fn_2b(codes2):
-                video = jnp.where(codes2 == c, tcfg.mask_token_id, video_token_ids(tcfg, codes2))
-                logits, _ = model(jnp.concatenate([text2, video], axis=1), positions, mode=mode)
-                logits = video_logits(logits)
-                return _code_logits(tcfg, logits[:, L:])
-
             init = jnp.full((b2 // 2, n), c, jnp.int32)
-            return maskgit_decode_as_trained(objective, tcfg, sampling.guided(logits_fn_2b, guidance), init,
-                                             rng=rng, mask_id=c, num_steps=num_steps, schedule=schedule,
-                                             temperature=temperature, top_k=top_k, top_p=top_p,
-                                             factorised=_factorised(tcfg)).tokens
+            return maskgit_video_codes(model, objective, text2, init, guidance=guidance, rng=rng, num_steps=num_steps,
+                                       schedule=schedule, temperature=temperature, top_k=top_k, top_p=top_p)
         # next_token: prefill the text, sample video token 0 from the last text slot, then one cached step
         # per token (the fed token is the same for both halves, as guided_step requires).
         cache = model.init_cache(b2, L + n)
