@@ -885,8 +885,8 @@ def _factorised(tcfg: TransformerConfig) -> bool:
     return tcfg.head == "bitgroups"
 
 
-def _sampler(graphdef, tcfg, objective, num_steps, temperature, top_k, schedule, top_p=None):
-    key = (graphdef, tcfg, objective, num_steps, temperature, top_k, schedule, top_p)
+def _sampler(graphdef, tcfg, objective, num_steps, temperature, top_k, schedule, top_p=None, kv_cache=True):
+    key = (graphdef, tcfg, objective, num_steps, temperature, top_k, schedule, top_p, kv_cache)
     if key in _SAMPLERS:
         return _SAMPLERS[key]
     L, n, c = tcfg.max_text_len, tcfg.num_video_tokens, tcfg.codebook_size
@@ -900,7 +900,8 @@ def _sampler(graphdef, tcfg, objective, num_steps, temperature, top_k, schedule,
         if objective != "next_token":
             init = jnp.full((b2 // 2, n), c, jnp.int32)
             return maskgit_video_codes(model, objective, text2, init, guidance=guidance, rng=rng, num_steps=num_steps,
-                                       schedule=schedule, temperature=temperature, top_k=top_k, top_p=top_p)
+                                       kv_cache=kv_cache, schedule=schedule, temperature=temperature, top_k=top_k,
+                                       top_p=top_p)
         # next_token: prefill the text, sample video token 0 from the last text slot, then one cached step
         # per token (the fed token is the same for both halves, as guided_step requires).
         cache = model.init_cache(b2, L + n)
@@ -933,12 +934,14 @@ def _sampler(graphdef, tcfg, objective, num_steps, temperature, top_k, schedule,
 def sample(model: Transformer, tokenizer_bundle, text_tokenizer: TextTokenizer, prompts: Sequence[str | None], *,
            objective: str, num_steps: int = 12, guidance: float = 3.0, temperature: float = 1.0,
            top_k: int | None = None, top_p: float | None = None, seed: int = 0,
-           schedule: str = "cosine") -> np.ndarray:
+           schedule: str = "cosine", kv_cache: bool = True) -> np.ndarray:
     """Generates one clip per prompt -> uint8 ``[N, T, H, W, 3]``.
 
     ``objective='next_token'``: KV-cached autoregressive decoding (:func:`videogen.sampling.ar_decode`)
     of the ``t*h*w`` tokens after a text prefill; ``'maskgit'``: ``num_steps`` MaskGIT steps;
-    ``'maskgit_frames'``: ``num_steps`` MaskGIT steps per latent frame, frame after frame. All
+    ``'maskgit_frames'``: ``num_steps`` MaskGIT steps per latent frame, frame after frame, each step
+    running that frame against a KV cache of the earlier ones (``kv_cache=False``: the whole sequence
+    every step; the same samples, slower). All
     with classifier-free guidance from one pass over the doubled batch ``[prompts; null text]``:
     ``guidance`` 1 = conditional, 0 = unconditional (a ``None`` prompt is the null text itself),
     > 1 = extrapolated. ``temperature`` / ``top_k`` / ``top_p`` as in :func:`videogen.sampling.sample_logits`
@@ -963,7 +966,8 @@ def sample(model: Transformer, tokenizer_bundle, text_tokenizer: TextTokenizer, 
         tcfg = model.config
     graphdef, state = nnx.split(model)
     fn = _sampler(graphdef, tcfg, objective, int(num_steps), float(temperature),
-                  None if top_k is None else int(top_k), schedule, None if top_p is None else float(top_p))
+                  None if top_k is None else int(top_k), schedule, None if top_p is None else float(top_p),
+                  bool(kv_cache))
     codes = fn(state, text2, jax.random.key(int(seed)), jnp.float32(guidance))
     ids = codes.reshape((len(prompts),) + tcfg.video_grid)
     return np.asarray(tok_train.decode_indices(ae, quantizer, ids))
