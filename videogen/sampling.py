@@ -7,6 +7,9 @@ Everything here is written against plain callables, so it works with any model:
   unknown; any conditioning -- text embeddings, parameters -- is closed over by the callable).
 * Autoregressive: ``step_fn(state, token [B] int32, index int32 scalar) -> (logits [B, V], state)``
   where ``state`` is any pytree (typically the KV cache) and ``index`` the position of ``token``.
+* Frame-causal MaskGIT: :func:`maskgit_decode_frames` (a ``logits_fn`` over the whole sequence) or
+  :func:`maskgit_decode_frames_cached` (``step_fn(state, frame [B, P], f)``: one latent frame per call
+  against a cache of the earlier ones).
 
 All functions are pure and ``jax.jit``-compatible with static shapes: one compilation per
 (shapes, static options), whatever the rng or the data. Decoding loops are single
