@@ -46,6 +46,7 @@ SHARES = {"env": 0.04, "bench": 0.36, "numerics": 0.2, "tokenizer": 0.2, "lm": 0
 NUMERICS_TESTS = [
     "tests/test_model.py::test_cached_decode_matches_full_pass_and_compiles_once",
     "tests/test_model.py::test_block_causal_chunked_cache_matches_full_pass",
+    "tests/test_model.py::test_frame_causal_maskgit_with_kv_cache_samples_as_the_full_pass",
     "tests/test_model.py::test_attention_custom_vjp_matches_autodiff",
     "tests/test_model.py::test_model_gradients_match_dot_product_attention",
     "tests/test_model.py::test_gqa_matches_mha_with_tied_kv_heads",
