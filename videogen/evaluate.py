@@ -225,11 +225,6 @@ def evaluate_tokenizer_workdir(workdir: str | Path, *, splits: Sequence[str] | N
 _PREDICTORS: dict[tuple, Any] = {}
 
 
-def _code_log_probs(tcfg, logits):
-    """Per-code log-probs ``[..., C]``, or per bit group ``[..., G, 2^g]`` (sampled factorised)."""
-    return jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
-
-
 def _predictor(graphdef, tcfg, objective: str, known: int, num_steps: int, temperature: float, top_k):
     """Jitted ``(state, text2 [2N, L], codes [N, n], rng, guidance) -> codes [N, n]``: the first ``known``
     codes are kept, the rest generated (MaskGIT: given tokens are never re-masked; next-token: they are
@@ -241,19 +236,19 @@ def _predictor(graphdef, tcfg, objective: str, known: int, num_steps: int, tempe
 
     from videogen import sampling
     from videogen.model import make_positions, video_logits, video_token_ids
-    from videogen.train import maskgit_video_codes
+    from videogen.train import _code_logits, maskgit_video_codes
 
     L, n, c = tcfg.max_text_len, tcfg.num_video_tokens, tcfg.codebook_size
 
     def run(state, text2, codes, rng, guidance):
         model = nnx.merge(graphdef, state)
         b2 = text2.shape[0]
-        positions = make_positions(tcfg, b2)
         given = jnp.arange(n)[None] < known
         if objective != "next_token":
             init = jnp.where(given, codes, c)
             return maskgit_video_codes(model, objective, text2, init, guidance=guidance, rng=rng, num_steps=num_steps,
                                        temperature=temperature, top_k=top_k)
+        positions = make_positions(tcfg, b2)
         cache = model.init_cache(b2, L + n)
         _, cache = model(text2, positions[:, :L], mode="causal", cache=cache, cache_index=0)
         pos_table = positions[0]
@@ -263,7 +258,7 @@ def _predictor(graphdef, tcfg, objective: str, known: int, num_steps: int, tempe
             pos = jnp.broadcast_to(jax.lax.dynamic_slice_in_dim(pos_table, index, 1)[None], (b2, 1, 3))
             logits, cache = model(tok, pos, mode="causal", cache=cache, cache_index=index)
             logits = video_logits(logits)
-            return _code_log_probs(tcfg, logits[:, 0]), cache
+            return _code_logits(tcfg, logits[:, 0]), cache
 
         forced = jnp.where(given[:, 1:], codes[:, 1:], -1)
         rest, _ = sampling.ar_decode(sampling.guided_step(step_fn_2b, guidance), cache, first_token=codes[:, 0],

@@ -473,6 +473,12 @@ def _frame_masks(key, batch: int, grid: tuple[int, int], schedule: str, no_prefi
     return (per_frame & (jnp.arange(t)[None, :, None] >= prefix[:, :, None])).reshape(batch, t * p)
 
 
+def _mask_kwargs(config) -> dict:
+    """build_sequences' MaskGIT mask options from ``config.maskgit`` (absent -> cosine, no extra k = 0)."""
+    m = config.get("maskgit", None) or {}
+    return {"schedule": str(m.get("schedule", "cosine")), "no_prefix_prob": float(m.get("no_prefix_prob", 0.0))}
+
+
 def _continuation_kwargs(config) -> dict:
     """build_sequences' long-video options from ``config.continuation`` (absent -> off)."""
     c = config.get("continuation", None) or {}
@@ -520,8 +526,7 @@ def make_train_step(config, tcfg, graphdef, rest, tx, shardings, mesh):
     if key in _COMPILED:
         return _COMPILED[key]
     drop_prob = float(config.text.drop_prob)
-    schedule = config.get("maskgit", {}).get("schedule", "cosine")
-    no_prefix_prob = float(config.get("maskgit", {}).get("no_prefix_prob", 0.0))
+    masks = _mask_kwargs(config)
     ema_decay = float(config.ema_decay)
     seed = int(config.seed)
     cont = _continuation_kwargs(config)
@@ -531,8 +536,7 @@ def make_train_step(config, tcfg, graphdef, rest, tx, shardings, mesh):
         step = state["step"]
         key = jax.random.fold_in(jax.random.key(seed), step)
         tokens, positions, targets, weights = build_sequences(tcfg, objective, codes, text_ids, key,
-                                                              drop_prob=drop_prob, schedule=schedule,
-                                                              no_prefix_prob=no_prefix_prob, **cont)
+                                                              drop_prob=drop_prob, **masks, **cont)
         total = jnp.maximum(jnp.sum(weights), 1.0)
         text_total = jnp.maximum(jnp.sum(_text_targets(tcfg, tokens)[1]), 1.0)  # whole batch, like `total`
 
@@ -580,13 +584,11 @@ def make_train_step(config, tcfg, graphdef, rest, tx, shardings, mesh):
 def make_eval_step(config, tcfg, graphdef, rest, mesh):
     """Jitted ``(params, codes, text_ids, key) -> (nll_sum, correct_sum, weight_sum)`` (no caption drop)."""
     objective = _check_objective(config.objective)
-    schedule = config.get("maskgit", {}).get("schedule", "cosine")
-    no_prefix_prob = float(config.get("maskgit", {}).get("no_prefix_prob", 0.0))
+    masks = _mask_kwargs(config)
     cont = _continuation_kwargs(config)
 
     def eval_step(params, codes, text_ids, key):
-        tok, pos, tgt, w = build_sequences(tcfg, objective, codes, text_ids, key, drop_prob=0.0, schedule=schedule,
-                                           no_prefix_prob=no_prefix_prob, **cont)
+        tok, pos, tgt, w = build_sequences(tcfg, objective, codes, text_ids, key, drop_prob=0.0, **masks, **cont)
         nll, correct, _ = _loss_terms(nnx.merge(graphdef, params, rest), tcfg, objective, tok, pos, tgt, w)
         return nll, correct, jnp.sum(w)
 
@@ -896,12 +898,12 @@ def _sampler(graphdef, tcfg, objective, num_steps, temperature, top_k, schedule,
         """text2 [2N, L] = [cond; null] -> codes [N, n]."""
         model = nnx.merge(graphdef, state)
         b2 = text2.shape[0]
-        positions = make_positions(tcfg, b2)
         if objective != "next_token":
             init = jnp.full((b2 // 2, n), c, jnp.int32)
             return maskgit_video_codes(model, objective, text2, init, guidance=guidance, rng=rng, num_steps=num_steps,
                                        kv_cache=kv_cache, schedule=schedule, temperature=temperature, top_k=top_k,
                                        top_p=top_p)
+        positions = make_positions(tcfg, b2)
         # next_token: prefill the text, sample video token 0 from the last text slot, then one cached step
         # per token (the fed token is the same for both halves, as guided_step requires).
         cache = model.init_cache(b2, L + n)
