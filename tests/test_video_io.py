@@ -75,6 +75,22 @@ def test_mp4_roundtrip_is_close(tmp_path):
     assert mae(back, video) < 8
 
 
+def test_starting_ffmpeg_after_jax_does_not_warn_about_fork(tmp_path):
+    """Once JAX's backend is up it warns on every fork; imageio-ffmpeg forks (to exec ffmpeg) on each read
+    and write, which printed a deadlock warning into every `make demo` run. Ours silences just that fork."""
+    import warnings
+
+    import jax.numpy as jnp
+
+    jnp.zeros(1).block_until_ready()  # installs JAX's at-fork hook
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        path = write_mp4(tmp_path / "a.mp4", moving_square(5), fps=8)
+        read_video(path)
+        probe_video(path)
+    assert not [w for w in caught if "os.fork()" in str(w.message)]
+
+
 def test_mp4_keeps_sizes_that_are_not_multiples_of_16(tmp_path):
     video = moving_square(4, 20, 36)
     back = read_video(write_mp4(tmp_path / "a.mp4", video))

@@ -414,13 +414,10 @@ def decode_file(tok: LoadedTokenizer, input_path, output_path, *, fps: float | N
 def _quiet(args) -> None:
     """orbax logs every checkpoint open (absl, INFO) and JAX its backend search: kept out unless -v."""
     import logging
-    import warnings
 
     if not getattr(args, "verbose", False):
         for name in ("absl", "jax._src.xla_bridge"):
             logging.getLogger(name).setLevel(logging.WARNING)
-    # ffmpeg runs as a fork+exec'd subprocess: JAX's "os.fork() with threads" warning does not apply.
-    warnings.filterwarnings("ignore", message=r"os\.fork\(\) was called", category=RuntimeWarning)
 
 
 def encode_command(args) -> None:

@@ -30,7 +30,6 @@ import argparse
 import json
 import math
 import time
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -181,10 +180,7 @@ def write_samples(path: str | Path, originals: np.ndarray, recons: np.ndarray, *
     pairs = np.concatenate([originals, recons], axis=3)  # [N, T, H, 2W, 3]
     video_io.contact_sheet(list(pairs), path=path.with_suffix(".png"))
     grid = video_io.gif_grid(list(pairs), path.with_suffix(".gif"), cols=cols, fps=fps)
-    with warnings.catch_warnings():
-        # ffmpeg is a fork+exec'd subprocess: JAX's "os.fork() with threads" warning does not apply.
-        warnings.filterwarnings("ignore", message=r"os\.fork\(\) was called", category=RuntimeWarning)
-        mp4 = video_io.write_mp4(path.with_suffix(".mp4"), grid, fps=fps)
+    mp4 = video_io.write_mp4(path.with_suffix(".mp4"), grid, fps=fps)
     return [path.with_suffix(".gif"), mp4, path.with_suffix(".png")]
 
 

@@ -23,11 +23,13 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
 import re
 import subprocess
+import warnings
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -89,6 +91,16 @@ def _imageio_ffmpeg():
         raise ImportError("reading videos and writing mp4 need the imageio-ffmpeg package, which ships ffmpeg: "
                           "`pip install imageio-ffmpeg` (GIF and .npy outputs work without it)") from e
     return imageio_ffmpeg
+
+
+@contextlib.contextmanager
+def _spawning_ffmpeg():
+    """Scope for starting ffmpeg. JAX warns on every ``os.fork()`` once its threads run ("... will likely lead
+    to a deadlock"); subprocess forks only to ``exec`` ffmpeg at once, which that deadlock cannot reach, so
+    the warning is silenced here -- and only here, where the fork is ours."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"os\.fork\(\) was called", category=RuntimeWarning)
+        yield
 
 
 # --------------------------------------------------------------------------- #
@@ -270,7 +282,8 @@ def probe_video(path: str | os.PathLike) -> dict:
         "-f", "null", "-",
     ]  # fmt: skip
     try:
-        proc = subprocess.run(cmd, capture_output=True, timeout=_PROBE_TIMEOUT_S)
+        with _spawning_ffmpeg():
+            proc = subprocess.run(cmd, capture_output=True, timeout=_PROBE_TIMEOUT_S)
     except subprocess.TimeoutExpired:
         raise VideoReadError(
             f"Cannot read video {p}: ffmpeg probe timed out after {_PROBE_TIMEOUT_S:.0f} s"
@@ -312,7 +325,8 @@ def probe_video(path: str | os.PathLike) -> dict:
         # Containers without a duration in the header (raw streams, some
         # browser-recorded webm): count by decoding everything. Slow but rare.
         try:
-            num_frames, duration = _imageio_ffmpeg().count_frames_and_secs(str(p))
+            with _spawning_ffmpeg():
+                num_frames, duration = _imageio_ffmpeg().count_frames_and_secs(str(p))
         except Exception as err:  # RuntimeError with the full ffmpeg log
             raise VideoReadError(f"Cannot read video {p}: {_ffmpeg_message(str(err))}") from None
         if fps <= 0 and duration > 0:
@@ -388,7 +402,8 @@ def read_video(
     gen = _imageio_ffmpeg().read_frames(str(p), input_params=input_params, output_params=output_params)
     try:
         try:
-            meta = next(gen)
+            with _spawning_ffmpeg():  # the generator starts ffmpeg on its first step
+                meta = next(gen)
             width, height = meta["size"]
             for buf in gen:
                 # [H, W, 3]; frombuffer is zero-copy, np.stack below copies once.
@@ -449,7 +464,8 @@ def write_mp4(path: str | os.PathLike, video: Any, fps: float = 8, *, crf: int =
         ffmpeg_log_level="error",
     )
     try:
-        writer.send(None)  # start ffmpeg
+        with _spawning_ffmpeg():
+            writer.send(None)  # start ffmpeg
         for frame in video:
             writer.send(np.ascontiguousarray(frame).tobytes())
         writer.close()
