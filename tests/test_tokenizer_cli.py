@@ -145,6 +145,9 @@ def test_clips_cut_a_long_video(tok, loaded, tmp_path):
     cli.main(["decode", "--tokenizer", str(tok), "--input", str(tmp_path / "c.npz"), "--output",
               str(tmp_path / "c.npy")])
     assert np.load(tmp_path / "c.npy", allow_pickle=False).shape == (2, 9, 16, 16, 3)
+    # A clip length that does not fit names the clip lengths that do (compression 2 in time: 9 or 11).
+    with pytest.raises(C.CodesError, match="each clip must have 1 \\+ 2k frames; use --frames 9 \\(or 11\\)"):
+        C.fit_clips(video, (2, 8, 8), name="long.npy", frames=10, clips=True)
 
 
 def test_decode_refuses_codes_of_another_tokenizer(tok, other_tok, tmp_path, capsys):
@@ -207,3 +210,59 @@ def test_eval_tokenizer_json(tok, loaded, tmp_path, capsys, monkeypatch):
     assert seen["a"].shape == originals.shape and np.abs(seen["a"].astype(int) - recon).max() <= 1
     err = _exit_message(capsys, ["eval-tokenizer", "--workdir", tmp_path])
     assert "config.json not found" in err and "a tokenizer workdir" in err, err
+
+
+def test_eval_tokenizer_renders_more_world_clips_than_the_config_and_refuses_more_than_a_folder_has(
+        tok, tmp_path, capsys):
+    # The config's eval world holds 16 clips; the world renders any number, so 24 asked are 24 evaluated.
+    m = C.evaluate(tok, num_clips=24, judge=False)
+    assert m["num_clips"] == 24
+    # A folder has what it has: the config's own eval size (8) is cut to it; an explicit larger ask is refused.
+    folder = tmp_path / "videos"
+    folder.mkdir()
+    for i in range(3):
+        video_io.write_mp4(folder / f"v{i}.mp4", _clip(i, frames=9), fps=8)
+    wd = tmp_path / "tok_folder"
+    import shutil
+
+    shutil.copytree(tok, wd)
+    cfg = json.loads((wd / "config.json").read_text())
+    cfg["data"] = {"kind": "folder", "root": str(folder), "resolution": 16, "num_frames": 9, "fps": 8.0}
+    (wd / "config.json").write_text(json.dumps(cfg))
+    m = C.evaluate(wd)
+    assert m["num_clips"] == 3 and "judge_all_correct" not in m
+    with pytest.raises(ValueError, match="has only 3 clips"):
+        C.evaluate(wd, num_clips=5)
+
+
+def test_codes_still_decode_after_a_compute_only_config_change(tok, tmp_path):
+    """remat / dtype / conv_impl change how a tokenizer computes, not what it is: a resume may flip them (it
+    rewrites config.json), and codes written before must still decode with that workdir."""
+    import shutil
+
+    np.save(tmp_path / "v.npy", _clip(2))
+    _encode("--tokenizer", tok, "--input", tmp_path / "v.npy", "--output", tmp_path / "v.npz")
+    wd = tmp_path / "tok_remat"
+    shutil.copytree(tok, wd)
+    cfg = json.loads((wd / "config.json").read_text())
+    cfg["model"]["remat"] = not cfg["model"]["remat"]
+    cfg["model"]["dtype"] = "bfloat16"
+    (wd / "config.json").write_text(json.dumps(cfg))
+    cli.main(["decode", "--tokenizer", str(wd), "--input", str(tmp_path / "v.npz"), "--output",
+              str(tmp_path / "r.npy")])
+    assert np.load(tmp_path / "r.npy", allow_pickle=False).shape == (9, 16, 16, 3)
+
+
+def test_trains_on_a_folder_of_uncaptioned_videos(tmp_path, capsys):
+    """The shipped config's eval section sizes a world eval set (eval.data.num_clips): with a folder as data the
+    trainer must still start (that entry is dropped), read videos without captions, and evaluate what the
+    folder has (3 clips, not the config's 8), saying that eval reads the training folder."""
+    folder = tmp_path / "videos"
+    folder.mkdir()
+    for i in range(3):
+        video_io.write_mp4(folder / f"v{i}.mp4", _clip(i, frames=9), fps=8)
+    c = small_config(steps=2, **{"eval.every": 2})
+    c.data = {"kind": "folder", "root": str(folder), "resolution": 16, "num_frames": 9, "fps": 8.0}
+    out = T.train(c, tmp_path / "wd")
+    assert out["step"] == 2 and out["eval/num_clips"] == 3, out
+    assert "fewer than eval.num_clips=8: evaluating all 3" in capsys.readouterr().out

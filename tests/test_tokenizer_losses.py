@@ -140,6 +140,13 @@ def test_gan_switches_on_at_start_step_and_resumes(tmp_path):
     c.steps = 6
     again = T.train(c, tmp_path)
     assert again["resumed_from"] == 4 and again["step"] == 6
+    # The raw (non-EMA) weights of a GAN run load too (`python -m tokenizer.evaluate --raw`): the restore reads
+    # the checkpoint's discriminator with them.
+    raw, _, _ = T.load_tokenizer(tmp_path, ema=False)
+    ema, _, _ = T.load_tokenizer(tmp_path)
+    raw_leaves, ema_leaves = (jax.tree.leaves(nnx.state(m, nnx.Param)) for m in (raw, ema))
+    assert len(raw_leaves) == len(ema_leaves)
+    assert not all(np.array_equal(a, b) for a, b in zip(raw_leaves, ema_leaves))
 
 
 def _saved_train_keys(workdir, step):

@@ -114,7 +114,8 @@ class LoadedTokenizer:
         self.step = int(tok_train.latest_step(self.workdir) if step is None else step)
         self.compression = tuple(int(c) for c in self.model.config.compression)
         self.codebook_size = int(self.quantizer.codebook_size)
-        model = {k: v for k, v in _plain(self.config.model).items() if k != "conv_impl"}  # how, not what
+        # how it computes (dtype, remat, conv_impl), not what: free to change on a resume, so not the identity
+        model = {k: v for k, v in _plain(self.config.model).items() if k not in tok_train.COMPUTE_ONLY_MODEL_KEYS}
         self.config_json = _canonical_json({"model": model,
                                             "quantizer": tok_train.quantizer_kwargs(self.config)})
         self.config_hash = hashlib.sha256(self.config_json.encode()).hexdigest()[:16]
@@ -200,12 +201,26 @@ def load_codes(path: str | os.PathLike) -> tuple[np.ndarray, dict]:
     return codes.astype(np.int32), meta
 
 
+def _identity(config_json: str | None) -> str | None:
+    """A codes file's tokenizer config without the compute-only model keys, canonical: files written before
+    ``dtype`` and ``remat`` left the hash still carry them, and must still match."""
+    from tokenizer import train as tok_train
+
+    try:
+        config = json.loads(config_json)
+        model = {k: v for k, v in config["model"].items() if k not in tok_train.COMPUTE_ONLY_MODEL_KEYS}
+    except (TypeError, ValueError, KeyError, AttributeError):
+        return None
+    return _canonical_json({**config, "model": model})
+
+
 def check_same_tokenizer(meta: dict, tok: LoadedTokenizer, path: str | os.PathLike) -> None:
     """Raises a CodesError naming both tokenizers when the codes were made by another one."""
     theirs = (f"{meta.get('tokenizer_workdir', '?')} (step {meta.get('tokenizer_step', '?')}, config hash "
               f"{meta.get('config_hash', '?')}, weights hash {meta.get('weights_hash', '?')}, "
               f"{meta.get('codebook_size', '?')} codes)")
-    if meta.get("config_hash") != tok.config_hash or int(meta.get("codebook_size", -1)) != tok.codebook_size:
+    if _identity(meta.get("tokenizer_config")) != _identity(tok.config_json) or \
+            int(meta.get("codebook_size", -1)) != tok.codebook_size:
         raise CodesError(f"{path} was encoded by a different tokenizer: {theirs}; --tokenizer is "
                          f"{tok.describe()}. Decode with --tokenizer {meta.get('tokenizer_workdir', '?')}.")
     if meta.get("weights_hash") != tok.weights_hash:
@@ -277,6 +292,9 @@ def fit_clips(video: np.ndarray, tok_compression: tuple[int, int, int], *, name:
                          f"{largest_fitting_frames(min(avail, 17), ct)}).")
     if clips and n_in > 1:
         raise CodesError(f"{name}: --clips cuts one video into clips; this input already holds {n_in} clips.")
+    if clips and (frames - 1) % ct:
+        raise CodesError(f"{name}: --clips --frames {frames}: each clip must have 1 + {ct}k frames; use --frames "
+                         f"{largest_fitting_frames(frames, ct)} (or {largest_fitting_frames(frames, ct) + ct}).")
     if frames is not None and frames > avail:
         raise CodesError(f"{name}: --frames {frames} but it has only {avail} frames from frame {start}; use "
                          f"--frames {largest_fitting_frames(avail, ct)} (or --frames auto).")
@@ -454,18 +472,15 @@ def evaluate(workdir, *, split: str | None = None, num_clips: int | None = None,
     from tokenizer import evaluate as eval_lib
     from tokenizer import train as tok_train
     from videogen import mesh as mesh_lib
-    from videogen.data.sources import build_source
 
     mesh = mesh_lib.make_mesh({"data": -1})
     model, quantizer, config = tok_train.load_tokenizer(workdir, step=step, mesh=mesh)
     step = tok_train.latest_step(workdir) if step is None else step
     split = split or config.eval.split
-    spec = tok_train.eval_data_spec(config)
-    source = build_source(spec, split)
+    source, n = eval_lib.eval_source(config, split, num_clips, strict=bool(num_clips))
     dp = mesh_lib.data_parallel_size(mesh)
     bs = math.ceil(int(batch_size or config.eval.batch_size) / dp) * dp
-    n = int(num_clips or config.eval.num_clips)
-    is_world = spec.get("kind", "world") == "world"
+    is_world = config.data.get("kind", "world") == "world"
     metrics = eval_lib.evaluate_tokenizer(model, quantizer, source, batch_size=bs, mesh=mesh, num_clips=n,
                                           judge=judge and is_world, num_samples=samples, sample_path=sample_path)
     out = {"workdir": str(Path(workdir).resolve()), "split": split, "step": int(step), "ema": True,

@@ -267,12 +267,38 @@ def evaluate_tokenizer(
     return out
 
 
+def eval_source(config, split: str, num_clips: int | None = None, *, strict: bool = True):
+    """``(source, n)``: a tokenizer config's eval source for ``split`` and the number of its clips to evaluate,
+    ``num_clips`` or else the config's ``eval.num_clips``.
+
+    The built-in world renders as many clips as asked (clip ``i`` is the same whatever the total), so its
+    source is sized to ``n``. A TFDS or folder source has what it has: asking for more is an error naming
+    its size when ``strict`` (an explicit ``--num-clips``), otherwise ``n`` is cut to it with a line saying so
+    (a config's default eval size against a small folder)."""
+    from tokenizer import train as train_lib  # the trainer imports this module: import it lazily
+    from videogen.data.sources import build_source
+
+    spec = train_lib.eval_data_spec(config)
+    n = int(num_clips or config.eval.num_clips)
+    kind = spec.get("kind", "world")
+    if kind == "world":
+        spec["num_clips"] = n
+    source = build_source(spec, split)
+    if n > len(source):
+        if strict:
+            raise ValueError(f"num_clips={n}: the {split!r} split of the {kind} data has only {len(source)} clips; "
+                             f"ask for {len(source)} or fewer (--num-clips, or --config.eval.num_clips).")
+        print(f"[tokenizer] eval: the {split!r} split of the {kind} data has {len(source)} clips, fewer than "
+              f"eval.num_clips={n}: evaluating all {len(source)}.", flush=True)
+        n = len(source)
+    return source, n
+
+
 # ----------------------------------------------------------------------------- CLI
 
 
 def main(argv: list[str] | None = None) -> dict:
     from tokenizer import train as train_lib  # the trainer imports this module: import it lazily
-    from videogen.data.sources import build_source
 
     p = argparse.ArgumentParser(prog="python -m tokenizer.evaluate", description=__doc__.split("\n\n")[0])
     p.add_argument("--workdir", required=True, help="a tokenizer training workdir (config.json + checkpoints/)")
@@ -289,13 +315,7 @@ def main(argv: list[str] | None = None) -> dict:
     mesh = mesh_lib.make_mesh({"data": -1})
     model, quantizer, config = train_lib.load_tokenizer(workdir, step=args.step, mesh=mesh, ema=not args.raw)
     split = args.split or config.eval.split
-    spec = train_lib.eval_data_spec(config)
-    if args.num_clips and spec.get("kind") == "world":
-        spec["num_clips"] = args.num_clips  # the world renders any number; the config's eval size is a default
-    source = build_source(spec, split)
-    if args.num_clips and args.num_clips > len(source):
-        raise ValueError(f"--num-clips {args.num_clips}: the {split!r} split of {spec.get('kind')} data has only "
-                         f"{len(source)} clips; pass --num-clips {len(source)} or less.")
+    source, num_clips = eval_source(config, split, args.num_clips, strict=bool(args.num_clips))
     dp = mesh_lib.data_parallel_size(mesh)
     bs = args.batch_size or config.eval.batch_size
     bs = math.ceil(bs / dp) * dp
@@ -304,7 +324,7 @@ def main(argv: list[str] | None = None) -> dict:
     out_dir.mkdir(parents=True, exist_ok=True)
     stem = out_dir / f"{split}_step{step}"
     metrics = evaluate_tokenizer(model, quantizer, source, batch_size=bs, mesh=mesh,
-                                 num_clips=args.num_clips or config.eval.num_clips, judge=not args.no_judge,
+                                 num_clips=num_clips, judge=not args.no_judge,
                                  num_samples=args.samples, sample_path=stem.with_suffix(".gif"))
     metrics = {"split": split, "step": step, "ema": not args.raw, **metrics}
     stem.with_suffix(".json").write_text(json.dumps(metrics, indent=1) + "\n")

@@ -67,6 +67,7 @@ from tokenizer.quantizers import LFQ, make_quantizer
 from videogen import checkpointing, config_checks, distributed
 from videogen import mesh as mesh_lib
 from videogen.data.pipeline import Pipeline, PipelineConfig
+from videogen.data import sources
 from videogen.data.sources import build_source
 
 __all__ = [
@@ -164,9 +165,17 @@ def _to_plain(x: Any) -> Any:
 
 
 def eval_data_spec(config) -> dict:
-    """The eval source spec: ``config.data`` with ``config.eval.data`` entries on top."""
+    """The eval source spec: ``config.data`` with ``config.eval.data`` entries on top
+    (:func:`videogen.data.sources.eval_spec`)."""
+    return sources.eval_spec(train_data_spec(config), _to_plain(config.eval.get("data", {})))
+
+
+def train_data_spec(config) -> dict:
+    """``config.data`` as a source spec. A tokenizer reads no captions, so a folder of uncaptioned videos is
+    fine (an empty ``default_caption`` unless one is set)."""
     spec = _to_plain(config.data)
-    spec.update(_to_plain(config.eval.get("data", {})))
+    if spec.get("kind", "world") == "folder":
+        spec.setdefault("default_caption", "")
     return spec
 
 
@@ -719,12 +728,12 @@ def _check_config(config, mesh) -> None:
                              "divisor (on CPU, XLA_FLAGS=--xla_force_host_platform_device_count=N sets the devices).")
 
 
-def _evaluate(config, graphdef, state, eval_source, mesh, workdir: Path, step: int) -> dict:
+def _evaluate(config, graphdef, state, eval_source, eval_clips: int, mesh, workdir: Path, step: int) -> dict:
     tok = nnx.merge(graphdef, state["ema"], state["rest"])  # EMA weights (dropped before the next step)
     e = config.eval
     return eval_lib.evaluate_tokenizer(
         tok.autoencoder, tok.quantizer, eval_source, batch_size=int(e.batch_size), mesh=mesh,
-        num_clips=int(e.num_clips), judge=bool(e.judge) and config.data.get("kind", "world") == "world",
+        num_clips=eval_clips, judge=bool(e.judge) and config.data.get("kind", "world") == "world",
         num_samples=int(e.num_samples),
         sample_path=workdir / "samples" / f"step_{step:06d}.gif")
 
@@ -787,8 +796,8 @@ def _train(config, workdir, preemption: checkpointing.Preemption) -> dict:
         (workdir / "config.json").write_text(config.to_json(indent=1, sort_keys=True) + "\n")
 
     # --- 3. data: sharded global batches from the pipeline's saved position -----------------
-    source = build_source(_to_plain(config.data), "train")
-    eval_source = build_source(eval_data_spec(config), config.eval.split)
+    source = build_source(train_data_spec(config), "train")
+    eval_source, eval_clips = eval_lib.eval_source(config, config.eval.split, strict=False)
     pipeline = Pipeline(source, PipelineConfig(global_batch_size=int(config.batch_size), seed=int(config.seed),
                                                num_threads=int(config.get("data_threads", 0))),
                         mesh=mesh, start_step=data_step, transform=_video_only)
@@ -848,7 +857,7 @@ def _train(config, workdir, preemption: checkpointing.Preemption) -> dict:
                 pbar.write(f"[tokenizer] preempted: saved step {done} in {workdir / 'checkpoints'}; rerun to resume.")
                 break
             if ((eval_every and done % eval_every == 0) or done == steps) and jax.process_count() == 1:
-                em = _evaluate(config, graphdef, state, eval_source, mesh, workdir, done)
+                em = _evaluate(config, graphdef, state, eval_source, eval_clips, mesh, workdir, done)
                 log(done, "eval", em)
                 log.image(done, "eval/reconstructions", workdir / "samples" / f"step_{done:06d}.png")
                 final.update({f"eval/{k}": v for k, v in em.items()})
@@ -858,7 +867,7 @@ def _train(config, workdir, preemption: checkpointing.Preemption) -> dict:
                 t_mark, n_mark = time.perf_counter(), 0
         if start >= steps and jax.process_count() == 1:
             print(f"[tokenizer] already at step {start} >= steps={steps}: evaluating only.")
-            em = _evaluate(config, graphdef, state, eval_source, mesh, workdir, start)
+            em = _evaluate(config, graphdef, state, eval_source, eval_clips, mesh, workdir, start)
             final.update({f"eval/{k}": v for k, v in em.items()})
     finally:
         pbar.close()
@@ -906,6 +915,10 @@ def load_tokenizer(workdir: str | os.PathLike, *, step: int | None = None, mesh=
             abs_opt = jax.tree.map(to_abstract, jax.eval_shape(tx.init, abs_params))
             train_item = {"step": to_abstract(jax.ShapeDtypeStruct((), jnp.int32)), "params": abs_params,
                           "opt_state": abs_opt}
+            saved = mngr.item_metadata(step)["train"]
+            if "disc" in saved:  # a GAN run's discriminator: read (the tree must match), not used
+                train_item["disc"] = jax.tree.map(lambda m: to_abstract(jax.ShapeDtypeStruct(tuple(m.shape), m.dtype)),
+                                                  saved["disc"])
             params = mngr.restore(step, args=ocp.args.Composite(
                 train=ocp.args.StandardRestore(train_item))).train["params"]
         rest = _unstore(r.model["rest"], abs_rest)

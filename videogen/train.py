@@ -88,7 +88,7 @@ from videogen import checkpointing, config_checks
 from videogen import mesh as mesh_lib
 from videogen import sampling
 from videogen.data.pipeline import Pipeline, PipelineConfig
-from videogen.data.sources import build_source
+from videogen.data.sources import build_source, eval_spec as make_eval_spec
 from videogen.data.text import MODEL_FILENAME, PAD_ID, TextTokenizer, train_text_tokenizer
 from videogen.model import (DEFAULT_LOGICAL_AXIS_RULES, Transformer, TransformerConfig, code_log_prob,
                             flops_per_token, make_positions, param_shardings, sample_codes, video_logits,
@@ -705,6 +705,7 @@ def _train(config, workdir, devices, preemption: checkpointing.Preemption, stack
     workdir.mkdir(parents=True, exist_ok=True)
     stack.enter_context(checkpointing.WorkdirLock(workdir, tag="lm"))  # released when train() returns or raises
     source = build_source(_to_plain(config.data), "train")
+    eval_spec = make_eval_spec(_to_plain(config.data), _to_plain(config.eval.get("data", {})))
     text_tok = text_tokenizer_for(config, workdir, source)
     with config.unlocked():
         config.model.codebook_size = tcfg.codebook_size
@@ -764,8 +765,7 @@ def _train(config, workdir, devices, preemption: checkpointing.Preemption, stack
             return {}
         out: dict[str, Any] = {}
         if int(e.num_batches) > 0:
-            spec = {**_to_plain(config.data), **_to_plain(e.get("data", {}))}
-            ev_pipe = Pipeline(build_source(spec, e.split), PipelineConfig(
+            ev_pipe = Pipeline(build_source(eval_spec, e.split), PipelineConfig(
                 global_batch_size=int(config.batch_size), seed=0, shuffle=False), mesh=mesh, text_tokenizer=text_tok,
                 transform=_text_only)
             ev_step = make_eval_step(config, tcfg, graphdef, rest, mesh)
@@ -779,7 +779,7 @@ def _train(config, workdir, devices, preemption: checkpointing.Preemption, stack
             from videogen.video_io import contact_sheet, gif_grid
 
             s = config.sample
-            prompts = _captions(build_source(_to_plain(config.data), e.split), int(s.num_prompts))
+            prompts = _captions(build_source(eval_spec, e.split), int(s.num_prompts))
             model = nnx.merge(graphdef, state["ema"], rest)
             t_s = time.perf_counter()
             videos = sample(model, (ae, quantizer), text_tok, prompts, objective=config.objective,

@@ -268,9 +268,12 @@ class FolderSource:
         self._clip_file = np.asarray(clip_file, dtype=np.int64)  # [num_clips]
         self._clip_start = np.asarray(clip_start, dtype=np.float64)  # [num_clips] seconds
 
-        logger.info(
-            "FolderSource: %d videos usable, %d clips; skipped: %d unreadable, %d too short",
-            len(files), len(self._clip_file), num_unreadable, num_short,
+        # Files left out are worth a line a user sees (WARNING); each one's reason goes to the debug log.
+        logger.log(
+            logging.WARNING if self.skipped else logging.INFO,
+            "FolderSource %s: %d videos usable, %d clips; skipped: %d unreadable, %d too short%s",
+            self.root, len(files), len(self._clip_file), num_unreadable, num_short,
+            " (reasons: the 'videogen.data' debug log, or FolderSource.skipped)" if self.skipped else "",
         )  # fmt: skip
         for path, reason in self.skipped.items():
             logger.debug("FolderSource: skipped %s: %s", path, reason)

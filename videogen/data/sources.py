@@ -10,13 +10,36 @@ shape, {"video": uint8 [T, R, R, 3], "caption": str, ...}.
 
 from __future__ import annotations
 
+import logging
 from typing import Any, Mapping
 
 from videogen.data import world
 
+logger = logging.getLogger("videogen.data")
+
 KINDS = ("world", "tfds", "folder")
 # The built-in world's splits; tfds and folder sources map "train"/"test" to their own.
 _WORLD_ONLY = {"max_objects", "min_objects", "seed", "held_out", "num_clips"}
+
+
+def eval_spec(data: Mapping[str, Any], eval_data: Mapping[str, Any] | None = None) -> dict:
+    """A trainer's eval source spec: its ``data`` spec with the ``eval.data`` entries on top.
+
+    The shipped configs size their world eval set there (``{"num_clips": 256}``); those world-only entries
+    are dropped when ``data`` is a TFDS or folder source, so switching a config's data to real videos needs
+    no change to its eval section. A folder has no splits: unless ``eval.data`` names another ``root`` the
+    eval clips are training clips, and a warning says so."""
+    spec = dict(data)
+    extra = dict(eval_data or {})
+    kind = spec.get("kind", "world")
+    if kind != "world":
+        extra = {k: v for k, v in extra.items() if k not in _WORLD_ONLY}
+    spec.update(extra)
+    if kind == "folder" and spec.get("root") == data.get("root"):
+        logger.warning("eval reads the training folder %s (a folder source has no splits): set eval.data.root "
+                       "(--config.eval.data.root=DIR) to a folder of held-out videos for an honest eval.",
+                       spec.get("root"))
+    return spec
 
 
 def build_source(spec: Mapping[str, Any], split: str = "train"):
