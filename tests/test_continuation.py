@@ -158,6 +158,8 @@ def test_errors(engines, parts):
         list(eng.stream([(["a"], 5), (["a", "b"], 5)]))
     with pytest.raises(ValueError, match="objective"):
         C.Continuation(*parts, objective="diffusion")
+    with pytest.raises(ValueError, match="decode overlap 0: at least 1 latent"):
+        C.StreamDecoder(eng.ae, eng.quantizer, overlap=0, max_new=2)
 
 
 # ------------------------------------------------------------------------------------ training options
@@ -261,8 +263,9 @@ def test_cli_continue_drift_truth(tmp_path, capsys):
     from videogen import cli
 
     cli.main(["continue", "--drift", "--truth", "--num", "2", "--frames", "33", "--resolution", "32",
-              "--out", str(tmp_path)])
-    assert "checks" in capsys.readouterr().out
+              "--out", str(tmp_path), "--prompt", "a red circle moves up"])
+    out = capsys.readouterr()
+    assert "checks" in out.out and "--prompt ignored" in out.err
     assert (tmp_path / "drift.json").is_file() and (tmp_path / "drift.png").is_file()
 
 

@@ -484,3 +484,25 @@ def test_fingerprint_is_exact_and_sharding_invariant():
     swapped[[0, 1]] = swapped[[1, 0]]
     got = checkpointing.fingerprint({**tree, "a": swapped})["a"]
     assert got[0] == fp["a"][0] and got[1] != fp["a"][1]
+
+
+def test_preemption_at_an_eval_step_evaluates_that_step_on_resume(tok_dir, tmp_path, monkeypatch, capsys):
+    """A run preempted right after saving step 2 (an eval step) stops before evaluating it; the resumed run
+    evaluates step 2 first instead of never (and a rerun of a finished workdir does not evaluate again)."""
+    c = lm_config(tok_dir, "eval.every=2", "eval.num_batches=1", steps=4)
+    with monkeypatch.context() as m:
+        m.setattr(checkpointing.Preemption, "requested", lambda self, step: step == 2)
+        first = LM.train(c, tmp_path)
+    assert first["preempted"] and first["step"] == 2
+
+    def eval_steps():
+        rows = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+        return [r["step"] for r in rows if r["kind"] == "eval"]
+
+    assert eval_steps() == []
+    again = LM.train(c, tmp_path)
+    assert again["resumed_from"] == 2 and again["step"] == 4
+    assert "step 2 was saved but not evaluated" in capsys.readouterr().out
+    assert eval_steps() == [2, 4]
+    LM.train(c, tmp_path)  # already at steps, already evaluated
+    assert eval_steps() == [2, 4]

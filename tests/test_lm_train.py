@@ -132,6 +132,20 @@ def test_missing_tokenizer_workdir(tmp_path):
         LM.train(c, tmp_path / "lm")
 
 
+def test_saved_tokenizer_path_is_found_from_any_folder(tmp_path, monkeypatch):
+    """LM workdirs from before the tokenizer path was saved absolute hold it relative to where training ran
+    (`runs/tok`); sampling from elsewhere finds it above the LM workdir, or names the file to fix."""
+    (tmp_path / "runs" / "tok").mkdir(parents=True)
+    (tmp_path / "runs" / "tok" / "config.json").write_text("{}")
+    lm = tmp_path / "runs" / "lm"
+    lm.mkdir()
+    monkeypatch.chdir("/")
+    assert LM._saved_tokenizer_workdir("runs/tok", lm) == str(tmp_path / "runs" / "tok")
+    assert LM._saved_tokenizer_workdir("/abs/tok", lm) == "/abs/tok"
+    with pytest.raises(FileNotFoundError, match="names tokenizer_workdir 'runs/other'.*absolute path"):
+        LM._saved_tokenizer_workdir("runs/other", lm)
+
+
 def test_incompatible_tokenizer(tok_dir, tmp_path):
     with pytest.raises(ValueError, match="codebook_size"):
         LM.train(lm_config(tok_dir, **{"model.codebook_size": 1024}), tmp_path / "lm")
@@ -171,6 +185,15 @@ def test_text_loss_trains_and_samples_through_the_cli(tok_dir, tmp_path, capsys)
     video = np.load(sorted(out.glob("sample_*.npy"))[0], allow_pickle=False)
     assert video.dtype == np.uint8 and video.shape == (9, 16, 16, 3)
     assert "judge:" in capsys.readouterr().out
+    # An empty prompt samples unconditionally: the null text of guidance training, not "BOS EOS".
+    cli.main(["sample", "--workdir", str(wd), "--prompt", "", "--steps", "3", "--seed", "3", "--out",
+              str(tmp_path / "uncond")])
+    model, tok, text_tok, cfg = LM.load_lm(wd)
+    want = LM.sample(model, tok, text_tok, [None], objective=cfg.objective, num_steps=3, seed=3)
+    got = np.load(next((tmp_path / "uncond").glob("sample_00_unconditional.npy")), allow_pickle=False)
+    np.testing.assert_array_equal(got, want[0])
+    with pytest.raises(SystemExit) as info:
+        cli.main(["sample", "--workdir", str(wd), "--prompt", prompts[0], "--num", "0"])
+    assert info.value.code == 2 and "--num 0" in capsys.readouterr().err
     with pytest.raises(ValueError, match="top_p"):
-        model, tok, text_tok, _ = LM.load_lm(wd)
         LM.sample(model, tok, text_tok, prompts, objective="maskgit", top_p=1.5)

@@ -60,6 +60,25 @@ def test_resume_yields_exactly_the_next_batches(mesh):
     assert _indices(_take(threaded, 5)) == _indices(straight[4:])
 
 
+def test_resume_with_another_batch_size_continues_after_the_same_examples():
+    """3 batches of 4 = examples 0..11 of the stream; a resume at batch size 8 or 2 (the checkpoint's data
+    state says 3 steps of 4) continues at example 12 (batch 2) or the next batch boundary, 16 (batch 8)."""
+    src = world.WorldSource(SMALL, num_clips=40)
+    stream = sum(_indices(_take(pipeline.Pipeline(src, pipeline.PipelineConfig(4, seed=3)), 8)), [])
+    saved = pipeline.Pipeline(src, pipeline.PipelineConfig(4, seed=3), start_step=3).state()
+    step, note = pipeline.resume_step(saved, 2, 3)
+    assert step == 6 and "the same 12 examples seen)" in note
+    resumed = _take(pipeline.Pipeline(src, pipeline.PipelineConfig(2, seed=3), start_step=step), 2)
+    assert sum(_indices(resumed), []) == stream[12:16]
+    step, note = pipeline.resume_step(saved, 8, 3)  # 12 is not a whole number of batches of 8: on to 16
+    assert step == 2 and "4 skipped to the next batch boundary" in note
+    resumed = _take(pipeline.Pipeline(src, pipeline.PipelineConfig(8, seed=3), start_step=step), 1)
+    assert sum(_indices(resumed), []) == stream[16:24]
+    assert pipeline.resume_step(saved, 4, 3) == (3, None)
+    step, note = pipeline.resume_step(saved, 4, 5)
+    assert step == 3 and "another shuffle" in note
+
+
 def test_shuffling_is_seeded_and_epochs_are_permutations():
     src = world.WorldSource(SMALL, num_clips=32)
     order = lambda seed: sum(_indices(_take(pipeline.Pipeline(src, pipeline.PipelineConfig(8, seed=seed)), 8)), [])

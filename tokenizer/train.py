@@ -66,7 +66,7 @@ from tokenizer.model import LOGICAL_AXIS_RULES, Autoencoder, AutoencoderConfig, 
 from tokenizer.quantizers import LFQ, make_quantizer
 from videogen import checkpointing, config_checks, distributed
 from videogen import mesh as mesh_lib
-from videogen.data.pipeline import Pipeline, PipelineConfig
+from videogen.data.pipeline import Pipeline, PipelineConfig, resume_step
 from videogen.data import sources
 from videogen.data.sources import build_source
 
@@ -701,6 +701,21 @@ class _Log:
         self.jsonl.write(json.dumps({"step": step, "kind": prefix, **metrics}) + "\n")
         self.jsonl.flush()
 
+    def has(self, step: int, kind: str) -> bool:
+        """Whether metrics.jsonl holds a ``kind`` row for ``step`` (e.g. an eval a preempted run never did)."""
+        if not self.enabled:
+            return True
+        self.jsonl.flush()
+        with open(self.jsonl.name) as f:
+            for line in f:
+                try:
+                    row = json.loads(line)
+                except ValueError:  # a line cut by a crash mid-write
+                    continue
+                if row.get("step") == step and row.get("kind") == kind:
+                    return True
+        return False
+
     def image(self, step: int, tag: str, path: Path) -> None:
         """A still written by this run (e.g. samples/step_N.png, a contact sheet) into TensorBoard's Images."""
         if not self.enabled or not Path(path).is_file():
@@ -780,10 +795,9 @@ def _train(config, workdir, preemption: checkpointing.Preemption) -> dict:
         data_step = 0
     else:
         state, pipe_state = restored
-        data_step = int(pipe_state["step"])
-        if pipe_state.get("global_batch_size") != config.batch_size or pipe_state.get("seed") != config.seed:
-            print(f"[tokenizer] warning: checkpoint data state {pipe_state} differs from batch_size="
-                  f"{config.batch_size}, seed={config.seed}; continuing from data step {data_step}.")
+        data_step, note = resume_step(pipe_state, int(config.batch_size), int(config.seed))
+        if note:
+            print(f"[tokenizer] resume: {note}.")
     start = int(jax.device_get(state["step"]))
     print(f"[tokenizer] {'resumed from step ' + str(start) if resumed_from is not None else 'initialised'} in "
           f"{time.perf_counter() - t0:.1f}s; data pipeline at step {data_step}")
@@ -818,8 +832,26 @@ def _train(config, workdir, preemption: checkpointing.Preemption) -> dict:
     pbar = tqdm(total=steps, initial=start, desc="tokenizer", unit="step", dynamic_ncols=True,
                 disable=bool(config.get("quiet", False)) or jax.process_index() > 0)
     watch = checkpointing.FiniteWatch()  # loss / grad_norm of every step, checked at log and save points
+
+    def run_eval(step: int) -> None:
+        em = _evaluate(config, graphdef, state, eval_source, eval_clips, mesh, workdir, step)
+        log(step, "eval", em)
+        log.image(step, "eval/reconstructions", workdir / "samples" / f"step_{step:06d}.png")
+        final.update({f"eval/{k}": v for k, v in em.items()})
+        pbar.write(f"[tokenizer] step {step} eval: PSNR {em['psnr']:.2f} dB, SSIM {em['ssim']:.3f}, usage "
+                   f"{em['usage']:.3f} ({em['used_codes']:.0f} codes), perplexity {em['perplexity']:.1f}"
+                   + (f", judge {em['judge_all_correct']:.3f}" if "judge_all_correct" in em else ""))
+
     batches = iter(pipeline)
     try:
+        if jax.process_count() == 1:
+            if start >= steps:
+                pbar.write(f"[tokenizer] already at step {start} >= steps={steps}: evaluating only.")
+                run_eval(start)
+            elif start and eval_every and start % eval_every == 0 and not log.has(start, "eval"):
+                # The run before saved this step's checkpoint and stopped (preempted) before its eval.
+                pbar.write(f"[tokenizer] step {start} was saved but not evaluated: evaluating it first.")
+                run_eval(start)
         t_mark, n_mark = time.perf_counter(), 0
         for step in range(start, steps):
             batch = next(batches)
@@ -857,18 +889,8 @@ def _train(config, workdir, preemption: checkpointing.Preemption) -> dict:
                 pbar.write(f"[tokenizer] preempted: saved step {done} in {workdir / 'checkpoints'}; rerun to resume.")
                 break
             if ((eval_every and done % eval_every == 0) or done == steps) and jax.process_count() == 1:
-                em = _evaluate(config, graphdef, state, eval_source, eval_clips, mesh, workdir, done)
-                log(done, "eval", em)
-                log.image(done, "eval/reconstructions", workdir / "samples" / f"step_{done:06d}.png")
-                final.update({f"eval/{k}": v for k, v in em.items()})
-                pbar.write(f"[tokenizer] step {done} eval: PSNR {em['psnr']:.2f} dB, SSIM {em['ssim']:.3f}, usage "
-                           f"{em['usage']:.3f} ({em['used_codes']:.0f} codes), perplexity {em['perplexity']:.1f}"
-                           + (f", judge {em['judge_all_correct']:.3f}" if "judge_all_correct" in em else ""))
+                run_eval(done)
                 t_mark, n_mark = time.perf_counter(), 0
-        if start >= steps and jax.process_count() == 1:
-            print(f"[tokenizer] already at step {start} >= steps={steps}: evaluating only.")
-            em = _evaluate(config, graphdef, state, eval_source, eval_clips, mesh, workdir, start)
-            final.update({f"eval/{k}": v for k, v in em.items()})
     finally:
         pbar.close()
         mngr.wait_until_finished()

@@ -149,6 +149,11 @@ class StreamDecoder:
         self._decode = _decode_fn(ae, quantizer)
         self.ct = int(ae.config.temporal_compression)
         self.overlap, self.max_new = int(overlap), int(max_new)
+        if self.overlap < 1:
+            # With no history a chunk starts a new video: its first latent decodes to 1 frame, not c_t.
+            raise ValueError(f"decode overlap {overlap}: at least 1 latent of history is needed to decode a "
+                             "continuation (the causal decoder turns a chunk's first latent into a single frame); "
+                             "leave decode_overlap unset to use the measured decoder reach.")
         self.history: np.ndarray | None = None  # last `overlap` latents [B, <=o, h, w]
         self.count = 0  # latents seen
 
@@ -528,6 +533,13 @@ def continue_command(args) -> None:
         print(bench_table(rows))
         return
     if args.drift:
+        # The drift measurement draws its own world prompts: say so rather than silently drop the user's
+        # (`make continue` always passes --prompt, so this is a note, not an error).
+        ignored = [flag for flag, value in (("--prompt", any(args.prompt or [])), ("--video", args.video),
+                                            ("--story", args.story)) if value]
+        if ignored:
+            print(f"videogen continue --drift: {', '.join(ignored)} ignored: the drift measurement samples "
+                  f"--num world test prompts (drop --drift to continue your own).", file=sys.stderr)
         run_drift(args)
         return
     if not args.workdir:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import sys
 import time
 from pathlib import Path
 
@@ -60,10 +61,15 @@ def judge_samples(videos, prompts, out_dir: str | Path) -> dict | None:
 def sample_command(args) -> None:
     from videogen.train import load_lm, sample
 
+    if args.num < 1:
+        print(f"videogen sample: --num {args.num}: samples per prompt must be >= 1.", file=sys.stderr)
+        sys.exit(2)
     model, bundle, text_tok, config = load_lm(args.workdir)
     prompts = [p for p in args.prompt for _ in range(args.num)]
     start = time.perf_counter()
-    videos = np.asarray(sample(model, bundle, text_tok, prompts, objective=args.objective or config.objective,
+    # An empty prompt is the null text the model was trained on for guidance (all padding), as in `continue`;
+    # encoded as a caption it would be BOS EOS, which the model never saw as "no text".
+    videos = np.asarray(sample(model, bundle, text_tok, [p or None for p in prompts], objective=args.objective or config.objective,
                                num_steps=args.steps, guidance=args.guidance, temperature=args.temperature,
                                top_k=args.top_k, top_p=args.top_p, seed=args.seed))
     seconds = time.perf_counter() - start

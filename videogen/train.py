@@ -87,7 +87,7 @@ from tokenizer.train import _Log, _to_plain, apply_overrides, load_config
 from videogen import checkpointing, config_checks
 from videogen import mesh as mesh_lib
 from videogen import sampling
-from videogen.data.pipeline import Pipeline, PipelineConfig
+from videogen.data.pipeline import Pipeline, PipelineConfig, resume_step
 from videogen.data.sources import build_source, eval_spec as make_eval_spec
 from videogen.data.text import MODEL_FILENAME, PAD_ID, TextTokenizer, train_text_tokenizer
 from videogen.model import (DEFAULT_LOGICAL_AXIS_RULES, Transformer, TransformerConfig, code_log_prob,
@@ -699,6 +699,8 @@ def _train(config, workdir, devices, preemption: checkpointing.Preemption, stack
 
     # --- 2. tokenizers (the video tokenizer first: a bad tokenizer_workdir fails before anything is written)
     ae, quantizer, tok_config = load_tokenizer_for_lm(config.get("tokenizer_workdir"), mesh=mesh)
+    with config.unlocked():  # saved absolute: `videogen sample` / `continue` / load_lm work from any folder
+        config.tokenizer_workdir = str(Path(config.tokenizer_workdir).resolve())
     grid = latent_grid(ae, config.data.num_frames, config.data.resolution)
     config_checks.check_lm_vocab(config, quantizer.codebook_size, config.get("tokenizer_workdir"))
     tcfg = transformer_config(config, quantizer.codebook_size, grid)
@@ -728,7 +730,9 @@ def _train(config, workdir, devices, preemption: checkpointing.Preemption, stack
         data_step = 0
     else:
         state, pipe_state = restored
-        data_step = int(pipe_state["step"])
+        data_step, note = resume_step(pipe_state, int(config.batch_size), int(config.seed))
+        if note:
+            print(f"[lm] resume: {note}.")
     start = int(jax.device_get(state["step"]))
     n_params = sum(x.size for x in jax.tree.leaves(state["params"]))
     seq_len = tcfg.max_seq_len - (1 if config.objective == "next_token" else 0)
@@ -805,8 +809,21 @@ def _train(config, workdir, devices, preemption: checkpointing.Preemption, stack
     pbar = tqdm(total=steps, initial=start, desc="lm", unit="step", dynamic_ncols=True,
                 disable=bool(config.get("quiet", False)) or jax.process_index() > 0)
     watch = checkpointing.FiniteWatch()  # loss / grad_norm of every step, checked at log and save points
+
+    def run_eval(step: int) -> None:
+        em = evaluate(step)
+        if em:
+            log(step, "eval", em)
+            log.image(step, "eval/samples", workdir / "samples" / f"step_{step:06d}.png")
+            final.update({f"eval/{k}": v for k, v in em.items()})
+            pbar.write(f"[lm] step {step} eval: " + ", ".join(f"{k} {v:.4g}" for k, v in em.items()))
+
     batches = iter(pipeline)
     try:
+        if start and (start >= steps or (eval_every and start % eval_every == 0)) and not log.has(start, "eval"):
+            # The run before saved this step's checkpoint and stopped (preempted) before its eval.
+            pbar.write(f"[lm] step {start} was saved but not evaluated: evaluating it first.")
+            run_eval(start)
         t_mark, n_mark = time.perf_counter(), 0
         for step in range(start, steps):
             batch = next(batches)
@@ -847,12 +864,7 @@ def _train(config, workdir, devices, preemption: checkpointing.Preemption, stack
                 pbar.write(f"[lm] preempted: saved step {done} in {workdir / 'checkpoints'}; rerun to resume.")
                 break
             if (eval_every and done % eval_every == 0) or done == steps:
-                em = evaluate(done)
-                if em:
-                    log(done, "eval", em)
-                    log.image(done, "eval/samples", workdir / "samples" / f"step_{done:06d}.png")
-                    final.update({f"eval/{k}": v for k, v in em.items()})
-                    pbar.write(f"[lm] step {done} eval: " + ", ".join(f"{k} {v:.4g}" for k, v in em.items()))
+                run_eval(done)
                 t_mark, n_mark = time.perf_counter(), 0
     finally:
         pbar.close()
@@ -980,6 +992,22 @@ def sample(model: Transformer, tokenizer_bundle, text_tokenizer: TextTokenizer, 
 # ============================================================================================
 
 
+def _saved_tokenizer_workdir(saved: str, lm_workdir: Path) -> str:
+    """The tokenizer an LM workdir's config.json names. LMs trained before the path was saved absolute hold it
+    as typed, relative to the folder training ran in (``runs/tok``): that is tried from here, then from the
+    LM workdir's parent folders (``runs/lm`` next to ``runs/tok``, sampled from elsewhere)."""
+    path = Path(saved)
+    if path.is_absolute() or (path / "config.json").is_file():
+        return saved
+    for base in Path(lm_workdir).resolve().parents:
+        if (base / path / "config.json").is_file():
+            return str(base / path)
+    raise FileNotFoundError(f"{Path(lm_workdir) / 'config.json'} names tokenizer_workdir {saved!r}, relative to the "
+                            f"folder it was trained in, and it is found neither from here ({Path.cwd()}) nor above "
+                            f"{lm_workdir}: run from that folder, or set \"tokenizer_workdir\" in that config.json "
+                            "to the tokenizer's absolute path.")
+
+
 def load_lm(workdir: str | os.PathLike, *, step: int | None = None, ema: bool = True):
     """``(model, (autoencoder, quantizer, tokenizer_config), text_tokenizer, config)`` from a workdir
     (EMA weights by default), on the default device."""
@@ -988,7 +1016,7 @@ def load_lm(workdir: str | os.PathLike, *, step: int | None = None, ema: bool = 
     if not cfg_path.is_file():
         raise FileNotFoundError(f"{cfg_path} not found: is {workdir} an LM workdir (python -m videogen.train)?")
     config = ml_collections.ConfigDict(json.loads(cfg_path.read_text()))
-    tok_bundle = load_tokenizer_for_lm(config.tokenizer_workdir)
+    tok_bundle = load_tokenizer_for_lm(_saved_tokenizer_workdir(config.tokenizer_workdir, workdir))
     tcfg = transformer_config(config, config.model.codebook_size, config.model.video_grid)
     text_tok = TextTokenizer(workdir / MODEL_FILENAME, int(config.text.max_length))
     graphdef, abs_params, rest = abstract_model(tcfg)

@@ -173,3 +173,27 @@ class Pipeline:
             batch = self.to_global(host)
             self._step += 1
             yield batch
+
+
+def resume_step(saved: dict, global_batch_size: int, seed: int) -> tuple[int, str | None]:
+    """The pipeline step to resume at from a checkpoint's ``Pipeline.state()``, and a note when the run's
+    batch size or seed differ from the saved ones (else None).
+
+    The position is a count of examples of one shuffled stream, so a new batch size resumes after the same
+    examples: ``step * old_B / new_B`` batches, exact when it divides, else rounded up (the few examples
+    in between are skipped, never repeated). A new seed is another stream: there the count of examples
+    seen is kept, but not which ones."""
+    step, old_batch = int(saved["step"]), int(saved.get("global_batch_size", global_batch_size))
+    old_seed = saved.get("seed", seed)
+    examples = step * old_batch
+    new_step = -(-examples // int(global_batch_size))
+    notes = []
+    if old_batch != int(global_batch_size):
+        skipped = new_step * int(global_batch_size) - examples
+        notes.append(f"batch size {old_batch} -> {global_batch_size}: data step {step} -> {new_step} (the same "
+                     f"{examples} examples seen" + (f", {skipped} skipped to the next batch boundary)" if skipped
+                                                     else ")"))
+    if old_seed != seed:
+        notes.append(f"seed {old_seed} -> {seed}: another shuffle of the data; {examples} examples counted as seen, "
+                     "but not the same ones")
+    return new_step, ("; ".join(notes) or None)

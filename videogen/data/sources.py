@@ -37,7 +37,7 @@ def eval_spec(data: Mapping[str, Any], eval_data: Mapping[str, Any] | None = Non
     spec.update(extra)
     if kind == "folder" and spec.get("root") == data.get("root"):
         logger.warning("eval reads the training folder %s (a folder source has no splits): set eval.data.root "
-                       "(--config.eval.data.root=DIR) to a folder of held-out videos for an honest eval.",
+                       "(--config.eval.data='{\"root\": \"DIR\"}') to a folder of held-out videos for an honest eval.",
                        spec.get("root"))
     return spec
 
