@@ -29,9 +29,9 @@ batch 8, lr 5e-3, 9,600 steps (cosine), 3D convs as matmuls on CPU (``model.conv
   still fails is small squares read as circles (and the reverse). Edge weighting trades SSIM (flat
   background weighs less) for outlines; at a few hundred steps it is worse (400 steps: usage 0.58 vs
   0.73, judge 0.21 vs 0.24), so ``make demo`` trains with ``loss.edge_weight=0`` below 1,200 tokenizer
-  steps. Tried and not better per CPU minute (BENCHMARKS.md): LFQ 12 or 16 bits, an L1 loss late in
-  training, rendering the decoder's last stage at 16x16; 8x8 patches (80 tokens) reached all-correct 0.14
-  at 750 steps.
+  steps. Tried and not better per CPU minute (BENCHMARKS.md): LFQ 12 or 16 bits, FSQ, an L1 loss late in
+  training, rendering the decoder's last stage at 16x16, a 256-wide pixel MLP (better per step, 1.6x the
+  step time); 8x8 patches (80 tokens) reached all-correct 0.14 at 750 steps.
 
 default -- one accelerator, 64x64x17 clips, 4x8x8 compression (5x8x8 = 320 tokens per clip), LFQ 12
 bits (4,096 codes), a 42M-param autoencoder in bfloat16, batch 32, 20,000 steps::
