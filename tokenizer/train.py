@@ -66,8 +66,8 @@ from tokenizer.model import LOGICAL_AXIS_RULES, Autoencoder, AutoencoderConfig, 
 from tokenizer.quantizers import LFQ, make_quantizer
 from videogen import checkpointing, config_checks, distributed
 from videogen import mesh as mesh_lib
-from videogen.data.pipeline import Pipeline, PipelineConfig, resume_step
 from videogen.data import sources
+from videogen.data.pipeline import Pipeline, PipelineConfig, resume_step
 from videogen.data.sources import build_source
 
 __all__ = [

@@ -820,7 +820,8 @@ def _train(config, workdir, devices, preemption: checkpointing.Preemption, stack
 
     batches = iter(pipeline)
     try:
-        if start and (start >= steps or (eval_every and start % eval_every == 0)) and not log.has(start, "eval"):
+        if (start and (start >= steps or (eval_every and start % eval_every == 0)) and jax.process_count() == 1
+                and not log.has(start, "eval")):
             # The run before saved this step's checkpoint and stopped (preempted) before its eval.
             pbar.write(f"[lm] step {start} was saved but not evaluated: evaluating it first.")
             run_eval(start)
