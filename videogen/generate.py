@@ -70,8 +70,9 @@ def sample_command(args) -> None:
     # An empty prompt is the null text the model was trained on for guidance (all padding), as in `continue`;
     # encoded as a caption it would be BOS EOS, which the model never saw as "no text".
     videos = np.asarray(sample(model, bundle, text_tok, [p or None for p in prompts],
-                               objective=args.objective or config.objective, num_steps=args.steps, guidance=args.guidance, temperature=args.temperature,
-                               top_k=args.top_k, top_p=args.top_p, seed=args.seed))
+                               objective=args.objective or config.objective, num_steps=args.steps,
+                               guidance=args.guidance, temperature=args.temperature, top_k=args.top_k,
+                               top_p=args.top_p, seed=args.seed))
     seconds = time.perf_counter() - start
     out = Path(args.out or Path(args.workdir) / "samples" / f"seed{args.seed}")
     write_samples(videos, prompts, out)
