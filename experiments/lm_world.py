@@ -81,7 +81,7 @@ def get_config(arg=None):
     c = ml_collections.ConfigDict()
     c.seed = 0
     c.tokenizer_workdir = None  # required: --config.tokenizer_workdir=runs/tok_tiny
-    c.objective = "maskgit"  # 'maskgit' | 'next_token'
+    c.objective = "maskgit"  # 'maskgit' | 'next_token' | 'maskgit_frames' (fixed for a workdir: resumes refuse another)
     c.steps = 2000 if tiny else 50_000
     c.batch_size = 16 if tiny else 64
     c.grad_accum_steps = 1  # microbatches per step (lax.scan); batch_size / grad_accum_steps per microbatch

@@ -624,10 +624,12 @@ def abstract_state(tcfg, tx, shardings, seed: int = 0):
 # Config entries that fix the checkpoint's array shapes: a resumed run must keep them.
 _RESUME_KEYS = tuple(f"model.{k}" for k in ("num_layers", "d_model", "num_heads", "num_kv_heads", "mlp_dim", "head",
                                             "group_bits", "codebook_size", "video_grid", "qk_norm", "head_dim",
-                                            "text_loss")) + ("text.vocab_size", "text.max_length")
+                                            "text_loss")) + ("text.vocab_size", "text.max_length", "objective")
 _RESUME_HINTS = {k: "set by the tokenizer: tokenizer_workdir now points at a tokenizer other than the one this LM "
                     "was trained on; point it back, or start a new --workdir"
                  for k in ("model.codebook_size", "model.video_grid", "model.group_bits")}
+# Same shapes, but another attention mask and loss: resuming would train (and sample) the model as what it is not.
+_RESUME_HINTS["objective"] = "each objective has its own attention mask and loss"
 
 
 # ============================================================================================
