@@ -925,12 +925,10 @@ def load_tokenizer(workdir: str | os.PathLike, *, step: int | None = None, mesh=
     to_abstract = lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding)  # noqa: E731
     abs_params = jax.tree.map(to_abstract, nnx.as_pure(abs_params))
     abs_rest = jax.tree.map(to_abstract, nnx.as_pure(abs_rest))
-    with checkpoint_manager(workdir, read_only=True) as mngr:
-        step = mngr.latest_step() if step is None else step
-        if step is None:
-            raise FileNotFoundError(f"no checkpoint in {workdir / 'checkpoints'}.")
+    def load(step: int):
         model_item = {"ema": abs_params, "rest": abs_rest}
         r = mngr.restore(step, args=ocp.args.Composite(model=ocp.args.StandardRestore(_abstract_storable(model_item))))
+        checkpointing.verify_restored(mngr, step, "model", r.model)  # damaged files fail here, not in results
         params = r.model["ema"]
         if not ema:  # the raw params live in the train item, next to the optimizer state
             tx, _ = make_optimizer(config)
@@ -941,9 +939,13 @@ def load_tokenizer(workdir: str | os.PathLike, *, step: int | None = None, mesh=
             if "disc" in saved:  # a GAN run's discriminator: read (the tree must match), not used
                 train_item["disc"] = jax.tree.map(lambda m: to_abstract(jax.ShapeDtypeStruct(tuple(m.shape), m.dtype)),
                                                   saved["disc"])
-            params = mngr.restore(step, args=ocp.args.Composite(
-                train=ocp.args.StandardRestore(train_item))).train["params"]
-        rest = _unstore(r.model["rest"], abs_rest)
+            train = mngr.restore(step, args=ocp.args.Composite(train=ocp.args.StandardRestore(train_item))).train
+            checkpointing.verify_restored(mngr, step, "train", train)
+            params = train["params"]
+        return params, _unstore(r.model["rest"], abs_rest)
+
+    with checkpoint_manager(workdir, read_only=True) as mngr:
+        _, (params, rest) = checkpointing.load_step(mngr, step, load, what="tokenizer")
     tok = nnx.merge(graphdef, params, rest)
     return tok.autoencoder, tok.quantizer, config
 

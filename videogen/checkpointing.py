@@ -169,6 +169,10 @@ def _verify(step: int, name: str, tree, expected: dict | None) -> None:
     if set(got) != set(expected):
         raise CheckpointIntegrityError(f"step {step} item {name!r}: saved arrays {sorted(set(expected) - set(got))[:3]}"
                                        f" / restored {sorted(set(got) - set(expected))[:3]} differ.")
+    _compare(step, name, got, expected)
+
+
+def _compare(step: int, name: str, got: dict, expected: dict) -> None:
     bad = [k for k in got if got[k] != list(expected[k])]
     if bad:
         raise CheckpointIntegrityError(f"step {step} item {name!r}: {len(bad)} of {len(got)} arrays do not match "
@@ -277,6 +281,45 @@ def restore_latest(mngr: ocp.CheckpointManager, restore_fn: Callable[[int], Any]
             "the arrays need), run with the config of that workdir or use a new --workdir; if the files are "
             f"damaged, move {mngr.directory} away to start over.") from e
     return None, None
+
+
+def verify_restored(mngr: ocp.CheckpointManager, step: int, name: str, tree) -> None:
+    """Checks arrays restored from item ``name`` of ``step`` (all of it or a part, e.g. only the EMA params)
+    against the fingerprints saved with them; raises :class:`CheckpointIntegrityError` on a mismatch."""
+    expected = (_read_integrity(mngr, step) or {}).get(name)
+    if not expected:
+        return  # written before fingerprints existed
+    got = fingerprint(tree)
+    unknown = sorted(set(got) - set(expected))
+    if unknown:
+        raise CheckpointIntegrityError(f"step {step} item {name!r}: restored arrays {unknown[:3]} were not saved.")
+    _compare(step, name, got, expected)
+
+
+def load_step(mngr: ocp.CheckpointManager, step: int | None, load_fn: Callable[[int], Any], *, what: str,
+              log: Callable[[str], None] = print) -> tuple[int, Any]:
+    """``(step, load_fn(step))`` for reading a workdir (sampling, evaluation, export), never writing it.
+
+    ``load_fn`` restores and verifies (:func:`verify_restored`). An explicit ``step`` must load. With
+    ``step=None`` the newest that loads is used: damaged or unreadable newer ones are skipped with a line
+    each (unlike a resume, nothing is moved: a reader may not own the workdir)."""
+    steps = sorted(mngr.all_steps(), reverse=True) if step is None else [int(step)]
+    if not steps:
+        raise FileNotFoundError(f"no checkpoint in {mngr.directory}.")
+    errors = []
+    for s in steps:
+        try:
+            return s, load_fn(s)
+        except Exception as e:  # noqa: BLE001 -- any failure of one step means: try the one before
+            if step is not None:  # asked for by name: that one or an error (orbax's can be pages long)
+                if isinstance(e, CheckpointIntegrityError):
+                    raise
+                raise CheckpointIntegrityError(f"checkpoint step {s} in {mngr.directory} cannot be read: "
+                                               f"{type(e).__name__}: {_short(e)}") from e
+            errors.append(f"step {s}: {type(e).__name__}: {_short(e, 200)}")
+            log(f"[{what}] checkpoint step {s} in {mngr.directory} cannot be used ({errors[-1]}); trying an "
+                "older one.")
+    raise RuntimeError(f"no usable checkpoint in {mngr.directory}: " + "; ".join(errors))
 
 
 def _short(e: BaseException, limit: int = 300) -> str:
@@ -449,23 +492,16 @@ def export_params(workdir, out, *, step: int | None = None, files=("config.json"
     quantizer state, no optimizer state) as a standalone orbax checkpoint of numpy arrays, copies the
     workdir's ``files`` beside it and writes ``out/export.json``. Verified against the saved fingerprints."""
     workdir, out = Path(workdir), Path(out)
+
+    def load(s: int):
+        target = _host_target(mngr.item_metadata(s)["model"])
+        r = mngr.restore(s, args=ocp.args.Composite(model=ocp.args.StandardRestore(target)))
+        params = jax.tree.map(np.asarray, r.model)
+        verify_restored(mngr, s, "model", params)
+        return params
+
     with make_manager(workdir, read_only=True) as mngr:
-        steps = sorted(mngr.all_steps(), reverse=True) if step is None else [int(step)]
-        if not steps:
-            raise FileNotFoundError(f"no checkpoint in {workdir / 'checkpoints'} to export.")
-        errors = []
-        for s in steps:
-            try:
-                target = _host_target(mngr.item_metadata(s)["model"])
-                r = mngr.restore(s, args=ocp.args.Composite(model=ocp.args.StandardRestore(target)))
-                params = jax.tree.map(np.asarray, r.model)
-                _verify(s, "model", params, (_read_integrity(mngr, s) or {}).get("model"))
-                step = s
-                break
-            except Exception as e:  # noqa: BLE001
-                errors.append(f"step {s}: {type(e).__name__}: {_short(e, 200)}")
-        else:
-            raise RuntimeError(f"no exportable checkpoint in {workdir / 'checkpoints'}: " + "; ".join(errors))
+        step, params = load_step(mngr, step, load, what="export")
     if out.exists() and any(out.iterdir()):
         raise FileExistsError(f"export folder {out} is not empty; pick a new --out.")
     out.mkdir(parents=True, exist_ok=True)

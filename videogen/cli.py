@@ -110,11 +110,11 @@ def cmd_train_text_tokenizer(args) -> None:
     from videogen.data import text
     from videogen.data.sources import build_source
 
-    source = build_source(_data_spec(args), "train")
+    source = build_source(_data_spec(args), args.split)  # the text model of an LM reads its training captions
     n = min(args.num_captions, len(source))
     if args.kind == "world":  # captions without rendering
         from videogen.data import world
-        captions = [world.sample_clip(source.cfg, "train", i).caption for i in range(n)]
+        captions = [world.sample_clip(source.cfg, args.split, i).caption for i in range(n)]
     else:
         captions = [source[i]["caption"] for i in range(n)]
     path = text.train_text_tokenizer(captions, Path(args.out) / text.MODEL_FILENAME, vocab_size=args.vocab_size)

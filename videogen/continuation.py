@@ -457,11 +457,12 @@ class Continuation:
         return int(self._step._cache_size())
 
 
-def from_workdir(workdir, *, objective: str | None = None, **kwargs) -> Continuation:
-    """A :class:`Continuation` from an LM workdir (EMA weights); ``objective`` defaults to the trained one."""
+def from_workdir(workdir, *, objective: str | None = None, step: int | None = None, **kwargs) -> Continuation:
+    """A :class:`Continuation` from an LM workdir (EMA weights of ``step``, default the latest);
+    ``objective`` defaults to the trained one."""
     from videogen.train import load_lm
 
-    model, bundle, text_tok, config = load_lm(workdir)
+    model, bundle, text_tok, config = load_lm(workdir, step=step)
     return Continuation(model, bundle, text_tok, objective=objective or config.objective, **kwargs)
 
 

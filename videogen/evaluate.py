@@ -103,7 +103,7 @@ def _fvd_clips(videos: np.ndarray, frames: int) -> np.ndarray:
                          "evaluate longer clips or pass --no-fvd.")
     if frames < MIN_FRAMES:
         raise ValueError(f"--fvd-frames={frames} is below I3D's minimum of {MIN_FRAMES}; use 16 (the standard).")
-    return videos[:, :frames]
+    return videos[:, :frames]  # shorter clips give all theirs: the results record the count used
 
 
 class _FeatureBank:
@@ -169,7 +169,6 @@ def evaluate_tokenizer_workdir(workdir: str | Path, *, splits: Sequence[str] | N
     from tokenizer import train as tok_train
     from tokenizer.quantizers import CodeUsage
     from videogen import mesh as mesh_lib
-    from videogen.data.sources import build_source
 
     workdir = Path(workdir)
     mesh = mesh_lib.make_mesh({"data": -1})
@@ -181,12 +180,11 @@ def evaluate_tokenizer_workdir(workdir: str | Path, *, splits: Sequence[str] | N
     feature_fn = feature_fn or (i3d_feature_fn(bs) if fvd else None)
     out: dict[str, Any] = {"kind": "tokenizer", "workdir": str(workdir), "step": tok_train.latest_step(workdir)
                            if step is None else step, "splits": {}}
+    if fvd:  # FVD's frames as used: clips shorter than --fvd-frames give all theirs (FVD compares equal lengths)
+        out["fvd_frames"] = min(int(fvd_frames), int(config.data.num_frames))
     for split in splits or [config.eval.split]:
         t0 = time.perf_counter()
-        source = build_source(spec, split)
-        n = min(int(num_clips or config.eval.num_clips), len(source))
-        if n < 1:
-            raise ValueError(f"split {split!r} of {spec} has no clips to evaluate.")
+        source, n = tok_eval.eval_source(config, split, num_clips, strict=bool(num_clips))
         usage = CodeUsage(quantizer.codebook_size)
         psnrs, ssims, recons_for_judge, captions = [], [], [], []
         real_bank = _FeatureBank(feature_fn, fvd_frames, bs) if fvd else None
@@ -440,7 +438,7 @@ def _features(feature_fn, videos: np.ndarray, s: GenSettings) -> np.ndarray:
 
 
 def drift(workdir: str | Path, *, num_clips: int, num_frames: int | None = None, split: str = "test",
-          seed: int = 0, fvd: bool = False, **sampling_kw) -> dict:
+          seed: int = 0, fvd: bool = False, step: int | None = None, **sampling_kw) -> dict:
     """The long-video drift curve: world prompts of ``split`` continued to ``num_frames`` frames
     (:mod:`videogen.continuation`) and scored window by window against the true renders
     (:func:`videogen.drift.measure_videos`)."""
@@ -459,7 +457,7 @@ def drift(workdir: str | Path, *, num_clips: int, num_frames: int | None = None,
     num_frames = int(num_frames or 4 * (t - 1) + 1)
     specs = drift_lib.world_prompts(int(data["resolution"]), num_clips, split=split, seed=int(data.get("seed", 0)),
                                     num_frames=t, max_objects=int(data.get("max_objects", 2)))
-    engine = continuation.from_workdir(workdir, **sampling_kw)
+    engine = continuation.from_workdir(workdir, step=step, **sampling_kw)
     videos = engine.generate([s.caption for s in specs], num_frames, seed=seed)
     r = drift_lib.measure_videos(list(videos), specs, window=t, fvd=fvd)
     r.pop("clips", None)
@@ -484,6 +482,8 @@ def evaluate_generator(workdir: str | Path, *, protocols: Sequence[str] = ("worl
     feature_fn = feature_fn or (i3d_feature_fn(s.batch_size) if s.fvd else None)
     out: dict[str, Any] = {"kind": "generator", "workdir": str(workdir), "objective": config.objective,
                            "settings": dataclasses.asdict(s), "data": spec}
+    # FVD's frames as used: clips shorter than fvd_frames give all theirs (FVD compares equal lengths only).
+    out["settings"]["fvd_frames"] = min(int(s.fvd_frames), int(config.data.num_frames))
     from tokenizer import train as tok_train
 
     out["step"] = tok_train.latest_step(workdir) if step is None else step
@@ -551,8 +551,9 @@ def add_eval_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--protocol", action="append", choices=PROTOCOLS,
                    help="generator protocol, repeatable (default: world for world data, else ucf)")
     p.add_argument("--splits", default=None,
-                   help="comma-separated splits (generator world protocol default: test,heldout; tokenizer "
-                        "default: its config's eval split)")
+                   help="comma-separated splits (generator world protocol default: test,heldout; "
+                        "frame_prediction: the first one, default the config's eval split; tokenizer default: its "
+                        "config's eval split)")
     p.add_argument("--num-clips", type=int, default=None, help="clips per split / per repeat (default 64; "
                    "tokenizer: its config's)")
     p.add_argument("--batch-size", type=int, default=None)
@@ -605,13 +606,17 @@ def run(args) -> dict:
                 raise SystemExit(f"--drift needs {' and '.join(missing)} (the long-video issue #5), which is not "
                                  "available; run without --drift.")
         result = evaluate_generator(workdir, protocols=protocols, splits=splits or ["test", "heldout"], settings=s,
-                                    repeats=args.repeats, context_frames=args.context_frames, step=args.step)
+                                    repeats=args.repeats, context_frames=args.context_frames, step=args.step,
+                                    prediction_split=splits[0] if splits else None)
         if args.drift:
             result["drift"] = drift(workdir, num_clips=min(s.num_clips, args.drift_clips), num_frames=args.drift_frames,
                                     seed=args.seed, fvd=s.fvd, num_steps=s.num_steps, guidance=s.guidance,
-                                    temperature=s.temperature, top_k=s.top_k)
+                                    temperature=s.temperature, top_k=s.top_k, step=args.step)
         if args.with_tokenizer:
-            result["tokenizer"] = evaluate_tokenizer_workdir(cfg["tokenizer_workdir"], num_clips=args.num_clips,
+            from videogen.train import _saved_tokenizer_workdir
+
+            tok_wd = _saved_tokenizer_workdir(cfg["tokenizer_workdir"], workdir)
+            result["tokenizer"] = evaluate_tokenizer_workdir(tok_wd, num_clips=args.num_clips,
                                                              batch_size=args.batch_size, fvd=not args.no_fvd,
                                                              fvd_frames=args.fvd_frames, judge=not args.no_judge)
     step = int(result.get("step") or 0)

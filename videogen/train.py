@@ -1025,20 +1025,21 @@ def load_lm(workdir: str | os.PathLike, *, step: int | None = None, ema: bool = 
     graphdef, abs_params, rest = abstract_model(tcfg)
     dev = jax.sharding.SingleDeviceSharding(jax.devices()[0])
     abs_pure = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=dev), nnx.as_pure(abs_params))
-    with tok_train.checkpoint_manager(workdir, read_only=True) as mngr:
-        step = mngr.latest_step() if step is None else step
-        if step is None:
-            raise FileNotFoundError(f"no checkpoint in {workdir / 'checkpoints'}.")
+    def load(step: int):  # restored and checked against the fingerprints saved with it
         if ema:
-            params = mngr.restore(step, args=ocp.args.Composite(
-                model=ocp.args.StandardRestore({"ema": abs_pure}))).model["ema"]
-        else:
-            tx, _ = make_optimizer(config)
-            abs_opt = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=dev),
-                                   jax.eval_shape(tx.init, abs_pure))
-            item = {"step": jax.ShapeDtypeStruct((), jnp.int32, sharding=dev), "params": abs_pure, "opt_state": abs_opt}
-            params = mngr.restore(step, args=ocp.args.Composite(
-                train=ocp.args.StandardRestore(item))).train["params"]
+            model = mngr.restore(step, args=ocp.args.Composite(model=ocp.args.StandardRestore({"ema": abs_pure}))).model
+            checkpointing.verify_restored(mngr, step, "model", model)
+            return model["ema"]
+        tx, _ = make_optimizer(config)
+        abs_opt = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=dev),
+                               jax.eval_shape(tx.init, abs_pure))
+        item = {"step": jax.ShapeDtypeStruct((), jnp.int32, sharding=dev), "params": abs_pure, "opt_state": abs_opt}
+        train = mngr.restore(step, args=ocp.args.Composite(train=ocp.args.StandardRestore(item))).train
+        checkpointing.verify_restored(mngr, step, "train", train)
+        return train["params"]
+
+    with tok_train.checkpoint_manager(workdir, read_only=True) as mngr:
+        _, params = checkpointing.load_step(mngr, step, load, what="lm")
     return nnx.merge(graphdef, params, nnx.as_pure(rest)), tok_bundle, text_tok, config
 
 
