@@ -98,6 +98,12 @@ def test_missing_and_extra_objects():
     half = ex["video"].copy()
     half[: len(half) // 2 + 2] = 0
     assert not judge.judge_video(half, ex["caption"]).all_correct
+    # One object drawn twice (a copy half a canvas away): the caption names one, so it is wrong.
+    one = world.WorldSource(world.WorldConfig(resolution=64, min_objects=1, max_objects=1), "test")[0]
+    (only,) = captions.parse_caption(one["caption"])
+    assert judge.judge_video(one["video"], one["caption"]).all_correct
+    twice = judge.judge_video(np.maximum(one["video"], np.roll(one["video"], 32, axis=2)), one["caption"])
+    assert twice.duplicated == [only.colour] and not twice.all_correct
 
 
 def test_bad_inputs_are_clear_errors():

@@ -73,13 +73,16 @@ class Verdict:
     objects: list[ObjectVerdict]
     extra_colours: list[str]  # palette colours clearly present that the caption does not name
     tracks: dict[str, Track]
+    # named colours drawn as two or more object-sized blobs most of the time (the caption names one object)
+    duplicated: list[str] = dataclasses.field(default_factory=list)
 
     @property
     def all_correct(self) -> bool:
-        return all(o.correct for o in self.objects) and not self.extra_colours
+        return all(o.correct for o in self.objects) and not self.extra_colours and not self.duplicated
 
     def summary(self) -> dict:
         return {"caption": self.caption, "all_correct": self.all_correct, "extra_colours": self.extra_colours,
+                "duplicated": self.duplicated,
                 "objects": [dict(dataclasses.asdict(o), correct=o.correct) for o in self.objects]}
 
 
@@ -258,8 +261,11 @@ def judge_video(video: np.ndarray, caption: str) -> Verdict:
             colour=p.colour, shape=p.shape, size=p.size, motion=p.motion, colour_found=found,
             shape_ok=shape == p.shape, size_ok=p.size is None or size == p.size, motion_ok=motion == p.motion,
             detected_shape=shape, detected_size=size, detected_motion=motion))
+    # The world gives each object its own colour, so a named colour seen as several objects is a duplicate.
+    duplicated = [c for c in sorted(named) if tracks[c].present.any()
+                  and (tracks[c].count[tracks[c].present] >= 2).mean() > 0.5]
     return Verdict(caption=caption, objects=verdicts, extra_colours=extra,
-                   tracks={c: tracks[c] for c in named})
+                   tracks={c: tracks[c] for c in named}, duplicated=duplicated)
 
 
 def score(videos, captions) -> dict:
