@@ -177,3 +177,23 @@ def test_every_source_kind_through_one_pipeline(mesh, tmp_path):
         sources.build_source({"kind": "youtube"})
     with pytest.raises(ValueError, match="only apply to kind='world'"):
         sources.build_source({"kind": "tfds", "name": "x", "max_objects": 2})
+
+
+def test_eval_spec_keeps_world_entries_for_the_world_only(caplog):
+    """The configs size a world eval set in eval.data; with real data those entries are dropped (they would
+    crash a folder source), a TFDS spec's own (training) split gives way to the eval split, and a folder
+    evaluated on its training videos says so."""
+    import logging
+
+    world_eval = {"num_clips": 256}
+    assert sources.eval_spec({"kind": "world", "resolution": 32}, world_eval) == {
+        "kind": "world", "resolution": 32, "num_clips": 256}
+    tfds = {"kind": "tfds", "name": "ucf101", "split": "train[:90%]"}
+    assert sources.eval_spec(tfds, world_eval) == {"kind": "tfds", "name": "ucf101"}
+    assert sources.eval_spec(tfds, {"split": "train[90%:]"})["split"] == "train[90%:]"
+    with caplog.at_level(logging.WARNING, logger="videogen.data"):
+        assert sources.eval_spec({"kind": "folder", "root": "a/"}, world_eval) == {"kind": "folder", "root": "a/"}
+        assert "eval reads the training folder a/" in caplog.text
+        caplog.clear()
+        assert sources.eval_spec({"kind": "folder", "root": "a/"}, {"root": "b/"})["root"] == "b/"
+        assert not caplog.text

@@ -27,13 +27,16 @@ def eval_spec(data: Mapping[str, Any], eval_data: Mapping[str, Any] | None = Non
 
     The shipped configs size their world eval set there (``{"num_clips": 256}``); those world-only entries
     are dropped when ``data`` is a TFDS or folder source, so switching a config's data to real videos needs
-    no change to its eval section. A folder has no splits: unless ``eval.data`` names another ``root`` the
+    no change to its eval section; a ``split`` in ``data`` is the training split's and is dropped too. A folder has no splits: unless ``eval.data`` names another ``root`` the
     eval clips are training clips, and a warning says so."""
     spec = dict(data)
     extra = dict(eval_data or {})
     kind = spec.get("kind", "world")
     if kind != "world":
         extra = {k: v for k, v in extra.items() if k not in _WORLD_ONLY}
+    # A TFDS spec's own split (e.g. "train[:90%]") names the training data: the eval reads the trainer's eval
+    # split (config.eval.split) unless eval.data names one.
+    spec.pop("split", None)
     spec.update(extra)
     if kind == "folder" and spec.get("root") == data.get("root"):
         logger.warning("eval reads the training folder %s (a folder source has no splits): set eval.data.root "
