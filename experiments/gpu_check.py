@@ -33,6 +33,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -127,14 +128,19 @@ def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", default=os.environ.get("OUT") or "runs/gpu_check", help="output folder")
     p.add_argument("--budget", type=float, default=450.0, help="seconds for all sections together")
-    p.add_argument("--workdir", default="/tmp/videogen_gpu_check", help="trainers' workdirs (not kept)")
+    p.add_argument("--workdir", default="/tmp/videogen_gpu_check",
+                   help="trainers' workdirs, emptied at the start (a leftover run would be resumed or refused)")
     p.add_argument("--platform", default="gpu", help="'gpu'; 'cpu' runs a tiny dry run of the script itself")
     p.add_argument("--skip", default="", help="comma-separated sections to skip")
     args = p.parse_args(argv)
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     work = Path(args.workdir)
+    if work.exists():  # e.g. a --platform cpu dry run's tiny models: the trainers would refuse or resume them
+        shutil.rmtree(work)
     skip = {s.strip() for s in args.skip.split(",") if s.strip()}
+    if skip - set(SHARES):  # a typo would spend the GPU's few minutes on the section meant to be skipped
+        p.error(f"--skip {args.skip}: unknown section(s) {sorted(skip - set(SHARES))}; sections: {list(SHARES)}")
     dry = args.platform == "cpu"
     py = sys.executable
     t_start = time.perf_counter()
@@ -250,6 +256,14 @@ def main(argv: list[str] | None = None) -> dict:
     return summary
 
 
+def failed(summary: dict) -> list[str]:
+    """Sections that did not end ``ok`` (and numerics with failing tests): the script's exit status is 1 then."""
+    bad = [n for n, r in summary["sections"].items() if r.get("status") != "ok"]
+    if summary["sections"].get("numerics", {}).get("failed") and "numerics" not in bad:
+        bad.append("numerics")
+    return bad
+
+
 def _copy(src: Path, dst: Path) -> None:
     if src.is_file():
         dst.write_bytes(src.read_bytes())
@@ -307,4 +321,7 @@ def format_summary(summary: dict) -> str:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    bad = failed(main(sys.argv[1:]))
+    if bad:
+        print(f"gpu_check: failed sections: {', '.join(bad)} (their logs are in the output folder)", file=sys.stderr)
+        sys.exit(1)

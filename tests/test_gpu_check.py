@@ -60,3 +60,16 @@ def test_summary_table_names_each_section_and_its_figures():
 def test_shares_leave_the_whole_budget_to_the_sections(share):
     assert 0 < gpu_check.SHARES[share] < 0.5
     assert sum(gpu_check.SHARES.values()) == pytest.approx(1.0)
+
+
+def test_a_failed_section_fails_the_script_and_a_misspelled_skip_is_refused(tmp_path, capsys):
+    ok = {"status": "ok", "seconds": 1.0}
+    assert gpu_check.failed({"sections": {"env": ok, "bench": ok}}) == []
+    assert gpu_check.failed({"sections": {"env": ok, "bench": {"status": "exit 1", "seconds": 2.0}}}) == ["bench"]
+    assert gpu_check.failed({"sections": {"numerics": {**ok, "failed": ["tests/x.py::t"]}}}) == ["numerics"]
+    stale = tmp_path / "work"
+    (stale / "tok").mkdir(parents=True)
+    with pytest.raises(SystemExit):  # before anything runs (and after the stale workdir is cleared)
+        gpu_check.main(["--out", str(tmp_path / "out"), "--workdir", str(stale), "--skip", "bench,tokenizr"])
+    assert "unknown section(s) ['tokenizr']" in capsys.readouterr().err
+    assert not stale.exists()
