@@ -173,10 +173,9 @@ def evaluate_tokenizer_workdir(workdir: str | Path, *, splits: Sequence[str] | N
     workdir = Path(workdir)
     mesh = mesh_lib.make_mesh({"data": -1})
     model, quantizer, config = tok_train.load_tokenizer(workdir, step=step, mesh=mesh)
-    spec = tok_train.eval_data_spec(config)
     dp = mesh_lib.data_parallel_size(mesh)
     bs = math.ceil(int(batch_size or config.eval.batch_size) / dp) * dp
-    judge = judge and _is_world(spec)
+    judge = judge and _is_world(config.data)  # the eval spec itself is built per split by eval_source
     feature_fn = feature_fn or (i3d_feature_fn(bs) if fvd else None)
     out: dict[str, Any] = {"kind": "tokenizer", "workdir": str(workdir), "step": tok_train.latest_step(workdir)
                            if step is None else step, "splits": {}}
