@@ -135,7 +135,7 @@ def _observe(video: np.ndarray, spec: world.ClipSpec, truth: np.ndarray, window:
                 continue
             shape = SHAPES[int(np.nanargmin(np.nanmean(tr.shape_scores[sl][p], axis=0)))]
             labels.append((shape, _size_class(shape, float(np.median(tr.area[sl][p])), R),
-                           judge.classify_motion(tr.centre[sl], p, R)))
+                           judge.classify_motion(tr.centre[sl], p, R, tr.edges[sl])))
         windows.append({"start": s, "end": sl.stop, "labels": labels,
                         "extra": [c for c in others if tracks[c].present[sl].mean() > 0.5]})
     d = BOUNCE_SPAN
