@@ -111,14 +111,21 @@ def get_config(arg=None):
     if tiny:
         c.model = dict(num_layers=4, d_model=128, num_heads=4, num_kv_heads=4, mlp_dim=384, head="bitgroups",
                        group_bits=None, dtype="float32", remat="none", qk_norm=True, text_loss=False,
-                       codebook_size=None, video_grid=None)
+                       codebook_size=None, video_grid=None, video_pos_emb=False, rope_video="shared",
+                       text_bidirectional=False)
     else:
         c.model = dict(num_layers=12, d_model=512, num_heads=8, num_kv_heads=8, mlp_dim=1536, head="bitgroups",
                        group_bits=None, dtype="bfloat16", remat="none", qk_norm=True, text_loss=False,
-                       codebook_size=None, video_grid=None)
+                       codebook_size=None, video_grid=None, video_pos_emb=False, rope_video="shared",
+                       text_bidirectional=False)
+    # video_pos_emb: learned (t, h, w) embeddings on video inputs; rope_video: 'shared' one rotary ladder or
+    # 'grid' per-axis ladders sized to the grid; text_bidirectional: the caption attends to all of itself.
     # model.text_loss=True adds a text head trained on next-token prediction of the captions (PAD not
     # scored), weighted by text_loss_weight against the video NLL; logged as train/text_loss.
     c.text_loss_weight = 0.1
+    # Loss weight 1 + motion_weight on video tokens whose code differs from the same position one latent
+    # frame earlier (training only; eval losses stay unweighted). 0 = off.
+    c.motion_weight = 0.0
     # no_prefix_prob (objective maskgit_frames): extra probability that an example has no clean prefix, so
     # frame 0 (drawn from nothing when sampling) is trained; 0 = prefix uniform over 0..t-1 frames. 0.5 found
     # the prompted colour for 64 % of objects vs 24 % with 0 at 600 tiny steps (BENCHMARKS.md).

@@ -197,3 +197,12 @@ def test_text_loss_trains_and_samples_through_the_cli(tok_dir, tmp_path, capsys)
     assert info.value.code == 2 and "--num 0" in capsys.readouterr().err
     with pytest.raises(ValueError, match="top_p"):
         LM.sample(model, tok, text_tok, prompts, objective="maskgit", top_p=1.5)
+
+
+def test_motion_emphasis_weights_changed_tokens():
+    from videogen.model import TransformerConfig
+    from videogen.train import motion_emphasis
+
+    tcfg = TransformerConfig.tiny(video_grid=(3, 1, 2))
+    targets = jax.numpy.asarray([[5, 7, 5, 7, 5, 9]])  # frames [5 7] [5 7] [5 9]: one token changes in frame 2
+    np.testing.assert_allclose(motion_emphasis(tcfg, targets, 3.0), [[1, 1, 1, 1, 1, 4]])

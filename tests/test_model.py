@@ -474,3 +474,71 @@ def test_flops_per_token_by_hand():
     assert flops_per_token(cfg, 100, causal=False) == 6 * n + 12 * 2 * 32 * 100
     bits = TransformerConfig.tiny(text_loss=True)  # bitgroups head: d x G 2^g = 32 x 16, text head 32 x 16
     assert matmul_param_count(bits) == 2 * 9216 + 32 * 16 + 32 * 16
+
+
+# ----------------------------------------------------------------------------- position and caption options
+
+
+_OPTIONS = dict(video_pos_emb=True, rope_video="grid", text_bidirectional=True)
+
+
+def test_position_options_cached_decode_matches_full_pass():
+    """Learned (t, h, w) embeddings, per-axis rotary ladders and a bidirectional caption keep the KV-cached
+    decode (whole caption prefilled, then one token at a time) equal to the full pass."""
+    cfg = TransformerConfig.tiny(head="softmax", codebook_size=32, video_grid=(2, 2, 3), **_OPTIONS)
+    model = Transformer(cfg, rngs=nnx.Rngs(0))
+    graphdef, state = nnx.split(model)
+    tokens, positions = _random_row(cfg, 0), make_positions(cfg, 2)
+    full = np.asarray(_forward_fn(model)(tokens, positions))
+    assert model.video_pos[...].shape == (2 + 2 + 3, cfg.d_model)
+
+    @jax.jit
+    def step(state, cache, tok, pos, idx):
+        return nnx.merge(graphdef, state)(tok, pos, mode="causal", cache=cache, cache_index=idx)
+
+    prompt = cfg.max_text_len + 2
+    logits, cache = step(state, model.init_cache(2, tokens.shape[1], jnp.float32), tokens[:, :prompt],
+                         positions[:, :prompt], jnp.int32(0))
+    np.testing.assert_allclose(logits, full[:, :prompt], atol=1e-5, rtol=1e-5)
+    for p in range(prompt, tokens.shape[1]):
+        logits, cache = step(state, cache, tokens[:, p:p + 1], positions[:, p:p + 1], jnp.int32(p))
+        np.testing.assert_allclose(logits[:, 0], full[:, p], atol=1e-5, rtol=1e-5)
+
+
+def test_text_bidirectional_lets_the_caption_see_itself():
+    for bidirectional in (False, True):
+        cfg = TransformerConfig.tiny(head="softmax", codebook_size=32, text_bidirectional=bidirectional)
+        fwd = _forward_fn(Transformer(cfg, rngs=nnx.Rngs(1)))
+        tokens, positions = _random_row(cfg, 1, batch=1), make_positions(cfg, 1)
+        changed = tokens.at[0, 2].set(tokens[0, 2] % 11 + 4)  # a later caption token
+        moved = np.abs(np.asarray(fwd(changed, positions))[:, :2] - np.asarray(fwd(tokens, positions))[:, :2]).max()
+        assert (moved > 1e-4) == bidirectional
+    with pytest.raises(ValueError, match="text_bidirectional"):
+        TransformerConfig.tiny(text_bidirectional=True, text_loss=True)
+
+
+def test_video_position_embedding_is_absolute():
+    """Rotary alone is blind to a shift of every frame index; the learned embeddings are not."""
+    for absolute in (False, True):
+        cfg = TransformerConfig.tiny(max_text_len=0, head="softmax", codebook_size=32, video_grid=(3, 2, 2),
+                                     video_pos_emb=absolute)
+        fwd = _forward_fn(Transformer(cfg, rngs=nnx.Rngs(3)), "prefix_bidirectional_video")
+        tokens = video_token_ids(cfg, np.random.default_rng(3).integers(0, 32, (1, 12)))
+        shift = np.abs(np.asarray(fwd(tokens, make_positions(cfg, 1, t_offset=1)))
+                       - np.asarray(fwd(tokens, make_positions(cfg, 1)))).max()
+        assert (shift > 1e-4) == absolute
+
+
+def test_grid_rope_ladder_spans_each_axis():
+    from videogen.model import rope_frequencies
+
+    freq = rope_frequencies(32, 10000.0, "grid", (37, 8, 8))
+    for axis, extent in enumerate((37, 8, 8)):
+        mine = freq[np.arange(16) % 3 == axis]
+        assert mine[0] == pytest.approx(1.0) and mine[-1] == pytest.approx(np.pi / 2 / (4 * extent))
+        assert np.all(np.diff(mine) < 0)
+    # The shared ladder's fastest w pair turns ~0.32 rad per column; the grid ladder's turns 1 rad.
+    shared = rope_frequencies(32, 10000.0)
+    assert shared[2] == pytest.approx(10000.0 ** (-4 / 32)) and shared[2] < 0.33
+    with pytest.raises(ValueError, match="rope_video"):
+        TransformerConfig.tiny(rope_video="spiral")

@@ -165,6 +165,7 @@ HEAD_KINDS = ("softmax", "bitgroups")
 REMAT_POLICIES = ("none", "full", "dots")
 MASK_MODES = ("causal", "prefix_bidirectional_video", "prefix_bidirectional", "block_causal")
 ATTENTION_IMPLS = ("xla", "dot_product_attention")
+ROPE_LADDERS = ("shared", "grid")
 
 # MaxText-style mapping of logical names to the ('data', 'fsdp', 'tensor') mesh of videogen.mesh.
 # Mesh axes a mesh lacks are dropped when mapping (see logical_to_mesh_spec).
@@ -225,6 +226,15 @@ class TransformerConfig:
         attention_impl: ``'xla'`` (einsum + softmax here, heads-major, with a flash-style custom VJP;
             :func:`_softmax_attention`) or ``'dot_product_attention'`` (``jax.nn.dot_product_attention``;
             may pick cuDNN flash attention on GPU).
+        video_pos_emb: Add learned absolute ``(t, h, w)`` embeddings (``t + h + w`` rows, factorised) to
+            video token inputs, indexed by the video coordinates of ``positions`` (window-relative in
+            continuation; clamped to the grid). Rotary alone turns most pairs little across a small grid.
+        rope_video: ``'shared'``: one ladder ``theta^(-2k/head_dim)`` for all pairs (text and video);
+            ``'grid'``: the pairs of each axis get their own geometric ladder from 1 rad per step down
+            to a quarter turn over ``4 x`` that axis's extent (the grid's size for h / w, text + frames
+            for t), so every pair turns a useful amount across the grid.
+        text_bidirectional: Text tokens attend to all text (a prefix-LM caption encoder) in every mask
+            mode; video attention is unchanged. Not with ``text_loss`` (its targets would be visible).
     """
 
     text_vocab_size: int = 512
@@ -247,6 +257,9 @@ class TransformerConfig:
     norm_eps: float = 1e-6
     text_pad_id: int = 0
     attention_impl: str = "xla"
+    video_pos_emb: bool = False
+    rope_video: str = "shared"
+    text_bidirectional: bool = False
 
     def __post_init__(self):
         object.__setattr__(self, "video_grid", tuple(int(x) for x in self.video_grid))
@@ -273,6 +286,11 @@ class TransformerConfig:
             problems.append(f"head_dim={hd} must be even and >= 6 (rotary pairs over 3 axes)")
         if self.remat not in REMAT_POLICIES:
             problems.append(f"remat={self.remat!r} must be one of {REMAT_POLICIES}")
+        if self.rope_video not in ROPE_LADDERS:
+            problems.append(f"rope_video={self.rope_video!r} must be one of {ROPE_LADDERS}")
+        if self.text_bidirectional and self.text_loss:
+            problems.append("text_bidirectional=True with text_loss=True: a caption that sees all of itself "
+                            "cannot be trained on next-token text prediction; turn one off")
         if self.attention_impl not in ATTENTION_IMPLS:
             problems.append(f"attention_impl={self.attention_impl!r} must be one of {ATTENTION_IMPLS}")
         if self.head not in HEAD_KINDS:
@@ -509,6 +527,8 @@ def _mode_mask(config, mode, q_tok, q_pos, q_idx, k_tok, k_pos, k_idx) -> jax.Ar
     k_blk = block_ids(config, k_tok, k_pos, k_idx)
     m = _pair_mask(mode, q_idx[None, :, None], q_vid[:, :, None], q_blk[:, :, None],
                    k_idx[None, None, :], k_vid[:, None, :], k_blk[:, None, :])
+    if config.text_bidirectional:  # a prefix-LM caption: text sees all text (key padding still applies)
+        m = m | (~q_vid[:, :, None] & ~k_vid[:, None, :])
     k_valid = ((k_tok != config.text_pad_id) | (k_idx == 0)[None, :]) & (k_tok >= 0)
     return (m & k_valid[:, None, :])[:, None]
 
@@ -525,12 +545,32 @@ def make_attention_mask(config: TransformerConfig, tokens: jax.Array, positions:
 # ----------------------------------------------------------------------------- rotary
 
 
-def rope_angles(positions: jax.Array, head_dim: int, theta: float) -> tuple[jax.Array, jax.Array]:
-    """``(cos, sin) [B, S, 1, head_dim/2]`` float32; pair ``k`` uses frequency ``theta^(-2k/head_dim)``
+def rope_frequencies(head_dim: int, theta: float, ladder: str = "shared",
+                     extents: tuple[int, int, int] | None = None) -> np.ndarray:
+    """``[head_dim/2]`` rad per position step of each rotary pair (pair ``k`` turns with axis ``k % 3``).
+
+    ``'shared'``: ``theta^(-2k/head_dim)``. ``'grid'``: the ``n`` pairs of axis ``a`` get ``1 ... (pi/2) /
+    (4 extents[a])`` geometrically, so the slowest still turns a quarter turn over four times the axis."""
+    k = np.arange(head_dim // 2)
+    if ladder == "shared":
+        return theta ** (-2.0 * k / head_dim)
+    if extents is None:
+        raise ValueError("rope ladder 'grid' needs the axis extents (t, h, w).")
+    freq = np.zeros(len(k))
+    for axis in range(3):
+        pairs = k[k % 3 == axis]
+        slowest = (math.pi / 2) / (4 * max(int(extents[axis]), 1))
+        freq[pairs] = slowest ** (np.arange(len(pairs)) / max(len(pairs) - 1, 1))
+    return freq
+
+
+def rope_angles(positions: jax.Array, head_dim: int, theta: float, ladder: str = "shared",
+                extents: tuple[int, int, int] | None = None) -> tuple[jax.Array, jax.Array]:
+    """``(cos, sin) [B, S, 1, head_dim/2]`` float32; pair ``k`` uses frequency :func:`rope_frequencies`
     and coordinate ``positions[..., k % 3]`` (interleaved t/h/w; equal coordinates = 1-D RoPE)."""
     half = head_dim // 2
     k = np.arange(half)
-    inv_freq = jnp.asarray(theta ** (-2.0 * k / head_dim), jnp.float32)
+    inv_freq = jnp.asarray(rope_frequencies(head_dim, theta, ladder, extents), jnp.float32)
     coord = positions.astype(jnp.float32)[..., k % 3]  # [B, S, half]
     ang = coord * inv_freq
     return jnp.cos(ang)[:, :, None, :], jnp.sin(ang)[:, :, None, :]
@@ -748,6 +788,20 @@ class Transformer(nnx.Module):
         self.video_head = _param(_normal(rngs, (d, cfg.num_groups * cfg.group_size), d**-0.5), ("embed", "vocab"))
         self.text_head = (_param(_normal(rngs, (d, cfg.text_vocab_size), d**-0.5), ("embed", "vocab"))
                           if cfg.text_loss else None)
+        # [t + h + w, d]: rows of the frame, row and column embeddings, summed per video token.
+        self.video_pos = (_param(_normal(rngs, (sum(cfg.video_grid), d), 0.02), ("vocab", "embed"))
+                          if cfg.video_pos_emb else None)
+
+    def _video_position_embedding(self, tokens: jax.Array, positions: jax.Array) -> jax.Array:
+        """``[B, S, d]``: frame + row + column embeddings of video tokens (zero for text)."""
+        cfg = self.config
+        t, h, w = cfg.video_grid
+        local = positions - cfg.max_text_len  # video coordinates from 0 (window-relative t)
+        rows = (jnp.clip(local[..., 0], 0, t - 1), t + jnp.clip(local[..., 1], 0, h - 1),
+                t + h + jnp.clip(local[..., 2], 0, w - 1))
+        table = self.video_pos[...]
+        e = sum(jnp.take(table, r, axis=0) for r in rows)
+        return jnp.where(is_video_token(cfg, tokens)[..., None], e, 0.0).astype(cfg.compute_dtype)
 
     def init_cache(self, batch: int, max_len: int | None = None, dtype: Any = None) -> dict:
         """Empty static KV cache: ``{'layers': [{'k', 'v'} [B, M, Hkv, Dh]] * L, 'tokens' [B, M] = -1,
@@ -816,8 +870,13 @@ class Transformer(nnx.Module):
             mask = mask & (k_idx < start + s)[None, None, None, :]  # stale / unwritten slots
             layer_caches = cache["layers"]
 
-        cos, sin = rope_angles(positions, cfg.resolved_head_dim, cfg.rope_theta)
-        x = with_logical_constraint(self.embed(tokens), _BATCH_LEN_EMBED)
+        t, h, w = cfg.video_grid
+        cos, sin = rope_angles(positions, cfg.resolved_head_dim, cfg.rope_theta, cfg.rope_video,
+                               (cfg.max_text_len + t, h, w))
+        x = self.embed(tokens)
+        if self.video_pos is not None:
+            x = x + self._video_position_embedding(tokens, positions)
+        x = with_logical_constraint(x, _BATCH_LEN_EMBED)
         new_layers = []
         for block, layer_cache in zip(self.blocks, layer_caches):
             if cfg.remat == "none":

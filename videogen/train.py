@@ -487,6 +487,18 @@ def _continuation_kwargs(config) -> dict:
             "corruption_kind": str(c.get("corruption_kind", "replace"))}
 
 
+def motion_emphasis(tcfg: TransformerConfig, targets: jax.Array, motion_weight: float) -> jax.Array:
+    """``[B, N]`` loss weights ``1 + motion_weight`` on video tokens whose code differs from the same
+    position one latent frame earlier (where something moved or appeared), 1 elsewhere and on frame 0.
+
+    Most tokens of the world are static background; without this the loss is dominated by them and a
+    model that draws still frames is cheap (seed 001's motion-promoting loss, in token form)."""
+    t, h, w = tcfg.video_grid
+    frames = targets.reshape(targets.shape[0], t, h * w)
+    changed = jnp.concatenate([jnp.zeros_like(frames[:, :1], bool), frames[:, 1:] != frames[:, :-1]], axis=1)
+    return 1.0 + motion_weight * changed.reshape(targets.shape).astype(jnp.float32)
+
+
 def _text_targets(tcfg, tokens):
     """Next-token targets of the text slots ``[B, L - 1]`` (slot i predicts text token i + 1) and their
     weights (PAD is not scored: no text loss on padding or on captions dropped for guidance). The text is
@@ -531,12 +543,15 @@ def make_train_step(config, tcfg, graphdef, rest, tx, shardings, mesh):
     seed = int(config.seed)
     cont = _continuation_kwargs(config)
     text_weight = float(config.get("text_loss_weight", 0.0)) if tcfg.text_loss else 0.0
+    motion_weight = float(config.get("motion_weight", 0.0))
 
     def train_step(state, codes, text_ids, lr):
         step = state["step"]
         key = jax.random.fold_in(jax.random.key(seed), step)
         tokens, positions, targets, weights = build_sequences(tcfg, objective, codes, text_ids, key,
                                                               drop_prob=drop_prob, **masks, **cont)
+        if motion_weight:  # training only: eval losses stay the plain mean NLL, comparable across runs
+            weights = weights * motion_emphasis(tcfg, targets, motion_weight)
         total = jnp.maximum(jnp.sum(weights), 1.0)
         text_total = jnp.maximum(jnp.sum(_text_targets(tcfg, tokens)[1]), 1.0)  # whole batch, like `total`
 
