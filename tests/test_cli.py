@@ -1,6 +1,7 @@
 """The `videogen` command line: preview (what `make data` runs), judge, text tokenizer, pending stages."""
 
 import json
+import re
 import subprocess
 import sys
 
@@ -59,7 +60,7 @@ def test_console_script_entry_point():
         assert name in out.stdout
 
 
-def test_demo_refuses_an_lm_workdir_of_the_other_objective(tmp_path, monkeypatch):
+def test_demo_refuses_an_lm_workdir_of_the_other_objective(tmp_path, monkeypatch, capsys):
     """`make demo` over an older demo's workdir whose LM has the other objective stops before training
     anything: resuming would sample a MaskGIT-trained model with the next-token sampler."""
     from tokenizer import train as tok_train
@@ -68,8 +69,10 @@ def test_demo_refuses_an_lm_workdir_of_the_other_objective(tmp_path, monkeypatch
     (tmp_path / "lm").mkdir()
     (tmp_path / "lm" / "config.json").write_text(json.dumps({"objective": "maskgit"}))
     monkeypatch.setattr(tok_train, "train", lambda *a, **k: pytest.fail("trained before checking the workdir"))
-    with pytest.raises(ValueError, match="holds a maskgit LM.*--objective maskgit"):
+    with pytest.raises(SystemExit) as info:  # a usage error: one line on stderr, exit code 2
         generate.main(["demo", "--workdir", str(tmp_path), "--tokenizer-steps", "1", "--lm-steps", "1"])
+    assert info.value.code == 2
+    assert re.search("holds a maskgit LM.*--objective maskgit", capsys.readouterr().err)
     with pytest.raises(SystemExit):  # argparse names the choices
         generate.main(["demo", "--workdir", str(tmp_path), "--objective", "ar"])
 

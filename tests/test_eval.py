@@ -173,8 +173,9 @@ def test_eval_command_tokenizer_no_fvd(tok_dir, tmp_path, capsys):
     r = json.loads(out.read_text())
     assert r["kind"] == "tokenizer" and "rfvd" not in r["splits"]["test"]
     assert "| test/psnr" in capsys.readouterr().out.replace("splits/", "")
-    with pytest.raises(ValueError, match="tokenizer workdir"):
+    with pytest.raises(SystemExit) as info:  # a usage error: one line on stderr, exit code 2
         cli.main(["eval", "--workdir", str(tok_dir), "--protocol", "ucf"])
+    assert info.value.code == 2 and "tokenizer workdir" in capsys.readouterr().err
 
 
 @pytest.mark.slow  # real I3D on CPU: ~1-2 s per clip, 8 clips + conversion of the weights

@@ -194,7 +194,7 @@ def test_text_loss_trains_and_samples_through_the_cli(tok_dir, tmp_path, capsys)
     np.testing.assert_array_equal(got, want[0])
     with pytest.raises(SystemExit) as info:
         cli.main(["sample", "--workdir", str(wd), "--prompt", prompts[0], "--num", "0"])
-    assert info.value.code == 2 and "--num 0" in capsys.readouterr().err
+    assert info.value.code == 2 and "argument --num: must be >= 1, got 0" in capsys.readouterr().err
     with pytest.raises(ValueError, match="top_p"):
         LM.sample(model, tok, text_tok, prompts, objective="maskgit", top_p=1.5)
 

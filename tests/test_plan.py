@@ -4,6 +4,7 @@ compiled memory analysis, the sharding of every parameter and optimizer slot -- 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -64,11 +65,14 @@ def test_plan_tokenizer(capsys, tmp_path):
     assert "encoder/conv_in" in text and "replicated" in text
 
 
-def test_plan_rejects_bad_config_before_compiling(tmp_path):
+def test_plan_rejects_bad_config_before_compiling(tmp_path, capsys):
     cfg = str(ROOT / "experiments/lm_world.py") + ":tiny"
-    with pytest.raises(ValueError, match=r"batch_size=6 must be a multiple .* use 8"):
+    with pytest.raises(SystemExit) as info:  # a usage error: one line on stderr, exit code 2
         cli.main(["plan", "--config", cfg, *LM_ARGS, "--config.batch_size=6", "--config.mesh.data=2",
                   "--config.mesh.fsdp=2", "--config.mesh.tensor=2"])
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and len(err.splitlines()) == 1, err
+    assert re.search(r"batch_size=6 must be a multiple .* use 8", err), err
     with pytest.raises(ValueError, match="tokenizer_workdir=None has no config.json"):
         plan_lib.plan(LM.load_config(cfg))
 

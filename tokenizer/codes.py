@@ -40,19 +40,19 @@ from another one, naming both (and the ``--step`` to use when only the checkpoin
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import math
 import os
-import sys
 import time
+import zipfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from videogen.video_io import VideoReadError
+from videogen import checks
+from videogen.errors import UsageError
 
 FORMAT = "videogen-codes"
 VERSION = 1
@@ -60,7 +60,7 @@ VIDEO_SUFFIXES = (".mp4", ".gif", ".webm", ".mov", ".mkv", ".avi", ".m4v")
 _ENCODE_CHUNK = 8  # clips per encoder / decoder call
 
 
-class CodesError(ValueError):
+class CodesError(UsageError):
     """A codes file or an input video that cannot be used as asked (the message says why and how)."""
 
 
@@ -176,6 +176,10 @@ def load_codes(path: str | os.PathLike) -> tuple[np.ndarray, dict]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found.")
+    if not zipfile.is_zipfile(path):  # what np.load would report about anything else points the wrong way
+        raise CodesError(f"{path} is not a videogen codes file (an .npz written by `videogen encode`)"
+                         + (f"; decode reads codes, and {path.suffix} is a video: encode it first"
+                            if path.suffix.lower() in VIDEO_SUFFIXES else "") + ".")
     try:
         with np.load(path, allow_pickle=False) as z:
             data = {k: z[k] for k in z.files}
@@ -340,6 +344,14 @@ def fit_clips(video: np.ndarray, tok_compression: tuple[int, int, int], *, name:
     return np.ascontiguousarray(batch)
 
 
+def check_input_suffix(path: str | os.PathLike) -> None:
+    """A CodesError unless ``path`` is a video file or a ``.npy`` (by its name)."""
+    suffix = Path(path).suffix.lower()
+    if suffix != ".npy" and suffix not in VIDEO_SUFFIXES:
+        raise CodesError(f"{path}: unsupported input {suffix or '(no suffix)'}; use a video "
+                         f"({', '.join(VIDEO_SUFFIXES)}) or a .npy of uint8 [T, H, W, 3].")
+
+
 def read_input(path: str | os.PathLike, *, fps: float | None = None, resize: int | None = None,
                max_frames: int | None = None) -> tuple[np.ndarray, dict]:
     """uint8 ``[T, H, W, 3]`` or ``[N, T, H, W, 3]`` from a video file or ``.npy`` + what the source was.
@@ -353,10 +365,7 @@ def read_input(path: str | os.PathLike, *, fps: float | None = None, resize: int
         raise FileNotFoundError(f"{path} not found.")
     suffix = path.suffix.lower()
     if suffix == ".npy":
-        try:
-            video = np.load(path, allow_pickle=False)
-        except ValueError as err:
-            raise CodesError(f"{path}: not a plain uint8 video array ({err}).") from None
+        video = checks.npy_video(path, "--input")
         if video.dtype != np.uint8 or video.ndim not in (4, 5) or video.shape[-1] != 3:
             raise CodesError(f"{path}: a .npy input must be uint8 [T, H, W, 3] or [N, T, H, W, 3], got "
                              f"{video.dtype} {video.shape}.")
@@ -365,9 +374,7 @@ def read_input(path: str | os.PathLike, *, fps: float | None = None, resize: int
         info = {"source_frames": video.shape[-4], "source_height": video.shape[-3], "source_width": video.shape[-2],
                 "source_fps": 0.0}
         return video, info
-    if suffix not in VIDEO_SUFFIXES:
-        raise CodesError(f"{path}: unsupported input {suffix or '(no suffix)'}; use a video "
-                         f"({', '.join(VIDEO_SUFFIXES)}) or a .npy of uint8 [T, H, W, 3].")
+    check_input_suffix(path)
     probe = video_io.probe_video(path)
     video = video_io.read_video(path, fps=fps, size=resize, max_frames=max_frames)
     info = {"source_frames": probe["num_frames"], "source_height": probe["height"], "source_width": probe["width"],
@@ -429,25 +436,17 @@ def decode_file(tok: LoadedTokenizer, input_path, output_path, *, fps: float | N
     return videos[0] if meta["single"] else videos
 
 
-def _quiet(args) -> None:
-    """orbax logs every checkpoint open (absl, INFO) and JAX its backend search: kept out unless -v."""
-    import logging
-
-    if not getattr(args, "verbose", False):
-        for name in ("absl", "jax._src.xla_bridge"):
-            logging.getLogger(name).setLevel(logging.WARNING)
-
-
 def encode_command(args) -> None:
-    _quiet(args)
-    try:
-        tok = LoadedTokenizer(args.tokenizer, step=args.step)
-        t0 = time.perf_counter()
-        codes, meta = encode_file(tok, args.input, args.output, frames=args.frames, start=args.start,
-                                  resize=args.resize, crop=args.crop, clips=args.clips, fps=args.fps)
-    except (CodesError, FileNotFoundError, VideoReadError) as err:
-        print(f"videogen encode: {err}", file=sys.stderr)
-        sys.exit(2)
+    # Everything a user typed is checked before the tokenizer loads (the command line reports a UsageError).
+    _parse_frames(args.frames)
+    checks.input_file(args.input, "--input")
+    check_input_suffix(args.input)
+    checks.output_file(args.output, "--output", (".npz",))
+    checks.trained_workdir(args.tokenizer, "--tokenizer", expect="tokenizer", step=args.step)
+    tok = LoadedTokenizer(args.tokenizer, step=args.step)
+    t0 = time.perf_counter()
+    codes, meta = encode_file(tok, args.input, args.output, frames=args.frames, start=args.start,
+                              resize=args.resize, crop=args.crop, clips=args.clips, fps=args.fps)
     n, t, h, w = codes.shape
     print(f"Wrote {args.output}: {n} clip{'s' * (n != 1)} of {meta['frames']}x{meta['height']}x{meta['width']} "
           f"pixels -> codes [{n}, {t}, {h}, {w}] of {tok.codebook_size} ({time.perf_counter() - t0:.1f} s; "
@@ -455,13 +454,12 @@ def encode_command(args) -> None:
 
 
 def decode_command(args) -> None:
-    _quiet(args)
-    try:
-        tok = LoadedTokenizer(args.tokenizer, step=args.step)
-        videos = decode_file(tok, args.input, args.output, fps=args.fps)
-    except (CodesError, FileNotFoundError, VideoReadError) as err:
-        print(f"videogen decode: {err}", file=sys.stderr)
-        sys.exit(2)
+    checks.input_file(args.input, "--input")
+    load_codes(args.input)  # not a codes file: said before the tokenizer loads
+    checks.output_file(args.output, "--output", (".mp4", ".gif", ".npy"))
+    checks.trained_workdir(args.tokenizer, "--tokenizer", expect="tokenizer", step=args.step)
+    tok = LoadedTokenizer(args.tokenizer, step=args.step)
+    videos = decode_file(tok, args.input, args.output, fps=args.fps)
     print(f"Wrote {args.output}: video {list(videos.shape)} uint8")
 
 
@@ -508,20 +506,16 @@ def evaluate(workdir, *, split: str | None = None, num_clips: int | None = None,
 
 
 def eval_tokenizer_command(args) -> None:
-    _quiet(args)
     workdir = Path(args.workdir)
-    if not (workdir / "config.json").is_file():
-        print(f"videogen eval-tokenizer: {workdir / 'config.json'} not found: is {workdir} a tokenizer workdir "
-              "(make train-tokenizer / python -m tokenizer.train)?", file=sys.stderr)
-        sys.exit(2)
+    checks.trained_workdir(workdir, "--workdir", expect="tokenizer", step=args.step)
+    if args.out:
+        checks.output_file(args.out, "--out")
     sample_path = Path(args.samples_out) if args.samples_out else None
-    try:
-        metrics = evaluate(workdir, split=args.split, num_clips=args.num_clips, batch_size=args.batch_size,
-                           step=args.step, judge=not args.no_judge, samples=args.samples if sample_path else 0,
-                           rfvd=args.rfvd, sample_path=sample_path)
-    except (CodesError, FileNotFoundError) as err:
-        print(f"videogen eval-tokenizer: {err}", file=sys.stderr)
-        sys.exit(2)
+    if sample_path:
+        checks.output_file(sample_path, "--samples-out", (".gif",))
+    metrics = evaluate(workdir, split=args.split, num_clips=args.num_clips, batch_size=args.batch_size,
+                       step=args.step, judge=not args.no_judge, samples=args.samples if sample_path else 0,
+                       rfvd=args.rfvd, sample_path=sample_path)
     text = json.dumps(metrics, indent=1)
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
@@ -531,48 +525,52 @@ def eval_tokenizer_command(args) -> None:
 
 _ENCODE_HELP = """Encodes a video file with a trained tokenizer into a codes file (.npz).
 
-The tokenizer takes 1 + ct*k frames whose height and width are multiples of cs (compression ct x cs x cs,
-4x8x8 for the shipped configs); a video that does not fit is refused with the options that make it fit:
+The tokenizer takes 1 + ct*k frames whose height and width are multiples of cs (its compression ct x cs x cs,
+read from the tokenizer's config: 4x8x8 for experiments/tokenizer_world.py, 4x4x4 for its :tiny variant); a
+video that does not fit is refused with the options that make it fit:
 --frames N|auto, --start S, --resize R, --crop, --clips (cut into consecutive clips), --fps F."""
 
 
 def add_commands(sub) -> None:
     """Registers `encode`, `decode` and `eval-tokenizer` on an argparse sub-parser collection."""
     p = sub.add_parser("encode", help="video file (mp4/gif/webm/npy) -> token codes (.npz) with a trained tokenizer",
-                       description=_ENCODE_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+                       description=_ENCODE_HELP)
     p.add_argument("--tokenizer", required=True, help="tokenizer workdir (config.json + checkpoints/)")
     p.add_argument("--input", required=True, help="video file or .npy of uint8 [T, H, W, 3] / [N, T, H, W, 3]")
     p.add_argument("--output", required=True, help="codes file (.npz)")
     p.add_argument("--frames", help="keep this many frames (1 + 4k for 4x temporal compression) or 'auto' (the most "
                                     "that fit)")
-    p.add_argument("--start", type=int, default=0, help="first frame to keep")
-    p.add_argument("--resize", type=int, help="short side to this many pixels, then centre crop to a square")
+    p.add_argument("--start", type=checks.nonnegative_int, default=0, help="first frame to keep")
+    p.add_argument("--resize", type=checks.positive_int,
+                   help="short side to this many pixels, then centre crop to a square")
     p.add_argument("--crop", action="store_true", help="centre-crop height and width to multiples of the spatial "
                                                        "compression")
     p.add_argument("--clips", action="store_true", help="cut the whole video into clips of --frames frames")
-    p.add_argument("--fps", type=float, help="resample the video to this frame rate first (video files only)")
-    p.add_argument("--step", type=int, help="tokenizer checkpoint step (default: latest)")
+    p.add_argument("--fps", type=checks.positive_float,
+                   help="resample the video to this frame rate first (video files only)")
+    p.add_argument("--step", type=checks.nonnegative_int, help="tokenizer checkpoint step (default: latest)")
     p.set_defaults(func=encode_command)
 
     p = sub.add_parser("decode", help="token codes (.npz from `videogen encode`) -> video (mp4/gif/npy)")
     p.add_argument("--tokenizer", required=True, help="the tokenizer workdir that encoded them")
     p.add_argument("--input", required=True, help="codes file (.npz)")
     p.add_argument("--output", required=True, help=".mp4, .gif or .npy (exact uint8 array)")
-    p.add_argument("--fps", type=float, help="frame rate of the output (default: the encoded video's)")
-    p.add_argument("--step", type=int, help="tokenizer checkpoint step (default: latest)")
+    p.add_argument("--fps", type=checks.positive_float, help="frame rate of the output (default: the encoded video's)")
+    p.add_argument("--step", type=checks.nonnegative_int, help="tokenizer checkpoint step (default: latest)")
     p.set_defaults(func=decode_command)
 
     p = sub.add_parser("eval-tokenizer", help="PSNR, SSIM, code usage, perplexity, judge (and rFVD) of a "
                                               "trained tokenizer on an evaluation split")
     p.add_argument("--workdir", required=True, help="tokenizer workdir")
     p.add_argument("--split", help="test | heldout | train (default: the config's eval split)")
-    p.add_argument("--num-clips", type=int, help="default: the config's eval.num_clips")
-    p.add_argument("--batch-size", type=int, help="default: the config's eval.batch_size")
-    p.add_argument("--step", type=int, help="checkpoint step (default: latest)")
+    p.add_argument("--num-clips", type=checks.positive_int, help="default: the config's eval.num_clips")
+    p.add_argument("--batch-size", type=checks.positive_int, help="default: the config's eval.batch_size")
+    p.add_argument("--step", type=checks.nonnegative_int, help="checkpoint step (default: latest)")
     p.add_argument("--out", help="also write the metrics JSON here")
     p.add_argument("--no-judge", action="store_true", help="skip the world judge on reconstructions")
     p.add_argument("--rfvd", action="store_true", help="also rFVD (I3D) of reconstructions vs originals; ~2 s per "
                                                        "clip on a CPU core pair")
-    p.add_argument("--samples", type=int, default=8, help="original|reconstruction pairs for --samples-out")
+    p.add_argument("--samples", type=checks.nonnegative_int, default=8,
+                   help="original|reconstruction pairs for --samples-out")
     p.add_argument("--samples-out", help="write a .gif (+ .mp4) grid of original|reconstruction pairs here")
     p.set_defaults(func=eval_tokenizer_command)

@@ -26,7 +26,6 @@ Metrics, all on the uint8 reconstructions a user would see (``round((x + 1) * 12
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import time
@@ -40,9 +39,11 @@ from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec
 
 from tokenizer.quantizers import CodeUsage
+from videogen import checks, errors
 from videogen import judge as judge_lib
 from videogen import mesh as mesh_lib
 from videogen import video_io
+from videogen.errors import UsageError
 
 __all__ = [
     "evaluate_tokenizer",
@@ -285,11 +286,13 @@ def eval_source(config, split: str, num_clips: int | None = None, *, strict: boo
         spec["num_clips"] = n
     source = build_source(spec, split)
     if n > len(source):
+        # A folder has no splits: its eval reads the whole folder (sources.eval_spec).
+        data = f"the folder {spec.get('root')}" if kind == "folder" else f"the {split!r} split of the {kind} data"
         if strict:
-            raise ValueError(f"num_clips={n}: the {split!r} split of the {kind} data has only {len(source)} clips; "
-                             f"ask for {len(source)} or fewer (--num-clips, or --config.eval.num_clips).")
-        print(f"[tokenizer] eval: the {split!r} split of the {kind} data has {len(source)} clips, fewer than "
-              f"eval.num_clips={n}: evaluating all {len(source)}.", flush=True)
+            raise UsageError(f"num_clips={n}: {data} has only {len(source)} clips; ask for {len(source)} or fewer "
+                             "(--num-clips, or --config.eval.num_clips).")
+        print(f"[tokenizer] eval: {data} has {len(source)} clips, fewer than eval.num_clips={n}: evaluating all "
+              f"{len(source)}.", flush=True)
         n = len(source)
     return source, n
 
@@ -298,20 +301,31 @@ def eval_source(config, split: str, num_clips: int | None = None, *, strict: boo
 
 
 def main(argv: list[str] | None = None) -> dict:
-    from tokenizer import train as train_lib  # the trainer imports this module: import it lazily
-
-    p = argparse.ArgumentParser(prog="python -m tokenizer.evaluate", description=__doc__.split("\n\n")[0])
+    p = errors.ArgumentParser(prog="python -m tokenizer.evaluate", description=__doc__.split("\n\n")[0])
     p.add_argument("--workdir", required=True, help="a tokenizer training workdir (config.json + checkpoints/)")
-    p.add_argument("--step", type=int, default=None, help="checkpoint step (default: latest)")
+    p.add_argument("--step", type=checks.nonnegative_int, default=None, help="checkpoint step (default: latest)")
     p.add_argument("--split", default=None, help="data split (default: the config's eval split)")
-    p.add_argument("--num-clips", type=int, default=None, help="clips to evaluate (default: the config's)")
-    p.add_argument("--batch-size", type=int, default=None)
-    p.add_argument("--samples", type=int, default=8, help="original|reconstruction pairs to write (0: none)")
+    p.add_argument("--num-clips", type=checks.positive_int, default=None,
+                   help="clips to evaluate (default: the config's)")
+    p.add_argument("--batch-size", type=checks.positive_int, default=None)
+    p.add_argument("--samples", type=checks.nonnegative_int, default=8,
+                   help="original|reconstruction pairs to write (0: none)")
     p.add_argument("--no-judge", action="store_true")
     p.add_argument("--raw", action="store_true", help="use the raw (non-EMA) params")
+    errors.add_verbose(p)
     args = p.parse_args(argv)
+    errors.configure_logging(args.verbose)
+    with errors.reported(p.prog, args.verbose):
+        return _evaluate_workdir(args)
+
+
+def _evaluate_workdir(args) -> dict:
+    """`python -m tokenizer.evaluate`: the workdir and its eval folder checked, then the evaluation."""
+    from tokenizer import train as train_lib  # the trainer imports this module: import it lazily
 
     workdir = Path(args.workdir)
+    checks.trained_workdir(workdir, "--workdir", expect="tokenizer", step=args.step)
+    checks.output_folder(workdir / "eval", "the workdir's eval folder")
     mesh = mesh_lib.make_mesh({"data": -1})
     model, quantizer, config = train_lib.load_tokenizer(workdir, step=args.step, mesh=mesh, ema=not args.raw)
     split = args.split or config.eval.split

@@ -39,7 +39,6 @@ Sections below: config loading, 1 mesh, 2 model + optimizer born sharded, 3 shar
 
 from __future__ import annotations
 
-import argparse
 import ast
 import importlib.util
 import json
@@ -64,7 +63,7 @@ from tokenizer import losses as losses_lib
 from tokenizer.losses import Discriminator3D
 from tokenizer.model import LOGICAL_AXIS_RULES, Autoencoder, AutoencoderConfig, amplify_chroma, check_input_shape
 from tokenizer.quantizers import LFQ, make_quantizer
-from videogen import checkpointing, config_checks, distributed
+from videogen import checkpointing, config_checks, distributed, errors
 from videogen import mesh as mesh_lib
 from videogen.data import sources
 from videogen.data.pipeline import Pipeline, PipelineConfig, resume_step
@@ -99,13 +98,17 @@ def load_config(spec: str) -> ml_collections.ConfigDict:
     """``'path/to/file.py'`` or ``'path/to/file.py:arg'`` -> ``get_config(arg)`` of that file."""
     path, _, arg = spec.partition(":")
     if not Path(path).is_file():
-        raise FileNotFoundError(f"config file {path!r} not found (from --config {spec!r}).")
+        raise errors.UsageError(f"--config {spec}: config file {path!r} not found"
+                                + (" (it is a folder)" if Path(path).is_dir() else "") + ".")
     module_spec = importlib.util.spec_from_file_location(f"_config_{Path(path).stem}", path)
     module = importlib.util.module_from_spec(module_spec)
     module_spec.loader.exec_module(module)
     if not hasattr(module, "get_config"):
-        raise ValueError(f"config file {path} has no get_config(arg=None) function.")
-    return module.get_config(arg or None)
+        raise errors.UsageError(f"--config {spec}: {path} has no get_config(arg=None) function.")
+    try:
+        return module.get_config(arg or None)
+    except ValueError as e:  # the config file's own refusal, e.g. an unknown variant
+        raise errors.UsageError(f"--config {spec}: {e}") from e
 
 
 def _parse_value(text: str) -> Any:
@@ -125,20 +128,28 @@ def apply_overrides(config: ml_collections.ConfigDict, overrides: Sequence[str])
     for item in overrides:
         text = item[len("--config."):] if item.startswith("--config.") else item
         if "=" not in text or text.startswith("-"):
-            raise ValueError(f"override {item!r}: write --config.KEY=VALUE (or KEY=VALUE), e.g. --config.steps=200.")
+            raise errors.UsageError(f"override {item!r}: write --config.KEY=VALUE (or KEY=VALUE), e.g. "
+                                    "--config.steps=200.")
         key, value = text.split("=", 1)
         path = key.strip().split(".")
         node = config
         for i, name in enumerate(path[:-1]):
+            if not hasattr(node, "keys"):
+                raise errors.UsageError(f"override {item!r}: {'.'.join(path[:i])} is a value "
+                                        f"({node!r}), not a config section.")
             if name not in node:
-                raise KeyError(f"override {item!r}: no config section {'.'.join(path[:i + 1])!r}; "
-                               f"sections here: {sorted(node.keys())}.")
+                raise errors.UnknownKeyError(f"override {item!r}: no config section {'.'.join(path[:i + 1])!r}"
+                                             + _close_keys(name, node, path[:i]))
             node = node[name]
         leaf = path[-1]
         parsed = _parse_value(value)
+        if not hasattr(node, "keys"):
+            raise errors.UsageError(f"override {item!r}: {'.'.join(path[:-1])} is a value ({node!r}), not a "
+                                    "config section.")
         if leaf not in node:
             if path[0] not in _OPEN_SECTIONS:
-                raise KeyError(f"override {item!r}: unknown key {key!r}; keys here: {sorted(node.keys())}.")
+                raise errors.UnknownKeyError(f"override {item!r}: unknown key {key!r}"
+                                             + _close_keys(leaf, node, path[:-1]))
             with node.unlocked():
                 node[leaf] = parsed
             continue
@@ -152,8 +163,21 @@ def apply_overrides(config: ml_collections.ConfigDict, overrides: Sequence[str])
         try:
             node[leaf] = parsed
         except TypeError as e:
-            raise TypeError(f"override {item!r}: {key} is {type(old).__name__} ({old!r}); got {parsed!r}.") from e
+            raise errors.UsageError(f"override {item!r}: {key} is {type(old).__name__} ({old!r}); got "
+                                    f"{parsed!r}.") from e
     return config
+
+
+def _close_keys(name: str, node, parents: Sequence[str]) -> str:
+    """The end of an unknown-key message: the keys of ``node`` spelled like ``name`` (or all of them)."""
+    import difflib
+
+    keys = sorted(str(k) for k in node.keys())
+    prefix = "".join(f"{p}." for p in parents)
+    close = difflib.get_close_matches(name, keys, n=3, cutoff=0.6)
+    if close:
+        return f"; did you mean {' or '.join(f'--config.{prefix}{k}' for k in close)}?"
+    return f"; keys here: {keys}."
 
 
 def _to_plain(x: Any) -> Any:
@@ -732,15 +756,19 @@ class _Log:
 
 
 def _check_config(config, mesh) -> None:
-    ae = autoencoder_config(config)
     d = config.data
-    check_input_shape(ae, int(d.num_frames), int(d.resolution), int(d.resolution))
+    try:
+        ae = autoencoder_config(config)
+        check_input_shape(ae, int(d.num_frames), int(d.resolution), int(d.resolution))
+    except ValueError as e:  # the config's model against its own quantizer and clip shape: the user's to fix
+        raise errors.UsageError(str(e)) from e
     dp = mesh_lib.data_parallel_size(mesh)
     for name, bs in (("batch_size", config.batch_size), ("eval.batch_size", config.eval.batch_size)):
         if bs % dp:
-            raise ValueError(f"{name}={bs} must be a multiple of the data-parallel size {dp} of mesh "
-                             f"{dict(mesh.shape)}; use {math.ceil(bs / dp) * dp}, or set --config.mesh.data to a "
-                             "divisor (on CPU, XLA_FLAGS=--xla_force_host_platform_device_count=N sets the devices).")
+            raise errors.UsageError(
+                f"{name}={bs} must be a multiple of the data-parallel size {dp} of mesh {dict(mesh.shape)}; use "
+                f"{math.ceil(bs / dp) * dp}, or set --config.mesh.data to a divisor (on CPU, "
+                "XLA_FLAGS=--xla_force_host_platform_device_count=N sets the devices).")
 
 
 def _evaluate(config, graphdef, state, eval_source, eval_clips: int, mesh, workdir: Path, step: int) -> dict:
@@ -984,28 +1012,34 @@ def decode_indices(model, quantizer, indices) -> jax.Array:
 # ============================================================================================
 
 
-def run_cli(argv, *, prog: str, description: str, example_config: str, train_fn) -> dict:
+def run_cli(argv, *, prog: str, description: str, example_config: str, train_fn, kind: str = "tokenizer") -> dict:
     """`--config FILE[:VARIANT] --workdir DIR [--config.KEY=VALUE ...]` → train_fn(config, workdir).
 
-    Shared by both trainers (tokenizer.train and videogen.train) so they parse overrides the same way.
+    Shared by both trainers (tokenizer.train and videogen.train, ``kind`` 'tokenizer' / 'lm') so they parse
+    overrides the same way. The config and the workdir are checked before anything is built or written; a
+    mistake is one line on stderr and exit code 2 (``-v``: with its traceback).
     """
-    p = argparse.ArgumentParser(
+    p = errors.ArgumentParser(
         prog=prog, description=description,
         epilog="Overrides: --config.KEY=VALUE (dotted keys), e.g. --config.steps=200 --config.model.dtype=bfloat16")
     p.add_argument("--config", required=True, help=f"config file and variant, e.g. {example_config}")
     p.add_argument("--workdir", required=True, help="output folder; re-running resumes from its latest checkpoint")
+    errors.add_verbose(p)
     distributed.add_arguments(p)
     args, overrides = p.parse_known_args(argv)
     bad = [o for o in overrides if not (o.startswith("--config.") or (not o.startswith("-") and "=" in o))]
     if bad:
         p.error(f"unrecognised arguments {bad}; overrides look like --config.steps=200")
-    distributed.initialize_from_args(args)  # jax.distributed first (explicit flags, SLURM, TPU pod), then JAX
-    config = apply_overrides(load_config(args.config), overrides)
-    try:
-        metrics = train_fn(config, args.workdir)
-    except (checkpointing.WorkdirBusyError, checkpointing.NonFiniteError) as e:
-        print(f"{prog}: error: {e}", file=sys.stderr)
-        sys.exit(1)
+    errors.configure_logging(args.verbose)
+    with errors.reported(prog, args.verbose):
+        distributed.initialize_from_args(args)  # jax.distributed first (explicit flags, SLURM, TPU pod), then JAX
+        config = apply_overrides(load_config(args.config), overrides)
+        config_checks.check_training_request(config, args.workdir, kind)  # before anything is built or written
+        try:
+            metrics = train_fn(config, args.workdir)
+        except (checkpointing.WorkdirBusyError, checkpointing.NonFiniteError) as e:
+            print(f"{prog}: error: {errors.one_line(e)}", file=sys.stderr)
+            sys.exit(1)
     print(json.dumps({k: v for k, v in metrics.items() if isinstance(v, (int, float, type(None)))}, sort_keys=True))
     if metrics.get("preempted"):
         sys.exit(143)  # 128 + SIGTERM: the checkpoint is saved; rerun the same command to resume
@@ -1014,7 +1048,7 @@ def run_cli(argv, *, prog: str, description: str, example_config: str, train_fn)
 
 def main(argv: list[str] | None = None) -> dict:
     return run_cli(argv, prog="python -m tokenizer.train", description="Train the video tokenizer.",
-                   example_config="experiments/tokenizer_world.py:tiny", train_fn=train)
+                   example_config="experiments/tokenizer_world.py:tiny", train_fn=train, kind="tokenizer")
 
 
 if __name__ == "__main__":

@@ -39,12 +39,15 @@ import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 
+from videogen.errors import UsageError
+
 __all__ = [
     "ITEMS",
     "CheckpointIntegrityError",
     "FiniteWatch",
     "NonFiniteError",
     "Preemption",
+    "UnusableCheckpointError",
     "WorkdirBusyError",
     "WorkdirLock",
     "export_params",
@@ -69,6 +72,11 @@ class WorkdirBusyError(RuntimeError):
 
 class CheckpointIntegrityError(RuntimeError):
     """Restored arrays do not match the fingerprints written with them."""
+
+
+class UnusableCheckpointError(UsageError, CheckpointIntegrityError):
+    """A reader (sampling, evaluation, export) has no checkpoint it can use: the one asked for, or every one,
+    is damaged or unreadable. The user's to fix (another --step, another workdir), so a UsageError."""
 
 
 class NonFiniteError(FloatingPointError):
@@ -313,13 +321,15 @@ def load_step(mngr: ocp.CheckpointManager, step: int | None, load_fn: Callable[[
         except Exception as e:  # noqa: BLE001 -- any failure of one step means: try the one before
             if step is not None:  # asked for by name: that one or an error (orbax's can be pages long)
                 if isinstance(e, CheckpointIntegrityError):
-                    raise
-                raise CheckpointIntegrityError(f"checkpoint step {s} in {mngr.directory} cannot be read: "
-                                               f"{type(e).__name__}: {_short(e)}") from e
+                    raise UnusableCheckpointError(str(e)) from e
+                raise UnusableCheckpointError(f"checkpoint step {s} in {mngr.directory} cannot be read: "
+                                              f"{type(e).__name__}: {_short(e)}") from e
             errors.append(f"step {s}: {type(e).__name__}: {_short(e, 200)}")
-            log(f"[{what}] checkpoint step {s} in {mngr.directory} cannot be used ({errors[-1]}); trying an "
-                "older one.")
-    raise RuntimeError(f"no usable checkpoint in {mngr.directory}: " + "; ".join(errors))
+            if s != steps[-1]:  # the oldest one's failure is in the error below
+                log(f"[{what}] checkpoint step {s} in {mngr.directory} cannot be used ({errors[-1]}); trying an "
+                    "older one.")
+    raise UnusableCheckpointError(f"no usable checkpoint in {mngr.directory}: every one is damaged or unreadable ("
+                                  + "; ".join(errors) + "); train again, or restore the workdir from a copy.")
 
 
 def _short(e: BaseException, limit: int = 300) -> str:

@@ -60,8 +60,9 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from videogen import sampling
+from videogen import checks, sampling
 from videogen.data.text import PAD_ID
+from videogen.errors import UsageError
 from videogen.model import make_positions, video_logits, video_token_ids
 
 __all__ = ["Continuation", "StreamDecoder", "decoder_reach", "latents_for_frames", "plan_windows"]
@@ -90,7 +91,7 @@ def plan_windows(num_new: int, *, window: int, context: int, objective: str, hav
     if objective not in OBJECTIVES:
         raise ValueError(f"objective={objective!r}: must be one of {OBJECTIVES}.")
     if not 1 <= context < window:
-        raise ValueError(f"context_frames={context} must be in [1, {window - 1}] for a model window of {window} "
+        raise UsageError(f"context_frames={context} must be in [1, {window - 1}] for a model window of {window} "
                          "latent frames.")
     plan, so_far, left = [], int(have), int(num_new)
     while left > 0:
@@ -484,28 +485,31 @@ __all__ += ["Chunk", "from_workdir", "window_frames"]
 def add_continue_args(p) -> None:
     p.add_argument("--workdir", help="the LM workdir (python -m videogen.train --workdir ...)")
     p.add_argument("--prompt", action="append", help="one video per prompt (repeat); '' = unconditional")
-    p.add_argument("--frames", type=int, help="frames to generate (default: --length-factor x the training length)")
-    p.add_argument("--length-factor", type=int, default=16,
+    p.add_argument("--frames", type=checks.positive_int,
+                   help="frames to generate (default: --length-factor x the training length)")
+    p.add_argument("--length-factor", type=checks.positive_int, default=16,
                    help="N = 1 + F (T - 1) frames for training clips of T frames (16: 17 -> 257 frames)")
     p.add_argument("--video", help="continue this video file (mp4/gif/webm/npy); its frames are kept unchanged")
     p.add_argument("--story", action="append", metavar="PROMPT=FRAMES",
                    help="story mode: segments continued one after another, e.g. --story 'a red circle moves to "
                         "the left=64' --story 'a blue square bounces up and down=64'")
-    p.add_argument("--context-frames", type=int, help="latent frames of context per window (default window - 2)")
+    p.add_argument("--context-frames", type=checks.positive_int,
+                   help="latent frames of context per window (default window - 2)")
     p.add_argument("--objective", choices=OBJECTIVES, help="default: the one the LM was trained with")
-    p.add_argument("--steps", type=int, default=12, help="MaskGIT steps per window")
-    p.add_argument("--guidance", type=float, default=3.0)
-    p.add_argument("--temperature", type=float, default=1.0)
-    p.add_argument("--top-k", type=int, default=None)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--fps", type=float, default=8)
+    p.add_argument("--steps", type=checks.positive_int, default=12, help="MaskGIT steps per window")
+    p.add_argument("--guidance", type=checks.nonnegative_float, default=3.0,
+                   help="0 = unconditional, 1 = conditional, >1 = CFG")
+    p.add_argument("--temperature", type=checks.nonnegative_float, default=1.0, help="0 = greedy")
+    p.add_argument("--top-k", type=checks.positive_int, default=None)
+    p.add_argument("--seed", type=checks.nonnegative_int, default=0)
+    p.add_argument("--fps", type=checks.positive_float, default=8)
     p.add_argument("--out", help="output folder (default WORKDIR/continue, or runs/long for --drift --truth)")
     p.add_argument("--drift", action="store_true",
                    help="measure drift on world test prompts: drift.json + drift.png (videogen/drift.py)")
     p.add_argument("--truth", action="store_true", help="with --drift: measure the ground-truth renders (no model)")
-    p.add_argument("--num", type=int, default=16, help="--drift: clips")
-    p.add_argument("--batch", type=int, default=8, help="--drift: clips generated together")
-    p.add_argument("--resolution", type=int, help="--drift --truth: world resolution (default 64)")
+    p.add_argument("--num", type=checks.positive_int, default=16, help="--drift: clips")
+    p.add_argument("--batch", type=checks.positive_int, default=8, help="--drift: clips generated together")
+    p.add_argument("--resolution", type=checks.positive_int, help="--drift --truth: world resolution (default 64)")
     p.add_argument("--fvd", action="store_true", help="--drift: FVD per window too (I3D; slow on CPU)")
     p.add_argument("--bench", action="store_true",
                    help="time and peak memory per generated frame at 1x, 4x, 16x with a tiny random model (CPU)")
@@ -513,10 +517,10 @@ def add_continue_args(p) -> None:
 
 def _read_video(path: str, resolution: int) -> np.ndarray:
     if path.endswith(".npy"):
-        v = np.load(path, allow_pickle=False)
-        if v.ndim != 4 or v.shape[1:3] != (resolution, resolution):
-            raise ValueError(f"{path}: .npy videos must be uint8 [T, {resolution}, {resolution}, 3], got {v.shape}; "
-                             "give a video file instead (it is resized) or resize it.")
+        v = checks.npy_video(path, "--video")
+        if v.dtype != np.uint8 or v.ndim != 4 or v.shape[1:] != (resolution, resolution, 3):
+            raise UsageError(f"--video {path}: .npy videos must be uint8 [T, {resolution}, {resolution}, 3], got "
+                             f"{v.dtype} {list(v.shape)}; give a video file instead (it is resized) or resize it.")
         return v
     from videogen import video_io
 
@@ -544,8 +548,17 @@ def continue_command(args) -> None:
         run_drift(args)
         return
     if not args.workdir:
-        sys.exit("videogen continue: --workdir (a trained LM) is required, e.g. --workdir runs/lm "
-                 "(or --drift --truth / --bench, which need no model).")
+        raise UsageError("--workdir (a trained LM) is required, e.g. --workdir runs/lm (or --drift --truth / "
+                         "--bench, which need no model).")
+    # Everything typed is checked before the model loads: the workdir, the context against its window, the
+    # story, the video file, where the videos go.
+    config = checks.lm_workdir(args.workdir)
+    _check_context_frames(args.context_frames, config)
+    segments = _parse_story(args.story) if args.story else None
+    if args.video:
+        checks.input_file(args.video, "--video")
+    out = checks.output_folder(args.out or Path(args.workdir) / "continue",
+                               "--out" if args.out else "the default --out")
     eng = from_workdir(args.workdir, objective=args.objective, context_frames=args.context_frames,
                        num_steps=args.steps, guidance=args.guidance, temperature=args.temperature, top_k=args.top_k)
     from videogen.generate import judge_samples, write_samples
@@ -553,18 +566,11 @@ def continue_command(args) -> None:
     train_frames = 1 + eng.ct * (eng.window - 1)
     n = args.frames or 1 + args.length_factor * (train_frames - 1)
     resolution = eng.h * eng.ae.config.spatial_compression
-    out = Path(args.out or Path(args.workdir) / "continue")
     t0 = time.perf_counter()
-    if args.story:
-        segs = []
-        for s in args.story:
-            prompt, _, frames = s.rpartition("=")
-            if not prompt or not frames.isdigit():
-                sys.exit(f"--story {s!r}: write PROMPT=FRAMES, e.g. 'a red circle moves to the left=64'.")
-            segs.append((prompt, int(frames)))
+    if segments:
         init = _read_video(args.video, resolution) if args.video else None
-        videos = eng.story(segs, seed=args.seed, init_video=init)[None]
-        prompts = [" / ".join(p for p, _ in segs)]
+        videos = eng.story(segments, seed=args.seed, init_video=init)[None]
+        prompts = [" / ".join(p for p, _ in segments)]
     else:
         prompts = [p or None for p in (args.prompt or [""])]
         if args.video:
@@ -584,6 +590,29 @@ def continue_command(args) -> None:
                                                    "prompts": prompts, "context_frames": eng.context}, indent=1))
 
 
+def _parse_story(story: Sequence[str]) -> list[tuple[str, int]]:
+    """``--story 'PROMPT=FRAMES'`` flags -> ``[(prompt, frames), ...]``."""
+    segments = []
+    for s in story:
+        prompt, _, frames = s.rpartition("=")
+        if not prompt or not frames.isdigit() or int(frames) < 1:
+            raise UsageError(f"--story {s!r}: write PROMPT=FRAMES with FRAMES >= 1, e.g. 'a red circle moves to "
+                             "the left=64'.")
+        segments.append((prompt, int(frames)))
+    return segments
+
+
+def _check_context_frames(context_frames: int | None, config: dict) -> None:
+    """``--context-frames`` against the window of the LM whose config.json is ``config``."""
+    grid = (config.get("model") or {}).get("video_grid")
+    if context_frames is None or not grid:
+        return
+    window = int(grid[0])
+    if not 1 <= context_frames < window:
+        raise UsageError(f"--context-frames {context_frames}: this LM's window has {window} latent frames, so "
+                         f"the context must be in [1, {window - 1}].")
+
+
 def run_drift(args) -> dict:
     """``videogen continue --drift``: generate world test prompts at length-factor x the training length and
     write drift.json + drift.png (``--truth``: the ground-truth renders, no model)."""
@@ -595,14 +624,24 @@ def run_drift(args) -> dict:
     t0 = time.perf_counter()
     if args.truth:
         res, train_frames = args.resolution or 64, 17
+        from videogen.data import world
+
+        try:
+            world.WorldConfig(resolution=res)
+        except ValueError as e:
+            raise UsageError(f"--resolution {res}: {e}") from e
+        out = checks.output_folder(args.out or "runs/long/truth", "--out" if args.out else "the default --out")
         n = args.frames or 1 + args.length_factor * (train_frames - 1)
         specs = drift.world_prompts(res, args.num)
         videos = list(drift.truth_videos(specs, n))
-        out = Path(args.out or "runs/long/truth")
         title = f"ground truth, {n} frames, {len(specs)} clips"
     else:
         if not args.workdir:
-            raise SystemExit("videogen continue --drift: --workdir (a trained LM) is required, or --truth.")
+            raise UsageError("--drift: --workdir (a trained LM) is required, or --truth.")
+        config = checks.lm_workdir(args.workdir)
+        _check_context_frames(args.context_frames, config)
+        out = checks.output_folder(args.out or Path(args.workdir) / "drift",
+                                   "--out" if args.out else "the default --out")
         eng = from_workdir(args.workdir, objective=args.objective, context_frames=args.context_frames,
                            num_steps=args.steps, guidance=args.guidance, temperature=args.temperature,
                            top_k=args.top_k)
@@ -615,7 +654,6 @@ def run_drift(args) -> dict:
             part = [s.caption for s in specs[i: i + args.batch]]
             pad = part + [part[-1]] * (args.batch - len(part))
             videos += list(eng.generate(pad, n, seed=args.seed + i)[: len(part)])
-        out = Path(args.out or Path(args.workdir) / "drift")
         title = f"{args.workdir}: {n} frames ({args.length_factor}x), {len(specs)} clips, K={eng.context}"
     gen_s = time.perf_counter() - t0
     result = drift.measure_videos(videos, specs, window=train_frames, fvd=args.fvd)

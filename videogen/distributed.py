@@ -22,6 +22,9 @@ from typing import Sequence
 
 import jax
 
+from videogen import checks
+from videogen.errors import UsageError
+
 __all__ = ["add_arguments", "detect_cluster", "initialize", "is_initialized"]
 
 _ENV = ("VIDEOGEN_COORDINATOR", "VIDEOGEN_NUM_PROCESSES", "VIDEOGEN_PROCESS_ID")
@@ -66,10 +69,10 @@ def initialize(coordinator: str | None = None, num_processes: int | None = None,
         if not all(explicit):
             missing = [n for n, given in zip(("--coordinator", "--num-processes", "--process-id"), explicit)
                        if not given]
-            raise ValueError(f"multi-process run: also pass {', '.join(missing)} (every process needs the "
+            raise UsageError(f"multi-process run: also pass {', '.join(missing)} (every process needs the "
                              "coordinator HOST:PORT of process 0, the number of processes and its own id 0..N-1).")
         if not 0 <= int(process_id) < int(num_processes):
-            raise ValueError(f"--process-id={process_id} must be in 0..{int(num_processes) - 1} "
+            raise UsageError(f"--process-id={process_id} must be in 0..{int(num_processes) - 1} "
                              f"(--num-processes={num_processes}).")
         if int(num_processes) == 1:
             return False
@@ -98,8 +101,8 @@ def add_arguments(parser) -> None:
     """``--coordinator`` / ``--num-processes`` / ``--process-id`` on an argparse parser."""
     g = parser.add_argument_group("multi-process (jax.distributed; auto-detected on SLURM, TPU pods, mpirun)")
     g.add_argument("--coordinator", help="HOST:PORT of process 0, e.g. node0:12345 (same on every process)")
-    g.add_argument("--num-processes", type=int, help="number of processes of the run")
-    g.add_argument("--process-id", type=int, help="this process's id, 0..num_processes-1")
+    g.add_argument("--num-processes", type=checks.positive_int, help="number of processes of the run")
+    g.add_argument("--process-id", type=checks.nonnegative_int, help="this process's id, 0..num_processes-1")
 
 
 def initialize_from_args(args) -> bool:

@@ -52,6 +52,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from videogen import checks, errors
+from videogen.errors import UsageError
+
 __all__ = [
     "PROTOCOLS",
     "evaluate_generator",
@@ -102,7 +105,7 @@ def _fvd_clips(videos: np.ndarray, frames: int) -> np.ndarray:
         raise ValueError(f"FVD needs clips of at least {MIN_FRAMES} frames (I3D), these have {videos.shape[1]}; "
                          "evaluate longer clips or pass --no-fvd.")
     if frames < MIN_FRAMES:
-        raise ValueError(f"--fvd-frames={frames} is below I3D's minimum of {MIN_FRAMES}; use 16 (the standard).")
+        raise UsageError(f"--fvd-frames={frames} is below I3D's minimum of {MIN_FRAMES}; use 16 (the standard).")
     return videos[:, :frames]  # shorter clips give all theirs: the results record the count used
 
 
@@ -139,6 +142,8 @@ def _judge(videos: Sequence[np.ndarray], captions: Sequence[str]) -> dict:
 
     r = judge.score(list(videos), list(captions))
     r.pop("verdicts")
+    # The motion rule before 2026-12-07 (net displacement, reversals anywhere), to compare older figures.
+    r["all_correct_lenient"] = judge.score(list(videos), list(captions), lenient=True)["all_correct"]
     return r
 
 
@@ -287,12 +292,12 @@ def predict_frames(model, tokenizer_bundle, text_tokenizer, videos: np.ndarray, 
     ct = ae.config.temporal_compression
     t_lat, h, w = tcfg.video_grid
     if context_frames < 1 or (context_frames - 1) % ct:
-        raise ValueError(f"--context-frames={context_frames} does not fall on a latent frame boundary of the "
+        raise UsageError(f"--context-frames={context_frames} does not fall on a latent frame boundary of the "
                          f"tokenizer (temporal compression {ct}): use 1 + {ct}k frames, e.g. 1 (BAIR) or "
                          f"{1 + ct} (K600 uses 5).")
     known_t = 1 + (context_frames - 1) // ct
     if known_t >= t_lat:
-        raise ValueError(f"--context-frames={context_frames} covers all {t_lat} latent frames of the clip: "
+        raise UsageError(f"--context-frames={context_frames} covers all {t_lat} latent frames of the clip: "
                          "nothing is left to predict; use fewer context frames.")
     codes = np.asarray(tok_train.encode_video(ae, quantizer, videos)).reshape(len(videos), -1).astype(np.int32)
     L = tcfg.max_text_len
@@ -353,7 +358,7 @@ def protocol_world(lm, spec: dict, splits: Sequence[str], s: GenSettings, featur
     from videogen.data.sources import build_source
 
     if not _is_world(spec):
-        raise ValueError(f"--protocol world needs the built-in world as the LM's data, not {spec.get('kind')!r}; "
+        raise UsageError(f"--protocol world needs the built-in world as the LM's data, not {spec.get('kind')!r}; "
                          "use --protocol ucf or frame_prediction.")
     out = {}
     for i, split in enumerate(splits):
@@ -375,7 +380,7 @@ def protocol_ucf(lm, spec: dict, repeats: int, s: GenSettings, feature_fn) -> di
     from videogen.data.sources import build_source
 
     if not s.fvd:
-        raise ValueError("--protocol ucf is an FVD protocol; drop --no-fvd.")
+        raise UsageError("--protocol ucf is an FVD protocol; drop --no-fvd.")
     source = build_source(spec, "train")
     n = min(s.num_clips, len(source))
     scores = []
@@ -450,7 +455,7 @@ def drift(workdir: str | Path, *, num_clips: int, num_frames: int | None = None,
     config = json.loads((Path(workdir) / "config.json").read_text())
     data = config.get("data", {})
     if not _is_world(data):
-        raise ValueError("--drift measures against the built-in world's true renders; this LM was trained on "
+        raise UsageError("--drift measures against the built-in world's true renders; this LM was trained on "
                          f"{data.get('kind')!r} data.")
     t = int(data["num_frames"])
     num_frames = int(num_frames or 4 * (t - 1) + 1)
@@ -553,40 +558,68 @@ def add_eval_args(p: argparse.ArgumentParser) -> None:
                    help="comma-separated splits (generator world protocol default: test,heldout; "
                         "frame_prediction: the first one, default the config's eval split; tokenizer default: its "
                         "config's eval split)")
-    p.add_argument("--num-clips", type=int, default=None, help="clips per split / per repeat (default 64; "
-                   "tokenizer: its config's)")
-    p.add_argument("--batch-size", type=int, default=None)
-    p.add_argument("--repeats", type=int, default=1, help="ucf protocol: independent draws")
-    p.add_argument("--context-frames", type=int, default=5, help="frame_prediction: 5 = K600, 1 = BAIR")
-    p.add_argument("--guidance", type=float, default=3.0)
-    p.add_argument("--steps", type=int, default=12, help="MaskGIT decoding steps")
-    p.add_argument("--temperature", type=float, default=1.0)
-    p.add_argument("--top-k", type=int, default=None)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--step", type=int, default=None, help="checkpoint step (default: latest)")
+    p.add_argument("--num-clips", type=checks.positive_int, default=None,
+                   help="clips per split / per repeat (default 64; tokenizer: its config's)")
+    p.add_argument("--batch-size", type=checks.positive_int, default=None)
+    p.add_argument("--repeats", type=checks.positive_int, default=1, help="ucf protocol: independent draws")
+    p.add_argument("--context-frames", type=checks.positive_int, default=5, help="frame_prediction: 5 = K600, 1 = BAIR")
+    p.add_argument("--guidance", type=checks.nonnegative_float, default=3.0,
+                   help="0 = unconditional, 1 = conditional, >1 = CFG")
+    p.add_argument("--steps", type=checks.positive_int, default=12, help="MaskGIT decoding steps")
+    p.add_argument("--temperature", type=checks.nonnegative_float, default=1.0, help="0 = greedy")
+    p.add_argument("--top-k", type=checks.positive_int, default=None)
+    p.add_argument("--seed", type=checks.nonnegative_int, default=0)
+    p.add_argument("--step", type=checks.nonnegative_int, default=None, help="checkpoint step (default: latest)")
     p.add_argument("--no-fvd", action="store_true", help="skip FVD / rFVD (no I3D)")
-    p.add_argument("--fvd-frames", type=int, default=16)
+    p.add_argument("--fvd-frames", type=checks.positive_int, default=16, help="frames of each clip I3D sees")
     p.add_argument("--no-judge", action="store_true", help="tokenizer: skip the judge on reconstructions")
     p.add_argument("--with-tokenizer", action="store_true", help="LM workdir: also evaluate its tokenizer")
     p.add_argument("--drift", action="store_true",
                    help="long-video drift curve (needs videogen.continuation and videogen.drift)")
-    p.add_argument("--drift-frames", type=int, default=None, help="frames per long video (default 4x the clip)")
-    p.add_argument("--drift-clips", type=int, default=8, help="long videos to generate (at most --num-clips)")
+    p.add_argument("--drift-frames", type=checks.positive_int, default=None,
+                   help="frames per long video (default 4x the clip)")
+    p.add_argument("--drift-clips", type=checks.positive_int, default=8,
+                   help="long videos to generate (at most --num-clips)")
     p.add_argument("--tensorboard", action="store_true", help="also write scalars to WORKDIR/eval/tb")
     p.add_argument("--out", help="JSON path (default WORKDIR/eval/eval_step<N>.json)")
 
 
-def run(args) -> dict:
-    workdir = Path(args.workdir)
-    kind = workdir_kind(workdir)
-    splits = [x for x in args.splits.split(",") if x] if args.splits else None
-    for name in ("num_clips", "batch_size", "repeats"):
-        v = getattr(args, name)
-        if v is not None and v < 1:
-            raise ValueError(f"--{name.replace('_', '-')}={v} must be >= 1.")
+def _check_request(args, workdir: Path) -> str:
+    """Everything ``videogen eval`` was asked, before a model loads; the workdir's kind."""
+    from videogen.eval.fvd import MIN_FRAMES
+
+    kind, config = checks.trained_workdir(workdir, "--workdir", step=args.step)
+    if kind == "lm":
+        checks.lm_workdir(workdir, "--workdir")
+    if args.out:
+        checks.output_file(args.out, "--out")
+    else:
+        checks.output_folder(workdir / "eval", "the default --out's folder")
+    if not args.no_fvd and args.fvd_frames < MIN_FRAMES:
+        raise UsageError(f"--fvd-frames={args.fvd_frames} is below I3D's minimum of {MIN_FRAMES}; use 16 (the "
+                         "standard), or --no-fvd.")
     if kind == "tokenizer":
         if args.drift or args.protocol:
-            raise ValueError(f"{workdir} is a tokenizer workdir: --protocol and --drift apply to LM workdirs.")
+            raise UsageError(f"{workdir} is a tokenizer workdir: --protocol and --drift apply to LM workdirs.")
+        return kind
+    world_data = _is_world(config.get("data", {}))
+    if "world" in (args.protocol or []) and not world_data:
+        raise UsageError(f"--protocol world needs the built-in world as the LM's data, not "
+                         f"{config['data'].get('kind')!r}; use --protocol ucf or frame_prediction.")
+    if args.no_fvd and ("ucf" in (args.protocol or []) or (not args.protocol and not world_data)):
+        raise UsageError("--protocol ucf (the default for data other than the world) is an FVD protocol; drop "
+                         "--no-fvd.")
+    if args.drift and not world_data:
+        raise UsageError("--drift measures against the built-in world's true renders; this LM was trained on "
+                         f"{config['data'].get('kind')!r} data.")
+    return kind
+
+
+def run(args) -> dict:
+    workdir = Path(args.workdir)
+    kind = _check_request(args, workdir)
+    splits = [x for x in args.splits.split(",") if x] if args.splits else None
+    if kind == "tokenizer":
         result = evaluate_tokenizer_workdir(workdir, splits=splits, num_clips=args.num_clips,
                                             batch_size=args.batch_size, fvd=not args.no_fvd,
                                             fvd_frames=args.fvd_frames, judge=not args.no_judge, step=args.step)
@@ -630,9 +663,13 @@ def run(args) -> dict:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    p = argparse.ArgumentParser(prog="python -m videogen.evaluate", description=__doc__.split("\n\n")[0])
+    p = errors.ArgumentParser(prog="python -m videogen.evaluate", description=__doc__.split("\n\n")[0])
     add_eval_args(p)
-    return run(p.parse_args(argv))
+    errors.add_verbose(p)
+    args = p.parse_args(argv)
+    errors.configure_logging(args.verbose)
+    with errors.reported(p.prog, args.verbose):
+        return run(args)
 
 
 if __name__ == "__main__":

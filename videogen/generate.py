@@ -12,11 +12,13 @@ from __future__ import annotations
 import argparse
 import json
 import re
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
+
+from videogen import checks, errors
+from videogen.errors import UsageError
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -61,9 +63,11 @@ def judge_samples(videos, prompts, out_dir: str | Path) -> dict | None:
 def sample_command(args) -> None:
     from videogen.train import load_lm, sample
 
-    if args.num < 1:
-        print(f"videogen sample: --num {args.num}: samples per prompt must be >= 1.", file=sys.stderr)
-        sys.exit(2)
+    # Flag values were checked while parsing; the workdir and where the samples go are checked here, before
+    # the model loads and samples (a read-only workdir would otherwise lose the samples at the end).
+    checks.lm_workdir(args.workdir)
+    out = Path(args.out or Path(args.workdir) / "samples" / f"seed{args.seed}")
+    checks.output_folder(out, "--out" if args.out else "the default --out")
     model, bundle, text_tok, config = load_lm(args.workdir)
     prompts = [p for p in args.prompt for _ in range(args.num)]
     start = time.perf_counter()
@@ -74,7 +78,6 @@ def sample_command(args) -> None:
                                guidance=args.guidance, temperature=args.temperature, top_k=args.top_k,
                                top_p=args.top_p, seed=args.seed))
     seconds = time.perf_counter() - start
-    out = Path(args.out or Path(args.workdir) / "samples" / f"seed{args.seed}")
     write_samples(videos, prompts, out)
     print(f"Wrote {len(videos)} samples ({seconds:.1f} s, {seconds / len(videos):.2f} s per clip incl. compile) "
           f"to {out}")
@@ -88,16 +91,19 @@ def add_sample_args(p: argparse.ArgumentParser) -> None:
     from videogen.continuation import OBJECTIVES
 
     p.add_argument("--workdir", required=True, help="the LM workdir (python -m videogen.train --workdir ...)")
-    p.add_argument("--prompt", action="append", required=True, help="repeat for several prompts")
-    p.add_argument("--num", type=int, default=1, help="samples per prompt")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--guidance", type=float, default=3.0, help="0 = unconditional, 1 = conditional, >1 = CFG")
-    p.add_argument("--temperature", type=float, default=1.0)
-    p.add_argument("--top-k", type=int, default=None,
+    p.add_argument("--prompt", action="append", required=True,
+                   help="repeat for several prompts; '' = unconditional (the null text the model learnt for guidance)")
+    p.add_argument("--num", type=checks.positive_int, default=1, help="samples per prompt")
+    p.add_argument("--seed", type=checks.nonnegative_int, default=0)
+    p.add_argument("--guidance", type=checks.nonnegative_float, default=3.0,
+                   help="0 = unconditional, 1 = conditional, >1 = CFG")
+    p.add_argument("--temperature", type=checks.nonnegative_float, default=1.0, help="0 = greedy")
+    p.add_argument("--top-k", type=checks.positive_int, default=None,
                    help="keep the k most likely values (per bit group for a bit-group head)")
-    p.add_argument("--top-p", type=float, default=None,
-                   help="nucleus sampling: keep the most likely values up to this probability mass")
-    p.add_argument("--steps", type=int, default=12, help="MaskGIT decoding steps (per latent frame for maskgit_frames)")
+    p.add_argument("--top-p", type=checks.probability_mass, default=None,
+                   help="nucleus sampling: keep the most likely values up to this probability mass, in (0, 1]")
+    p.add_argument("--steps", type=checks.positive_int, default=12,
+                   help="MaskGIT decoding steps (per latent frame for maskgit_frames)")
     p.add_argument("--objective", choices=OBJECTIVES, help="default: the one it was trained with")
     p.add_argument("--out", help="default: WORKDIR/samples/seedN")
 
@@ -126,11 +132,11 @@ def demo(workdir: str | Path, *, tokenizer_steps: int | None, lm_steps: int | No
     from videogen.continuation import OBJECTIVES
 
     if objective not in OBJECTIVES:
-        raise ValueError(f"objective={objective!r}: must be one of {OBJECTIVES}.")
+        raise UsageError(f"objective={objective!r}: must be one of {OBJECTIVES}.")
     saved = workdir / "lm" / "config.json"
     if saved.is_file() and (old := json.loads(saved.read_text()).get("objective")) != objective:
         # Resuming would sample a model trained with `old` as if it were `objective`.
-        raise ValueError(f"{workdir / 'lm'} holds a {old} LM (a demo run with --objective {old}); rerun with "
+        raise UsageError(f"{workdir / 'lm'} holds a {old} LM (a demo run with --objective {old}); rerun with "
                          f"--objective {old}, or remove {workdir / 'lm'} or pass another --workdir to train a "
                          f"{objective} one")
     print("== 1/3 tokenizer (experiments/tokenizer_world.py:tiny) ==", flush=True)
@@ -172,24 +178,30 @@ def demo(workdir: str | Path, *, tokenizer_steps: int | None, lm_steps: int | No
 def main(argv: list[str] | None = None) -> None:
     from videogen.continuation import OBJECTIVES
 
-    parser = argparse.ArgumentParser(prog="python -m videogen.generate")
+    parser = errors.ArgumentParser(prog="python -m videogen.generate")
+    errors.add_verbose(parser)
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("demo", help="train tiny models on the built-in world and sample (what `make demo` runs)")
     p.add_argument("--workdir", default="runs/demo")
-    p.add_argument("--tokenizer-steps", type=int, help="default: the tiny config's")
-    p.add_argument("--lm-steps", type=int, help="default: the tiny config's")
-    p.add_argument("--num-prompts", type=int, default=16)
-    p.add_argument("--guidance", type=float, default=3.0)
+    p.add_argument("--tokenizer-steps", type=checks.positive_int, help="default: the tiny config's")
+    p.add_argument("--lm-steps", type=checks.positive_int, help="default: the tiny config's")
+    p.add_argument("--num-prompts", type=checks.positive_int, default=16)
+    p.add_argument("--guidance", type=checks.nonnegative_float, default=3.0)
     p.add_argument("--objective", choices=OBJECTIVES, default="next_token",
                    help="the LM's objective (the tiny config's own is maskgit)")
+    errors.add_verbose(p, top_level=False)
     p = sub.add_parser("sample", help="same as `videogen sample`")
     add_sample_args(p)
+    errors.add_verbose(p, top_level=False)
     args = parser.parse_args(argv)
-    if args.command == "demo":
-        demo(args.workdir, tokenizer_steps=args.tokenizer_steps, lm_steps=args.lm_steps,
-             num_prompts=args.num_prompts, guidance=args.guidance, objective=args.objective)
-    else:
-        sample_command(args)
+    errors.configure_logging(args.verbose)
+    with errors.reported(f"{parser.prog} {args.command}", args.verbose):
+        if args.command == "demo":
+            checks.output_folder(args.workdir, "--workdir")
+            demo(args.workdir, tokenizer_steps=args.tokenizer_steps, lm_steps=args.lm_steps,
+                 num_prompts=args.num_prompts, guidance=args.guidance, objective=args.objective)
+        else:
+            sample_command(args)
 
 
 if __name__ == "__main__":

@@ -27,6 +27,8 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from videogen.errors import UsageError
+
 __all__ = ["format_plan", "plan", "plan_lm", "plan_tokenizer"]
 
 
@@ -115,7 +117,7 @@ def _lm_codebook_and_grid(config) -> tuple[int, tuple[int, int, int]]:
 
     wd = config.get("tokenizer_workdir")
     if not wd or not (Path(wd) / "config.json").is_file():
-        raise ValueError(f"plan: tokenizer_workdir={wd!r} has no config.json; pass --config.tokenizer_workdir=DIR "
+        raise UsageError(f"plan: tokenizer_workdir={wd!r} has no config.json; pass --config.tokenizer_workdir=DIR "
                          "of a tokenizer run, or set --config.model.codebook_size=N and "
                          "--config.model.video_grid=(t,h,w) to plan without one.")
     tc = ml_collections.ConfigDict(json.loads((Path(wd) / "config.json").read_text()))
@@ -127,7 +129,7 @@ def _lm_codebook_and_grid(config) -> tuple[int, tuple[int, int, int]]:
     try:
         check_input_shape(ae, nf, res, res)
     except ValueError as e:
-        raise ValueError(f"data ({nf} frames of {res}x{res}) is incompatible with the tokenizer in {wd} "
+        raise UsageError(f"data ({nf} frames of {res}x{res}) is incompatible with the tokenizer in {wd} "
                          f"(compression {ae.compression}): {e}") from e
     ct, cs, _ = ae.compression
     return int(codebook), (1 + (nf - 1) // ct, res // cs, res // cs)
@@ -145,7 +147,7 @@ def plan_lm(config, devices=None) -> dict[str, Any]:
     dp = mesh_lib.data_parallel_size(mesh)
     accum = int(config.get("grad_accum_steps", 1))
     if int(config.batch_size) % (dp * accum):
-        raise ValueError(f"batch_size={config.batch_size} must be a multiple of the data-parallel size {dp} x "
+        raise UsageError(f"batch_size={config.batch_size} must be a multiple of the data-parallel size {dp} x "
                          f"grad_accum_steps={accum} of mesh {dict(mesh.shape)}; use "
                          f"{math.ceil(int(config.batch_size) / (dp * accum)) * dp * accum}.")
     codebook, grid = _lm_codebook_and_grid(config)

@@ -36,10 +36,13 @@ from typing import Any, Sequence
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from videogen.errors import UsageError
+
 __all__ = [
     "VIDEO_EXTENSIONS",
     "VideoReadError",
     "read_video",
+    "read_whole_video",
     "probe_video",
     "write_mp4",
     "write_gif",
@@ -60,13 +63,21 @@ VIDEO_EXTENSIONS: tuple[str, ...] = (".mp4", ".webm", ".gif", ".mov", ".mkv", ".
 _PROBE_TIMEOUT_S = 60.0
 
 
-class VideoReadError(ValueError):
+class VideoReadError(UsageError):
     """A video file exists but ffmpeg cannot read it (corrupt, truncated, no video stream).
 
     The message names the file and carries the relevant part of ffmpeg's log.
-    Subclasses ``ValueError`` so callers that only catch ``ValueError`` still
-    see bad inputs as bad values rather than as crashes.
+    A ``UsageError`` (so a ``ValueError``): callers that only catch ``ValueError``
+    still see bad inputs as bad values rather than as crashes, and the command
+    lines report it in one line.
     """
+
+
+# A video may decode a little shorter than its container's duration says (an
+# audio track that runs longer, rounding of duration * fps): this fraction of
+# the claimed frames may be missing before read_whole_video calls the file
+# truncated (the same allowance FolderSource pads).
+_MISSING_FRAMES_FRACTION = 0.125
 
 
 # imageio-ffmpeg logs a WARNING on every read whose output size differs from
@@ -420,6 +431,31 @@ def read_video(
     return np.stack(frames)  # [T, H, W, 3]
 
 
+def read_whole_video(path: str | os.PathLike) -> np.ndarray:
+    """Every frame of a video file, as :func:`read_video`, checked against the
+    frame count its container claims.
+
+    A file cut short with its header intact (``head -c 2000 clip.mp4``, an
+    interrupted copy) still opens and decodes its first frames: without this
+    check the rest would silently be missing.
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist.
+        VideoReadError: unreadable, or clearly fewer frames decode than the
+            container claims (both counts named).
+    """
+    info = probe_video(path)
+    video = read_video(path)
+    claimed, decoded = int(info["num_frames"]), len(video)
+    if claimed - decoded > max(1, _MISSING_FRAMES_FRACTION * claimed):
+        raise VideoReadError(
+            f"Cannot read video {path} whole: its container claims {claimed} frames "
+            f"({info['duration']:.2f} s at {info['fps']:g} fps) but only {decoded} decode; "
+            "the file is truncated or damaged"
+        )
+    return video
+
+
 # --------------------------------------------------------------------------- #
 # Writing
 # --------------------------------------------------------------------------- #
@@ -571,17 +607,26 @@ _GRID_BG = 32  # dark separators in GIF grids (clips are usually dark-ish)
 _MAX_CAPTION_LINES = 8
 
 
+def _word_gap(font: Any) -> str:
+    """The spaces drawn between two words: about a third of an em. Pillow's
+    default font has a 2-pixel space at its size 10, which on a contact sheet
+    reads as no space at all ("videoa", "upand")."""
+    space = font.getlength(" ")
+    return " " * max(1, math.ceil(font.getlength("m") / 3 / max(space, 1e-6)))
+
+
 def _wrap_text(text: str, font: Any, max_width: int) -> list[str]:
     """Greedy word wrap measured in pixels; words wider than a line are split."""
 
     def fits(s: str) -> bool:
         return font.getlength(s) <= max_width
 
+    gap = _word_gap(font)
     lines: list[str] = []
     for paragraph in text.splitlines() or [""]:
         line = ""
         for word in paragraph.split():
-            candidate = f"{line} {word}" if line else word
+            candidate = f"{line}{gap}{word}" if line else word
             if fits(candidate):
                 line = candidate
                 continue

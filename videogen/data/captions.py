@@ -14,6 +14,8 @@ from __future__ import annotations
 import dataclasses
 import re
 
+from videogen.errors import UsageError
+
 COLOURS: dict[str, tuple[int, int, int]] = {
     "red": (220, 40, 40),
     "green": (40, 200, 60),
@@ -86,8 +88,8 @@ class ObjectPhrase:
     motion: str
 
 
-class CaptionParseError(ValueError):
-    """A caption outside the built-in world's grammar."""
+class CaptionParseError(UsageError):
+    """A caption outside the built-in world's grammar (a UsageError, so a ValueError)."""
 
 
 def _article_for(word: str, article: str) -> str:

@@ -34,9 +34,10 @@ from typing import Any
 
 import numpy as np
 
+from videogen.errors import UsageError
 from videogen.video_io import VIDEO_EXTENSIONS, VideoReadError, probe_video, read_video
 
-__all__ = ["FolderSource", "CAPTIONS_FILENAME"]
+__all__ = ["FolderSource", "CAPTIONS_FILENAME", "video_files"]
 
 logger = logging.getLogger("videogen.data")
 
@@ -73,6 +74,11 @@ def _scan(root: Path) -> list[Path]:
     return sorted(found, key=lambda p: p.relative_to(root).as_posix())
 
 
+def video_files(root: str | os.PathLike) -> list[Path]:
+    """The video files a FolderSource over ``root`` would probe (before any is opened)."""
+    return _scan(Path(root))
+
+
 def _normalize_rel(name: str, root: Path) -> str:
     """Maps a ``file`` entry of captions.jsonl to a root-relative POSIX path."""
     p = Path(name)
@@ -95,17 +101,17 @@ def _load_captions_jsonl(path: Path, root: Path) -> dict[str, str]:
             try:
                 entry = json.loads(line)
             except json.JSONDecodeError as err:
-                raise ValueError(f"{path}:{lineno}: invalid JSON ({err.msg}): {line.strip()[:200]!r}") from None
+                raise UsageError(f"{path}:{lineno}: invalid JSON ({err.msg}): {line.strip()[:200]!r}") from None
             if not isinstance(entry, dict):
-                raise ValueError(f"{path}:{lineno}: expected a JSON object, got {type(entry).__name__}.")
+                raise UsageError(f"{path}:{lineno}: expected a JSON object, got {type(entry).__name__}.")
             if not isinstance(entry.get("file"), str) or not isinstance(entry.get("caption"), str):
-                raise ValueError(
+                raise UsageError(
                     f'{path}:{lineno}: each line needs string fields "file" and "caption", '
                     f'e.g. {{"file": "clips/a.mp4", "caption": "a dog runs"}}; got keys {sorted(entry)}.'
                 )
             rel = _normalize_rel(entry["file"], root)
             if rel in captions:
-                raise ValueError(
+                raise UsageError(
                     f"{path}:{lineno}: duplicate caption for {rel!r} (first given on line {first_line[rel]})."
                 )
             captions[rel] = entry["caption"].strip()
@@ -250,7 +256,7 @@ class FolderSource:
             rel = first.relative_to(self.root).as_posix()
             more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
             jsonl_target = self.captions_path or str(self.root / CAPTIONS_FILENAME)
-            raise ValueError(
+            raise UsageError(
                 f"FolderSource: no caption for {first}{more}. Fix it either way: "
                 f'(1) add a line {{"file": "{rel}", "caption": "..."}} to {jsonl_target}, or '
                 f"(2) put the caption in a sidecar text file {first.with_suffix('.txt')}. "
@@ -268,30 +274,32 @@ class FolderSource:
         self._clip_file = np.asarray(clip_file, dtype=np.int64)  # [num_clips]
         self._clip_start = np.asarray(clip_start, dtype=np.float64)  # [num_clips] seconds
 
-        # Files left out are worth a line a user sees (WARNING); each one's reason goes to the debug log.
-        logger.log(
-            logging.WARNING if self.skipped else logging.INFO,
-            "FolderSource %s: %d videos usable, %d clips; skipped: %d unreadable, %d too short%s",
-            self.root, len(files), len(self._clip_file), num_unreadable, num_short,
-            " (reasons: the 'videogen.data' debug log, or FolderSource.skipped)" if self.skipped else "",
-        )  # fmt: skip
+        # Each file left out has its reason in the debug log, which the command lines show with -v.
         for path, reason in self.skipped.items():
             logger.debug("FolderSource: skipped %s: %s", path, reason)
 
-        if len(self._clip_file) == 0:
+        if len(self._clip_file) == 0:  # the error below says everything the summary line would
             found = (
                 f"found {len(candidates)} video file(s)"
                 if candidates
                 else "found no files with a supported extension"
             )
-            raise ValueError(
+            raise UsageError(
                 f"FolderSource: no usable clips under {self.root}: {found}; "
                 f"skipped {num_unreadable} unreadable and {num_short} too short. "
                 f"Each video must be readable by ffmpeg, have one of the extensions "
                 f"{' '.join(VIDEO_EXTENSIONS)}, and last at least "
                 f"{clip_seconds:.3g} s (num_frames={self.num_frames} at fps={self.fps:g}). "
-                "See the 'videogen.data' debug log (or .skipped) for per-file reasons."
+                "Each file's reason: -v on the command line, or FolderSource.skipped."
             )
+
+        # Files left out are worth a line a user sees (WARNING).
+        logger.log(
+            logging.WARNING if self.skipped else logging.INFO,
+            "FolderSource %s: %d videos usable, %d clips; skipped: %d unreadable, %d too short%s",
+            self.root, len(files), len(self._clip_file), num_unreadable, num_short,
+            " (each file's reason: -v on the command line, or FolderSource.skipped)" if self.skipped else "",
+        )  # fmt: skip
 
     # ------------------------------------------------------------------ #
 

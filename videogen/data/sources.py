@@ -14,6 +14,7 @@ import logging
 from typing import Any, Mapping
 
 from videogen.data import world
+from videogen.errors import UsageError
 
 logger = logging.getLogger("videogen.data")
 
@@ -67,23 +68,28 @@ def build_source(spec: Mapping[str, Any], split: str = "train"):
         try:
             cfg = world.WorldConfig(**cfg_fields)
         except TypeError as e:
-            raise ValueError(f"data spec {dict(kind=kind, **spec)}: {e}; world fields are "
+            raise UsageError(f"data spec {dict(kind=kind, **spec)}: {e}; world fields are "
                              f"{[f.name for f in world.dataclasses.fields(world.WorldConfig)]} + num_clips.") from e
-        return world.WorldSource(cfg, split, num_clips, render_frames=render_frames)
+        except ValueError as e:  # the world's own range checks (resolution, objects, held-out combinations)
+            raise UsageError(f"data spec: {e}") from e
+        try:
+            return world.WorldSource(cfg, split, num_clips, render_frames=render_frames)
+        except ValueError as e:  # an unknown split, render_frames below num_frames
+            raise UsageError(f"data spec: {e}") from e
     if kind == "tfds":
         from videogen.data.tfds_source import TfdsSource  # imports tensorflow_datasets: only when asked
 
         extra = sorted(set(spec) & _WORLD_ONLY)
         if extra:
-            raise ValueError(f"data spec: {extra} only apply to kind='world'.")
+            raise UsageError(f"data spec: {extra} only apply to kind='world'.")
         if "name" not in spec:
-            raise ValueError("data spec kind='tfds' needs 'name', e.g. 'ucf101/ucf101_1_256'.")
+            raise UsageError("data spec kind='tfds' needs 'name', e.g. 'ucf101/ucf101_1_256'.")
         return TfdsSource(spec.pop("name"), split=spec.pop("split", split), num_frames=num_frames,
                           resolution=resolution, **spec)
     if kind == "folder":
         from videogen.data.folder import FolderSource
 
         if "root" not in spec:
-            raise ValueError("data spec kind='folder' needs 'root', the folder of videos.")
+            raise UsageError("data spec kind='folder' needs 'root', the folder of videos.")
         return FolderSource(spec.pop("root"), num_frames=num_frames, resolution=resolution, **spec)
-    raise ValueError(f"data spec kind={kind!r}: must be one of {KINDS}.")
+    raise UsageError(f"data spec kind={kind!r}: must be one of {KINDS}.")

@@ -16,10 +16,13 @@ from typing import Iterable
 import numpy as np
 import sentencepiece as spm
 
+from videogen.errors import shorten
+
 log = logging.getLogger("videogen.data")
 
 PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3
 MODEL_FILENAME = "text_tokenizer.model"
+MIN_VOCAB_SIZE = 300  # 256 byte pieces + the specials + some words
 
 
 def train_text_tokenizer(captions: Iterable[str], path: str | os.PathLike, *, vocab_size: int = 512) -> Path:
@@ -31,8 +34,9 @@ def train_text_tokenizer(captions: Iterable[str], path: str | os.PathLike, *, vo
     captions = [c.strip().lower() for c in captions if c and c.strip()]
     if not captions:
         raise ValueError("train_text_tokenizer: no captions given; pass the dataset's captions (a non-empty list).")
-    if vocab_size < 300:
-        raise ValueError(f"vocab_size={vocab_size}: must be >= 300 (256 byte pieces + specials + some words).")
+    if vocab_size < MIN_VOCAB_SIZE:
+        raise ValueError(f"vocab_size={vocab_size}: must be >= {MIN_VOCAB_SIZE} (256 byte pieces + specials + some "
+                         "words).")
     model = io.BytesIO()
     spm.SentencePieceTrainer.train(
         sentence_iterator=iter(captions), model_writer=model, vocab_size=vocab_size, model_type="bpe",
@@ -81,8 +85,10 @@ class TextTokenizer:
         if len(ids) > self.max_length:
             if text not in self._warned and len(self._warned) < 100:
                 self._warned.add(text)
-                log.warning("Prompt truncated from %d to %d tokens (raise text max_length to keep it): %r",
-                            len(ids), self.max_length, text)
+                # A sampler cannot change the model's text length, so the line only says what is lost; the
+                # prompt is quoted shortened (a pasted page would fill the terminal).
+                log.warning("Prompt truncated from %d to %d tokens, the most this model reads (its text.max_length "
+                            "at training); the rest is ignored: %s", len(ids), self.max_length, shorten(text))
             ids = ids[: self.max_length - 1] + [EOS_ID]
         out = np.full(self.max_length, PAD_ID, np.int32)
         out[: len(ids)] = ids
