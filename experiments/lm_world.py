@@ -89,6 +89,10 @@ def get_config(arg=None):
     # Logical axis -> mesh axis (videogen/model.py); e.g. FSDP: --config.mesh.fsdp=N (embed -> fsdp already).
     c.logical_axis_rules = tuple(DEFAULT_LOGICAL_AXIS_RULES)
     c.data_threads = 0
+    # Train on the codes of the first num_clips training clips, encoded once per tokenizer into
+    # <tokenizer_workdir>/code_cache/ and reused by every LM on it (videogen/data/code_cache.py); 0 = render and
+    # encode every batch. path: an explicit cache file instead.
+    c.code_cache = {"num_clips": 0, "path": None}
     c.peak_flops = None  # FLOP/s of the mesh for MFU; None -> "MFU n/a"; "measure" -> timed matmul (CPU)
 
     c.data = {"kind": "world", "resolution": 32 if tiny else 64, "num_frames": 17, "max_objects": 2}

@@ -89,12 +89,14 @@ def get_config(arg=None):
         c.model = dict(channels=16, channel_multipliers=(1, 2, 2), num_res_blocks=1, temporal_downsample=(True, True),
                        spatial_downsample=(False, False), patch_size=4, num_groups=8,
                        use_adaptive_group_norm=True, dtype="float32", remat=False, pixel_mlp_dim=64, chroma_gain=6.0,
-                       conv_impl="auto")
+                       conv_impl="auto", encoder_norm="frame")
     else:
         c.model = dict(channels=64, channel_multipliers=(1, 2, 2, 4), num_res_blocks=2,
                        temporal_downsample=(False, True, True), spatial_downsample=(True, True, True), patch_size=1,
                        num_groups=32, use_adaptive_group_norm=True, dtype="bfloat16", remat=False, pixel_mlp_dim=0, chroma_gain=1.0,
-                       conv_impl="auto")
+                       conv_impl="auto", encoder_norm="frame")
+    # encoder_norm: 'frame' (GroupNorm statistics per frame) or 'position' (per position: codes that do not
+    # depend on far-away content; tokenizer/model.py AutoencoderConfig).
     # conv_impl: 'auto' = the 3D convs as matmuls on the CPU backend (~3x faster train steps there), XLA's native
     # conv elsewhere; 'lax' / 'matmul' force one. Same function and parameters: changeable on any checkpoint.
 

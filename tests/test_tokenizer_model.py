@@ -366,3 +366,22 @@ def test_overfits_one_clip():
     losses = np.asarray(jax.device_get(losses))
     assert np.all(np.isfinite(losses))
     assert losses[-1] < 0.05 * losses[0], losses[[0, 10, 30, -1]]
+
+
+def test_position_norm_keeps_positions_independent():
+    """encoder_norm='position': a bright object at one position leaves every other position's output alone
+    (frame statistics spread it over the whole frame); both use the same parameters."""
+    import jax
+    import jax.numpy as jnp
+    from flax import nnx
+
+    from tokenizer.model import FrameGroupNorm
+
+    x = jax.random.normal(jax.random.key(0), (2, 3, 4, 4, 16))
+    bright = x.at[:, :, 0, 0].set(100.0)
+    for per_position in (False, True):
+        norm = FrameGroupNorm(16, 4, dtype=jnp.float32, rngs=nnx.Rngs(0), per_position=per_position)
+        elsewhere = float(jnp.abs(norm(bright) - norm(x))[:, :, 1:].max())
+        assert (elsewhere == 0.0) == per_position
+        assert jax.tree.structure(nnx.state(norm)) == jax.tree.structure(
+            nnx.state(FrameGroupNorm(16, 4, dtype=jnp.float32, rngs=nnx.Rngs(0))))

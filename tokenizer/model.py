@@ -172,6 +172,11 @@ class AutoencoderConfig:
         patch_size: Space-to-depth stem factor ``p`` (1 = none). Part of the spatial compression.
         use_adaptive_group_norm: AdaGN (conditioned on the latents) in the decoder.
         num_groups: GroupNorm groups; must divide every stage width.
+        encoder_norm: Statistics of the encoder's GroupNorms: ``'frame'`` (over H, W and the group's
+            channels of each frame) or ``'position'`` (over the group's channels at each position only; same
+            parameters). Why: with frame statistics an object anywhere in the frame renormalises every
+            position, so black background gets codes that depend on far-away content, which a raster-order
+            LM must then predict before it has drawn that content (experiments/code_locality.py).
         temporal_kernel_size: ``k_t`` of the non-strided convs (3; 1 = frame-wise 2D model).
             Temporal-stride convs always use ``k_t = 3``.
         temporal_padding: ``'replicate'`` (first frame) or ``'zeros'`` front padding.
@@ -211,6 +216,7 @@ class AutoencoderConfig:
     patch_size: int = 1
     use_adaptive_group_norm: bool = True
     num_groups: int = 32
+    encoder_norm: str = "frame"
     temporal_kernel_size: int = 3
     temporal_padding: str = "replicate"
     dtype: Any = "float32"
@@ -248,6 +254,8 @@ class AutoencoderConfig:
             raise ValueError(f"conv_impl must be one of {CONV_IMPLS}, got {self.conv_impl!r}.")
         if self.temporal_padding not in ("replicate", "zeros"):
             raise ValueError(f"temporal_padding must be 'replicate' or 'zeros', got {self.temporal_padding!r}.")
+        if self.encoder_norm not in ("frame", "position"):
+            raise ValueError(f"encoder_norm={self.encoder_norm!r} must be 'frame' or 'position'.")
         for w in self.widths:
             if w % self.num_groups:
                 raise ValueError(
@@ -461,9 +469,14 @@ class CausalConv3d(nnx.Module):
 
 
 class FrameGroupNorm(nnx.Module):
-    """GroupNorm with per-frame statistics (over H, W and the channels of each group)."""
+    """GroupNorm with per-frame statistics (over H, W and the channels of each group), or with
+    ``per_position`` over each group's channels at every position alone (the same parameters)."""
 
-    def __init__(self, num_features: int, num_groups: int, *, affine: bool = True, dtype: Any, rngs: nnx.Rngs):
+    def __init__(self, num_features: int, num_groups: int, *, affine: bool = True, dtype: Any, rngs: nnx.Rngs,
+                 per_position: bool = False):
+        self.per_position = per_position
+        self.num_groups = num_groups
+        self.dtype = dtype
         self.norm = nnx.GroupNorm(
             num_features,
             num_groups=num_groups,
@@ -478,6 +491,15 @@ class FrameGroupNorm(nnx.Module):
         )
 
     def __call__(self, x: jax.Array) -> jax.Array:
+        if self.per_position:
+            xf = x.astype(jnp.float32)
+            groups = xf.reshape(x.shape[:-1] + (self.num_groups, x.shape[-1] // self.num_groups))
+            mean = jnp.mean(groups, axis=-1, keepdims=True)
+            var = jnp.mean(jnp.square(groups - mean), axis=-1, keepdims=True)
+            y = ((groups - mean) * jax.lax.rsqrt(var + 1e-6)).reshape(x.shape)
+            if self.norm.scale is not None:
+                y = y * self.norm.scale[...] + self.norm.bias[...]
+            return y.astype(self.dtype)
         b, t = x.shape[:2]
         # nnx.GroupNorm reduces over every axis but the leading one: fold time into batch.
         y = self.norm(x.reshape((b * t,) + x.shape[2:]))
@@ -515,10 +537,10 @@ class AdaGroupNorm(nnx.Module):
         return y * (1 + gamma) + beta
 
 
-def _norm(cfg: AutoencoderConfig, c: int, adaptive: bool, rngs: nnx.Rngs):
+def _norm(cfg: AutoencoderConfig, c: int, adaptive: bool, rngs: nnx.Rngs, per_position: bool = False):
     if adaptive:
         return AdaGroupNorm(c, cfg.num_groups, cfg.code_dim, dtype=cfg.compute_dtype, rngs=rngs)
-    return FrameGroupNorm(c, cfg.num_groups, dtype=cfg.compute_dtype, rngs=rngs)
+    return FrameGroupNorm(c, cfg.num_groups, dtype=cfg.compute_dtype, rngs=rngs, per_position=per_position)
 
 
 def _resblock_forward(block: "ResBlock", x: jax.Array, z: jax.Array | None) -> jax.Array:
@@ -528,14 +550,15 @@ def _resblock_forward(block: "ResBlock", x: jax.Array, z: jax.Array | None) -> j
 class ResBlock(nnx.Module):
     """norm -> swish -> causal conv -> norm -> swish -> causal conv, plus a (1x1x1 if widths differ) skip."""
 
-    def __init__(self, cfg: AutoencoderConfig, c_in: int, c_out: int, *, adaptive: bool, rngs: nnx.Rngs):
+    def __init__(self, cfg: AutoencoderConfig, c_in: int, c_out: int, *, adaptive: bool, rngs: nnx.Rngs,
+                 per_position: bool = False):
         kt = cfg.temporal_kernel_size
         conv = dict(temporal_padding=cfg.temporal_padding, dtype=cfg.compute_dtype, conv_impl=cfg.conv_impl, rngs=rngs)
         self.adaptive = adaptive
         self.remat = cfg.remat
-        self.norm1 = _norm(cfg, c_in, adaptive, rngs)
+        self.norm1 = _norm(cfg, c_in, adaptive, rngs, per_position)
         self.conv1 = CausalConv3d(c_in, c_out, (kt, 3, 3), **conv)
-        self.norm2 = _norm(cfg, c_out, adaptive, rngs)
+        self.norm2 = _norm(cfg, c_out, adaptive, rngs, per_position)
         self.conv2 = CausalConv3d(c_out, c_out, (kt, 3, 3), **conv)
         if c_in != c_out:
             self.skip = nnx.Linear(
@@ -632,6 +655,7 @@ class Encoder(nnx.Module):
         widths = cfg.widths
         conv = dict(temporal_padding=cfg.temporal_padding, dtype=cfg.compute_dtype, conv_impl=cfg.conv_impl, rngs=rngs)
         patch_values = cfg.in_channels * cfg.patch_size**2
+        per_position = cfg.encoder_norm == "position"
         self.pixel_in = _pixel_linear(cfg, patch_values, cfg.pixel_mlp_dim, rngs) if cfg.pixel_mlp_dim else None
         self.conv_in = CausalConv3d(
             cfg.pixel_mlp_dim or patch_values, widths[0], (cfg.temporal_kernel_size, 3, 3), **conv
@@ -641,7 +665,7 @@ class Encoder(nnx.Module):
         for i, w in enumerate(widths):
             blocks = []
             for _ in range(cfg.num_res_blocks):
-                blocks.append(ResBlock(cfg, c, w, adaptive=False, rngs=rngs))
+                blocks.append(ResBlock(cfg, c, w, adaptive=False, rngs=rngs, per_position=per_position))
                 c = w
             down = None
             if i < len(widths) - 1:
@@ -650,7 +674,8 @@ class Encoder(nnx.Module):
                     down = Downsample(cfg, c, td, sd, rngs=rngs)
             stages.append(nnx.Dict(blocks=nnx.List(blocks), down=down))
         self.stages = nnx.List(stages)
-        self.norm_out = FrameGroupNorm(c, cfg.num_groups, dtype=cfg.compute_dtype, rngs=rngs)
+        self.norm_out = FrameGroupNorm(c, cfg.num_groups, dtype=cfg.compute_dtype, rngs=rngs,
+                                       per_position=per_position)
         self.conv_out = nnx.Linear(
             c,
             cfg.code_dim,

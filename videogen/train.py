@@ -81,15 +81,18 @@ import orbax.checkpoint as ocp
 from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec
 
+from tokenizer import codes as tok_codes
 from tokenizer import evaluate as tok_eval
 from tokenizer import train as tok_train
 from tokenizer.train import _Log, _to_plain, apply_overrides, load_config
 from videogen import checkpointing, config_checks
 from videogen import mesh as mesh_lib
 from videogen import sampling
+from videogen.data import code_cache
 from videogen.data.pipeline import Pipeline, PipelineConfig, resume_step
 from videogen.data.sources import build_source, eval_spec as make_eval_spec
 from videogen.data.text import MODEL_FILENAME, PAD_ID, TextTokenizer, train_text_tokenizer
+from videogen.errors import UsageError
 from videogen.model import (DEFAULT_LOGICAL_AXIS_RULES, Transformer, TransformerConfig, code_log_prob,
                             flops_per_token, make_positions, param_shardings, sample_codes, video_logits,
                             video_token_ids)
@@ -170,7 +173,7 @@ def attention_is_causal(objective: str) -> bool:
 
 # Compiled programs are kept per process, keyed by every config entry they depend on, so train() called
 # again (a resume, tests) does not recompile. Entries below are left out of the key.
-_NOT_IN_PROGRAM = ("steps", "batch_size", "data", "data_threads", "eval", "sample", "log_every", "ckpt_every",
+_NOT_IN_PROGRAM = ("steps", "batch_size", "data", "data_threads", "eval", "sample", "log_every", "ckpt_every", "code_cache",
                    "max_to_keep", "quiet", "peak_flops", "tokenizer_workdir", "text.num_captions",
                    "optim.lr", "optim.warmup_steps", "optim.min_lr_ratio")
 _COMPILED: dict[tuple, Any] = {}
@@ -208,7 +211,7 @@ def _rules(config) -> tuple:
 
 def _check_objective(objective: str) -> str:
     if objective not in OBJECTIVES:
-        raise ValueError(f"objective={objective!r}: must be one of {OBJECTIVES}.")
+        raise UsageError(f"objective={objective!r}: must be one of {OBJECTIVES}.")
     return objective
 
 
@@ -263,7 +266,7 @@ def latent_grid(autoencoder, num_frames: int, resolution: int) -> tuple[int, int
     try:
         return tuple(autoencoder.latent_shape(int(num_frames), int(resolution), int(resolution))[:3])
     except ValueError as e:
-        raise ValueError(f"data ({num_frames} frames of {resolution}x{resolution}) is incompatible with the "
+        raise UsageError(f"data ({num_frames} frames of {resolution}x{resolution}) is incompatible with the "
                          f"tokenizer (compression {autoencoder.config.compression}): {e}") from e
 
 
@@ -277,7 +280,7 @@ def transformer_config(config, codebook_size: int, grid: tuple[int, int, int]) -
     for name, want in (("codebook_size", int(codebook_size)), ("video_grid", tuple(int(g) for g in grid))):
         have = kw.get(name)
         if have is not None and (tuple(have) if isinstance(have, (list, tuple)) else have) != want:
-            raise ValueError(f"model.{name}={have} is incompatible with the tokenizer in "
+            raise UsageError(f"model.{name}={have} is incompatible with the tokenizer in "
                              f"{config.tokenizer_workdir!r}, which gives {name}={want} for this data; leave "
                              f"model.{name}=None to take it from the tokenizer.")
         kw[name] = want
@@ -639,7 +642,8 @@ def abstract_state(tcfg, tx, shardings, seed: int = 0):
 # Config entries that fix the checkpoint's array shapes: a resumed run must keep them.
 _RESUME_KEYS = tuple(f"model.{k}" for k in ("num_layers", "d_model", "num_heads", "num_kv_heads", "mlp_dim", "head",
                                             "group_bits", "codebook_size", "video_grid", "qk_norm", "head_dim",
-                                            "text_loss")) + ("text.vocab_size", "text.max_length", "objective")
+                                            "text_loss", "video_pos_emb", "rope_video",
+                                            "text_bidirectional")) + ("text.vocab_size", "text.max_length", "objective")
 _RESUME_HINTS = {k: "set by the tokenizer: tokenizer_workdir now points at a tokenizer other than the one this LM "
                     "was trained on; point it back, or start a new --workdir"
                  for k in ("model.codebook_size", "model.video_grid", "model.group_bits")}
@@ -653,7 +657,9 @@ _RESUME_HINTS["objective"] = "each objective has its own attention mask and loss
 
 
 def _text_only(example: dict) -> dict:
-    return {"video": example["video"], "caption": example["caption"]}
+    """What the LM reads of an example: its clip (or cached codes) and caption (metadata dropped)."""
+    pixels_or_codes = "codes" if "codes" in example else "video"
+    return {pixels_or_codes: example[pixels_or_codes], "caption": example["caption"]}
 
 
 def measure_matmul_flops(mesh=None, *, n: int = 2048, dtype: str = "float32", repeats: int = 5) -> float:
@@ -709,7 +715,7 @@ def _train(config, workdir, devices, preemption: checkpointing.Preemption, stack
     dp = mesh_lib.data_parallel_size(mesh)
     if int(config.batch_size) % (dp * int(config.get("grad_accum_steps", 1))):
         unit = dp * int(config.get("grad_accum_steps", 1))
-        raise ValueError(f"batch_size={config.batch_size} must be a multiple of data-parallel size {dp} x "
+        raise UsageError(f"batch_size={config.batch_size} must be a multiple of data-parallel size {dp} x "
                          f"grad_accum_steps={config.get('grad_accum_steps', 1)} (mesh {dict(mesh.shape)}): use "
                          f"{-(-int(config.batch_size) // unit) * unit}, or change config.mesh / grad_accum_steps.")
     print(f"[lm] mesh {dict(mesh.shape)} on {mesh.devices.size} {mesh.devices.flat[0].platform} devices")
@@ -772,7 +778,19 @@ def _train(config, workdir, devices, preemption: checkpointing.Preemption, stack
         (workdir / "config.json").write_text(config.to_json(indent=1, sort_keys=True) + "\n")
 
     # --- 4. data and steps ---------------------------------------------------------------------
-    pipeline = Pipeline(source, PipelineConfig(global_batch_size=int(config.batch_size), seed=int(config.seed),
+    train_source = source
+    cache_cfg = config.get("code_cache", None) or {}
+    if int(cache_cfg.get("num_clips", 0)) > 0:  # codes encoded once per tokenizer, reused by every LM on it
+        if jax.process_count() > 1:
+            raise UsageError("code_cache.num_clips > 0 is single-process for now: set --config.code_cache."
+                             "num_clips=0 on a multi-host run (each step then encodes its batch).")
+        bsh = batch_sharding(mesh)
+        train_source, _ = code_cache.load_or_build(
+            source, lambda video: jax.device_get(encode(jax.device_put(video, bsh))),
+            num_clips=int(cache_cfg.num_clips), batch_size=int(config.batch_size), data_spec=_to_plain(config.data),
+            weights_hash=tok_codes.weights_hash(ae, quantizer),
+            directory=config.tokenizer_workdir, fallback_directory=workdir, path=cache_cfg.get("path", None))
+    pipeline = Pipeline(train_source, PipelineConfig(global_batch_size=int(config.batch_size), seed=int(config.seed),
                                                num_threads=int(config.get("data_threads", 0))),
                         mesh=mesh, text_tokenizer=text_tok, start_step=data_step, transform=_text_only)
     train_step = make_train_step(config, tcfg, graphdef, rest, tx, shardings, mesh)
@@ -846,7 +864,7 @@ def _train(config, workdir, devices, preemption: checkpointing.Preemption, stack
         for step in range(start, steps):
             batch = next(batches)
             with _sharding_context(mesh, rules):
-                codes = encode(batch["video"])
+                codes = batch["codes"] if "codes" in batch else encode(batch["video"])
                 state, metrics = train_step(state, codes, batch["text_ids"], lrs[step])
             pending.append(metrics)
             done = step + 1
@@ -1069,7 +1087,7 @@ def main(argv: list[str] | None = None) -> dict:
     return run_cli(argv, prog="python -m videogen.train",
                    description="Train the text-to-video transformer on tokenizer codes.",
                    example_config="experiments/lm_world.py:tiny --config.tokenizer_workdir=runs/tok_tiny",
-                   train_fn=train)
+                   train_fn=train, kind="lm")
 
 
 if __name__ == "__main__":
