@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 RUNS ?= runs
 
-.PHONY: setup test test-fast data demo train-tokenizer train-lm sample continue bench gpu-offline gpu-check clean
+.PHONY: setup test test-fast data demo train-tokenizer train-lm sample continue bench bench-peer gpu-offline gpu-check clean
 
 ## setup: a local virtual environment with videogen installed editable (idempotent).
 setup: $(STAMP)
@@ -71,6 +71,14 @@ continue: setup
 ## CPU always, and the GPU in bf16 when there is one; table on stdout, JSON in $(RUNS)/bench.json.
 bench: setup
 	$(PY) -m videogen.bench --out $(RUNS)/bench.json $(ARGS)
+
+## bench-peer: the tiny LM train step (`make bench`'s LM row) against a plain PyTorch (CPU, eager) peer of the same
+## step, timed back to back in one run, with the matmul peak and MFU. The peer runs in TORCH_PYTHON, a scratch env
+## with torch (not a project dependency): `python3 -m venv /work/scratch/torchenv &&
+## /work/scratch/torchenv/bin/pip install torch==2.13.0 numpy`, then `make bench-peer TORCH_PYTHON=/work/scratch/torchenv/bin/python`.
+TORCH_PYTHON ?=
+bench-peer: setup
+	$(PY) -m videogen.bench_peer $(if $(TORCH_PYTHON),--torch-python $(TORCH_PYTHON)) --out $(RUNS)/bench_peer.json $(ARGS)
 
 ## gpu-offline: what experiments/gpu_check.sh needs on a GPU host without network, into .offline/ (git-ignored,
 ## ~57 MB): wheels of the pure-Python / small packages a CUDA JAX image may lack, built for GPU_PYTHON, and the

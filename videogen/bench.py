@@ -131,6 +131,20 @@ def lm_config(on_gpu: bool, quick: bool):
     return c
 
 
+def tokenizer_grid(tok_config, resolution: int | None = None, num_frames: int | None = None):
+    """``((t, h, w), codebook_size)`` that ``tok_config``'s tokenizer gives a clip of its data shape (or the one
+    given), from the config alone (abstract model: no weights, no compile) -- what ``bench_tokenizer``'s
+    encode yields, for benchmarking the LM without timing the tokenizer."""
+    from flax import nnx
+
+    from tokenizer import train as tok_train
+
+    tok = nnx.merge(*tok_train.abstract_tokenizer(tok_config))
+    r = int(tok_config.data.resolution if resolution is None else resolution)
+    t = int(tok_config.data.num_frames if num_frames is None else num_frames)
+    return tuple(int(x) for x in tok.autoencoder.latent_shape(t, r, r)[:3]), int(tok.quantizer.codebook_size)
+
+
 def _one_device_mesh(dev):
     """A (1, 1, 1) mesh on exactly ``dev``; mesh_lib.make_mesh would take the default backend's device
     whenever the counts match (on a 1-GPU machine the CPU rows would run on the GPU)."""
@@ -203,6 +217,52 @@ def bench_tokenizer(dev, config, *, steps: int) -> tuple[dict, Any]:
     return rows, (tuple(int(x) for x in ids.shape[1:]), int(q.codebook_size))
 
 
+class LMTrainStep:
+    """Our LM train step exactly as the ``LM train`` rows time it (shared by :func:`bench_lm` and
+    ``videogen.bench_peer``): the config's model on a one-device mesh on ``dev``, untrained state, one fixed
+    batch of random codes and captions (``numpy`` seed 0), lr 1e-4.
+
+    ``runner(objective)`` returns ``(run_once, cfg)``: ``run_once()`` applies one jitted train step to the
+    shared state (donated and replaced) and returns the loss; ``cfg`` is the config with that objective."""
+
+    def __init__(self, dev, config, grid, codebook_size: int):
+        from videogen import train as LM
+
+        self.config = config
+        self.mesh = _one_device_mesh(dev)
+        self.rules = LM._rules(config)
+        self.tcfg = LM.transformer_config(config, codebook_size, grid)
+        self.tx, _ = LM.make_optimizer(config)
+        self.graphdef, self.rest, self.shardings = LM.state_shardings(self.tcfg, self.mesh, self.tx, self.rules)
+        self.state = LM.init_state(self.tcfg, self.tx, self.shardings, int(config.seed))
+        b = int(config.batch_size)
+        rng = np.random.default_rng(0)
+        bsh = LM.batch_sharding(self.mesh)
+        self.codes = jax.device_put(rng.integers(0, codebook_size, (b,) + tuple(grid), dtype=np.int32), bsh)
+        self.text = jax.device_put(rng.integers(1, self.tcfg.text_vocab_size, (b, self.tcfg.max_text_len),
+                                                dtype=np.int32), bsh)
+
+    def runner(self, objective: str = "next_token", *, attention_impl: str | None = None):
+        import dataclasses
+
+        from videogen import train as LM
+
+        cfg = self.config.copy_and_resolve_references()
+        cfg.objective = objective
+        tcfg, graphdef = self.tcfg, self.graphdef
+        if attention_impl is not None and attention_impl != tcfg.attention_impl:
+            tcfg = dataclasses.replace(tcfg, attention_impl=attention_impl)
+            graphdef = LM.state_shardings(tcfg, self.mesh, self.tx, self.rules)[0]
+        step = LM.make_train_step(cfg, tcfg, graphdef, self.rest, self.tx, self.shardings, self.mesh)
+
+        def run_once():
+            with LM._sharding_context(self.mesh, self.rules):
+                self.state, m = step(self.state, self.codes, self.text, np.float32(1e-4))
+            return m["loss"]
+
+        return run_once, cfg
+
+
 def bench_lm(dev, config, grid, codebook_size: int, peak: float, bandwidth: float, *, steps: int,
              quick: bool) -> dict:
     """LM train tokens/s + MFU; AR sampling at batch 1 and 8 vs the bandwidth bound; MaskGIT s/clip."""
@@ -212,34 +272,13 @@ def bench_lm(dev, config, grid, codebook_size: int, peak: float, bandwidth: floa
 
     from videogen import train as LM
 
-    mesh = _one_device_mesh(dev)
-    rules = LM._rules(config)
-    tcfg = LM.transformer_config(config, codebook_size, grid)
-    tx, _ = LM.make_optimizer(config)
-    graphdef, rest, shardings = LM.state_shardings(tcfg, mesh, tx, rules)
-    state = LM.init_state(tcfg, tx, shardings, int(config.seed))
+    lm = LMTrainStep(dev, config, grid, codebook_size)
+    tcfg = lm.tcfg
     rows: dict[str, Any] = {}
     # The headline LM row is next-token; MaskGIT's step (same FLOPs but no causal halving) is extra.
     for objective in ("next_token",) if quick else ("next_token", "maskgit"):
-        cfg = config.copy_and_resolve_references()
-        cfg.objective = objective
-        step = LM.make_train_step(cfg, tcfg, graphdef, rest, tx, shardings, mesh)
-        b = int(cfg.batch_size)
-        rng = np.random.default_rng(0)
-        bsh = LM.batch_sharding(mesh)
-        codes = jax.device_put(rng.integers(0, codebook_size, (b,) + tuple(grid), dtype=np.int32), bsh)
-        text = jax.device_put(rng.integers(1, tcfg.text_vocab_size, (b, tcfg.max_text_len), dtype=np.int32), bsh)
-        holder = {"state": state}
-
-        def step_seconds(step_fn) -> float:
-            def train_once():
-                with LM._sharding_context(mesh, rules):
-                    holder["state"], m = step_fn(holder["state"], codes, text, np.float32(1e-4))
-                return m["loss"]
-
-            return _timed(train_once, steps)
-
-        dt = step_seconds(step)
+        run_once, cfg = lm.runner(objective)
+        dt = _timed(run_once, steps)
         thr = LM._throughput(cfg, tcfg, steps, dt * steps, peak)
         tag = "lm_train" if objective == "next_token" else "lm_train_maskgit"
         rows.update({f"{tag}_tokens_per_s": thr["tokens_per_sec"], f"{tag}_flops_per_s": thr["tflops_per_sec"] * 1e12,
@@ -247,11 +286,9 @@ def bench_lm(dev, config, grid, codebook_size: int, peak: float, bandwidth: floa
         if objective == "next_token" and tcfg.attention_impl == "xla":
             # The reference for our attention (heads-major layout, custom VJP): the same step through
             # jax.nn.dot_product_attention (XLA's softmax attention, differentiated by JAX); same params.
-            ref_tcfg = dataclasses.replace(tcfg, attention_impl="dot_product_attention")
-            ref_graphdef = LM.state_shardings(ref_tcfg, mesh, tx, rules)[0]
-            ref_step = LM.make_train_step(cfg, ref_tcfg, ref_graphdef, rest, tx, shardings, mesh)
-            rows["lm_train_reference_attention_seconds_per_step"] = step_seconds(ref_step)
-        state = holder["state"]
+            ref_once, _ = lm.runner(objective, attention_impl="dot_product_attention")
+            rows["lm_train_reference_attention_seconds_per_step"] = _timed(ref_once, steps)
+    state, graphdef, rest = lm.state, lm.graphdef, lm.rest
     rows["lm_batch"] = int(config.batch_size)
     rows["lm_params"] = int(sum(x.size for x in jax.tree.leaves(state["params"])))
     rows["lm_sequence"] = tcfg.max_seq_len
