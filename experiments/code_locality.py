@@ -48,6 +48,7 @@ def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--tokenizer", required=True, help="tokenizer workdir")
     parser.add_argument("--num-clips", type=int, default=64, help="world test clips with two objects")
+    parser.add_argument("--halo", type=int, default=1, help="latent positions around lit patches not counted")
     args = parser.parse_args(argv)
     ae, quantizer, config = load_tokenizer(args.tokenizer)
     data = dict(config.data)
@@ -61,14 +62,14 @@ def main(argv=None) -> dict:
     grid = codes.shape[1:]
     counts, changed, total = collections.Counter(), 0, 0
     for v, a, c, ca in zip(videos, alone, codes, codes_alone):
-        black = _black_patches(v, grid)
+        black = _black_patches(v, grid, args.halo)
         counts.update(c[black].tolist())
-        both = black & _black_patches(a, grid)
+        both = black & _black_patches(a, grid, args.halo)
         changed += int((c[both] != ca[both]).sum())
         total += int(both.sum())
     codebook = int(quantizer.codebook_size) if hasattr(quantizer, "codebook_size") else None
     result = {
-        "tokenizer": args.tokenizer, "clips": args.num_clips, "grid": list(grid),
+        "tokenizer": args.tokenizer, "clips": args.num_clips, "grid": list(grid), "halo": args.halo,
         "background_positions": sum(counts.values()), "background_codes": len(counts),
         "top_background_code_share": counts.most_common(1)[0][1] / max(sum(counts.values()), 1),
         "changed_by_object": changed / max(total, 1),

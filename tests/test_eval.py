@@ -130,7 +130,7 @@ def test_generator_protocols(lm_dir):
     s = E.GenSettings(num_clips=4, batch_size=4, num_steps=2, fvd_frames=16)
     r = E.evaluate_generator(lm_dir, protocols=("world", "ucf", "frame_prediction"), splits=("test", "heldout"),
                              settings=s, repeats=2, context_frames=1, feature_fn=pixel_features)
-    assert r["kind"] == "generator" and r["objective"] == "maskgit" and r["step"] == 2
+    assert r["kind"] == "generator" and r["objective"] == "maskgit_frames" and r["step"] == 2
     assert r["settings"]["fvd_frames"] == 9  # the frames FVD used: these clips have 9, fewer than the 16 asked
     for split in ("test", "heldout"):
         w = r["world"][split]

@@ -501,7 +501,7 @@ def test_incompatible_tokenizer_lm_pair_on_resume(tok_dir, tmp_path, monkeypatch
                                          r"rerun with --config\.model\.d_model=32"):
         LM.train(lm_config(tok_dir, steps=2, **{"model.d_model": 64}), wd)
     with pytest.raises(ValueError, match=r"objective='next_token' but the checkpoints were trained with "
-                                         r"objective='maskgit' \(each objective has its own attention mask"):
+                                         r"objective='maskgit_frames' \(each objective has its own attention mask"):
         LM.train(lm_config(tok_dir, steps=2, objective="next_token"), wd)
     assert _steps(wd) == [1]
 

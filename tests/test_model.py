@@ -409,9 +409,9 @@ def test_remat_policies_appear_in_the_backward_pass():
 
 
 def test_logical_axis_names_on_every_param():
-    cfg = TransformerConfig.tiny(text_loss=True)
+    cfg = TransformerConfig.tiny(text_loss=True, video_pos_emb=True)
     model = Transformer(cfg, rngs=nnx.Rngs(9))
-    allowed = {"vocab", "embed", "heads", "kv_heads", "head_dim", "mlp", "norm"}
+    allowed = {"vocab", "embed", "heads", "kv_heads", "head_dim", "mlp", "norm", "position"}
     leaves = jax.tree.leaves(nnx.state(model, nnx.Param), is_leaf=lambda x: isinstance(x, nnx.Variable))
     for v in leaves:
         names = v.get_metadata().get("out_sharding")
@@ -423,7 +423,7 @@ def test_logical_axis_names_on_every_param():
     assert meta(attn.wo) == ("heads", "head_dim", "embed")
     assert meta(mlp.w_gate) == meta(mlp.w_up) == ("embed", "mlp") and meta(mlp.w_down) == ("mlp", "embed")
     assert meta(model.embed.text) == meta(model.embed.video) == ("vocab", "embed")
-    assert meta(model.final_norm.scale) == ("norm",)
+    assert meta(model.final_norm.scale) == ("norm",) and meta(model.video_pos) == ("position", "embed")
     assert param_count(model) == sum(int(np.prod(v[...].shape)) for v in leaves)
     abstract = nnx.eval_shape(lambda: Transformer(cfg, rngs=nnx.Rngs(0)))  # traced init: same shapes
     assert [x.shape for x in jax.tree.leaves(nnx.state(abstract, nnx.Param))] == [

@@ -185,6 +185,7 @@ DEFAULT_LOGICAL_AXIS_RULES: tuple[tuple[str, Any], ...] = (
     ("mlp", "tensor"),
     ("head_dim", None),
     ("norm", None),
+    ("position", None),  # rows of the learned (t, h, w) position table: a few dozen, never split
 )
 
 _BLOCK_OFFSET = 1 << 30  # video block ids sit above every text sequence index (block_causal)
@@ -820,7 +821,7 @@ class Transformer(nnx.Module):
         self.text_head = (_param(_normal(rngs, (d, cfg.text_vocab_size), d**-0.5), ("embed", "vocab"))
                           if cfg.text_loss else None)
         # [t + h + w, d]: rows of the frame, row and column embeddings, summed per video token.
-        self.video_pos = (_param(_normal(rngs, (sum(cfg.video_grid), d), 0.02), ("vocab", "embed"))
+        self.video_pos = (_param(_normal(rngs, (sum(cfg.video_grid), d), 0.02), ("position", "embed"))
                           if cfg.video_pos_emb else None)
 
     def _video_position_embedding(self, tokens: jax.Array, positions: jax.Array) -> jax.Array:
