@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 RUNS ?= runs
 
-.PHONY: setup test test-fast data demo train-tokenizer train-lm sample continue bench bench-peer gpu-offline gpu-check clean
+.PHONY: setup test test-fast data demo pretrained train-tokenizer train-lm sample continue bench bench-peer gpu-offline gpu-check clean
 
 ## setup: a local virtual environment with videogen installed editable (idempotent).
 setup: $(STAMP)
@@ -46,25 +46,39 @@ LM_CONFIG ?= experiments/lm_world.py
 train-lm: setup
 	$(PY) -m videogen.train --config $(LM_CONFIG) --workdir $(RUNS)/lm --config.tokenizer_workdir=$(RUNS)/tokenizer $(ARGS)
 
-## sample: videos from the LM in $(RUNS)/lm: `make sample PROMPT="a small red circle moves to the left"`.
+## sample: videos from the LM in $(RUNS)/lm, or from the pretrained model shipped in the package while there
+## is none (it says which): `make sample PROMPT="a small red circle moves to the left"`.
 PROMPT ?= a small red circle moves to the left
+LM_WORKDIR_ARG = $(if $(wildcard $(RUNS)/lm/config.json),--workdir $(RUNS)/lm)
 sample: setup
-	$(VENV)/bin/videogen sample --workdir $(RUNS)/lm --prompt "$(PROMPT)" --num 4 $(ARGS)
+	$(VENV)/bin/videogen sample $(LM_WORKDIR_ARG) --prompt "$(PROMPT)" --num 4 $(ARGS)
 
-## demo: tiny tokenizer + tiny LM on the built-in world at 32×32 on this CPU, samples + the judge's score
-## in $(RUNS)/demo. The step counts trade time for quality (see README).
-DEMO_ARGS ?= --tokenizer-steps 400 --lm-steps 240
+## demo (<= 10 min on 2 cores): the pretrained model shipped in the package samples 16 test prompts (judged) and
+## one long video (16x the training length) with its drift plot, in $(RUNS)/demo/shipped; then a fresh tiny
+## tokenizer + tiny LM train on the built-in world at 32×32 for the rest of the 10 minutes, their samples and
+## score beside the shipped one's in $(RUNS)/demo. `DEMO_ARGS="--tokenizer-steps N --lm-steps M"` fixes the
+## step counts (time for quality, see README); `--no-pretrained` skips the shipped model's part.
+DEMO_ARGS ?=
 demo: setup
 	$(PY) -m videogen.generate demo --workdir $(RUNS)/demo $(DEMO_ARGS)
 
-## continue: long videos from the LM in $(RUNS)/lm by sliding-window continuation over latent tokens:
-## LENGTH_FACTOR x the training length (16: 257 frames) for PROMPT, into $(RUNS)/lm/continue.
+## continue: long videos from the LM in $(RUNS)/lm (the shipped pretrained model while there is none; it says which)
+## by sliding-window continuation over latent tokens: LENGTH_FACTOR x the training length (16: 257 frames) for
+## PROMPT, into $(RUNS)/lm/continue (runs/shipped/continue for the shipped model).
 ## `make continue VIDEO=clip.mp4` continues a video file (its frames kept unchanged);
 ## `ARGS="--drift --num 32"` measures drift on world test prompts (drift.json + drift.png);
 ## `ARGS="--drift --truth"` runs that measurement on ground truth (no model); `ARGS=--bench` times it.
 LENGTH_FACTOR ?= 16
 continue: setup
-	$(VENV)/bin/videogen continue --workdir $(RUNS)/lm --prompt "$(PROMPT)" --length-factor $(LENGTH_FACTOR) $(if $(VIDEO),--video "$(VIDEO)") $(ARGS)
+	$(VENV)/bin/videogen continue $(LM_WORKDIR_ARG) --prompt "$(PROMPT)" --length-factor $(LENGTH_FACTOR) $(if $(VIDEO),--video "$(VIDEO)") $(ARGS)
+
+## pretrained: reproduce the pretrained model shipped in videogen/pretrained_data/tiny from scratch, with the
+## commands and seeds of its manifest, into $(RUNS)/pretrained (tokenizer/, lm/, model/), then evaluate it as
+## the shipped one was and print both sets of figures side by side (time: see README "Pretrained model").
+## Refresh the shipped copy from trained workdirs without retraining:
+## `$(PY) experiments/pretrained.py --pack-into videogen/pretrained_data/tiny --tokenizer-workdir T --lm-workdir L`.
+pretrained: setup
+	$(PY) experiments/pretrained.py --out $(RUNS)/pretrained $(ARGS)
 
 ## bench: this machine's measured matmul peak and memory bandwidth, tokenizer and LM train/encode/decode/
 ## sampling throughput (MFU, AR vs the bandwidth bound), MaskGIT s/clip, pipeline clips/s, peak memory.

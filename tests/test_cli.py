@@ -96,5 +96,28 @@ def test_demo_tokenizer_loss_follows_its_steps(tmp_path, monkeypatch):
     for steps, weight in ((7, 0.0), (generate.EDGE_WEIGHT_MIN_TOKENIZER_STEPS - 1, 0.0),
                           (generate.EDGE_WEIGHT_MIN_TOKENIZER_STEPS, tiny_weight), (9600, tiny_weight)):
         with pytest.raises(RuntimeError, match="stop after the tokenizer stage's config"):
-            generate.main(["demo", "--workdir", str(tmp_path), "--tokenizer-steps", str(steps), "--lm-steps", "1"])
+            generate.main(["demo", "--workdir", str(tmp_path), "--tokenizer-steps", str(steps), "--lm-steps", "1",
+                           "--no-pretrained"])
         assert seen == {"edge_weight": weight, "steps": steps, "workdir": tmp_path / "tokenizer"}, steps
+
+
+def test_demo_shows_the_shipped_model_before_training(tmp_path, monkeypatch, capsys):
+    """`make demo` runs the shipped pretrained model's part (samples, long video, drift plot) first, then
+    trains the fresh pair with the budget's steps and prints both scores (both parts stubbed here)."""
+    from tokenizer import train as tok_train
+    from videogen import generate, pretrained
+
+    calls = []
+    monkeypatch.setattr(generate, "shipped_demo", lambda out, **k: calls.append(("shipped", out)) or
+                        {"judge_all_correct": 0.5})
+    monkeypatch.setattr(pretrained, "verify", lambda *a: calls.append(("verify",)) or {})
+
+    def fake_train(config, workdir):
+        calls.append(("train", config.steps))
+        raise RuntimeError("stop at training")
+
+    monkeypatch.setattr(tok_train, "train", fake_train)
+    with pytest.raises(RuntimeError, match="stop at training"):
+        generate.main(["demo", "--workdir", str(tmp_path), "--budget-minutes", "10"])
+    assert calls == [("verify",), ("shipped", tmp_path / "shipped"), ("train", generate.DEMO_TOKENIZER_STEPS)]
+    assert "1/5 the pretrained model shipped in the package" in capsys.readouterr().out

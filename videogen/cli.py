@@ -2,6 +2,8 @@
 
     videogen preview --out runs/preview            # GIF grid + contact sheet + captions of the world
     videogen prepare-world --data-dir D            # the world as a TFDS ArrayRecord dataset
+    videogen sample --prompt "a small red circle moves to the left"   # the pretrained model in the package
+    videogen continue --prompt "..." --length-factor 16               # 257 frames (--workdir W: your LM)
     videogen judge clip.mp4 --caption "..."        # score a video against its caption
     videogen judge-world --resolution 64 --num 500 # the judge on ground-truth renders
     videogen train-text-tokenizer --out DIR        # sentencepiece model from a dataset's captions
@@ -322,7 +324,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", help="also write the results here")
     p.set_defaults(func=cmd_bench_data)
 
-    p = sub.add_parser("sample", help="text → video from a trained LM workdir (mp4, GIF, npy + contact sheet)")
+    p = sub.add_parser("sample", help="text → video from a trained LM workdir, or the pretrained model shipped in "
+                                      "the package without --workdir (mp4, GIF, npy + contact sheet)")
     from videogen.generate import add_sample_args, sample_command
     add_sample_args(p)
     p.set_defaults(func=sample_command)

@@ -459,11 +459,13 @@ class Continuation:
 
 
 def from_workdir(workdir, *, objective: str | None = None, step: int | None = None, **kwargs) -> Continuation:
-    """A :class:`Continuation` from an LM workdir (EMA weights of ``step``, default the latest);
-    ``objective`` defaults to the trained one."""
+    """A :class:`Continuation` from an LM workdir (EMA weights of ``step``, default the latest), or from the
+    pretrained model shipped in the package when ``workdir`` is None; ``objective`` defaults to the trained
+    one."""
+    from videogen import pretrained
     from videogen.train import load_lm
 
-    model, bundle, text_tok, config = load_lm(workdir, step=step)
+    model, bundle, text_tok, config = load_lm(workdir, step=step) if workdir is not None else pretrained.load()
     return Continuation(model, bundle, text_tok, objective=objective or config.objective, **kwargs)
 
 
@@ -483,7 +485,8 @@ __all__ += ["Chunk", "from_workdir", "window_frames"]
 
 
 def add_continue_args(p) -> None:
-    p.add_argument("--workdir", help="the LM workdir (python -m videogen.train --workdir ...)")
+    p.add_argument("--workdir", help="the LM workdir (python -m videogen.train --workdir ...); default: the "
+                   "pretrained tiny model shipped in the package (videogen/pretrained_data/tiny)")
     p.add_argument("--prompt", action="append", help="one video per prompt (repeat); '' = unconditional")
     p.add_argument("--frames", type=checks.positive_int,
                    help="frames to generate (default: --length-factor x the training length)")
@@ -503,7 +506,8 @@ def add_continue_args(p) -> None:
     p.add_argument("--top-k", type=checks.positive_int, default=None)
     p.add_argument("--seed", type=checks.nonnegative_int, default=0)
     p.add_argument("--fps", type=checks.positive_float, default=8)
-    p.add_argument("--out", help="output folder (default WORKDIR/continue, or runs/long for --drift --truth)")
+    p.add_argument("--out", help="output folder (default WORKDIR/continue or WORKDIR/drift; runs/shipped/... without "
+                   "--workdir; runs/long/truth for --drift --truth)")
     p.add_argument("--drift", action="store_true",
                    help="measure drift on world test prompts: drift.json + drift.png (videogen/drift.py)")
     p.add_argument("--truth", action="store_true", help="with --drift: measure the ground-truth renders (no model)")
@@ -547,18 +551,14 @@ def continue_command(args) -> None:
                   f"--num world test prompts (drop --drift to continue your own).", file=sys.stderr)
         run_drift(args)
         return
-    if not args.workdir:
-        raise UsageError("--workdir (a trained LM) is required, e.g. --workdir runs/lm (or --drift --truth / "
-                         "--bench, which need no model).")
-    # Everything typed is checked before the model loads: the workdir, the context against its window, the
-    # story, the video file, where the videos go.
-    config = checks.lm_workdir(args.workdir)
+    # Everything typed is checked before the model loads: the workdir (none: the shipped model, its hashes),
+    # the context against its window, the story, the video file, where the videos go.
+    config, home = _model_config(args.workdir)
     _check_context_frames(args.context_frames, config)
     segments = _parse_story(args.story) if args.story else None
     if args.video:
         checks.input_file(args.video, "--video")
-    out = checks.output_folder(args.out or Path(args.workdir) / "continue",
-                               "--out" if args.out else "the default --out")
+    out = checks.output_folder(args.out or home / "continue", "--out" if args.out else "the default --out")
     eng = from_workdir(args.workdir, objective=args.objective, context_frames=args.context_frames,
                        num_steps=args.steps, guidance=args.guidance, temperature=args.temperature, top_k=args.top_k)
     from videogen.generate import judge_samples, write_samples
@@ -588,6 +588,19 @@ def continue_command(args) -> None:
             print(f"judge (first {train_frames} frames): {result['all_correct']:.1%} fully correct")
     (out / "continue.json").write_text(json.dumps({"frames": int(videos.shape[1]), "seconds": seconds,
                                                    "prompts": prompts, "context_frames": eng.context}, indent=1))
+
+
+def _model_config(workdir) -> tuple[dict, "Path"]:
+    """``(the LM's config.json, the folder its outputs go under by default)`` of ``--workdir``, or of the
+    pretrained model shipped in the package when none is given (said in one line, its files' hashes checked)."""
+    from pathlib import Path
+
+    from videogen import pretrained
+
+    if workdir:
+        return checks.lm_workdir(workdir), Path(workdir)
+    pretrained.announce("videogen continue")
+    return pretrained.lm_config_dict(), pretrained.DEFAULT_OUT
 
 
 def _parse_story(story: Sequence[str]) -> list[tuple[str, int]]:
@@ -636,12 +649,9 @@ def run_drift(args) -> dict:
         videos = list(drift.truth_videos(specs, n))
         title = f"ground truth, {n} frames, {len(specs)} clips"
     else:
-        if not args.workdir:
-            raise UsageError("--drift: --workdir (a trained LM) is required, or --truth.")
-        config = checks.lm_workdir(args.workdir)
+        config, home = _model_config(args.workdir)
         _check_context_frames(args.context_frames, config)
-        out = checks.output_folder(args.out or Path(args.workdir) / "drift",
-                                   "--out" if args.out else "the default --out")
+        out = checks.output_folder(args.out or home / "drift", "--out" if args.out else "the default --out")
         eng = from_workdir(args.workdir, objective=args.objective, context_frames=args.context_frames,
                            num_steps=args.steps, guidance=args.guidance, temperature=args.temperature,
                            top_k=args.top_k)
@@ -654,7 +664,8 @@ def run_drift(args) -> dict:
             part = [s.caption for s in specs[i: i + args.batch]]
             pad = part + [part[-1]] * (args.batch - len(part))
             videos += list(eng.generate(pad, n, seed=args.seed + i)[: len(part)])
-        title = f"{args.workdir}: {n} frames ({args.length_factor}x), {len(specs)} clips, K={eng.context}"
+        title = (f"{args.workdir or 'pretrained tiny'}: {n} frames ({args.length_factor}x), {len(specs)} clips, "
+                 f"K={eng.context}")
     gen_s = time.perf_counter() - t0
     result = drift.measure_videos(videos, specs, window=train_frames, fvd=args.fvd)
     result["generation_seconds"] = gen_s

@@ -58,6 +58,7 @@ from videogen.errors import UsageError
 __all__ = [
     "PROTOCOLS",
     "evaluate_generator",
+    "evaluate_tokenizer",
     "evaluate_tokenizer_workdir",
     "format_table",
     "main",
@@ -170,20 +171,34 @@ def evaluate_tokenizer_workdir(workdir: str | Path, *, splits: Sequence[str] | N
                                fvd_frames: int = 16, feature_fn: FeatureFn | None = None, judge: bool = True,
                                step: int | None = None) -> dict:
     """PSNR, SSIM, code usage over the whole set, rFVD and (world) judge of a tokenizer workdir, per split."""
-    from tokenizer import evaluate as tok_eval
     from tokenizer import train as tok_train
-    from tokenizer.quantizers import CodeUsage
     from videogen import mesh as mesh_lib
 
     workdir = Path(workdir)
     mesh = mesh_lib.make_mesh({"data": -1})
     model, quantizer, config = tok_train.load_tokenizer(workdir, step=step, mesh=mesh)
-    dp = mesh_lib.data_parallel_size(mesh)
+    out = evaluate_tokenizer(model, quantizer, config, splits=splits, num_clips=num_clips, batch_size=batch_size,
+                             fvd=fvd, fvd_frames=fvd_frames, feature_fn=feature_fn, judge=judge, mesh=mesh)
+    return {"kind": "tokenizer", "workdir": str(workdir),
+            "step": tok_train.latest_step(workdir) if step is None else step, **out}
+
+
+def evaluate_tokenizer(model, quantizer, config, *, splits: Sequence[str] | None = None,
+                       num_clips: int | None = None, batch_size: int | None = None, fvd: bool = True,
+                       fvd_frames: int = 16, feature_fn: FeatureFn | None = None, judge: bool = True,
+                       mesh=None) -> dict:
+    """:func:`evaluate_tokenizer_workdir` of a loaded tokenizer (e.g. the pretrained one): ``{'splits': {split:
+    figures}}`` (+ ``fvd_frames``). ``mesh``: the one its arrays are replicated on (batches split over it);
+    None: one device."""
+    from tokenizer import evaluate as tok_eval
+    from tokenizer.quantizers import CodeUsage
+    from videogen import mesh as mesh_lib
+
+    dp = mesh_lib.data_parallel_size(mesh) if mesh is not None else 1
     bs = math.ceil(int(batch_size or config.eval.batch_size) / dp) * dp
     judge = judge and _is_world(config.data)  # the eval spec itself is built per split by eval_source
     feature_fn = feature_fn or (i3d_feature_fn(bs) if fvd else None)
-    out: dict[str, Any] = {"kind": "tokenizer", "workdir": str(workdir), "step": tok_train.latest_step(workdir)
-                           if step is None else step, "splits": {}}
+    out: dict[str, Any] = {"splits": {}}
     if fvd:  # FVD's frames as used: clips shorter than --fvd-frames give all theirs (FVD compares equal lengths)
         out["fvd_frames"] = min(int(fvd_frames), int(config.data.num_frames))
     for split in splits or [config.eval.split]:
