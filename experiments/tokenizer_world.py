@@ -2,52 +2,25 @@
 
 Variants (``get_config(arg)``):
 
-``tiny`` -- CPU, 32x32x17 clips, 4x4x4 compression (5x8x8 = 320 tokens per clip, the token grid the
-64x64 default gets), LFQ 10 bits (1,024 codes), a 0.46M-param autoencoder with a 4x4 patch stem (its only
-spatial reduction), pixel MLPs (64) and chroma gain 6, an edge-weighted L2 loss (``loss.edge_weight=10``),
-batch 8, lr 5e-3, 9,600 steps (cosine), 3D convs as matmuls on CPU (``model.conv_impl='auto'``)::
+``tiny`` -- CPU: 32x32x17 clips, 4x4x4 compression (5x8x8 = 320 tokens per clip), LFQ 10 bits (1,024
+codes), a 0.46M-param autoencoder with a 4x4 patch stem, pixel MLPs and chroma gain 6, an edge-weighted L2
+loss, batch 8, lr 5e-3, cosine schedule::
 
     python -m tokenizer.train --config experiments/tokenizer_world.py:tiny --workdir runs/tok_tiny
 
-  Expected (measured 2026-12-01 on the 2-core build VM, 1 CPU device; EMA weights, the 256 test clips the
-  trainer evaluates; in brackets the same run with plain L2, ``--config.loss.edge_weight=0``):
+  Expect reconstructions of ~95 % of test clips judged fully correct after the 9,600 default steps (~1 h
+  alone on a 2-core CPU); ``--config.steps=2400`` (~12 min) gives ~69 % under the strict judge
+  (BENCHMARKS.md "Summary" and the tokenizer sections).
 
-  =====  =============  =============  =============  =============
-  step   PSNR dB        SSIM           code usage     all correct
-  =====  =============  =============  =============  =============
-  1200   26.5 (26.3)    0.66 (0.78)    0.61 (0.69)    0.53 (0.44)
-  2400   28.6 (28.2)    0.78 (0.86)    0.70 (0.70)    0.74 (0.66)
-  4800   30.5 (30.0)    0.85 (0.92)    0.79 (0.77)    0.87 (0.81)
-  7200   31.4 (31.0)    0.86 (0.94)    0.83 (0.78)    0.93 (0.85)
-  9600   31.8 (31.5)    0.87 (0.94)    0.85 (0.80)    0.945 (0.88)
-  =====  =============  =============  =============  =============
-
-  On 1,000 test clips at step 9,600 (``python -m tokenizer.evaluate --workdir runs/tok_tiny --num-clips
-  1000``): all correct 0.959 (plain L2: 0.874), code usage 0.913, PSNR 31.6 dB; on 1,000 held-out
-  attribute combinations (``--split heldout``) 0.871 (plain L2: 0.688). 0.40-0.46 s/step, ~75 min alone
-  on the VM (with XLA's native conv, ``--config.model.conv_impl=lax``, the step is 2.5x slower). What
-  still fails is small squares read as circles (and the reverse). Edge weighting trades SSIM (flat
-  background weighs less) for outlines; at a few hundred steps it is worse (400 steps: usage 0.58 vs
-  0.73, judge 0.21 vs 0.24), so ``make demo`` trains with ``loss.edge_weight=0`` below 1,200 tokenizer
-  steps. Tried and not better per CPU minute (BENCHMARKS.md): LFQ 12 or 16 bits, FSQ, an L1 loss late in
-  training, rendering the decoder's last stage at 16x16, a 256-wide pixel MLP (better per step, 1.6x the
-  step time); 8x8 patches (80 tokens) reached all-correct 0.14 at 750 steps.
-
-default -- one accelerator, 64x64x17 clips, 4x8x8 compression (5x8x8 = 320 tokens per clip), LFQ 12
-bits (4,096 codes), a 42M-param autoencoder in bfloat16, batch 32, 20,000 steps::
+``default`` -- one accelerator: 64x64x17 clips, 4x8x8 compression (320 tokens), LFQ 12 bits (4,096 codes),
+a 42M-param autoencoder in bfloat16, batch 32, 20,000 steps::
 
     python -m tokenizer.train --config experiments/tokenizer_world.py --workdir runs/tok_world
 
-  Expected: not measured yet (no accelerator in the session that wrote it; on the 2-core CPU one
-  step of batch 2 takes ~90 s, so do not run it there). Rough size: ~0.6 TFLOP per clip per
-  training step (forward + backward).
+  Not measured yet (needs an accelerator).
 
-Evaluate a trained workdir (EMA weights; any split, e.g. the held-out attribute combinations)::
-
-    python -m tokenizer.evaluate --workdir runs/tok_tiny --split heldout
-
-Any key can be overridden, e.g. ``--config.steps=200 --config.model.dtype=bfloat16
---config.quantizer.kind=fsq --config.quantizer.fsq.levels=(8,5,5,5) --config.loss.recon=l1``.
+Evaluate a workdir (EMA weights; any split): ``python -m tokenizer.evaluate --workdir runs/tok_tiny --split
+heldout``. Any key can be overridden, e.g. ``--config.quantizer.kind=fsq --config.loss.recon=l1``.
 """
 
 import ml_collections
@@ -85,7 +58,7 @@ def get_config(arg=None):
     if tiny:
         # 4x4x4: the 4x4 patch stem is the only spatial reduction, so a 32x32 clip gets the same 8x8 token
         # grid per latent frame as the 64x64 default; with 8x8 patches (4x4 grid, 10 bits per 256 pixel-
-        # frames) shapes and motion of 6-px objects did not survive (judge 0.14 vs 0.38 at ~800-900 steps).
+        # frames) shapes and motion of 6-px objects did not survive (BENCHMARKS.md).
         c.model = dict(channels=16, channel_multipliers=(1, 2, 2), num_res_blocks=1, temporal_downsample=(True, True),
                        spatial_downsample=(False, False), patch_size=4, num_groups=8,
                        use_adaptive_group_norm=True, dtype="float32", remat=False, pixel_mlp_dim=64, chroma_gain=6.0,
@@ -105,7 +78,7 @@ def get_config(arg=None):
         "kind": "lfq",
         # LFQ: code_dim = num_bits, 2^num_bits codes.
         # entropy_weight 0.02, not MAGVIT-v2's 0.1: with a plain L2 loss, 0.1 kept the tiny model at the
-        # all-black solution for longer (16.9 vs 17.8 dB PSNR after 300 steps; 0.0 collapses to few codes).
+        # all-black solution for longer (0.0 collapses to few codes; BENCHMARKS.md).
         "lfq": {"num_bits": 10 if tiny else 12, "entropy_weight": 0.02, "commitment_weight": 0.25,
                 "batch_entropy_weight": 1.0, "temperature": 0.01},
         # FSQ: code_dim = len(levels), prod(levels) codes (1,000 / 4,375).
@@ -117,11 +90,11 @@ def get_config(arg=None):
 
     c.loss = {
         # 'l2' | 'l1'. L2 learns the sparse world much faster early on: L1's optimum for an uncertain
-        # pixel is the median, black, so objects appear late (15.6 vs 16.9 dB after 300 tiny steps).
+        # pixel is the median, black, so objects appear late (BENCHMARKS.md).
         "recon": "l2",
         "recon_weight": 1.0,
         # Pixels on the target's edges weigh 1 + edge_weight in the reconstruction loss (tokenizer/losses.py):
-        # tiny 6-px shapes differ only on their outlines (judge 0.945 vs 0.88 at 9,600 steps). Not measured at
+        # tiny 6-px shapes differ only on their outlines (BENCHMARKS.md). Not measured at
         # 64x64 yet, so the accelerator config keeps the plain mean.
         "edge_weight": 10.0 if tiny else 0.0,
         # LFQ entropy weight annealing: from entropy_weight_start to quantizer.lfq.entropy_weight over
