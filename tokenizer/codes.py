@@ -107,17 +107,17 @@ class LoadedTokenizer:
     """A trained tokenizer from its workdir plus what identifies it in codes files."""
 
     def __init__(self, workdir: str | os.PathLike, *, step: int | None = None):
-        from tokenizer import train as tok_train
+        from tokenizer import api as tok_api
 
         self.workdir = Path(workdir).resolve()
-        self.model, self.quantizer, self.config = tok_train.load_tokenizer(self.workdir, step=step)
-        self.step = int(tok_train.latest_step(self.workdir) if step is None else step)
+        self.model, self.quantizer, self.config = tok_api.load_tokenizer(self.workdir, step=step)
+        self.step = int(tok_api.latest_step(self.workdir) if step is None else step)
         self.compression = tuple(int(c) for c in self.model.config.compression)
         self.codebook_size = int(self.quantizer.codebook_size)
         # how it computes (dtype, remat, conv_impl), not what: free to change on a resume, so not the identity
-        model = {k: v for k, v in _plain(self.config.model).items() if k not in tok_train.COMPUTE_ONLY_MODEL_KEYS}
+        model = {k: v for k, v in _plain(self.config.model).items() if k not in tok_api.COMPUTE_ONLY_MODEL_KEYS}
         self.config_json = _canonical_json({"model": model,
-                                            "quantizer": tok_train.quantizer_kwargs(self.config)})
+                                            "quantizer": tok_api.quantizer_kwargs(self.config)})
         self.config_hash = hashlib.sha256(self.config_json.encode()).hexdigest()[:16]
         self.weights_hash = weights_hash(self.model, self.quantizer)
         self.resolution = int(self.config.data.resolution)
@@ -135,17 +135,17 @@ class LoadedTokenizer:
 
     def encode(self, clips: np.ndarray) -> np.ndarray:
         """uint8 ``[N, T, H, W, 3]`` -> int32 ``[N, t, h, w]`` (tokenizer.train.encode_video, in chunks)."""
-        from tokenizer import train as tok_train
+        from tokenizer import api as tok_api
 
-        out = [np.asarray(tok_train.encode_video(self.model, self.quantizer, clips[i:i + _ENCODE_CHUNK]))
+        out = [np.asarray(tok_api.encode_video(self.model, self.quantizer, clips[i:i + _ENCODE_CHUNK]))
                for i in range(0, len(clips), _ENCODE_CHUNK)]
         return np.concatenate(out).astype(np.int32)
 
     def decode(self, codes: np.ndarray) -> np.ndarray:
         """int ``[N, t, h, w]`` -> uint8 ``[N, T, H, W, 3]`` (tokenizer.train.decode_indices, in chunks)."""
-        from tokenizer import train as tok_train
+        from tokenizer import api as tok_api
 
-        out = [np.asarray(tok_train.decode_indices(self.model, self.quantizer, codes[i:i + _ENCODE_CHUNK]))
+        out = [np.asarray(tok_api.decode_indices(self.model, self.quantizer, codes[i:i + _ENCODE_CHUNK]))
                for i in range(0, len(codes), _ENCODE_CHUNK)]
         return np.concatenate(out)
 
@@ -208,11 +208,11 @@ def load_codes(path: str | os.PathLike) -> tuple[np.ndarray, dict]:
 def _identity(config_json: str | None) -> str | None:
     """A codes file's tokenizer config without the compute-only model keys, canonical: files written before
     ``dtype`` and ``remat`` left the hash still carry them, and must still match."""
-    from tokenizer import train as tok_train
+    from tokenizer import api as tok_api
 
     try:
         config = json.loads(config_json)
-        model = {k: v for k, v in config["model"].items() if k not in tok_train.COMPUTE_ONLY_MODEL_KEYS}
+        model = {k: v for k, v in config["model"].items() if k not in tok_api.COMPUTE_ONLY_MODEL_KEYS}
     except (TypeError, ValueError, KeyError, AttributeError):
         return None
     return _canonical_json({**config, "model": model})
@@ -468,12 +468,12 @@ def evaluate(workdir, *, split: str | None = None, num_clips: int | None = None,
              sample_path=None) -> dict:
     """tokenizer.evaluate.evaluate_tokenizer on a workdir's eval source (+ rFVD of reconstructions vs originals)."""
     from tokenizer import evaluate as eval_lib
-    from tokenizer import train as tok_train
+    from tokenizer import api as tok_api
     from videogen import mesh as mesh_lib
 
     mesh = mesh_lib.make_mesh({"data": -1})
-    model, quantizer, config = tok_train.load_tokenizer(workdir, step=step, mesh=mesh)
-    step = tok_train.latest_step(workdir) if step is None else step
+    model, quantizer, config = tok_api.load_tokenizer(workdir, step=step, mesh=mesh)
+    step = tok_api.latest_step(workdir) if step is None else step
     split = split or config.eval.split
     source, n = eval_lib.eval_source(config, split, num_clips, strict=bool(num_clips))
     dp = mesh_lib.data_parallel_size(mesh)
