@@ -8,6 +8,7 @@ module will not change when that happens.
 from tokenizer.train import (  # noqa: F401  (re-exported)
     COMPUTE_ONLY_MODEL_KEYS,
     Tokenizer,
+    abstract_tokenizer,
     decode_indices,
     encode_video,
     latest_step,
@@ -15,5 +16,5 @@ from tokenizer.train import (  # noqa: F401  (re-exported)
     quantizer_kwargs,
 )
 
-__all__ = ["COMPUTE_ONLY_MODEL_KEYS", "Tokenizer", "decode_indices", "encode_video", "latest_step",
+__all__ = ["COMPUTE_ONLY_MODEL_KEYS", "Tokenizer", "abstract_tokenizer", "decode_indices", "encode_video", "latest_step",
            "load_tokenizer", "quantizer_kwargs"]

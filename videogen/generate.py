@@ -301,7 +301,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--num-prompts", type=checks.positive_int, default=16)
     p.add_argument("--guidance", type=checks.nonnegative_float, default=3.0)
     p.add_argument("--objective", choices=OBJECTIVES, default="next_token",
-                   help="the LM's objective (the tiny config's own is maskgit)")
+                   help="the LM's objective (the tiny config's own is maskgit_frames)")
     errors.add_verbose(p, top_level=False)
     p = sub.add_parser("sample", help="same as `videogen sample`")
     add_sample_args(p)

@@ -208,6 +208,17 @@ def verify(folder: str | Path | None = None) -> dict:
 # ============================================================================================
 
 
+def _module_from_npz(graphdef, abs_params, abs_rest, path: Path):
+    """The module of an abstract ``(graphdef, params, rest)`` split, every variable read from ``path``."""
+    from flax import nnx
+
+    arrays = _read_npz(path)
+    params, used = _unflatten(nnx.as_pure(abs_params), arrays, file=str(path))
+    rest, used_rest = _unflatten(nnx.as_pure(abs_rest), arrays, file=str(path))
+    _no_extra(arrays, used | used_rest, path)
+    return nnx.merge(graphdef, params, rest)
+
+
 def load(folder: str | Path | None = None):
     """``(model, (autoencoder, quantizer, tokenizer_config), text_tokenizer, config)`` -- what
     ``videogen.train.load_lm`` returns -- from the shipped folder (default) or a packed copy, on the default
@@ -216,7 +227,7 @@ def load(folder: str | Path | None = None):
     import ml_collections
     from flax import nnx
 
-    from tokenizer import train as tok_train
+    from tokenizer import api as tok_train
     from videogen import train as lm_train
     from videogen.data.text import TextTokenizer
 
@@ -232,24 +243,14 @@ def load(folder: str | Path | None = None):
     tok_config, config = config_of(TOKENIZER_CONFIG), config_of(LM_CONFIG)
     # The tokenizer: the trainer's module (autoencoder + quantizer), every variable from the npz (arrays on
     # the default device).
-    graphdef, abs_params, abs_rest = tok_train.abstract_tokenizer(tok_config)
-    arrays = _read_npz(folder / TOKENIZER_NPZ)
-    params, used = _unflatten(nnx.as_pure(abs_params), arrays, file=str(folder / TOKENIZER_NPZ))
-    rest, used_rest = _unflatten(nnx.as_pure(abs_rest), arrays, file=str(folder / TOKENIZER_NPZ))
-    _no_extra(arrays, used | used_rest, folder / TOKENIZER_NPZ)
-    tok = nnx.merge(graphdef, params, rest)
+    tok = _module_from_npz(*tok_train.abstract_tokenizer(tok_config), folder / TOKENIZER_NPZ)
     ae, quantizer = tok.autoencoder, tok.quantizer
 
     tcfg = lm_train.transformer_config(config, config.model.codebook_size, config.model.video_grid)
     if int(quantizer.codebook_size) != tcfg.codebook_size:
         raise UsageError(f"{folder / LM_CONFIG}: the LM reads {tcfg.codebook_size} codes, the tokenizer has "
                          f"{quantizer.codebook_size} (mismatched files); {FIX}.")
-    graphdef, abs_params, abs_rest = lm_train.abstract_model(tcfg)
-    arrays = _read_npz(folder / LM_NPZ)
-    params, used = _unflatten(nnx.as_pure(abs_params), arrays, file=str(folder / LM_NPZ))
-    rest, used_rest = _unflatten(nnx.as_pure(abs_rest), arrays, file=str(folder / LM_NPZ))
-    _no_extra(arrays, used | used_rest, folder / LM_NPZ)
-    model = nnx.merge(graphdef, params, rest)
+    model = _module_from_npz(*lm_train.abstract_model(tcfg), folder / LM_NPZ)
     text_tok = TextTokenizer(folder / TEXT_MODEL, int(config.text.max_length))
     return model, (ae, quantizer, tok_config), text_tok, config
 
@@ -595,7 +596,7 @@ def pack(tokenizer_workdir: str | Path, lm_workdir: str | Path, out_dir: str | P
     """
     from flax import nnx
 
-    from tokenizer import train as tok_train
+    from tokenizer import api as tok_train
     from videogen import train as lm_train
 
     tokenizer_workdir, lm_workdir, out_dir = Path(tokenizer_workdir), Path(lm_workdir), Path(out_dir)
