@@ -81,10 +81,17 @@ class ObjectVerdict:
     detected_shape: str | None
     detected_size: str | None
     detected_motion: str | None
+    # the earlier lenient motion rule's reading (classify_motion_lenient), to compare figures
+    detected_motion_lenient: str | None = None
 
     @property
     def correct(self) -> bool:
         return self.colour_found and self.shape_ok and self.size_ok and self.motion_ok
+
+    @property
+    def correct_lenient(self) -> bool:
+        return (self.colour_found and self.shape_ok and self.size_ok
+                and self.detected_motion_lenient == self.motion)
 
 
 @dataclasses.dataclass
@@ -99,6 +106,10 @@ class Verdict:
     @property
     def all_correct(self) -> bool:
         return all(o.correct for o in self.objects) and not self.extra_colours and not self.duplicated
+
+    @property
+    def all_correct_lenient(self) -> bool:
+        return all(o.correct_lenient for o in self.objects) and not self.extra_colours and not self.duplicated
 
     def summary(self) -> dict:
         return {"caption": self.caption, "all_correct": self.all_correct, "extra_colours": self.extra_colours,
@@ -386,19 +397,20 @@ def judge_video(video: np.ndarray, caption: str, *, lenient: bool = False) -> Ve
     for p in phrases:
         tr = tracks[p.colour]
         found = bool(tr.present.mean() >= 0.5)
-        shape = size = motion = None
+        shape = size = motion = loose = None
         if found:
             shape = SHAPES[int(np.nanargmin(np.nanmean(tr.shape_scores[tr.present], axis=0)))]
             area = float(np.median(tr.area[tr.present]))
             small = world.shape_area(shape, world.SIZE_FRACTION["small"] * R)
             large = world.shape_area(shape, world.SIZE_FRACTION["large"] * R)
             size = "small" if area < math.sqrt(small * large) else "large"
-            motion = (classify_motion_lenient(tr.centre, tr.present, R) if lenient
-                      else classify_motion(tr.centre, tr.present, R, tr.edges))
+            strict, loose = classify_motion(tr.centre, tr.present, R, tr.edges), \
+                classify_motion_lenient(tr.centre, tr.present, R)
+            motion = loose if lenient else strict
         verdicts.append(ObjectVerdict(
             colour=p.colour, shape=p.shape, size=p.size, motion=p.motion, colour_found=found,
             shape_ok=shape == p.shape, size_ok=p.size is None or size == p.size, motion_ok=motion == p.motion,
-            detected_shape=shape, detected_size=size, detected_motion=motion))
+            detected_shape=shape, detected_size=size, detected_motion=motion, detected_motion_lenient=loose))
     # The world gives each object its own colour, so a named colour seen as several objects is a duplicate.
     duplicated = [c for c in sorted(named) if tracks[c].present.any()
                   and (tracks[c].count[tracks[c].present] >= 2).mean() > 0.5]
@@ -418,5 +430,6 @@ def score(videos, captions, *, lenient: bool = False) -> dict:
         "shape": mean([o.shape_ok for o in objs if o.colour_found]),
         "size": mean([o.size_ok for o in objs if o.colour_found]),
         "motion": mean([o.motion_ok for o in objs if o.colour_found]),
+        "all_correct_lenient": mean([v.all_correct_lenient for v in verdicts]),
         "verdicts": verdicts,
     }
