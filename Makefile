@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 RUNS ?= runs
 
-.PHONY: setup test test-fast data demo pretrained train-tokenizer train-lm sample continue bench bench-peer gpu-offline gpu-check clean
+.PHONY: setup lint format test test-fast data demo pretrained train-tokenizer train-lm sample continue bench bench-peer gpu-offline gpu-check clean
 
 ## setup: a local virtual environment with videogen installed editable (idempotent).
 setup: $(STAMP)
@@ -16,10 +16,20 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e '.[dev]'
 	@touch $(STAMP)
 
+## lint: ruff's formatter check, lint and import order (configured in pyproject.toml); `make format` fixes
+## what it can. `make test` runs it first.
+lint: setup
+	$(VENV)/bin/ruff format --check --quiet . || { echo "lint: run 'make format' to reformat"; exit 1; }
+	$(VENV)/bin/ruff check --quiet .
+
+format: setup
+	$(VENV)/bin/ruff format --quiet .
+	$(VENV)/bin/ruff check --quiet --fix .
+
 ## test: the whole suite (budget: 15 minutes on 2 CPU cores), TEST_WORKERS processes, one module each at a time
 ## (module fixtures stay in one process); TEST_WORKERS=0 runs it in this process.
 TEST_WORKERS ?= 2
-test: setup
+test: setup lint
 	$(PY) -m pytest tests --durations=15 $(if $(filter-out 0,$(TEST_WORKERS)),-n $(TEST_WORKERS) --dist loadfile)
 
 ## test-fast: skip tests marked slow.

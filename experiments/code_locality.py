@@ -38,7 +38,7 @@ def _black_patches(video: np.ndarray, grid: tuple[int, int, int], halo: int = 1)
     # Causal time blocks: latent frame 0 is frame 0 alone, latent frame k frames 1 + ct(k-1) .. ct k.
     blocks = np.zeros((t, h, w), bool)
     for k in range(t):
-        frames = lit[:1] if k == 0 else lit[1 + ct * (k - 1): 1 + ct * k]
+        frames = lit[:1] if k == 0 else lit[1 + ct * (k - 1) : 1 + ct * k]
         blocks[k] = frames.any(0).reshape(h, cs, w, cs).any((1, 3))
     grown = ndimage.binary_dilation(blocks, structure=np.ones((1, 3, 3), bool), iterations=halo)
     return ~grown
@@ -52,8 +52,9 @@ def main(argv=None) -> dict:
     args = parser.parse_args(argv)
     ae, quantizer, config = load_tokenizer(args.tokenizer)
     data = dict(config.data)
-    cfg = world.WorldConfig(resolution=int(data["resolution"]), num_frames=int(data["num_frames"]),
-                            min_objects=2, max_objects=2)
+    cfg = world.WorldConfig(
+        resolution=int(data["resolution"]), num_frames=int(data["num_frames"]), min_objects=2, max_objects=2
+    )
     specs = [world.sample_clip(cfg, "test", i) for i in range(args.num_clips)]
     videos = np.stack([world.render(s) for s in specs])
     alone = np.stack([world.render(dataclasses.replace(s, objects=s.objects[:1])) for s in specs])
@@ -69,8 +70,12 @@ def main(argv=None) -> dict:
         total += int(both.sum())
     codebook = int(quantizer.codebook_size) if hasattr(quantizer, "codebook_size") else None
     result = {
-        "tokenizer": args.tokenizer, "clips": args.num_clips, "grid": list(grid), "halo": args.halo,
-        "background_positions": sum(counts.values()), "background_codes": len(counts),
+        "tokenizer": args.tokenizer,
+        "clips": args.num_clips,
+        "grid": list(grid),
+        "halo": args.halo,
+        "background_positions": sum(counts.values()),
+        "background_codes": len(counts),
         "top_background_code_share": counts.most_common(1)[0][1] / max(sum(counts.values()), 1),
         "changed_by_object": changed / max(total, 1),
         "usage": len(np.unique(codes)) / codebook if codebook else None,

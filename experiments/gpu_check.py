@@ -86,15 +86,24 @@ def run_section(name: str, cmd: list[str], out: Path, timeout: float, env: dict 
     t0 = time.perf_counter()
     with open(log, "w") as f:
         try:
-            proc = subprocess.run(cmd, cwd=REPO, stdout=f, stderr=subprocess.STDOUT, timeout=max(timeout, 5),
-                                  env={**os.environ, **(env or {})})
+            proc = subprocess.run(
+                cmd,
+                cwd=REPO,
+                stdout=f,
+                stderr=subprocess.STDOUT,
+                timeout=max(timeout, 5),
+                env={**os.environ, **(env or {})},
+            )
             status = "ok" if proc.returncode == 0 else f"exit {proc.returncode}"
         except subprocess.TimeoutExpired:
             status = f"timed out after {timeout:.0f} s"
     wall = time.perf_counter() - t0
     tail = log.read_text(errors="replace").splitlines()[-15:]
-    print(f"[gpu_check] {name}: {status} in {wall:.0f} s" + ("" if status == "ok" else "\n  " + "\n  ".join(tail)),
-          flush=True)
+    print(
+        f"[gpu_check] {name}: {status} in {wall:.0f} s"
+        + ("" if status == "ok" else "\n  " + "\n  ".join(tail)),
+        flush=True,
+    )
     return {"status": status, "seconds": round(wall, 1), "log": log.name}
 
 
@@ -116,7 +125,9 @@ def _last(rows: list[dict], kind: str) -> dict:
     return picked[-1] if picked else {}
 
 
-def steps_that_fit(seconds: float, step_seconds: float | None, *, overhead: float, floor: int, cap: int) -> int:
+def steps_that_fit(
+    seconds: float, step_seconds: float | None, *, overhead: float, floor: int, cap: int
+) -> int:
     """Train steps that fit ``seconds`` after ``overhead`` (compile, eval, save) at ``step_seconds`` each (from
     the bench; without it, ``floor``)."""
     if not step_seconds or step_seconds <= 0:
@@ -128,8 +139,11 @@ def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", default=os.environ.get("OUT") or "runs/gpu_check", help="output folder")
     p.add_argument("--budget", type=float, default=450.0, help="seconds for all sections together")
-    p.add_argument("--workdir", default="/tmp/videogen_gpu_check",
-                   help="trainers' workdirs, emptied at the start (a leftover run would be resumed or refused)")
+    p.add_argument(
+        "--workdir",
+        default="/tmp/videogen_gpu_check",
+        help="trainers' workdirs, emptied at the start (a leftover run would be resumed or refused)",
+    )
     p.add_argument("--platform", default="gpu", help="'gpu'; 'cpu' runs a tiny dry run of the script itself")
     p.add_argument("--skip", default="", help="comma-separated sections to skip")
     args = p.parse_args(argv)
@@ -140,12 +154,18 @@ def main(argv: list[str] | None = None) -> dict:
         shutil.rmtree(work)
     skip = {s.strip() for s in args.skip.split(",") if s.strip()}
     if skip - set(SHARES):  # a typo would spend the GPU's few minutes on the section meant to be skipped
-        p.error(f"--skip {args.skip}: unknown section(s) {sorted(skip - set(SHARES))}; sections: {list(SHARES)}")
+        p.error(
+            f"--skip {args.skip}: unknown section(s) {sorted(skip - set(SHARES))}; sections: {list(SHARES)}"
+        )
     dry = args.platform == "cpu"
     py = sys.executable
     t_start = time.perf_counter()
-    summary: dict = {"date": time.strftime("%Y-%m-%d %H:%M"), "budget_s": args.budget, "platform": args.platform,
-                     "sections": {}}
+    summary: dict = {
+        "date": time.strftime("%Y-%m-%d %H:%M"),
+        "budget_s": args.budget,
+        "platform": args.platform,
+        "sections": {},
+    }
     budget = {k: v * args.budget for k, v in SHARES.items()}
 
     def left() -> float:
@@ -163,8 +183,15 @@ def main(argv: list[str] | None = None) -> dict:
                 r["found"] = json.loads(line.split(" ", 1)[1])
         try:
             r["nvidia_smi"] = subprocess.run(
-                ["nvidia-smi", "--query-gpu=name,memory.total,driver_version,clocks.max.sm", "--format=csv,noheader"],
-                capture_output=True, text=True, timeout=20).stdout.strip()
+                [
+                    "nvidia-smi",
+                    "--query-gpu=name,memory.total,driver_version,clocks.max.sm",
+                    "--format=csv,noheader",
+                ],
+                capture_output=True,
+                text=True,
+                timeout=20,
+            ).stdout.strip()
         except (OSError, subprocess.TimeoutExpired):
             r["nvidia_smi"] = None
         summary["sections"]["env"] = r
@@ -173,7 +200,15 @@ def main(argv: list[str] | None = None) -> dict:
     # ---------------------------------------------------------------- bench
     bench = {}
     if "bench" not in skip:
-        cmd = [py, "-m", "videogen.bench", "--platforms", "cpu" if dry else "gpu", "--out", str(out / "bench.json")]
+        cmd = [
+            py,
+            "-m",
+            "videogen.bench",
+            "--platforms",
+            "cpu" if dry else "gpu",
+            "--out",
+            str(out / "bench.json"),
+        ]
         if dry:
             cmd.append("--quick")
         r = run_section("bench", cmd, out, min(budget["bench"], left()))
@@ -187,8 +222,17 @@ def main(argv: list[str] | None = None) -> dict:
     if "numerics" not in skip:
         # The tests whose tolerances an accelerator's arithmetic can break (f32 matmuls may run in TF32; bf16
         # compute), chosen so they fit the section's share: the 8-device-mesh tests need 8 host devices.
-        cmd = [py, "-m", "pytest", "-v", "-p", "no:cacheprovider", "--junitxml", str(out / "numerics.xml"),
-               *NUMERICS_TESTS]
+        cmd = [
+            py,
+            "-m",
+            "pytest",
+            "-v",
+            "-p",
+            "no:cacheprovider",
+            "--junitxml",
+            str(out / "numerics.xml"),
+            *NUMERICS_TESTS,
+        ]
         env = {} if dry else {"JAX_PLATFORMS": "cuda,cpu"}
         r = run_section("numerics", cmd, out, min(budget["numerics"], left()), env=env)
         r["failed"], r["passed"] = _test_outcomes(out / "numerics.xml", out / "numerics.log")
@@ -203,18 +247,41 @@ def main(argv: list[str] | None = None) -> dict:
         steps = steps_that_fit(seconds, step_s, overhead=60, floor=20 if dry else 100, cap=20_000)
         if dry:
             steps = 20
-        overrides = [f"--config.steps={steps}", f"--config.eval.every={steps}", f"--config.ckpt_every={steps}",
-                     "--config.quiet=True", "--config.eval.num_clips=64", "--config.eval.data.num_clips=64",
-                     "--config.eval.num_samples=0"]  # sample mp4s need imageio-ffmpeg (~70 MB), not carried
+        overrides = [
+            f"--config.steps={steps}",
+            f"--config.eval.every={steps}",
+            f"--config.ckpt_every={steps}",
+            "--config.quiet=True",
+            "--config.eval.num_clips=64",
+            "--config.eval.data.num_clips=64",
+            "--config.eval.num_samples=0",
+        ]  # sample mp4s need imageio-ffmpeg (~70 MB), not carried
         if dry:  # the quick bench's shapes: the script's own logic, not a measurement
-            overrides += ["--config.data.resolution=16", "--config.data.num_frames=9", "--config.model.channels=8",
-                          "--config.model.num_groups=4", "--config.model.channel_multipliers=(1,2)",
-                          "--config.model.num_res_blocks=0", "--config.model.temporal_downsample=(True,)",
-                          "--config.model.spatial_downsample=(True,)", "--config.quantizer.lfq.num_bits=6",
-                          "--config.batch_size=4", "--config.eval.batch_size=16", "--config.model.dtype=float32",
-                          "--config.loss.perceptual_weight=0.0"]
-        cmd = [py, "-m", "tokenizer.train", "--config", "experiments/tokenizer_world.py", "--workdir", str(tok_dir),
-               *overrides]
+            overrides += [
+                "--config.data.resolution=16",
+                "--config.data.num_frames=9",
+                "--config.model.channels=8",
+                "--config.model.num_groups=4",
+                "--config.model.channel_multipliers=(1,2)",
+                "--config.model.num_res_blocks=0",
+                "--config.model.temporal_downsample=(True,)",
+                "--config.model.spatial_downsample=(True,)",
+                "--config.quantizer.lfq.num_bits=6",
+                "--config.batch_size=4",
+                "--config.eval.batch_size=16",
+                "--config.model.dtype=float32",
+                "--config.loss.perceptual_weight=0.0",
+            ]
+        cmd = [
+            py,
+            "-m",
+            "tokenizer.train",
+            "--config",
+            "experiments/tokenizer_world.py",
+            "--workdir",
+            str(tok_dir),
+            *overrides,
+        ]
         r = run_section("tokenizer", cmd, out, max(seconds, 30))
         rows = _metrics(tok_dir)
         r.update(steps=steps, bench_step_seconds=step_s, train=_last(rows, "train"), eval=_last(rows, "eval"))
@@ -230,22 +297,49 @@ def main(argv: list[str] | None = None) -> dict:
         if dry:
             steps = 20
         peak = bench.get("matmul_peak_flops")
-        overrides = [f"--config.steps={steps}", f"--config.eval.every={steps}", f"--config.ckpt_every={steps}",
-                     "--config.quiet=True", "--config.objective=next_token", f"--config.tokenizer_workdir={tok_dir}",
-                     f"--config.optim.warmup_steps={max(1, steps // 10)}"]
+        overrides = [
+            f"--config.steps={steps}",
+            f"--config.eval.every={steps}",
+            f"--config.ckpt_every={steps}",
+            "--config.quiet=True",
+            "--config.objective=next_token",
+            f"--config.tokenizer_workdir={tok_dir}",
+            f"--config.optim.warmup_steps={max(1, steps // 10)}",
+        ]
         if peak:
             overrides.append(f"--config.peak_flops={peak}")
         if dry:
-            overrides += ["--config.data.resolution=16", "--config.data.num_frames=9", "--config.batch_size=8",
-                          "--config.model.num_layers=2", "--config.model.d_model=32", "--config.model.num_heads=4",
-                          "--config.model.num_kv_heads=2", "--config.model.mlp_dim=64", "--config.model.dtype=float32",
-                          "--config.sample.num_prompts=2"]
-        cmd = [py, "-m", "videogen.train", "--config", "experiments/lm_world.py", "--workdir", str(work / "lm"),
-               *overrides]
+            overrides += [
+                "--config.data.resolution=16",
+                "--config.data.num_frames=9",
+                "--config.batch_size=8",
+                "--config.model.num_layers=2",
+                "--config.model.d_model=32",
+                "--config.model.num_heads=4",
+                "--config.model.num_kv_heads=2",
+                "--config.model.mlp_dim=64",
+                "--config.model.dtype=float32",
+                "--config.sample.num_prompts=2",
+            ]
+        cmd = [
+            py,
+            "-m",
+            "videogen.train",
+            "--config",
+            "experiments/lm_world.py",
+            "--workdir",
+            str(work / "lm"),
+            *overrides,
+        ]
         r = run_section("lm", cmd, out, seconds)
         rows = _metrics(work / "lm")
-        r.update(steps=steps, bench_step_seconds=step_s, peak_flops=peak, train=_last(rows, "train"),
-                 eval=_last(rows, "eval"))
+        r.update(
+            steps=steps,
+            bench_step_seconds=step_s,
+            peak_flops=peak,
+            train=_last(rows, "train"),
+            eval=_last(rows, "eval"),
+        )
         _copy(work / "lm" / "metrics.jsonl", out / "lm_metrics.jsonl")
         summary["sections"]["lm"] = r
         save()
@@ -289,33 +383,58 @@ def _test_outcomes(junit: Path, log: Path) -> tuple[list[str], int]:
     return failed, passed
 
 
-HEADLINE_KEYS = ("step", "loss", "psnr", "ssim", "usage", "accuracy", "steps_per_sec", "tokens_per_sec", "mfu",
-                 "judge_all_correct", "judge_colour", "judge_motion")
+HEADLINE_KEYS = (
+    "step",
+    "loss",
+    "psnr",
+    "ssim",
+    "usage",
+    "accuracy",
+    "steps_per_sec",
+    "tokens_per_sec",
+    "mfu",
+    "judge_all_correct",
+    "judge_colour",
+    "judge_motion",
+)
 
 
 def _pick(metrics: dict) -> str:
-    return ", ".join(f"{k} {metrics[k]:.4g}" for k in HEADLINE_KEYS if isinstance(metrics.get(k), (int, float)))
+    return ", ".join(
+        f"{k} {metrics[k]:.4g}" for k in HEADLINE_KEYS if isinstance(metrics.get(k), (int, float))
+    )
 
 
 def format_summary(summary: dict) -> str:
     s = summary["sections"]
-    lines = [f"gpu_check {summary['date']} ({summary['platform']}), {summary.get('total_seconds')} s of "
-             f"{summary['budget_s']:.0f}", "| section | status | s | figures |", "|---|---|---:|---|"]
+    lines = [
+        f"gpu_check {summary['date']} ({summary['platform']}), {summary.get('total_seconds')} s of "
+        f"{summary['budget_s']:.0f}",
+        "| section | status | s | figures |",
+        "|---|---|---:|---|",
+    ]
     for name, r in s.items():
         fig = ""
         if name == "env":
             fig = json.dumps(r.get("found", {})) + f" {r.get('nvidia_smi') or ''}"
         elif name == "bench" and r.get("figures"):
             b = r["figures"]
-            fig = (f"peak {b.get('matmul_peak_flops', 0) / 1e12:.0f} TFLOP/s {b.get('matmul_dtype')}, "
-                   f"LM MFU {b.get('lm_train_mfu', 0):.1%} (MaskGIT {b.get('lm_train_maskgit_mfu', 0):.1%}), "
-                   f"tokenizer {b.get('tokenizer_train_seconds_per_step', 0):.3g} s/step, "
-                   f"AR b1 {b.get('ar_sampling_b1_tokens_per_s', 0):.0f} tok/s, "
-                   f"MaskGIT {b.get('maskgit_seconds_per_clip', 0):.3g} s/clip")
+            fig = (
+                f"peak {b.get('matmul_peak_flops', 0) / 1e12:.0f} TFLOP/s {b.get('matmul_dtype')}, "
+                f"LM MFU {b.get('lm_train_mfu', 0):.1%} (MaskGIT {b.get('lm_train_maskgit_mfu', 0):.1%}), "
+                f"tokenizer {b.get('tokenizer_train_seconds_per_step', 0):.3g} s/step, "
+                f"AR b1 {b.get('ar_sampling_b1_tokens_per_s', 0):.0f} tok/s, "
+                f"MaskGIT {b.get('maskgit_seconds_per_clip', 0):.3g} s/clip"
+            )
         elif name == "numerics":
             fig = f"{r.get('passed')} passed, failed: {r.get('failed')}"
         elif name in ("tokenizer", "lm"):
-            fig = f"{r.get('steps')} steps; train " + _pick(r.get("train", {})) + "; eval " + _pick(r.get("eval", {}))
+            fig = (
+                f"{r.get('steps')} steps; train "
+                + _pick(r.get("train", {}))
+                + "; eval "
+                + _pick(r.get("eval", {}))
+            )
         lines.append(f"| {name} | {r['status']} | {r['seconds']:.0f} | {fig} |")
     return "\n".join(lines)
 
@@ -323,5 +442,8 @@ def format_summary(summary: dict) -> str:
 if __name__ == "__main__":
     bad = failed(main(sys.argv[1:]))
     if bad:
-        print(f"gpu_check: failed sections: {', '.join(bad)} (their logs are in the output folder)", file=sys.stderr)
+        print(
+            f"gpu_check: failed sections: {', '.join(bad)} (their logs are in the output folder)",
+            file=sys.stderr,
+        )
         sys.exit(1)

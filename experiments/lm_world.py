@@ -73,15 +73,43 @@ def get_config(arg=None):
     # TransformerConfig fields; codebook_size / video_grid come from the tokenizer (set them only to assert),
     # group_bits=None -> K/2 for the bit-group head.
     if tiny:
-        c.model = dict(num_layers=4, d_model=128, num_heads=4, num_kv_heads=4, mlp_dim=384, head="bitgroups",
-                       group_bits=None, dtype="float32", remat="none", qk_norm=True, text_loss=False,
-                       codebook_size=None, video_grid=None, video_pos_emb=True, rope_video="grid",
-                       text_bidirectional=False)
+        c.model = dict(
+            num_layers=4,
+            d_model=128,
+            num_heads=4,
+            num_kv_heads=4,
+            mlp_dim=384,
+            head="bitgroups",
+            group_bits=None,
+            dtype="float32",
+            remat="none",
+            qk_norm=True,
+            text_loss=False,
+            codebook_size=None,
+            video_grid=None,
+            video_pos_emb=True,
+            rope_video="grid",
+            text_bidirectional=False,
+        )
     else:
-        c.model = dict(num_layers=12, d_model=512, num_heads=8, num_kv_heads=8, mlp_dim=1536, head="bitgroups",
-                       group_bits=None, dtype="bfloat16", remat="none", qk_norm=True, text_loss=False,
-                       codebook_size=None, video_grid=None, video_pos_emb=True, rope_video="grid",
-                       text_bidirectional=False)
+        c.model = dict(
+            num_layers=12,
+            d_model=512,
+            num_heads=8,
+            num_kv_heads=8,
+            mlp_dim=1536,
+            head="bitgroups",
+            group_bits=None,
+            dtype="bfloat16",
+            remat="none",
+            qk_norm=True,
+            text_loss=False,
+            codebook_size=None,
+            video_grid=None,
+            video_pos_emb=True,
+            rope_video="grid",
+            text_bidirectional=False,
+        )
     # video_pos_emb: learned (t, h, w) embeddings on video inputs; rope_video: 'shared' one rotary ladder or
     # 'grid' per-axis ladders sized to the grid; text_bidirectional: the caption attends to all of itself.
     # model.text_loss=True adds a text head trained on next-token prediction of the captions (PAD not
@@ -95,16 +123,35 @@ def get_config(arg=None):
     # the prompted colour for 64 % of objects vs 24 % with 0 at 600 tiny steps (BENCHMARKS.md).
     c.maskgit = {"schedule": "cosine", "no_prefix_prob": 0.5}
     # tiny: lr 3e-3 / warmup 40 reached eval loss 3.00 after 240 steps vs 3.49 with 1e-3 / 100 (6e-3: 3.05).
-    c.optim = {"lr": 3e-3 if tiny else 3e-4, "warmup_steps": 40 if tiny else 2000, "min_lr_ratio": 0.1,
-               "b1": 0.9, "b2": 0.95, "weight_decay": 0.05, "grad_clip": 1.0}
+    c.optim = {
+        "lr": 3e-3 if tiny else 3e-4,
+        "warmup_steps": 40 if tiny else 2000,
+        "min_lr_ratio": 0.1,
+        "b1": 0.9,
+        "b2": 0.95,
+        "weight_decay": 0.05,
+        "grad_clip": 1.0,
+    }
     c.ema_decay = 0.99 if tiny else 0.999
 
     # judge: score the sample.num_prompts eval samples with the world's judge (eval/judge_all_correct and per
     # attribute; built-in world data only). A curve of what the targets measure, at ~0.1 s per clip.
-    c.eval = {"split": "test", "every": 500 if tiny else 5000, "num_batches": 4, "data": {"num_clips": 256},
-              "judge": True}
-    c.sample = {"num_prompts": 8, "num_steps": 12, "guidance": 3.0, "temperature": 1.0, "top_k": None,
-                "top_p": None, "seed": 0}
+    c.eval = {
+        "split": "test",
+        "every": 500 if tiny else 5000,
+        "num_batches": 4,
+        "data": {"num_clips": 256},
+        "judge": True,
+    }
+    c.sample = {
+        "num_prompts": 8,
+        "num_steps": 12,
+        "guidance": 3.0,
+        "temperature": 1.0,
+        "top_k": None,
+        "top_p": None,
+        "seed": 0,
+    }
 
     if variant == "1b":  # the cluster size: ~1.1B params, FSDP over every device, GQA, remat
         c.model.update(num_layers=24, d_model=2048, num_heads=16, num_kv_heads=8, mlp_dim=5632, remat="dots")

@@ -66,4 +66,6 @@ if __name__ == "__main__":
     elif what == "drift-truth":
         cli.main(["continue", "--drift", "--truth", "--num", "64"] + sys.argv[2:])
     else:
-        sys.exit(f"usage: python experiments/long_video.py bench|drift-truth [videogen continue flags]; got {what!r}")
+        sys.exit(
+            f"usage: python experiments/long_video.py bench|drift-truth [videogen continue flags]; got {what!r}"
+        )

@@ -47,16 +47,24 @@ def reproduction_plan(out: Path, folder: Path | None = None) -> dict:
         name = pretrained.TOKENIZER_CONFIG if kind == "tokenizer" else pretrained.LM_CONFIG
         config = json.loads((folder / name).read_text())
         workdir = out / kind
-        rebuilt = pretrained.reconstruct_command(workdir, kind, config=config, tokenizer_workdir=out / "tokenizer",
-                                                 variants=[manifest["configs"][kind].split(":", 1)[1]]
-                                                 if manifest.get("configs") else None)
+        rebuilt = pretrained.reconstruct_command(
+            workdir,
+            kind,
+            config=config,
+            tokenizer_workdir=out / "tokenizer",
+            variants=[manifest["configs"][kind].split(":", 1)[1]] if manifest.get("configs") else None,
+        )
         argv = [sys.executable, *rebuilt["argv"][1:]]
         strip = lambda o: [x for x in o if not x.startswith("--config.tokenizer_workdir=")]  # noqa: E731
-        plan[kind] = {"argv": argv, "workdir": workdir, "config": rebuilt["config"],
-                      "overrides": strip(rebuilt["overrides"]),
-                      "manifest_overrides": strip((manifest.get("overrides") or {}).get(kind, [])),
-                      "new_keys": rebuilt["new_keys"],
-                      "steps": int(config["steps"])}
+        plan[kind] = {
+            "argv": argv,
+            "workdir": workdir,
+            "config": rebuilt["config"],
+            "overrides": strip(rebuilt["overrides"]),
+            "manifest_overrides": strip((manifest.get("overrides") or {}).get(kind, [])),
+            "new_keys": rebuilt["new_keys"],
+            "steps": int(config["steps"]),
+        }
     return plan
 
 
@@ -81,10 +89,15 @@ def _train(kind: str, item: dict, out: Path) -> float:
     print(f"== {kind}: {' '.join(item['argv'][1:])}\n   log: {log}", flush=True)
     t0 = time.perf_counter()
     with open(log, "a") as f:
-        proc = subprocess.Popen(item["argv"], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        proc = subprocess.Popen(
+            item["argv"], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
         for line in proc.stdout:
             f.write(line)
-            if line.startswith(("[tokenizer] step", "[lm] step", "[lm] eval", "{")) or "error" in line.lower():
+            if (
+                line.startswith(("[tokenizer] step", "[lm] step", "[lm] eval", "{"))
+                or "error" in line.lower()
+            ):
                 print("   " + line, end="", flush=True)
         code = proc.wait()
     if code:
@@ -105,8 +118,12 @@ def compare(shipped: dict, reproduced: dict) -> dict:
         a = ((shipped.get("judge") or {}).get(split) or {}).get("all_correct")
         b = ((reproduced.get("judge") or {}).get(split) or {}).get("all_correct")
         if a is not None and b is not None:
-            out[split] = {"shipped": a, "reproduced": b, "points": 100 * (b - a),
-                          "within": abs(100 * (b - a)) <= JUDGE_POINTS}
+            out[split] = {
+                "shipped": a,
+                "reproduced": b,
+                "points": 100 * (b - a),
+                "within": abs(100 * (b - a)) <= JUDGE_POINTS,
+            }
     return out
 
 
@@ -115,12 +132,16 @@ def reproduce(out: Path, *, dry_run: bool = False, fvd: bool = True) -> dict:
     manifest = pretrained.read_manifest()
     for kind, item in plan.items():
         if item["new_keys"]:
-            print(f"note: {item['config']} has gained {', '.join(item['new_keys'])} since the {kind} was packed: "
-                  "today's defaults are used (new options are off by default).")
+            print(
+                f"note: {item['config']} has gained {', '.join(item['new_keys'])} since the {kind} was packed: "
+                "today's defaults are used (new options are off by default)."
+            )
         if item["overrides"] != item["manifest_overrides"]:
-            print(f"note: the {kind} command's overrides differ from the manifest's (a default of {item['config']} "
-                  f"moved since it was packed); these give the shipped config exactly:\n   "
-                  f"{' '.join(item['overrides'])}\n   manifest: {' '.join(item['manifest_overrides'])}")
+            print(
+                f"note: the {kind} command's overrides differ from the manifest's (a default of {item['config']} "
+                f"moved since it was packed); these give the shipped config exactly:\n   "
+                f"{' '.join(item['overrides'])}\n   manifest: {' '.join(item['manifest_overrides'])}"
+            )
     if dry_run:
         for kind, item in plan.items():
             print(f"{kind}: {' '.join(item['argv'][1:])}")
@@ -140,31 +161,56 @@ def reproduce(out: Path, *, dry_run: bool = False, fvd: bool = True) -> dict:
     for kind, item in plan.items():  # the trained config is the shipped one (paths and new keys aside)
         if not same_config(kind, json.loads((item["workdir"] / "config.json").read_text())):
             name = pretrained.TOKENIZER_CONFIG if kind == "tokenizer" else pretrained.LM_CONFIG
-            raise SystemExit(f"{item['workdir']}/config.json differs from the shipped {name}: this is not a "
-                             "reproduction (a workdir left from another run? remove it and rerun).")
+            raise SystemExit(
+                f"{item['workdir']}/config.json differs from the shipped {name}: this is not a "
+                "reproduction (a workdir left from another run? remove it and rerun)."
+            )
     model = out / "model"
-    new = pretrained.pack(plan["tokenizer"]["workdir"], plan["lm"]["workdir"], model,
-                          sizes=(manifest.get("figures") or {}).get("sizes"), fvd=fvd,
-                          note=f"reproduction of the shipped model (make pretrained); matmul peak {peak:.3g} FLOP/s")
-    result = {"matmul_peak_flops": peak, "train_seconds": times,
-              "shipped_train_seconds": {k: (manifest.get("training") or {}).get(k, {}).get("seconds") for k in KINDS},
-              "shipped": manifest.get("figures"), "reproduced": new.get("figures"),
-              "judge": compare(manifest.get("figures") or {}, new.get("figures") or {})}
+    new = pretrained.pack(
+        plan["tokenizer"]["workdir"],
+        plan["lm"]["workdir"],
+        model,
+        sizes=(manifest.get("figures") or {}).get("sizes"),
+        fvd=fvd,
+        note=f"reproduction of the shipped model (make pretrained); matmul peak {peak:.3g} FLOP/s",
+    )
+    result = {
+        "matmul_peak_flops": peak,
+        "train_seconds": times,
+        "shipped_train_seconds": {
+            k: (manifest.get("training") or {}).get(k, {}).get("seconds") for k in KINDS
+        },
+        "shipped": manifest.get("figures"),
+        "reproduced": new.get("figures"),
+        "judge": compare(manifest.get("figures") or {}, new.get("figures") or {}),
+    }
     (out / "compare.json").write_text(json.dumps(result, indent=1) + "\n")
-    print("\n" + pretrained.figures_table([("shipped", manifest.get("figures") or {}),
-                                           ("reproduced", new.get("figures") or {})]))
+    print(
+        "\n"
+        + pretrained.figures_table(
+            [("shipped", manifest.get("figures") or {}), ("reproduced", new.get("figures") or {})]
+        )
+    )
     for kind in KINDS:
         t, s = times[kind], result["shipped_train_seconds"][kind]
-        print(f"{kind} training: {'not run (resumed a finished workdir)' if t is None else f'{t / 60:.1f} min'} "
-              f"here; the manifest's: {'n/a' if s is None else f'{s / 60:.1f} min'}")
+        print(
+            f"{kind} training: {'not run (resumed a finished workdir)' if t is None else f'{t / 60:.1f} min'} "
+            f"here; the manifest's: {'n/a' if s is None else f'{s / 60:.1f} min'}"
+        )
     for split, c in result["judge"].items():
-        print(f"judge {split}: {_points(c['shipped'], c['reproduced'])} "
-              f"({'within' if c['within'] else 'OUTSIDE'} +-{JUDGE_POINTS:g})")
-    print(f"matmul peak now: {peak / 1e9:.1f} GFLOP/s. Wrote {out / 'compare.json'} and the packed copy {model}")
+        print(
+            f"judge {split}: {_points(c['shipped'], c['reproduced'])} "
+            f"({'within' if c['within'] else 'OUTSIDE'} +-{JUDGE_POINTS:g})"
+        )
+    print(
+        f"matmul peak now: {peak / 1e9:.1f} GFLOP/s. Wrote {out / 'compare.json'} and the packed copy {model}"
+    )
     return result
 
 
-def refresh(into: Path, tokenizer_workdir: str, lm_workdir: str, *, fvd: bool = True, note: str | None = None) -> dict:
+def refresh(
+    into: Path, tokenizer_workdir: str, lm_workdir: str, *, fvd: bool = True, note: str | None = None
+) -> dict:
     old = None
     try:
         old = pretrained.read_manifest(into)
@@ -181,9 +227,13 @@ def refresh(into: Path, tokenizer_workdir: str, lm_workdir: str, *, fvd: bool = 
 
 def main(argv: list[str] | None = None) -> None:
     p = errors.ArgumentParser(prog="python experiments/pretrained.py", description=__doc__.split("\n\n")[0])
-    p.add_argument("--out", default="runs/pretrained", help="reproduction: where the pair is trained and packed")
+    p.add_argument(
+        "--out", default="runs/pretrained", help="reproduction: where the pair is trained and packed"
+    )
     p.add_argument("--dry-run", action="store_true", help="print the reproduction's commands and stop")
-    p.add_argument("--pack-into", help="refresh: pack --tokenizer-workdir + --lm-workdir into this folder instead")
+    p.add_argument(
+        "--pack-into", help="refresh: pack --tokenizer-workdir + --lm-workdir into this folder instead"
+    )
     p.add_argument("--tokenizer-workdir")
     p.add_argument("--lm-workdir")
     p.add_argument("--no-fvd", action="store_true", help="skip the FVD figure")
@@ -194,14 +244,22 @@ def main(argv: list[str] | None = None) -> None:
     with errors.reported(p.prog, args.verbose):
         if args.pack_into:
             if not (args.tokenizer_workdir and args.lm_workdir):
-                raise errors.UsageError("--pack-into needs --tokenizer-workdir and --lm-workdir: the trained pair "
-                                        "to pack.")
-            refresh(Path(args.pack_into), args.tokenizer_workdir, args.lm_workdir, fvd=not args.no_fvd,
-                    note=args.note)
+                raise errors.UsageError(
+                    "--pack-into needs --tokenizer-workdir and --lm-workdir: the trained pair to pack."
+                )
+            refresh(
+                Path(args.pack_into),
+                args.tokenizer_workdir,
+                args.lm_workdir,
+                fvd=not args.no_fvd,
+                note=args.note,
+            )
         else:
             if args.tokenizer_workdir or args.lm_workdir:
-                raise errors.UsageError("--tokenizer-workdir / --lm-workdir go with --pack-into (refresh); the "
-                                        "reproduction trains its own into --out.")
+                raise errors.UsageError(
+                    "--tokenizer-workdir / --lm-workdir go with --pack-into (refresh); the "
+                    "reproduction trains its own into --out."
+                )
             reproduce(Path(args.out), dry_run=args.dry_run, fvd=not args.no_fvd)
 
 

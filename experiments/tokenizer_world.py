@@ -59,15 +59,39 @@ def get_config(arg=None):
         # 4x4x4: the 4x4 patch stem is the only spatial reduction, so a 32x32 clip gets the same 8x8 token
         # grid per latent frame as the 64x64 default; with 8x8 patches (4x4 grid, 10 bits per 256 pixel-
         # frames) shapes and motion of 6-px objects did not survive (BENCHMARKS.md).
-        c.model = dict(channels=16, channel_multipliers=(1, 2, 2), num_res_blocks=1, temporal_downsample=(True, True),
-                       spatial_downsample=(False, False), patch_size=4, num_groups=8,
-                       use_adaptive_group_norm=True, dtype="float32", remat=False, pixel_mlp_dim=64, chroma_gain=6.0,
-                       conv_impl="auto", encoder_norm="frame")
+        c.model = dict(
+            channels=16,
+            channel_multipliers=(1, 2, 2),
+            num_res_blocks=1,
+            temporal_downsample=(True, True),
+            spatial_downsample=(False, False),
+            patch_size=4,
+            num_groups=8,
+            use_adaptive_group_norm=True,
+            dtype="float32",
+            remat=False,
+            pixel_mlp_dim=64,
+            chroma_gain=6.0,
+            conv_impl="auto",
+            encoder_norm="frame",
+        )
     else:
-        c.model = dict(channels=64, channel_multipliers=(1, 2, 2, 4), num_res_blocks=2,
-                       temporal_downsample=(False, True, True), spatial_downsample=(True, True, True), patch_size=1,
-                       num_groups=32, use_adaptive_group_norm=True, dtype="bfloat16", remat=False, pixel_mlp_dim=0, chroma_gain=1.0,
-                       conv_impl="auto", encoder_norm="frame")
+        c.model = dict(
+            channels=64,
+            channel_multipliers=(1, 2, 2, 4),
+            num_res_blocks=2,
+            temporal_downsample=(False, True, True),
+            spatial_downsample=(True, True, True),
+            patch_size=1,
+            num_groups=32,
+            use_adaptive_group_norm=True,
+            dtype="bfloat16",
+            remat=False,
+            pixel_mlp_dim=0,
+            chroma_gain=1.0,
+            conv_impl="auto",
+            encoder_norm="frame",
+        )
     # encoder_norm: 'frame' (GroupNorm statistics per frame) or 'position' (per position: codes that do not
     # depend on far-away content; tokenizer/model.py AutoencoderConfig).
     # conv_impl: 'auto' = the 3D convs as matmuls on the CPU backend (~3x faster train steps there), XLA's native
@@ -79,13 +103,23 @@ def get_config(arg=None):
         # LFQ: code_dim = num_bits, 2^num_bits codes.
         # entropy_weight 0.02, not MAGVIT-v2's 0.1: with a plain L2 loss, 0.1 kept the tiny model at the
         # all-black solution for longer (0.0 collapses to few codes; BENCHMARKS.md).
-        "lfq": {"num_bits": 10 if tiny else 12, "entropy_weight": 0.02, "commitment_weight": 0.25,
-                "batch_entropy_weight": 1.0, "temperature": 0.01},
+        "lfq": {
+            "num_bits": 10 if tiny else 12,
+            "entropy_weight": 0.02,
+            "commitment_weight": 0.25,
+            "batch_entropy_weight": 1.0,
+            "temperature": 0.01,
+        },
         # FSQ: code_dim = len(levels), prod(levels) codes (1,000 / 4,375).
         "fsq": {"levels": (10, 10, 10) if tiny else (7, 5, 5, 5, 5)},
         # VQ: cosine-similarity codebook, EMA updates, dead-code restarts.
-        "vq": {"codebook_size": 1024 if tiny else 4096, "code_dim": 8 if tiny else 16, "update": "ema",
-               "beta": 0.25, "decay": 0.99},
+        "vq": {
+            "codebook_size": 1024 if tiny else 4096,
+            "code_dim": 8 if tiny else 16,
+            "update": "ema",
+            "beta": 0.25,
+            "decay": 0.99,
+        },
     }
 
     c.loss = {
@@ -105,12 +139,28 @@ def get_config(arg=None):
         # costs more than the tiny autoencoder itself.
         "perceptual_weight": 0.0 if tiny else 0.1,
         # 3D discriminator, hinge loss + LeCAM (and optional R1), on from start_step (weight 0 = off).
-        "gan": {"weight": 0.0 if tiny else 0.1, "start_step": 10_000, "disc_channels": 32,
-                "disc_channel_multipliers": (1, 2, 4, 4), "lecam_weight": 0.001, "lecam_decay": 0.999,
-                "r1_weight": 0.0, "lr": 1e-4, "b1": 0.0, "b2": 0.99},
+        "gan": {
+            "weight": 0.0 if tiny else 0.1,
+            "start_step": 10_000,
+            "disc_channels": 32,
+            "disc_channel_multipliers": (1, 2, 4, 4),
+            "lecam_weight": 0.001,
+            "lecam_decay": 0.999,
+            "r1_weight": 0.0,
+            "lr": 1e-4,
+            "b1": 0.0,
+            "b2": 0.99,
+        },
     }
-    c.optim = {"lr": 5e-3 if tiny else 1e-3, "warmup_steps": 100 if tiny else 1000, "min_lr_ratio": 0.1,
-               "b1": 0.9, "b2": 0.99, "weight_decay": 1e-4, "grad_clip": 1.0}
+    c.optim = {
+        "lr": 5e-3 if tiny else 1e-3,
+        "warmup_steps": 100 if tiny else 1000,
+        "min_lr_ratio": 0.1,
+        "b1": 0.9,
+        "b2": 0.99,
+        "weight_decay": 1e-4,
+        "grad_clip": 1.0,
+    }
     c.ema_decay = 0.99 if tiny else 0.999
 
     c.log_every = 50 if tiny else 100

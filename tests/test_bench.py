@@ -37,7 +37,11 @@ def test_quick_bench_has_every_row_and_sane_numbers(quick):
     assert r["lm_train_flops_per_s"] == pytest.approx(r["lm_train_tokens_per_s"] * per_token, rel=1e-6)
     # The AR bound is batch x bandwidth / (weights + whole static KV cache of the 2B CFG sequences).
     for b in (1, 8):
-        want = b * r["memory_bandwidth_bytes_per_s"] / (r["lm_weight_bytes"] + r[f"ar_sampling_b{b}_kv_cache_bytes"])
+        want = (
+            b
+            * r["memory_bandwidth_bytes_per_s"]
+            / (r["lm_weight_bytes"] + r[f"ar_sampling_b{b}_kv_cache_bytes"])
+        )
         assert r[f"ar_sampling_b{b}_bound_tokens_per_s"] == pytest.approx(want, rel=1e-9)
     assert r["ar_sampling_b8_kv_cache_bytes"] == 8 * r["ar_sampling_b1_kv_cache_bytes"]
     assert r["tokenizer_train_frames_per_s"] * r["tokenizer_train_seconds_per_step"] == pytest.approx(8 * 9)
@@ -47,9 +51,22 @@ def test_quick_bench_has_every_row_and_sane_numbers(quick):
     assert 1e8 < r["peak_memory_bytes"] < 1e12
     assert r["matmul_dtype"] == "float32" and written["quick"] is True
     table = B.format_table(written)
-    for label in ("matmul peak", "memory bandwidth", "tokenizer train step", "native 3D conv", "tokenizer encode", "tokenizer decode",
-                  "LM train, next-token", "dot_product_attention", "MFU", "AR sampling batch 1", "AR sampling batch 8", "MaskGIT 12 steps",
-                  "data pipeline", "peak memory"):
+    for label in (
+        "matmul peak",
+        "memory bandwidth",
+        "tokenizer train step",
+        "native 3D conv",
+        "tokenizer encode",
+        "tokenizer decode",
+        "LM train, next-token",
+        "dot_product_attention",
+        "MFU",
+        "AR sampling batch 1",
+        "AR sampling batch 8",
+        "MaskGIT 12 steps",
+        "data pipeline",
+        "peak memory",
+    ):
         assert label in table, label
     assert "| –" not in table.split("LM train, MaskGIT")[0]  # every headline cell filled
 

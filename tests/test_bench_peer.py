@@ -11,8 +11,13 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _run(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "videogen.bench_peer", *args], cwd=ROOT, capture_output=True,
-                          text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "videogen.bench_peer", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def test_help():
@@ -22,7 +27,11 @@ def test_help():
 
 
 def test_without_torch_python_exits_2_with_one_line(tmp_path):
-    for args in ((), ("--torch-python", str(tmp_path / "no-such-python")), ("--torch-python", sys.executable)):
+    for args in (
+        (),
+        ("--torch-python", str(tmp_path / "no-such-python")),
+        ("--torch-python", sys.executable),
+    ):
         if args and args[1] == sys.executable:
             probe = subprocess.run([sys.executable, "-c", "import torch"], capture_output=True)
             if probe.returncode == 0:  # this Python has torch after all: not the case under test
@@ -31,4 +40,6 @@ def test_without_torch_python_exits_2_with_one_line(tmp_path):
         assert r.returncode == 2, (args, r.stdout, r.stderr)
         lines = (r.stdout + r.stderr).strip().splitlines()
         assert len(lines) == 1, lines
-        assert "python3 -m venv" in lines[0] and "pip install torch" in lines[0] and "--torch-python" in lines[0]
+        assert (
+            "python3 -m venv" in lines[0] and "pip install torch" in lines[0] and "--torch-python" in lines[0]
+        )

@@ -14,7 +14,8 @@ def test_every_generated_caption_parses_to_its_objects():
             spec = world.sample_clip(cfg, split, i)
             parsed = captions.parse_caption(spec.caption)
             assert [(p.colour, p.shape, p.motion) for p in parsed] == [
-                (o.colour, o.shape, o.motion) for o in spec.objects], spec.caption
+                (o.colour, o.shape, o.motion) for o in spec.objects
+            ], spec.caption
             assert [p.size for p in parsed] == [o.size if o.mentioned_size else None for o in spec.objects]
             seen_phrases.add(spec.caption.split(" ")[-1])
     # Real paraphrase variety, not one template.
@@ -30,16 +31,29 @@ def test_paraphrases_and_joiners_are_all_used():
 
 
 def test_parse_examples_from_the_issue():
-    objs = captions.parse_caption("the large blue square bounces up and down while a green triangle stays still")
-    assert objs == [captions.ObjectPhrase("blue", "square", "large", "bounce-vertical"),
-                    captions.ObjectPhrase("green", "triangle", None, "still")]
+    objs = captions.parse_caption(
+        "the large blue square bounces up and down while a green triangle stays still"
+    )
+    assert objs == [
+        captions.ObjectPhrase("blue", "square", "large", "bounce-vertical"),
+        captions.ObjectPhrase("green", "triangle", None, "still"),
+    ]
     assert captions.parse_caption("A small red circle moves to the left.") == [
-        captions.ObjectPhrase("red", "circle", "small", "left")]
+        captions.ObjectPhrase("red", "circle", "small", "left")
+    ]
     assert captions.parse_caption("an orange ball moves up and to the left")[0].motion == "up-left"
 
 
-@pytest.mark.parametrize("bad", ["a purple circle moves left", "a red circle dances", "red circle moves left",
-                                 "a red circle moves left or a blue square stays still", ""])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "a purple circle moves left",
+        "a red circle dances",
+        "red circle moves left",
+        "a red circle moves left or a blue square stays still",
+        "",
+    ],
+)
 def test_unparseable_caption_is_a_clear_error(bad):
     with pytest.raises(captions.CaptionParseError, match="Cannot parse caption"):
         captions.parse_caption(bad)

@@ -43,7 +43,9 @@ def test_train_text_tokenizer_command(tmp_path, capsys):
     assert "pieces" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("command, module", [("train-tokenizer", "tokenizer.train"), ("train-lm", "videogen.train")])
+@pytest.mark.parametrize(
+    "command, module", [("train-tokenizer", "tokenizer.train"), ("train-lm", "videogen.train")]
+)
 def test_trainer_commands_hand_their_arguments_over(command, module, monkeypatch):
     import importlib
 
@@ -55,7 +57,9 @@ def test_trainer_commands_hand_their_arguments_over(command, module, monkeypatch
 
 
 def test_console_script_entry_point():
-    out = subprocess.run([sys.executable, "-m", "videogen.cli", "--help"], capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-m", "videogen.cli", "--help"], capture_output=True, text=True, check=True
+    )
     for name in ("preview", "judge", "prepare-world", "bench-data", "train-text-tokenizer", "sample"):
         assert name in out.stdout
 
@@ -68,7 +72,9 @@ def test_demo_refuses_an_lm_workdir_of_the_other_objective(tmp_path, monkeypatch
 
     (tmp_path / "lm").mkdir()
     (tmp_path / "lm" / "config.json").write_text(json.dumps({"objective": "maskgit"}))
-    monkeypatch.setattr(tok_train, "train", lambda *a, **k: pytest.fail("trained before checking the workdir"))
+    monkeypatch.setattr(
+        tok_train, "train", lambda *a, **k: pytest.fail("trained before checking the workdir")
+    )
     with pytest.raises(SystemExit) as info:  # a usage error: one line on stderr, exit code 2
         generate.main(["demo", "--workdir", str(tmp_path), "--tokenizer-steps", "1", "--lm-steps", "1"])
     assert info.value.code == 2
@@ -93,11 +99,25 @@ def test_demo_tokenizer_loss_follows_its_steps(tmp_path, monkeypatch):
         raise RuntimeError("stop after the tokenizer stage's config")
 
     monkeypatch.setattr(tok_train, "train", fake_train)
-    for steps, weight in ((7, 0.0), (generate.EDGE_WEIGHT_MIN_TOKENIZER_STEPS - 1, 0.0),
-                          (generate.EDGE_WEIGHT_MIN_TOKENIZER_STEPS, tiny_weight), (9600, tiny_weight)):
+    for steps, weight in (
+        (7, 0.0),
+        (generate.EDGE_WEIGHT_MIN_TOKENIZER_STEPS - 1, 0.0),
+        (generate.EDGE_WEIGHT_MIN_TOKENIZER_STEPS, tiny_weight),
+        (9600, tiny_weight),
+    ):
         with pytest.raises(RuntimeError, match="stop after the tokenizer stage's config"):
-            generate.main(["demo", "--workdir", str(tmp_path), "--tokenizer-steps", str(steps), "--lm-steps", "1",
-                           "--no-pretrained"])
+            generate.main(
+                [
+                    "demo",
+                    "--workdir",
+                    str(tmp_path),
+                    "--tokenizer-steps",
+                    str(steps),
+                    "--lm-steps",
+                    "1",
+                    "--no-pretrained",
+                ]
+            )
         assert seen == {"edge_weight": weight, "steps": steps, "workdir": tmp_path / "tokenizer"}, steps
 
 
@@ -108,8 +128,11 @@ def test_demo_shows_the_shipped_model_before_training(tmp_path, monkeypatch, cap
     from videogen import generate, pretrained
 
     calls = []
-    monkeypatch.setattr(generate, "shipped_demo", lambda out, **k: calls.append(("shipped", out)) or
-                        {"judge_all_correct": 0.5})
+    monkeypatch.setattr(
+        generate,
+        "shipped_demo",
+        lambda out, **k: calls.append(("shipped", out)) or {"judge_all_correct": 0.5},
+    )
     monkeypatch.setattr(pretrained, "verify", lambda *a: calls.append(("verify",)) or {})
 
     def fake_train(config, workdir):

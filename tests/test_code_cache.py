@@ -22,13 +22,20 @@ def _encode_counting(calls):
     def encode(video):  # [B, T, H, W, 3] -> [B, 2, 2, 2]: the clip's value as every code
         calls.append(len(video))
         return np.broadcast_to(video[:, :1, :2, :2, 0].reshape(len(video), 1, 2, 2), (len(video), 2, 2, 2))
+
     return encode
 
 
 def test_code_cache_is_built_once_and_reused(tmp_path):
     calls = []
-    kw = dict(num_clips=10, batch_size=4, data_spec={"kind": "world", "resolution": 8}, weights_hash="aaaa",
-              directory=tmp_path, log=lambda m: None)
+    kw = dict(
+        num_clips=10,
+        batch_size=4,
+        data_spec={"kind": "world", "resolution": 8},
+        weights_hash="aaaa",
+        directory=tmp_path,
+        log=lambda m: None,
+    )
     src, path = code_cache.load_or_build(_Clips(), _encode_counting(calls), **kw)
     assert len(src) == 10 and calls == [4, 4, 4] and path.parent == tmp_path / "code_cache"
     item = src[7]
@@ -41,9 +48,14 @@ def test_code_cache_is_built_once_and_reused(tmp_path):
     assert other != path
     # ... and an explicit cache file made by another tokenizer, or for other data, is refused.
     with pytest.raises(UsageError, match="another tokenizer"):
-        code_cache.load_or_build(_Clips(), _encode_counting(calls), **{**kw, "weights_hash": "bbbb", "path": path})
+        code_cache.load_or_build(
+            _Clips(), _encode_counting(calls), **{**kw, "weights_hash": "bbbb", "path": path}
+        )
     with pytest.raises(UsageError, match="caches 10 clips"):
-        code_cache.load_or_build(_Clips(), _encode_counting(calls),
-                                 **{**kw, "data_spec": {"kind": "world", "resolution": 16}, "path": path})
+        code_cache.load_or_build(
+            _Clips(),
+            _encode_counting(calls),
+            **{**kw, "data_spec": {"kind": "world", "resolution": 16}, "path": path},
+        )
     with pytest.raises(UsageError, match="at least batch_size"):
         code_cache.load_or_build(_Clips(), _encode_counting(calls), **{**kw, "num_clips": 2})

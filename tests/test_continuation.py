@@ -32,10 +32,21 @@ PROMPTS = ["a small red circle moves to the left", None]
 @pytest.fixture(scope="module")
 def parts(tmp_path_factory):
     c = T.load_config(str(ROOT / "experiments/tokenizer_world.py") + ":tiny")
-    T.apply_overrides(c, ["data.resolution=16", "data.num_frames=17", "model.channels=8", "model.num_groups=4",
-                          "model.channel_multipliers=(1,2,2)", "model.num_res_blocks=0",
-                          "model.use_adaptive_group_norm=False", "model.temporal_downsample=(True,True)",
-                          "model.spatial_downsample=(True,False)", "quantizer.lfq.num_bits=6"])
+    T.apply_overrides(
+        c,
+        [
+            "data.resolution=16",
+            "data.num_frames=17",
+            "model.channels=8",
+            "model.num_groups=4",
+            "model.channel_multipliers=(1,2,2)",
+            "model.num_res_blocks=0",
+            "model.use_adaptive_group_norm=False",
+            "model.temporal_downsample=(True,True)",
+            "model.spatial_downsample=(True,False)",
+            "quantizer.lfq.num_bits=6",
+        ],
+    )
     tok = T.Tokenizer(T.autoencoder_config(c), T.quantizer_kwargs(c), rngs=nnx.Rngs(0))
     caps = [world.sample_clip(world.WorldConfig(resolution=32), "train", i).caption for i in range(200)]
     path = text_lib.train_text_tokenizer(caps, tmp_path_factory.mktemp("txt") / "t.model", vocab_size=320)
@@ -48,8 +59,12 @@ def parts(tmp_path_factory):
 def engines(parts):
     model, bundle, tt = parts
     overlap = C.decoder_reach(*bundle, (2, 2))
-    return {obj: C.Continuation(model, bundle, tt, objective=obj, context_frames=3, num_steps=3,
-                                decode_overlap=overlap) for obj in C.OBJECTIVES}
+    return {
+        obj: C.Continuation(
+            model, bundle, tt, objective=obj, context_frames=3, num_steps=3, decode_overlap=overlap
+        )
+        for obj in C.OBJECTIVES
+    }
 
 
 def test_plan_windows():
@@ -70,7 +85,9 @@ def test_compiles_once_across_windows_and_lengths(engines, objective):
         chunks = list(eng.stream([(PROMPTS, n)], seed=factor))
         video = np.concatenate([ch.frames for ch in chunks], axis=1)
         assert video.shape == (2, n, 16, 16, 3) and video.dtype == np.uint8
-        assert len(chunks) == len(C.plan_windows(C.latents_for_frames(n), window=5, context=3, objective=objective))
+        assert len(chunks) == len(
+            C.plan_windows(C.latents_for_frames(n), window=5, context=3, objective=objective)
+        )
         assert [ch.context for ch in chunks][:2] == [0, 3]
     assert eng.trace_count == 1, "the window step was traced more than once"
     assert eng.compiled_count == 1
@@ -111,16 +128,25 @@ def test_maskgit_context_is_frozen_and_used(engines):
     ctx = jnp.asarray(rng.integers(0, 64, (2, 12)), jnp.int32)
     out = np.asarray(eng._step(eng._state, text2, ctx, jnp.int32(2), jax.random.key(0), jnp.float32(3.0)))
     np.testing.assert_array_equal(out[:, :8], np.asarray(ctx)[:, :8])  # 2 frames given, frozen
-    other = np.asarray(eng._step(eng._state, text2, (ctx + 1) % 64, jnp.int32(2), jax.random.key(0),
-                                 jnp.float32(3.0)))
+    other = np.asarray(
+        eng._step(eng._state, text2, (ctx + 1) % 64, jnp.int32(2), jax.random.key(0), jnp.float32(3.0))
+    )
     assert (other[:, 8:] != out[:, 8:]).any()  # the new frames depend on the context
 
 
 @pytest.fixture(scope="module")
 def greedy_next_token(parts):
     model, bundle, tt = parts
-    return C.Continuation(model, bundle, tt, objective="next_token", context_frames=3, temperature=0.0,
-                          guidance=2.0, decode_overlap=1)
+    return C.Continuation(
+        model,
+        bundle,
+        tt,
+        objective="next_token",
+        context_frames=3,
+        temperature=0.0,
+        guidance=2.0,
+        decode_overlap=1,
+    )
 
 
 @pytest.mark.parametrize("c", [0, 2])
@@ -143,11 +169,15 @@ def test_next_token_window_matches_uncached_reference(parts, greedy_next_token, 
     for i in range(c * P, c * P + n):
         logits = forward(jnp.concatenate([text2, jnp.asarray(seq)], axis=1))
         lp = LM._code_logits(tcfg, logits[:, L + i - 1])
-        guided = sampling.cfg_logits(lp[:2], lp[2:], 2.0)  # [2, G, 2^g]: the joint argmax is the groups' argmaxes
-        nxt = np.asarray(sampling.sample_logits(jax.random.key(0), guided, 0.0, factorised=LM._factorised(tcfg)))
+        guided = sampling.cfg_logits(
+            lp[:2], lp[2:], 2.0
+        )  # [2, G, 2^g]: the joint argmax is the groups' argmaxes
+        nxt = np.asarray(
+            sampling.sample_logits(jax.random.key(0), guided, 0.0, factorised=LM._factorised(tcfg))
+        )
         seq[:, i] = np.concatenate([nxt, nxt]) + tcfg.video_offset
     assert full == L + seq.shape[1]
-    np.testing.assert_array_equal(got[:, :n], seq[:2, c * P: c * P + n] - tcfg.video_offset)
+    np.testing.assert_array_equal(got[:, :n], seq[:2, c * P : c * P + n] - tcfg.video_offset)
 
 
 def test_errors(engines, parts):
@@ -180,39 +210,53 @@ def test_build_sequences_windows_and_context():
     cont = (w[:, :4] == 0).all(1) & (np.asarray(tgt)[:, 0] >= 0)
     given = w[:, :4] == 0
     assert 0.25 < (w[:, :4].sum(1) == 0).mean() < 0.95  # continuation examples: context never scored...
-    is_cont = np.array([(video[i, :4] != tcfg.mask_token_id - tcfg.video_offset).all() and given[i].all()
-                        for i in range(b)])
+    is_cont = np.array(
+        [(video[i, :4] != tcfg.mask_token_id - tcfg.video_offset).all() and given[i].all() for i in range(b)]
+    )
     assert is_cont.any() and cont.any()
-    changed = (video[is_cont, :4] != np.asarray(tgt)[is_cont, :4])
+    changed = video[is_cont, :4] != np.asarray(tgt)[is_cont, :4]
     assert 0.2 < changed.mean() < 0.7  # ~half the context tokens replaced (some by the same code)
     assert (video[:, 4:][w[:, 4:] == 0] == np.asarray(tgt)[:, 4:][w[:, 4:] == 0]).all()  # rest: clean or MASK
     with pytest.raises(ValueError, match="context_frames=3 must be in"):
-        LM.build_sequences(tcfg, "maskgit", codes, text, jax.random.key(1), drop_prob=0.0, context_frames=3,
-                           context_prob=0.5)
+        LM.build_sequences(
+            tcfg, "maskgit", codes, text, jax.random.key(1), drop_prob=0.0, context_frames=3, context_prob=0.5
+        )
 
 
 def test_maskgit_frames_masks_per_frame_behind_a_clean_prefix():
     t, p, b = 4, 6, 512
     tcfg = TransformerConfig.tiny(video_grid=(t, 2, 3), max_text_len=4, codebook_size=64)
     codes = jax.random.randint(jax.random.key(0), (b, t, 2, 3), 0, 64)
-    tok, _, tgt, w = LM.build_sequences(tcfg, "maskgit_frames", codes, jnp.ones((b, 4), jnp.int32),
-                                        jax.random.key(3), drop_prob=0.0)
+    tok, _, tgt, w = LM.build_sequences(
+        tcfg, "maskgit_frames", codes, jnp.ones((b, 4), jnp.int32), jax.random.key(3), drop_prob=0.0
+    )
     video = np.asarray(tok[:, 4:]).reshape(b, t, p)
     masked = video == tcfg.mask_token_id
     np.testing.assert_array_equal(np.asarray(w).reshape(b, t, p), masked)  # scored = masked, targets clean
-    np.testing.assert_array_equal(np.where(masked, -1, video - tcfg.video_offset),
-                                  np.where(masked, -1, np.asarray(tgt).reshape(b, t, p)))
+    np.testing.assert_array_equal(
+        np.where(masked, -1, video - tcfg.video_offset),
+        np.where(masked, -1, np.asarray(tgt).reshape(b, t, p)),
+    )
     per_frame = masked.sum(-1)  # [B, t]
     prefix = np.argmax(per_frame > 0, axis=1)  # first frame with a mask (every later frame has >= 1)
-    assert all((per_frame[i, :prefix[i]] == 0).all() and (per_frame[i, prefix[i]:] >= 1).all() for i in range(b))
+    assert all(
+        (per_frame[i, : prefix[i]] == 0).all() and (per_frame[i, prefix[i] :] >= 1).all() for i in range(b)
+    )
     counts = np.bincount(prefix, minlength=t) / b
     assert np.all(np.abs(counts - 1 / t) < 0.07), counts  # clean prefix of 0..t-1 frames, uniformly
     # Frames after the prefix draw their own ratio: within an example their mask counts differ.
     late = per_frame[prefix <= 1][:, 2:]
     assert (late.max(1) != late.min(1)).mean() > 0.5
     # no_prefix_prob: that much extra probability of no clean prefix (frame 0 trained): 0.5 + 0.5 / t.
-    _, _, _, w = LM.build_sequences(tcfg, "maskgit_frames", codes, jnp.ones((b, 4), jnp.int32), jax.random.key(4),
-                                    drop_prob=0.0, no_prefix_prob=0.5)
+    _, _, _, w = LM.build_sequences(
+        tcfg,
+        "maskgit_frames",
+        codes,
+        jnp.ones((b, 4), jnp.int32),
+        jax.random.key(4),
+        drop_prob=0.0,
+        no_prefix_prob=0.5,
+    )
     frame0_masked = np.asarray(w).reshape(b, t, p)[:, 0].any(-1).mean()
     assert abs(frame0_masked - (0.5 + 0.5 / t)) < 0.07, frame0_masked
     with pytest.raises(ValueError, match="objective"):
@@ -262,8 +306,23 @@ def test_drift_truth_is_perfect_and_damage_is_caught(tmp_path):
 def test_cli_continue_drift_truth(tmp_path, capsys):
     from videogen import cli
 
-    cli.main(["continue", "--drift", "--truth", "--num", "2", "--frames", "33", "--resolution", "32",
-              "--out", str(tmp_path), "--prompt", "a red circle moves up"])
+    cli.main(
+        [
+            "continue",
+            "--drift",
+            "--truth",
+            "--num",
+            "2",
+            "--frames",
+            "33",
+            "--resolution",
+            "32",
+            "--out",
+            str(tmp_path),
+            "--prompt",
+            "a red circle moves up",
+        ]
+    )
     out = capsys.readouterr()
     assert "checks" in out.out and "--prompt ignored" in out.err
     assert (tmp_path / "drift.json").is_file() and (tmp_path / "drift.png").is_file()
@@ -277,11 +336,24 @@ def test_trainer_long_renders_and_continuation(tmp_path):
     spec = importlib.util.spec_from_file_location("_t_lm", ROOT / "tests" / "test_lm_train.py")
     t_lm = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(t_lm)
-    tok_dir = t_lm.tok_dir.__wrapped__(type("F", (), {"mktemp": lambda self, n: (tmp_path / n).mkdir() or tmp_path / n})()) \
-        if hasattr(t_lm.tok_dir, "__wrapped__") else None
+    tok_dir = (
+        t_lm.tok_dir.__wrapped__(
+            type("F", (), {"mktemp": lambda self, n: (tmp_path / n).mkdir() or tmp_path / n})()
+        )
+        if hasattr(t_lm.tok_dir, "__wrapped__")
+        else None
+    )
     if tok_dir is None:
         pytest.skip("test_lm_train.tok_dir fixture is not callable here")
-    c = t_lm.lm_config(tok_dir, steps=3, **{"data.render_frames": 33, "continuation.prob": 0.5,
-                                            "continuation.context_frames": 2, "continuation.corruption": 0.2})
+    c = t_lm.lm_config(
+        tok_dir,
+        steps=3,
+        **{
+            "data.render_frames": 33,
+            "continuation.prob": 0.5,
+            "continuation.context_frames": 2,
+            "continuation.corruption": 0.2,
+        },
+    )
     m = LM.train(c, tmp_path / "lm")
     assert m["step"] == 3 and np.isfinite(m["train/loss"])

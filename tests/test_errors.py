@@ -20,6 +20,7 @@ from pathlib import Path
 import imageio_ffmpeg
 import numpy as np
 import pytest
+from workdirs import tiny_tokenizer_config
 
 from tokenizer import evaluate as tok_evaluate
 from tokenizer import train as tok_train
@@ -28,7 +29,6 @@ from videogen import evaluate as lm_evaluate
 from videogen import train as lm_train
 from videogen.data import world
 from videogen.errors import UsageError
-from workdirs import tiny_tokenizer_config
 
 ROOT = Path(__file__).resolve().parents[1]
 TOKENIZER_CONFIG = str(ROOT / "experiments/tokenizer_world.py") + ":tiny"
@@ -56,7 +56,10 @@ def _read_only(path: Path) -> bool:
     except OSError:
         return True
     probe.unlink()
-    if shutil.which("chattr") and subprocess.run(["chattr", "+i", str(path)], capture_output=True).returncode == 0:
+    if (
+        shutil.which("chattr")
+        and subprocess.run(["chattr", "+i", str(path)], capture_output=True).returncode == 0
+    ):
         return True
     path.chmod(0o755)
     return False
@@ -78,22 +81,55 @@ def paths(tmp_path_factory):
     _damaged_checkpoint(tok)
     lm = root / "lm"  # an LM workdir on that tokenizer, its only checkpoint damaged too
     lm.mkdir()
-    (lm / "config.json").write_text(json.dumps({
-        "tokenizer_workdir": str(tok), "objective": "maskgit", "data": {"kind": "world", "resolution": 16,
-                                                                      "num_frames": 9},
-        "model": {"codebook_size": 64, "video_grid": [5, 2, 2]}, "text": {"max_length": 32}}))
+    (lm / "config.json").write_text(
+        json.dumps(
+            {
+                "tokenizer_workdir": str(tok),
+                "objective": "maskgit",
+                "data": {"kind": "world", "resolution": 16, "num_frames": 9},
+                "model": {"codebook_size": 64, "video_grid": [5, 2, 2]},
+                "text": {"max_length": 32},
+            }
+        )
+    )
     _damaged_checkpoint(lm)
-    p = {"root": root, "tok": tok, "lm": lm, "missing": root / "no" / "such", "dir": root / "a_folder",
-         "file": root / "notes.txt", "empty": root / "empty.mp4", "clip": root / "clip.mp4",
-         "npy": root / "clip.npy", "truncated": root / "truncated.mp4", "no_videos": root / "no_videos",
-         "junk_videos": root / "junk_videos"}
+    p = {
+        "root": root,
+        "tok": tok,
+        "lm": lm,
+        "missing": root / "no" / "such",
+        "dir": root / "a_folder",
+        "file": root / "notes.txt",
+        "empty": root / "empty.mp4",
+        "clip": root / "clip.mp4",
+        "npy": root / "clip.npy",
+        "truncated": root / "truncated.mp4",
+        "no_videos": root / "no_videos",
+        "junk_videos": root / "junk_videos",
+    }
     p["dir"].mkdir()
     p["file"].write_text("not a video\n")
     p["empty"].write_bytes(b"")
     np.save(p["npy"], CLIP["video"])
-    video_io.write_mp4(root / "plain.mp4", CLIP["video"])  # header at the end: a cut file would not open at all
-    subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-loglevel", "error", "-y", "-i", str(root / "plain.mp4"),
-                    "-c", "copy", "-movflags", "+faststart", str(p["clip"])], check=True)
+    video_io.write_mp4(
+        root / "plain.mp4", CLIP["video"]
+    )  # header at the end: a cut file would not open at all
+    subprocess.run(
+        [
+            imageio_ffmpeg.get_ffmpeg_exe(),
+            "-loglevel",
+            "error",
+            "-y",
+            "-i",
+            str(root / "plain.mp4"),
+            "-c",
+            "copy",
+            "-movflags",
+            "+faststart",
+            str(p["clip"]),
+        ],
+        check=True,
+    )
     p["truncated"].write_bytes(p["clip"].read_bytes()[:2000])  # head -c 2000 clip.mp4 > truncated.mp4
     p["no_videos"].mkdir()
     (p["no_videos"] / "readme.txt").write_text("no videos here")
@@ -133,8 +169,16 @@ def _probe_writes(path: Path) -> bool:
 # ============================================================================================
 
 
-@pytest.mark.parametrize("flag, value", [("--guidance", "nan"), ("--guidance", "inf"), ("--temperature", "-1"),
-                                         ("--top-k", "0"), ("--top-p", "1.5")])
+@pytest.mark.parametrize(
+    "flag, value",
+    [
+        ("--guidance", "nan"),
+        ("--guidance", "inf"),
+        ("--temperature", "-1"),
+        ("--top-k", "0"),
+        ("--top-p", "1.5"),
+    ],
+)
 def test_sample_refuses_bad_numbers_before_loading(paths, capsys, monkeypatch, flag, value):
     """NaN guidance used to sample the same video for every seed and write NaN into judge.json (exit 0)."""
     monkeypatch.setattr(lm_train, "load_lm", lambda *a, **k: pytest.fail("loaded the model before the check"))
@@ -144,7 +188,9 @@ def test_sample_refuses_bad_numbers_before_loading(paths, capsys, monkeypatch, f
 
 @pytest.mark.parametrize("case", ["missing", "empty", "file", "not_json", "tokenizer_workdir"])
 def test_sample_names_a_workdir_that_is_not_an_lm(paths, tmp_path, capsys, case):
-    workdir = {"missing": paths["missing"], "file": paths["file"], "tokenizer_workdir": paths["tok"]}.get(case)
+    workdir = {"missing": paths["missing"], "file": paths["file"], "tokenizer_workdir": paths["tok"]}.get(
+        case
+    )
     if case == "empty":
         workdir = tmp_path
     elif case == "not_json":
@@ -152,17 +198,28 @@ def test_sample_names_a_workdir_that_is_not_an_lm(paths, tmp_path, capsys, case)
         (tmp_path / "config.json").write_text("{not json")
     err = _usage_error(capsys, cli.main, ["sample", "--workdir", workdir, "--prompt", "x"])
     assert str(workdir) in err
-    want = {"missing": "no such folder", "empty": "the folder is empty", "file": "is a file",
-            "not_json": "not valid JSON", "tokenizer_workdir": "is a tokenizer workdir, but --workdir needs an LM"}
+    want = {
+        "missing": "no such folder",
+        "empty": "the folder is empty",
+        "file": "is a file",
+        "not_json": "not valid JSON",
+        "tokenizer_workdir": "is a tokenizer workdir, but --workdir needs an LM",
+    }
     assert want[case] in err, err
 
 
 def test_a_tokenizer_workdir_where_an_lm_is_expected_and_vice_versa(paths, tmp_path, capsys):
-    err = _usage_error(capsys, cli.main, ["encode", "--tokenizer", paths["lm"], "--input", paths["npy"], "--output",
-                                          tmp_path / "c.npz"])
+    err = _usage_error(
+        capsys,
+        cli.main,
+        ["encode", "--tokenizer", paths["lm"], "--input", paths["npy"], "--output", tmp_path / "c.npz"],
+    )
     assert "is an LM workdir, but --tokenizer needs a tokenizer workdir" in err and str(paths["tok"]) in err
-    err = _usage_error(capsys, lm_train.main, ["--config", LM_CONFIG, "--workdir", tmp_path / "lm",
-                                               f"--config.tokenizer_workdir={paths['lm']}"])
+    err = _usage_error(
+        capsys,
+        lm_train.main,
+        ["--config", LM_CONFIG, "--workdir", tmp_path / "lm", f"--config.tokenizer_workdir={paths['lm']}"],
+    )
     assert "--config.tokenizer_workdir" in err and "is an LM workdir" in err
     assert not (tmp_path / "lm").exists()
 
@@ -172,8 +229,9 @@ def test_damaged_checkpoints_are_one_line(paths, tmp_path, capsys):
     err = _usage_error(capsys, cli.main, ["export", "--workdir", paths["lm"], "--out", tmp_path / "export"])
     assert "no usable checkpoint" in err and str(paths["lm"]) in err
     assert not (tmp_path / "export").exists()
-    err = _usage_error(capsys, cli.main, ["sample", "--workdir", paths["lm"], "--prompt", "x", "--out",
-                                          tmp_path / "samples"])
+    err = _usage_error(
+        capsys, cli.main, ["sample", "--workdir", paths["lm"], "--prompt", "x", "--out", tmp_path / "samples"]
+    )
     assert "no usable checkpoint" in err and str(paths["tok"]) in err
     assert not (tmp_path / "samples").exists()
 
@@ -200,16 +258,24 @@ def test_missing_tokenizer_of_an_lm_points_at_its_config_not_a_trainer_flag(path
 
 def test_judge_exit_codes(paths, tmp_path, capsys):
     """0 correct, 1 incorrect, 2 could not judge."""
-    for video, caption, code in ((paths["npy"], CLIP["caption"], 0), (paths["clip"], CLIP["caption"], 0),
-                                 (paths["npy"], "a red circle moves to the left", 1)):
+    for video, caption, code in (
+        (paths["npy"], CLIP["caption"], 0),
+        (paths["clip"], CLIP["caption"], 0),
+        (paths["npy"], "a red circle moves to the left", 1),
+    ):
         with pytest.raises(SystemExit) as info:
             cli.main(["judge", str(video), "--caption", caption])
         assert info.value.code == code, (video, caption)
         assert capsys.readouterr().err == ""
     np.save(tmp_path / "two.npy", CLIP["video"][:2])
-    cases = {paths["file"]: "Cannot read video", paths["empty"]: "empty (0 bytes)", paths["missing"]: "no such file",
-             paths["dir"]: "is a folder", tmp_path / "two.npy": "has 2 frame(s); the judge needs at least 3",
-             paths["truncated"]: "claims 17 frames (2.13 s at 8 fps) but only 1 decode"}
+    cases = {
+        paths["file"]: "Cannot read video",
+        paths["empty"]: "empty (0 bytes)",
+        paths["missing"]: "no such file",
+        paths["dir"]: "is a folder",
+        tmp_path / "two.npy": "has 2 frame(s); the judge needs at least 3",
+        paths["truncated"]: "claims 17 frames (2.13 s at 8 fps) but only 1 decode",
+    }
     for video, message in cases.items():
         err = _usage_error(capsys, cli.main, ["judge", video, "--caption", CLIP["caption"]])
         assert message in err and video.name in err, err
@@ -218,26 +284,48 @@ def test_judge_exit_codes(paths, tmp_path, capsys):
 
 
 def test_decode_refusals_point_the_right_way(paths, tmp_path, capsys):
-    err = _usage_error(capsys, cli.main, ["decode", "--tokenizer", paths["tok"], "--input", paths["clip"],
-                                          "--output", tmp_path / "r.mp4"])
+    err = _usage_error(
+        capsys,
+        cli.main,
+        ["decode", "--tokenizer", paths["tok"], "--input", paths["clip"], "--output", tmp_path / "r.mp4"],
+    )
     assert "is a video: encode it first" in err and "allow_pickle" not in err
-    err = _usage_error(capsys, cli.main, ["decode", "--tokenizer", paths["tok"], "--input", paths["empty"],
-                                          "--output", tmp_path / "r.mp4"])
+    err = _usage_error(
+        capsys,
+        cli.main,
+        ["decode", "--tokenizer", paths["tok"], "--input", paths["empty"], "--output", tmp_path / "r.mp4"],
+    )
     assert "empty (0 bytes)" in err
-    err = _usage_error(capsys, cli.main, ["decode", "--tokenizer", paths["tok"], "--input", tmp_path / "c.npz",
-                                          "--output", tmp_path / "r.mp4", "--fps", "0"])
+    err = _usage_error(
+        capsys,
+        cli.main,
+        [
+            "decode",
+            "--tokenizer",
+            paths["tok"],
+            "--input",
+            tmp_path / "c.npz",
+            "--output",
+            tmp_path / "r.mp4",
+            "--fps",
+            "0",
+        ],
+    )
     assert "--fps" in err
     assert not (tmp_path / "r.mp4").exists()
 
 
-@pytest.mark.parametrize("override, message", [
-    ("--config.steps=-5", "config.steps=-5: must be a whole number >= 1"),
-    ("--config.batch_size=0", "config.batch_size=0"),
-    ("--config.batch_size=-8", "config.batch_size=-8"),
-    ("--config.stepz=3", "unknown key 'stepz'; did you mean --config.steps?"),
-    ("--config.optim.lr=nan", "optim.lr is float"),
-    ("--config.optim.lr=1e999", "config.optim.lr=inf: must be a finite number"),
-])
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("--config.steps=-5", "config.steps=-5: must be a whole number >= 1"),
+        ("--config.batch_size=0", "config.batch_size=0"),
+        ("--config.batch_size=-8", "config.batch_size=-8"),
+        ("--config.stepz=3", "unknown key 'stepz'; did you mean --config.steps?"),
+        ("--config.optim.lr=nan", "optim.lr is float"),
+        ("--config.optim.lr=1e999", "config.optim.lr=inf: must be a finite number"),
+    ],
+)
 def test_trainers_refuse_a_bad_config_before_writing_anything(tmp_path, capsys, override, message):
     """`--config.steps=-5` used to exit 0 after an eval; `batch_size=0` reached grain after the model was built
     and left a config.json behind."""
@@ -256,23 +344,44 @@ def test_trainer_workdirs_of_the_wrong_kind(paths, tmp_path, capsys):
     assert "is an LM workdir" in err
     if _probe_writes(paths["ro"]):
         pytest.skip("cannot make a folder read-only here")
-    err = _usage_error(capsys, tok_train.main, ["--config", TOKENIZER_CONFIG, "--workdir", paths["ro"] / "wd"])
+    err = _usage_error(
+        capsys, tok_train.main, ["--config", TOKENIZER_CONFIG, "--workdir", paths["ro"] / "wd"]
+    )
     assert "not writable" in err and str(paths["ro"] / "wd") in err
 
 
-@pytest.mark.parametrize("folder, message", [("no_videos", "holds no video files"),
-                                             ("junk_videos", "no usable clips"), ("missing", "no such folder")])
+@pytest.mark.parametrize(
+    "folder, message",
+    [
+        ("no_videos", "holds no video files"),
+        ("junk_videos", "no usable clips"),
+        ("missing", "no such folder"),
+    ],
+)
 def test_trainer_folder_source_with_nothing_usable(paths, tmp_path, capsys, folder, message):
     data = json.dumps({"kind": "folder", "root": str(paths[folder]), "resolution": 32, "num_frames": 17})
-    err = _usage_error(capsys, tok_train.main, ["--config", TOKENIZER_CONFIG, "--workdir", tmp_path / "wd",
-                                                f"--config.data={data}"])
+    err = _usage_error(
+        capsys,
+        tok_train.main,
+        ["--config", TOKENIZER_CONFIG, "--workdir", tmp_path / "wd", f"--config.data={data}"],
+    )
     assert message in err and str(paths[folder]) in err, err
     assert not (tmp_path / "wd").exists()
 
 
 def test_plan_suggests_its_own_num_devices(capsys):
-    err = _usage_error(capsys, cli.main, ["plan", "--config", LM_CONFIG, "--config.model.codebook_size=64",
-                                          "--config.model.video_grid=(5,2,2)", "--config.mesh.fsdp=16"])
+    err = _usage_error(
+        capsys,
+        cli.main,
+        [
+            "plan",
+            "--config",
+            LM_CONFIG,
+            "--config.model.codebook_size=64",
+            "--config.model.video_grid=(5,2,2)",
+            "--config.mesh.fsdp=16",
+        ],
+    )
     assert "--num-devices N" in err and "XLA_FLAGS" not in err
 
 
@@ -314,13 +423,16 @@ def test_contact_sheet_captions_keep_their_spaces():
     font = ImageFont.load_default()
     assert font.getlength(video_io._word_gap(font)) >= font.getlength("m") / 3
     assert video_io._wrap_text("moves up and to the left", font, 1000) == [
-        video_io._word_gap(font).join("moves up and to the left".split())]
+        video_io._word_gap(font).join("moves up and to the left".split())
+    ]
 
 
 def test_help_shows_defaults_and_says_what_the_values_mean(capsys):
-    for argv, wanted in ((["sample", "--help"], ["(default: 3.0)", "'' = unconditional"]),
-                         (["encode", "--help"], ["4x4x4 for its :tiny variant"]),
-                         (["preview", "--help"], ["--out OUT default: runs/preview", "--num NUM default: 16"])):
+    for argv, wanted in (
+        (["sample", "--help"], ["(default: 3.0)", "'' = unconditional"]),
+        (["encode", "--help"], ["4x4x4 for its :tiny variant"]),
+        (["preview", "--help"], ["--out OUT default: runs/preview", "--num NUM default: 16"]),
+    ):
         with pytest.raises(SystemExit) as info:
             cli.main(argv)
         out = " ".join(capsys.readouterr().out.split())
@@ -333,68 +445,193 @@ def test_help_shows_defaults_and_says_what_the_values_mean(capsys):
 # ============================================================================================
 
 BAD_FLAGS = {
-    "preview": [["preview", "--num", "0"], ["preview", "--num", "-3"], ["preview", "--num", "abc"],
-                ["preview", "--resolution", "nan"], ["preview", "--resolution", "13"], ["preview", "--out", "{file}"],
-                ["preview", "--out", "{ro}/p"], ["preview", "--kind", "folder", "--root", "{missing}"],
-                ["preview", "--kind", "folder", "--root", "{file}"], ["preview", "--split", "nope"]],
-    "prepare-world": [["prepare-world", "--data-dir", "{file}"], ["prepare-world", "--data-dir", "{ro}/d"],
-                      ["prepare-world", "--data-dir", "{root}/d", "--resolution", "0"],
-                      ["prepare-world", "--data-dir", "{root}/d", "--split-sizes", "train=x"],
-                      ["prepare-world", "--data-dir", "{root}/d", "--max-objects", "-1"]],
-    "judge-world": [["judge-world", "--num", "0"], ["judge-world", "--num-frames", "-1"],
-                    ["judge-world", "--resolution", "inf"], ["judge-world", "--seed", "-1"],
-                    ["judge-world", "--num", "2", "--resolution", "12"]],
-    "train-text-tokenizer": [["train-text-tokenizer", "--out", "{file}"], ["train-text-tokenizer", "--out", "{ro}"],
-                             ["train-text-tokenizer", "--out", "{root}/t", "--vocab-size", "0"],
-                             ["train-text-tokenizer", "--out", "{root}/t", "--num-captions", "-5"]],
-    "bench-data": [["bench-data", "--batch-size", "0"], ["bench-data", "--steps", "-1"],
-                   ["bench-data", "--resolution", "abc"], ["bench-data", "--json", "{ro}/b.json"]],
-    "sample": [["sample", "--workdir", "{lm}", "--prompt", "x", *flag] for flag in (
-        ["--guidance", "-1"], ["--temperature", "inf"], ["--top-p", "0"], ["--top-p", "nan"], ["--num", "0"],
-        ["--num", "1.5"], ["--steps", "0"], ["--seed", "-1"], ["--out", "{file}"], ["--out", "{ro}"])]
-        + [["sample", "--workdir", w, "--prompt", "x"] for w in ("{missing}", "{file}", "{tok}", "{dir}")],
-    "continue": [["continue", "--workdir", "{lm}", *flag] for flag in (
-        ["--frames", "0"], ["--length-factor", "-1"], ["--context-frames", "0"], ["--context-frames", "5"],
-        ["--fps", "nan"], ["--fps", "0"], ["--num", "0"], ["--batch", "0"], ["--top-k", "0"], ["--guidance", "inf"],
-        ["--video", "{missing}"], ["--video", "{dir}"], ["--out", "{file}"], ["--out", "{ro}"],
-        ["--story", "no frames"])] + [["continue", "--workdir", w] for w in ("{missing}", "{tok}")],
-    "eval": [["eval", "--workdir", "{lm}", *flag] for flag in (
-        ["--num-clips", "0"], ["--batch-size", "-1"], ["--repeats", "0"], ["--guidance", "nan"], ["--steps", "0"],
-        ["--step", "-1"], ["--step", "7"], ["--fvd-frames", "0"], ["--fvd-frames", "4"], ["--out", "{ro}/e.json"],
-        ["--out", "{dir}"], ["--drift-clips", "0"])] + [["eval", "--workdir", w] for w in ("{missing}", "{file}")]
-        + [["eval", "--workdir", "{tok}", "--protocol", "ucf"]],
-    "encode": [["encode", "--tokenizer", "{tok}", "--input", "{npy}", "--output", "{root}/c.npz", *flag]
-               for flag in (["--fps", "0"], ["--start", "-1"], ["--resize", "0"], ["--frames", "0"],
-                            ["--frames", "abc"], ["--step", "99"])]
-        + [["encode", "--tokenizer", t, "--input", i, "--output", o] for t, i, o in (
-            ("{missing}", "{npy}", "{root}/c.npz"), ("{lm}", "{npy}", "{root}/c.npz"),
-            ("{tok}", "{missing}", "{root}/c.npz"), ("{tok}", "{dir}", "{root}/c.npz"),
-            ("{tok}", "{npy}", "{dir}"), ("{tok}", "{npy}", "{root}/c.txt"), ("{tok}", "{npy}", "{ro}/c.npz"),
-            ("{tok}", "{file}", "{root}/c.npz"))],
-    "decode": [["decode", "--tokenizer", t, "--input", i, "--output", o, *flag] for t, i, o, flag in (
-        ("{tok}", "{npy}", "{root}/r.mp4", ["--fps", "nan"]), ("{tok}", "{npy}", "{root}/r.mp4", []),
-        ("{tok}", "{empty}", "{root}/r.mp4", []), ("{lm}", "{npy}", "{root}/r.mp4", []),
-        ("{tok}", "{missing}", "{root}/r.mp4", []))],
-    "eval-tokenizer": [["eval-tokenizer", "--workdir", w, *flag] for w, flag in (
-        ("{tok}", ["--num-clips", "0"]), ("{tok}", ["--batch-size", "0"]), ("{tok}", ["--samples", "-1"]),
-        ("{lm}", []), ("{missing}", []), ("{tok}", ["--out", "{dir}"]), ("{tok}", ["--out", "{ro}/m.json"]))],
-    "plan": [["plan", "--config", c, *flag] for c, flag in (
-        (LM_CONFIG, ["--num-devices", "0"]), ("{missing}", []), (LM_CONFIG, ["--config.stepz=1"]),
-        (LM_CONFIG, ["--config.batch_size=0"]), (LM_CONFIG, ["--json", "{dir}"]),
-        (LM_CONFIG, ["--config.tokenizer_workdir={lm}"]), (LM_CONFIG, ["--config.steps=abc"]))],
-    "export": [["export", "--workdir", w, "--out", o, *flag] for w, o, flag in (
-        ("{missing}", "{root}/x", []), ("{lm}", "{file}", []), ("{lm}", "{root}/x", ["--step", "-1"]),
-        ("{lm}", "{lm}", []), ("{lm}", "{ro}/x", []), ("{file}", "{root}/x", []))],
-    "train-tokenizer": [["train-tokenizer", "--config", c, "--workdir", w, *flag] for c, w, flag in (
-        (TOKENIZER_CONFIG, "{root}/wd", ["--config.steps=abc"]), (TOKENIZER_CONFIG, "{root}/wd", ["--config.steps=0"]),
-        (TOKENIZER_CONFIG, "{root}/wd", ["--config.eval.batch_size=-1"]), ("{missing}", "{root}/wd", []),
-        (TOKENIZER_CONFIG + "x", "{root}/wd", []), (TOKENIZER_CONFIG, "{ro}/wd", []),
-        (TOKENIZER_CONFIG, "{root}/wd", ["--config.data.resolution=13"]),
-        (TOKENIZER_CONFIG, "{root}/wd", ["--config.steps.x=1"]), (TOKENIZER_CONFIG, "{root}/wd", ["--bogus"]))],
-    "train-lm": [["train-lm", "--config", LM_CONFIG, "--workdir", w, *flag] for w, flag in (
-        ("{root}/wd", []), ("{root}/wd", ["--config.tokenizer_workdir={missing}"]),
-        ("{root}/wd", ["--config.tokenizer_workdir={file}"]), ("{tok}", ["--config.tokenizer_workdir={tok}"]),
-        ("{root}/wd", ["--config.tokenizer_workdir={tok}", "--config.grad_accum_steps=0"]))],
+    "preview": [
+        ["preview", "--num", "0"],
+        ["preview", "--num", "-3"],
+        ["preview", "--num", "abc"],
+        ["preview", "--resolution", "nan"],
+        ["preview", "--resolution", "13"],
+        ["preview", "--out", "{file}"],
+        ["preview", "--out", "{ro}/p"],
+        ["preview", "--kind", "folder", "--root", "{missing}"],
+        ["preview", "--kind", "folder", "--root", "{file}"],
+        ["preview", "--split", "nope"],
+    ],
+    "prepare-world": [
+        ["prepare-world", "--data-dir", "{file}"],
+        ["prepare-world", "--data-dir", "{ro}/d"],
+        ["prepare-world", "--data-dir", "{root}/d", "--resolution", "0"],
+        ["prepare-world", "--data-dir", "{root}/d", "--split-sizes", "train=x"],
+        ["prepare-world", "--data-dir", "{root}/d", "--max-objects", "-1"],
+    ],
+    "judge-world": [
+        ["judge-world", "--num", "0"],
+        ["judge-world", "--num-frames", "-1"],
+        ["judge-world", "--resolution", "inf"],
+        ["judge-world", "--seed", "-1"],
+        ["judge-world", "--num", "2", "--resolution", "12"],
+    ],
+    "train-text-tokenizer": [
+        ["train-text-tokenizer", "--out", "{file}"],
+        ["train-text-tokenizer", "--out", "{ro}"],
+        ["train-text-tokenizer", "--out", "{root}/t", "--vocab-size", "0"],
+        ["train-text-tokenizer", "--out", "{root}/t", "--num-captions", "-5"],
+    ],
+    "bench-data": [
+        ["bench-data", "--batch-size", "0"],
+        ["bench-data", "--steps", "-1"],
+        ["bench-data", "--resolution", "abc"],
+        ["bench-data", "--json", "{ro}/b.json"],
+    ],
+    "sample": [
+        ["sample", "--workdir", "{lm}", "--prompt", "x", *flag]
+        for flag in (
+            ["--guidance", "-1"],
+            ["--temperature", "inf"],
+            ["--top-p", "0"],
+            ["--top-p", "nan"],
+            ["--num", "0"],
+            ["--num", "1.5"],
+            ["--steps", "0"],
+            ["--seed", "-1"],
+            ["--out", "{file}"],
+            ["--out", "{ro}"],
+        )
+    ]
+    + [["sample", "--workdir", w, "--prompt", "x"] for w in ("{missing}", "{file}", "{tok}", "{dir}")],
+    "continue": [
+        ["continue", "--workdir", "{lm}", *flag]
+        for flag in (
+            ["--frames", "0"],
+            ["--length-factor", "-1"],
+            ["--context-frames", "0"],
+            ["--context-frames", "5"],
+            ["--fps", "nan"],
+            ["--fps", "0"],
+            ["--num", "0"],
+            ["--batch", "0"],
+            ["--top-k", "0"],
+            ["--guidance", "inf"],
+            ["--video", "{missing}"],
+            ["--video", "{dir}"],
+            ["--out", "{file}"],
+            ["--out", "{ro}"],
+            ["--story", "no frames"],
+        )
+    ]
+    + [["continue", "--workdir", w] for w in ("{missing}", "{tok}")],
+    "eval": [
+        ["eval", "--workdir", "{lm}", *flag]
+        for flag in (
+            ["--num-clips", "0"],
+            ["--batch-size", "-1"],
+            ["--repeats", "0"],
+            ["--guidance", "nan"],
+            ["--steps", "0"],
+            ["--step", "-1"],
+            ["--step", "7"],
+            ["--fvd-frames", "0"],
+            ["--fvd-frames", "4"],
+            ["--out", "{ro}/e.json"],
+            ["--out", "{dir}"],
+            ["--drift-clips", "0"],
+        )
+    ]
+    + [["eval", "--workdir", w] for w in ("{missing}", "{file}")]
+    + [["eval", "--workdir", "{tok}", "--protocol", "ucf"]],
+    "encode": [
+        ["encode", "--tokenizer", "{tok}", "--input", "{npy}", "--output", "{root}/c.npz", *flag]
+        for flag in (
+            ["--fps", "0"],
+            ["--start", "-1"],
+            ["--resize", "0"],
+            ["--frames", "0"],
+            ["--frames", "abc"],
+            ["--step", "99"],
+        )
+    ]
+    + [
+        ["encode", "--tokenizer", t, "--input", i, "--output", o]
+        for t, i, o in (
+            ("{missing}", "{npy}", "{root}/c.npz"),
+            ("{lm}", "{npy}", "{root}/c.npz"),
+            ("{tok}", "{missing}", "{root}/c.npz"),
+            ("{tok}", "{dir}", "{root}/c.npz"),
+            ("{tok}", "{npy}", "{dir}"),
+            ("{tok}", "{npy}", "{root}/c.txt"),
+            ("{tok}", "{npy}", "{ro}/c.npz"),
+            ("{tok}", "{file}", "{root}/c.npz"),
+        )
+    ],
+    "decode": [
+        ["decode", "--tokenizer", t, "--input", i, "--output", o, *flag]
+        for t, i, o, flag in (
+            ("{tok}", "{npy}", "{root}/r.mp4", ["--fps", "nan"]),
+            ("{tok}", "{npy}", "{root}/r.mp4", []),
+            ("{tok}", "{empty}", "{root}/r.mp4", []),
+            ("{lm}", "{npy}", "{root}/r.mp4", []),
+            ("{tok}", "{missing}", "{root}/r.mp4", []),
+        )
+    ],
+    "eval-tokenizer": [
+        ["eval-tokenizer", "--workdir", w, *flag]
+        for w, flag in (
+            ("{tok}", ["--num-clips", "0"]),
+            ("{tok}", ["--batch-size", "0"]),
+            ("{tok}", ["--samples", "-1"]),
+            ("{lm}", []),
+            ("{missing}", []),
+            ("{tok}", ["--out", "{dir}"]),
+            ("{tok}", ["--out", "{ro}/m.json"]),
+        )
+    ],
+    "plan": [
+        ["plan", "--config", c, *flag]
+        for c, flag in (
+            (LM_CONFIG, ["--num-devices", "0"]),
+            ("{missing}", []),
+            (LM_CONFIG, ["--config.stepz=1"]),
+            (LM_CONFIG, ["--config.batch_size=0"]),
+            (LM_CONFIG, ["--json", "{dir}"]),
+            (LM_CONFIG, ["--config.tokenizer_workdir={lm}"]),
+            (LM_CONFIG, ["--config.steps=abc"]),
+        )
+    ],
+    "export": [
+        ["export", "--workdir", w, "--out", o, *flag]
+        for w, o, flag in (
+            ("{missing}", "{root}/x", []),
+            ("{lm}", "{file}", []),
+            ("{lm}", "{root}/x", ["--step", "-1"]),
+            ("{lm}", "{lm}", []),
+            ("{lm}", "{ro}/x", []),
+            ("{file}", "{root}/x", []),
+        )
+    ],
+    "train-tokenizer": [
+        ["train-tokenizer", "--config", c, "--workdir", w, *flag]
+        for c, w, flag in (
+            (TOKENIZER_CONFIG, "{root}/wd", ["--config.steps=abc"]),
+            (TOKENIZER_CONFIG, "{root}/wd", ["--config.steps=0"]),
+            (TOKENIZER_CONFIG, "{root}/wd", ["--config.eval.batch_size=-1"]),
+            ("{missing}", "{root}/wd", []),
+            (TOKENIZER_CONFIG + "x", "{root}/wd", []),
+            (TOKENIZER_CONFIG, "{ro}/wd", []),
+            (TOKENIZER_CONFIG, "{root}/wd", ["--config.data.resolution=13"]),
+            (TOKENIZER_CONFIG, "{root}/wd", ["--config.steps.x=1"]),
+            (TOKENIZER_CONFIG, "{root}/wd", ["--bogus"]),
+        )
+    ],
+    "train-lm": [
+        ["train-lm", "--config", LM_CONFIG, "--workdir", w, *flag]
+        for w, flag in (
+            ("{root}/wd", []),
+            ("{root}/wd", ["--config.tokenizer_workdir={missing}"]),
+            ("{root}/wd", ["--config.tokenizer_workdir={file}"]),
+            ("{tok}", ["--config.tokenizer_workdir={tok}"]),
+            ("{root}/wd", ["--config.tokenizer_workdir={tok}", "--config.grad_accum_steps=0"]),
+        )
+    ],
 }
 CASES = [(name, argv) for name, table in BAD_FLAGS.items() for argv in table]
 
@@ -405,8 +642,12 @@ def test_bad_flag_values_are_usage_errors(paths, capsys, monkeypatch, name, argv
     if any(str(paths["ro"]) in a for a in argv) and _probe_writes(paths["ro"]):
         pytest.skip("cannot make a folder read-only here")
     # Nothing expensive may start for any of these: each would fail the test rather than run.
-    for module, function in ((tok_train, "train"), (lm_train, "train"), (lm_train, "load_lm"),
-                             (tok_train, "load_tokenizer")):
+    for module, function in (
+        (tok_train, "train"),
+        (lm_train, "train"),
+        (lm_train, "load_lm"),
+        (tok_train, "load_tokenizer"),
+    ):
         monkeypatch.setattr(module, function, lambda *a, **k: pytest.fail("started work on a bad request"))
     _usage_error(capsys, cli.main, argv)
     assert not (paths["root"] / "wd").exists()
@@ -433,17 +674,25 @@ def _run(*argv: str, drop_platforms: bool = False) -> subprocess.CompletedProces
     env = dict(os.environ)
     if drop_platforms:  # let JAX look for accelerators as on a user's machine (its TPU probe logs at INFO)
         env.pop("JAX_PLATFORMS", None)
-    return subprocess.run([sys.executable, *argv], capture_output=True, text=True, cwd=ROOT, env=env, timeout=300)
+    return subprocess.run(
+        [sys.executable, *argv], capture_output=True, text=True, cwd=ROOT, env=env, timeout=300
+    )
 
 
 def test_a_fresh_process_says_one_line_and_v_adds_the_traceback(paths):
     """Loading a damaged workdir opens orbax checkpoints (a dozen absl INFO lines each) and starts a JAX
     backend (a TPU probe line): none of it shows without -v."""
-    r = _run("-m", "videogen.cli", "sample", "--workdir", str(paths["lm"]), "--prompt", "x", drop_platforms=True)
+    r = _run(
+        "-m", "videogen.cli", "sample", "--workdir", str(paths["lm"]), "--prompt", "x", drop_platforms=True
+    )
     lines = r.stderr.strip().splitlines()
-    assert r.returncode == 2 and lines[-1].startswith("videogen sample: error: no usable checkpoint in"), r.stderr
+    assert r.returncode == 2 and lines[-1].startswith("videogen sample: error: no usable checkpoint in"), (
+        r.stderr
+    )
     # One line here; a machine with an accelerator plugin but no accelerator may add JAX's WARNING about it.
-    assert not [line for line in lines[:-1] if " INFO " in line or "tpu" in line.lower() or "absl" in line], lines
+    assert not [line for line in lines[:-1] if " INFO " in line or "tpu" in line.lower() or "absl" in line], (
+        lines
+    )
     r = _run("-m", "videogen.cli", "-v", "sample", "--workdir", str(paths["missing"]), "--prompt", "x")
     assert r.returncode == 2 and "Traceback" in r.stderr and "UsageError" in r.stderr
     assert r.stderr.strip().splitlines()[-1].startswith("videogen sample: error: --workdir")
@@ -451,11 +700,27 @@ def test_a_fresh_process_says_one_line_and_v_adds_the_traceback(paths):
 
 def test_a_fresh_trainer_process_refuses_in_one_line(tmp_path):
     workdir = tmp_path / "wd"
-    r = _run("-m", "tokenizer.train", "--config", TOKENIZER_CONFIG, "--workdir", str(workdir),
-             "--config.batch_size=0")
+    r = _run(
+        "-m",
+        "tokenizer.train",
+        "--config",
+        TOKENIZER_CONFIG,
+        "--workdir",
+        str(workdir),
+        "--config.batch_size=0",
+    )
     assert r.returncode == 2 and r.stderr.strip().splitlines() == [
-        "python -m tokenizer.train: error: config.batch_size=0: must be a whole number >= 1 (--config.batch_size=N)."]
+        "python -m tokenizer.train: error: config.batch_size=0: must be a whole number >= 1 (--config.batch_size=N)."
+    ]
     assert not workdir.exists()
-    r = _run("-m", "tokenizer.train", "--config", TOKENIZER_CONFIG, "--workdir", str(workdir), "-v",
-             "--config.stepz=3")
+    r = _run(
+        "-m",
+        "tokenizer.train",
+        "--config",
+        TOKENIZER_CONFIG,
+        "--workdir",
+        str(workdir),
+        "-v",
+        "--config.stepz=3",
+    )
     assert r.returncode == 2 and "Traceback" in r.stderr and "did you mean --config.steps?" in r.stderr

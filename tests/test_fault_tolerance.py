@@ -23,20 +23,38 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
+from workdirs import save_initialised_tokenizer, tiny_tokenizer_config
 
 from tokenizer import train as T
 from videogen import checkpointing, config_checks
 from videogen import mesh as mesh_lib
 from videogen import train as LM
-from workdirs import save_initialised_tokenizer, tiny_tokenizer_config
 
 ROOT = Path(__file__).resolve().parents[1]
 TOK_EXTRAS = ["batch_size=8", "eval.batch_size=8", "quiet=True"]
 LM_OVERRIDES = [
-    "data.resolution=16", "data.num_frames=9", "batch_size=8", "mesh.data=2", "mesh.fsdp=2", "mesh.tensor=2",
-    "text.max_length=32", "text.num_captions=300", "model.num_layers=2", "model.d_model=32", "model.num_heads=4",
-    "model.num_kv_heads=2", "model.mlp_dim=64", "optim.lr=3e-3", "optim.warmup_steps=0", "optim.min_lr_ratio=1.0",
-    "eval.every=0", "eval.num_batches=0", "sample.num_prompts=0", "log_every=1", "quiet=True"]
+    "data.resolution=16",
+    "data.num_frames=9",
+    "batch_size=8",
+    "mesh.data=2",
+    "mesh.fsdp=2",
+    "mesh.tensor=2",
+    "text.max_length=32",
+    "text.num_captions=300",
+    "model.num_layers=2",
+    "model.d_model=32",
+    "model.num_heads=4",
+    "model.num_kv_heads=2",
+    "model.mlp_dim=64",
+    "optim.lr=3e-3",
+    "optim.warmup_steps=0",
+    "optim.min_lr_ratio=1.0",
+    "eval.every=0",
+    "eval.num_batches=0",
+    "sample.num_prompts=0",
+    "log_every=1",
+    "quiet=True",
+]
 
 
 def tok_config(*extra):
@@ -71,9 +89,10 @@ def _steps(workdir: Path) -> list[int]:
 
 def _env(num_devices: int = 8) -> dict:
     env = dict(os.environ)
-    env["XLA_FLAGS"] = " ".join([f for f in env.get("XLA_FLAGS", "").split()
-                                 if "xla_force_host_platform_device_count" not in f]
-                                + [f"--xla_force_host_platform_device_count={num_devices}"])
+    env["XLA_FLAGS"] = " ".join(
+        [f for f in env.get("XLA_FLAGS", "").split() if "xla_force_host_platform_device_count" not in f]
+        + [f"--xla_force_host_platform_device_count={num_devices}"]
+    )
     env["JAX_PLATFORMS"] = "cpu"
     env["PYTHONPATH"] = str(ROOT)
     return env
@@ -169,7 +188,7 @@ def test_corrupted_or_truncated_latest_checkpoint_falls_back(tok_dir, tmp_path, 
     for f in (wd / "checkpoints" / "4" / "train").rglob("d/*"):
         data = bytearray(f.read_bytes())
         if len(data) > 1000:
-            data[len(data) // 2: len(data) // 2 + 64] = rng.integers(0, 256, 64, dtype=np.uint8).tobytes()
+            data[len(data) // 2 : len(data) // 2 + 64] = rng.integers(0, 256, 64, dtype=np.uint8).tobytes()
             f.write_bytes(bytes(data))
     capsys.readouterr()
     m = LM.train(lm_config(tok_dir, steps=6, ckpt_every=2), wd)
@@ -193,11 +212,13 @@ def _garble(item_dir: Path) -> None:
     for f in item_dir.rglob("d/*"):
         data = bytearray(f.read_bytes())
         if len(data) > 1000:
-            data[len(data) // 2: len(data) // 2 + 64] = rng.integers(0, 256, 64, dtype=np.uint8).tobytes()
+            data[len(data) // 2 : len(data) // 2 + 64] = rng.integers(0, 256, 64, dtype=np.uint8).tobytes()
             f.write_bytes(bytes(data))
 
 
-def test_loading_for_use_verifies_and_skips_a_damaged_newest_checkpoint(tok_dir, tmp_path, capsys, monkeypatch):
+def test_loading_for_use_verifies_and_skips_a_damaged_newest_checkpoint(
+    tok_dir, tmp_path, capsys, monkeypatch
+):
     """Sampling, eval and export read weights through the saved fingerprints too. Values changed inside the
     array data (which orbax can read back without complaint) in the newest step: it is skipped with a line
     (nothing moved: a reader may not own the workdir), and asking for it by name is an error, not quietly
@@ -272,8 +293,13 @@ def test_async_save_error_stops_the_run(tok_dir, tmp_path, monkeypatch):
 
 
 def _launch(args: list[str], log: Path) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "videogen.train", *args], cwd=ROOT, env=_env(8),
-                            stdout=open(log, "ab"), stderr=subprocess.STDOUT)
+    return subprocess.Popen(
+        [sys.executable, "-m", "videogen.train", *args],
+        cwd=ROOT,
+        env=_env(8),
+        stdout=open(log, "ab"),
+        stderr=subprocess.STDOUT,
+    )
 
 
 def _wait_for_steps(wd: Path, n: int, proc: subprocess.Popen, timeout: float = 240) -> int:
@@ -301,8 +327,15 @@ def interrupted(tok_dir, tmp_path_factory):
     wd = base / "run"
     wd.mkdir()
     (wd / "text_tokenizer.model").write_bytes((straight / "text_tokenizer.model").read_bytes())
-    args = ["--config", str(ROOT / "experiments/lm_world.py") + ":tiny", "--workdir", str(wd),
-            f"--config.tokenizer_workdir={tok_dir}", *[f"--config.{o}" for o in LM_OVERRIDES], *extra]
+    args = [
+        "--config",
+        str(ROOT / "experiments/lm_world.py") + ":tiny",
+        "--workdir",
+        str(wd),
+        f"--config.tokenizer_workdir={tok_dir}",
+        *[f"--config.{o}" for o in LM_OVERRIDES],
+        *extra,
+    ]
     log = base / "log.txt"
     info: dict = {"steps": steps, "wd": wd, "straight": straight, "log": log}
     proc = _launch(args, log)
@@ -311,8 +344,9 @@ def interrupted(tok_dir, tmp_path_factory):
     info["term_rc"] = proc.wait(timeout=120)
     info["term_ckpts"] = _steps(wd)
     info["term_logged"] = max(_losses(wd))
-    info["term_pipe"] = json.loads((wd / "checkpoints" / str(info["term_ckpts"][-1]) / "pipeline" / "metadata")
-                                   .read_text())
+    info["term_pipe"] = json.loads(
+        (wd / "checkpoints" / str(info["term_ckpts"][-1]) / "pipeline" / "metadata").read_text()
+    )
     rng = random.Random(time.time_ns())
     kill_at = rng.randint(min(info["term_logged"] + 2, steps - 8), steps - 8)
     info["kill_at"] = kill_at
@@ -345,8 +379,9 @@ def test_sigkill_at_a_random_step_resumes_bitwise(interrupted):
     resumed = _losses(i["wd"])
     straight = _losses(i["straight"])
     assert sorted(resumed) == list(range(1, i["steps"] + 1))
-    assert resumed == straight, (f"killed at step {i['kill_seen']} (target {i['kill_at']}), checkpoints "
-                                 f"{i['kill_ckpts']}")  # bitwise: same floats, same mesh, same programs
+    assert resumed == straight, (
+        f"killed at step {i['kill_seen']} (target {i['kill_at']}), checkpoints {i['kill_ckpts']}"
+    )  # bitwise: same floats, same mesh, same programs
     assert f"resumed from step {i['kill_ckpts'][-1]}" in i["log"].read_text()
 
 
@@ -354,8 +389,9 @@ def test_sigkill_at_a_random_step_resumes_bitwise(interrupted):
 
 
 @pytest.mark.parametrize("ckpt_every,log_every,caught_at", [(2, 3, "save"), (4, 1, "log")])
-def test_nonfinite_loss_stops_and_keeps_last_good_checkpoint(tok_dir, tmp_path, monkeypatch, ckpt_every,
-                                                              log_every, caught_at):
+def test_nonfinite_loss_stops_and_keeps_last_good_checkpoint(
+    tok_dir, tmp_path, monkeypatch, ckpt_every, log_every, caught_at
+):
     """The learning rate turns NaN at step 6 (a stand-in for a blow-up): params become NaN after step 6's
     update, the loss from step 7. The run stops naming the steps; checkpoint 4 is the newest and is finite."""
     real = LM.make_optimizer
@@ -370,7 +406,9 @@ def test_nonfinite_loss_stops_and_keeps_last_good_checkpoint(tok_dir, tmp_path, 
     with pytest.raises(checkpointing.NonFiniteError) as err:
         LM.train(c, wd)
     msg = str(err.value)
-    assert "step 4" in msg and ("between steps 4 and 6" in msg if caught_at == "save" else "at step 7" in msg), msg
+    assert "step 4" in msg and (
+        "between steps 4 and 6" in msg if caught_at == "save" else "at step 7" in msg
+    ), msg
     assert "Lower optim.lr" in msg
     assert _steps(wd) == [2, 4] if ckpt_every == 2 else _steps(wd) == [4]
     monkeypatch.undo()
@@ -389,12 +427,22 @@ def test_nonfinite_loss_stops_and_keeps_last_good_checkpoint(tok_dir, tmp_path, 
 def test_second_run_on_a_workdir_is_refused_and_a_dead_holder_frees_it(tok_dir, tmp_path):
     wd = tmp_path / "wd"
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time; from videogen.checkpointing import WorkdirLock; "
-         f"WorkdirLock({str(wd)!r}, tag='lm').acquire(); print('locked', flush=True); time.sleep(120)"],
-        cwd=ROOT, env=_env(1), stdout=subprocess.PIPE, text=True)
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; from videogen.checkpointing import WorkdirLock; "
+            f"WorkdirLock({str(wd)!r}, tag='lm').acquire(); print('locked', flush=True); time.sleep(120)",
+        ],
+        cwd=ROOT,
+        env=_env(1),
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert holder.stdout.readline().strip() == "locked"
-        with pytest.raises(checkpointing.WorkdirBusyError, match=rf"in use by another run \(lm pid {holder.pid}"):
+        with pytest.raises(
+            checkpointing.WorkdirBusyError, match=rf"in use by another run \(lm pid {holder.pid}"
+        ):
             LM.train(lm_config(tok_dir, steps=1), wd)
         with pytest.raises(checkpointing.WorkdirBusyError, match="use another --workdir"):
             T.train(tok_config("steps=1"), wd)
@@ -416,8 +464,23 @@ def test_params_only_export(tok_dir, tmp_path):
     wd = tmp_path / "lm"
     LM.train(lm_config(tok_dir, steps=2, ckpt_every=2), wd)
     # Exported by a 1-device process from the 8-device (2x2x2) checkpoint.
-    r = subprocess.run([sys.executable, "-m", "videogen.cli", "export", "--workdir", str(wd), "--out",
-                        str(tmp_path / "exp")], cwd=ROOT, env=_env(1), capture_output=True, text=True, timeout=300)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "videogen.cli",
+            "export",
+            "--workdir",
+            str(wd),
+            "--out",
+            str(tmp_path / "exp"),
+        ],
+        cwd=ROOT,
+        env=_env(1),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert r.returncode == 0 and "Exported step 2" in r.stdout, r.stdout + r.stderr[-3000:]
     params, config = checkpointing.load_params(tmp_path / "exp")
     assert config["model"]["codebook_size"] == 64 and (tmp_path / "exp" / "text_tokenizer.model").is_file()
@@ -446,8 +509,10 @@ def test_params_only_export(tok_dir, tmp_path):
 @pytest.fixture
 def no_compile(monkeypatch):
     """Fails the test if a trainer gets as far as building its state or step."""
+
     def boom(*a, **k):
         raise AssertionError("compiled before the config was validated")
+
     for mod in (LM, T):
         monkeypatch.setattr(mod, "make_train_step", boom)
         monkeypatch.setattr(mod, "init_state", boom)
@@ -456,30 +521,52 @@ def no_compile(monkeypatch):
 def test_config_errors_name_the_field_and_the_fix(tok_dir, tmp_path, no_compile):
     cases = [
         # mesh shape vs device count
-        (lambda: LM.train(lm_config(tok_dir, **{"mesh.data": 4}), tmp_path / "a"),
-         r"config\.mesh=.*needs 16 devices but 8.*--config\.mesh\.data=-1"),
-        (lambda: T.train(tok_config("mesh.data=3"), tmp_path / "b"), r"config\.mesh=.*needs 3 devices but 8.*Fix"),
+        (
+            lambda: LM.train(lm_config(tok_dir, **{"mesh.data": 4}), tmp_path / "a"),
+            r"config\.mesh=.*needs 16 devices but 8.*--config\.mesh\.data=-1",
+        ),
+        (
+            lambda: T.train(tok_config("mesh.data=3"), tmp_path / "b"),
+            r"config\.mesh=.*needs 3 devices but 8.*Fix",
+        ),
         # batch size vs data-parallel size
-        (lambda: LM.train(lm_config(tok_dir, batch_size=6), tmp_path / "c"),
-         r"batch_size=6 must be a multiple of .*size 4.*use 8"),
-        (lambda: T.train(tok_config("batch_size=12"), tmp_path / "d"), r"batch_size=12 must be a multiple.*use 16"),
+        (
+            lambda: LM.train(lm_config(tok_dir, batch_size=6), tmp_path / "c"),
+            r"batch_size=6 must be a multiple of .*size 4.*use 8",
+        ),
+        (
+            lambda: T.train(tok_config("batch_size=12"), tmp_path / "d"),
+            r"batch_size=12 must be a multiple.*use 16",
+        ),
         # clip shape vs compression
-        (lambda: T.train(tok_config("data.num_frames=8"), tmp_path / "e"),
-         r"num_frames=8 does not fit temporal compression 2: use 1 \+ 2k frames"),
-        (lambda: LM.train(lm_config(tok_dir, **{"data.resolution": 20}), tmp_path / "f"),
-         r"incompatible with the tokenizer.*resolution=20 is not divisible by spatial compression 8: use"),
+        (
+            lambda: T.train(tok_config("data.num_frames=8"), tmp_path / "e"),
+            r"num_frames=8 does not fit temporal compression 2: use 1 \+ 2k frames",
+        ),
+        (
+            lambda: LM.train(lm_config(tok_dir, **{"data.resolution": 20}), tmp_path / "f"),
+            r"incompatible with the tokenizer.*resolution=20 is not divisible by spatial compression 8: use",
+        ),
         # codebook vs LM head / vocabulary
-        (lambda: LM.train(lm_config(tok_dir, **{"model.group_bits": 4}), tmp_path / "g"),
-         r"model\.group_bits=4 must divide the 6 bits.*use one of \[1, 2, 3, 6\]"),
+        (
+            lambda: LM.train(lm_config(tok_dir, **{"model.group_bits": 4}), tmp_path / "g"),
+            r"model\.group_bits=4 must divide the 6 bits.*use one of \[1, 2, 3, 6\]",
+        ),
         # tokenizer workdir missing
-        (lambda: LM.train(lm_config(tmp_path / "nope"), tmp_path / "h"), r"not a tokenizer workdir.*Train one"),
+        (
+            lambda: LM.train(lm_config(tmp_path / "nope"), tmp_path / "h"),
+            r"not a tokenizer workdir.*Train one",
+        ),
     ]
     for fn, pattern in cases:
         with pytest.raises(ValueError if "tokenizer workdir" not in pattern else Exception, match=pattern):
             fn()
     fsq = lm_config(tok_dir)
-    with pytest.raises(ValueError, match=r"model\.head='bitgroups' needs a power-of-2.*codebook_size=1000.*"
-                                         r"--config\.model\.head=softmax"):
+    with pytest.raises(
+        ValueError,
+        match=r"model\.head='bitgroups' needs a power-of-2.*codebook_size=1000.*"
+        r"--config\.model\.head=softmax",
+    ):
         config_checks.check_lm_vocab(fsq, 1000, "runs/tok_fsq")
 
 
@@ -494,14 +581,23 @@ def test_incompatible_tokenizer_lm_pair_on_resume(tok_dir, tmp_path, monkeypatch
 
     monkeypatch.setattr(LM, "make_train_step", boom)
     monkeypatch.setattr(LM, "init_state", boom)
-    with pytest.raises(ValueError, match=r"model\.video_grid=\[5, 4, 4\] but the checkpoints were trained with "
-                                         r"model\.video_grid=\[5, 2, 2\] \(set by the tokenizer.*new --workdir"):
+    with pytest.raises(
+        ValueError,
+        match=r"model\.video_grid=\[5, 4, 4\] but the checkpoints were trained with "
+        r"model\.video_grid=\[5, 2, 2\] \(set by the tokenizer.*new --workdir",
+    ):
         LM.train(lm_config(tok_dir, steps=2, **{"data.resolution": 32}), wd)
-    with pytest.raises(ValueError, match=r"model\.d_model=64 but the checkpoints were trained with model\.d_model=32; "
-                                         r"rerun with --config\.model\.d_model=32"):
+    with pytest.raises(
+        ValueError,
+        match=r"model\.d_model=64 but the checkpoints were trained with model\.d_model=32; "
+        r"rerun with --config\.model\.d_model=32",
+    ):
         LM.train(lm_config(tok_dir, steps=2, **{"model.d_model": 64}), wd)
-    with pytest.raises(ValueError, match=r"objective='next_token' but the checkpoints were trained with "
-                                         r"objective='maskgit_frames' \(each objective has its own attention mask"):
+    with pytest.raises(
+        ValueError,
+        match=r"objective='next_token' but the checkpoints were trained with "
+        r"objective='maskgit_frames' \(each objective has its own attention mask",
+    ):
         LM.train(lm_config(tok_dir, steps=2, objective="next_token"), wd)
     assert _steps(wd) == [1]
 
@@ -509,11 +605,16 @@ def test_incompatible_tokenizer_lm_pair_on_resume(tok_dir, tmp_path, monkeypatch
 def test_fingerprint_is_exact_and_sharding_invariant():
     """The integrity fingerprint: modular sums of the bits (plain and position-weighted), equal to a numpy
     reference, the same for any sharding, and changed by a swap of two rows."""
-    from jax.sharding import NamedSharding, PartitionSpec as P
+    from jax.sharding import NamedSharding
+    from jax.sharding import PartitionSpec as P
 
     rng = np.random.default_rng(0)
-    tree = {"a": rng.standard_normal((16, 24)).astype(np.float32), "b": rng.integers(0, 9, (8, 4, 6)).astype(np.int32),
-            "c": np.asarray(jnp.asarray(rng.standard_normal(8), jnp.bfloat16)), "d": np.float32(3.0)}
+    tree = {
+        "a": rng.standard_normal((16, 24)).astype(np.float32),
+        "b": rng.integers(0, 9, (8, 4, 6)).astype(np.int32),
+        "c": np.asarray(jnp.asarray(rng.standard_normal(8), jnp.bfloat16)),
+        "d": np.float32(3.0),
+    }
 
     def ref(x):
         x = np.asarray(x)
@@ -524,8 +625,11 @@ def test_fingerprint_is_exact_and_sharding_invariant():
     fp = checkpointing.fingerprint(tree)
     assert fp == {k: ref(v) for k, v in tree.items()}
     mesh = mesh_lib.make_mesh({"data": 2, "fsdp": 4, "tensor": 1})
-    sharded = {**tree, "a": jax.device_put(tree["a"], NamedSharding(mesh, P("data", "fsdp"))),
-               "b": jax.device_put(tree["b"], NamedSharding(mesh, P("fsdp", None, "data")))}
+    sharded = {
+        **tree,
+        "a": jax.device_put(tree["a"], NamedSharding(mesh, P("data", "fsdp"))),
+        "b": jax.device_put(tree["b"], NamedSharding(mesh, P("fsdp", None, "data"))),
+    }
     assert checkpointing.fingerprint(sharded) == fp
     swapped = tree["a"].copy()
     swapped[[0, 1]] = swapped[[1, 0]]

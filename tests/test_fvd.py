@@ -150,8 +150,10 @@ class _MakesFolder:
 def test_conversion_refuses_non_numpy_global(tmp_path):
     marker = tmp_path / "payload_ran"
     ckpt = tmp_path / "evil.ckpt"
-    tree = {"params": {"Conv3d_1a_7x7": {"Conv_0": {"kernel": np.zeros(3, np.float32)}}},
-            "batch_stats": _MakesFolder(str(marker))}
+    tree = {
+        "params": {"Conv3d_1a_7x7": {"Conv_0": {"kernel": np.zeros(3, np.float32)}}},
+        "batch_stats": _MakesFolder(str(marker)),
+    }
     ckpt.write_bytes(pickle.dumps(tree, protocol=4))
     out = tmp_path / "out.npz"
     with pytest.raises(F.UnsafeCheckpointError, match=r"refusing to unpickle global (posix|nt|os)\.mkdir"):
@@ -266,10 +268,14 @@ def world_features(i3d_params):
     n = 10  # at 8 the ranking below no longer holds on these clips (blurred 0.90x, shuffled 0.97x)
     real = world_clips(range(n))  # [10, 16, 64, 64, 3]
     other = world_clips(range(24, 24 + n))  # disjoint from `real`
-    blurred = np.stack([
-        np.clip(gaussian_filter(v.astype(np.float32), sigma=(0, 4, 4, 0)).round(), 0, 255).astype(np.uint8)
-        for v in other
-    ])
+    blurred = np.stack(
+        [
+            np.clip(gaussian_filter(v.astype(np.float32), sigma=(0, 4, 4, 0)).round(), 0, 255).astype(
+                np.uint8
+            )
+            for v in other
+        ]
+    )
     rng = np.random.default_rng(0)
     shuffled = np.stack([v[rng.permutation(v.shape[0])] for v in other])
     feats = F.i3d_features(np.concatenate([real, other, blurred, shuffled]), batch_size=8, params=i3d_params)

@@ -49,9 +49,19 @@ def _changed(obj: captions.ObjectPhrase, attribute: str, used_colours) -> captio
     elif attribute == "size":
         new = "large" if obj.size == "small" else "small"
     else:
-        opposite = {"left": "right", "right": "left", "up": "down", "down": "up", "up-left": "down-right",
-                    "down-right": "up-left", "up-right": "down-left", "down-left": "up-right",
-                    "still": "left", "bounce-horizontal": "bounce-vertical", "bounce-vertical": "still"}
+        opposite = {
+            "left": "right",
+            "right": "left",
+            "up": "down",
+            "down": "up",
+            "up-left": "down-right",
+            "down-right": "up-left",
+            "up-right": "down-left",
+            "down-left": "up-right",
+            "still": "left",
+            "bounce-horizontal": "bounce-vertical",
+            "bounce-vertical": "still",
+        }
         new = opposite[obj.motion]
     return dataclasses.replace(obj, **{attribute: new})
 
@@ -132,7 +142,9 @@ def _clip_along(path, motion, *, resolution=32, colour="red", shape="circle", si
     for x, y in path:
         obj = world.ObjectSpec(colour, shape, size, motion, (float(x), float(y)), (0.0, 0.0))
         frames.append(world.render(world.ClipSpec(resolution, 1, (obj,), ""), 1)[0])
-    caption = captions.write_caption([captions.ObjectPhrase(colour, shape, size, motion)], np.random.default_rng(0))
+    caption = captions.write_caption(
+        [captions.ObjectPhrase(colour, shape, size, motion)], np.random.default_rng(0)
+    )
     return np.stack(frames), caption
 
 

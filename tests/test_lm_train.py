@@ -14,9 +14,9 @@ from pathlib import Path
 import jax
 import numpy as np
 import pytest
+from workdirs import save_initialised_tokenizer, tensorboard_tags, tiny_tokenizer_config
 
 from videogen import train as LM
-from workdirs import save_initialised_tokenizer, tensorboard_tags, tiny_tokenizer_config
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -29,13 +29,34 @@ def tok_dir(tmp_path_factory) -> Path:
 
 def lm_config(tok_dir, **overrides):
     c = LM.load_config(str(ROOT / "experiments/lm_world.py") + ":tiny")
-    LM.apply_overrides(c, [
-        f"tokenizer_workdir={tok_dir}", "data.resolution=16", "data.num_frames=9", "batch_size=8",
-        "mesh.data=2", "mesh.fsdp=2", "mesh.tensor=2", "text.max_length=32", "text.num_captions=300",
-        "model.num_layers=2", "model.d_model=32", "model.num_heads=4", "model.num_kv_heads=2", "model.mlp_dim=64",
-        # constant lr: an N-step run is a prefix of a longer one (resume test)
-        "optim.lr=3e-3", "optim.warmup_steps=0", "optim.min_lr_ratio=1.0",
-        "eval.every=0", "eval.num_batches=0", "sample.num_prompts=0", "log_every=1", "quiet=True"])
+    LM.apply_overrides(
+        c,
+        [
+            f"tokenizer_workdir={tok_dir}",
+            "data.resolution=16",
+            "data.num_frames=9",
+            "batch_size=8",
+            "mesh.data=2",
+            "mesh.fsdp=2",
+            "mesh.tensor=2",
+            "text.max_length=32",
+            "text.num_captions=300",
+            "model.num_layers=2",
+            "model.d_model=32",
+            "model.num_heads=4",
+            "model.num_kv_heads=2",
+            "model.mlp_dim=64",
+            # constant lr: an N-step run is a prefix of a longer one (resume test)
+            "optim.lr=3e-3",
+            "optim.warmup_steps=0",
+            "optim.min_lr_ratio=1.0",
+            "eval.every=0",
+            "eval.num_batches=0",
+            "sample.num_prompts=0",
+            "log_every=1",
+            "quiet=True",
+        ],
+    )
     LM.apply_overrides(c, [f"{k}={v}" for k, v in overrides.items()])
     return c
 
@@ -45,7 +66,9 @@ def _losses(workdir: Path) -> list[float]:
     return [r["loss"] for r in rows if r["kind"] == "train"]
 
 
-@pytest.mark.parametrize("objective,peak", [("next_token", None), ("maskgit", 1e12), ("maskgit_frames", 1e12)])
+@pytest.mark.parametrize(
+    "objective,peak", [("next_token", None), ("maskgit", 1e12), ("maskgit_frames", 1e12)]
+)
 def test_loss_decreases(tok_dir, tmp_path, objective, peak):
     m = LM.train(lm_config(tok_dir, objective=objective, steps=10, peak_flops=peak), tmp_path / "lm")
     losses = _losses(tmp_path / "lm")
@@ -64,9 +87,13 @@ def test_loss_decreases(tok_dir, tmp_path, objective, peak):
 def test_one_device_equals_mesh(tok_dir, tmp_path, objective):
     c8 = lm_config(tok_dir, steps=3, objective=objective)
     m8 = LM.train(c8, tmp_path / "m8")
-    c1 = lm_config(tok_dir, steps=3, objective=objective, **{"mesh.data": 1, "mesh.fsdp": 1, "mesh.tensor": 1})
+    c1 = lm_config(
+        tok_dir, steps=3, objective=objective, **{"mesh.data": 1, "mesh.fsdp": 1, "mesh.tensor": 1}
+    )
     (tmp_path / "m1").mkdir()
-    (tmp_path / "m1" / "text_tokenizer.model").write_bytes((tmp_path / "m8" / "text_tokenizer.model").read_bytes())
+    (tmp_path / "m1" / "text_tokenizer.model").write_bytes(
+        (tmp_path / "m8" / "text_tokenizer.model").read_bytes()
+    )
     m1 = LM.train(c1, tmp_path / "m1", devices=jax.devices()[:1])
     np.testing.assert_allclose(_losses(tmp_path / "m1"), _losses(tmp_path / "m8"), rtol=1e-5)
     assert m1["step"] == m8["step"] == 3
@@ -118,8 +145,10 @@ def test_sample(trained, objective):
 
         from flax import nnx
 
-        remat = nnx.merge(LM.abstract_model(dataclasses.replace(model.config, remat="dots"))[0],
-                          *nnx.split(model, nnx.Param, ...)[1:])
+        remat = nnx.merge(
+            LM.abstract_model(dataclasses.replace(model.config, remat="dots"))[0],
+            *nnx.split(model, nnx.Param, ...)[1:],
+        )
         np.testing.assert_array_equal(a, LM.sample(remat, tok, text_tok, prompts, guidance=3.0, seed=1, **kw))
 
 
@@ -160,8 +189,20 @@ def test_text_loss_trains_and_samples_through_the_cli(tok_dir, tmp_path, capsys)
     from videogen import cli
 
     wd = tmp_path / "lm"
-    m = LM.train(lm_config(tok_dir, steps=8, **{"model.text_loss": True, "text_loss_weight": 1.0, "eval.every": 8,
-                                                 "sample.num_prompts": 2, "sample.num_steps": 2}), wd)
+    m = LM.train(
+        lm_config(
+            tok_dir,
+            steps=8,
+            **{
+                "model.text_loss": True,
+                "text_loss_weight": 1.0,
+                "eval.every": 8,
+                "sample.num_prompts": 2,
+                "sample.num_steps": 2,
+            },
+        ),
+        wd,
+    )
     assert (wd / "samples" / "step_000008.gif").is_file() and (wd / "samples" / "step_000008.png").is_file()
     tags = tensorboard_tags(wd)
     assert ("eval/samples", 8, "image") in tags and ("train/text_loss", 8, "simple_value") in tags
@@ -174,8 +215,27 @@ def test_text_loss_trains_and_samples_through_the_cli(tok_dir, tmp_path, capsys)
     ev = [r for r in rows if r["kind"] == "eval"][-1]
     assert 0.0 <= ev["judge_all_correct"] <= 1.0 and 0.0 <= ev["judge_colour"] <= 1.0, ev
     prompts = ["a small red circle moves to the left", "a large blue square moves up"]
-    cli.main(["sample", "--workdir", str(wd), "--prompt", prompts[0], "--prompt", prompts[1], "--num", "2",
-              "--steps", "3", "--top-p", "0.9", "--seed", "3", "--out", str(tmp_path / "out")])
+    cli.main(
+        [
+            "sample",
+            "--workdir",
+            str(wd),
+            "--prompt",
+            prompts[0],
+            "--prompt",
+            prompts[1],
+            "--num",
+            "2",
+            "--steps",
+            "3",
+            "--top-p",
+            "0.9",
+            "--seed",
+            "3",
+            "--out",
+            str(tmp_path / "out"),
+        ]
+    )
     out = tmp_path / "out"
     for suffix in (".mp4", ".gif", ".npy"):
         assert len(list(out.glob(f"sample_*{suffix}"))) == 4, suffix
@@ -186,8 +246,21 @@ def test_text_loss_trains_and_samples_through_the_cli(tok_dir, tmp_path, capsys)
     assert video.dtype == np.uint8 and video.shape == (9, 16, 16, 3)
     assert "judge:" in capsys.readouterr().out
     # An empty prompt samples unconditionally: the null text of guidance training, not "BOS EOS".
-    cli.main(["sample", "--workdir", str(wd), "--prompt", "", "--steps", "3", "--seed", "3", "--out",
-              str(tmp_path / "uncond")])
+    cli.main(
+        [
+            "sample",
+            "--workdir",
+            str(wd),
+            "--prompt",
+            "",
+            "--steps",
+            "3",
+            "--seed",
+            "3",
+            "--out",
+            str(tmp_path / "uncond"),
+        ]
+    )
     model, tok, text_tok, cfg = LM.load_lm(wd)
     want = LM.sample(model, tok, text_tok, [None], objective=cfg.objective, num_steps=3, seed=3)
     got = np.load(next((tmp_path / "uncond").glob("sample_00_unconditional.npy")), allow_pickle=False)
@@ -204,5 +277,7 @@ def test_motion_emphasis_weights_changed_tokens():
     from videogen.train import motion_emphasis
 
     tcfg = TransformerConfig.tiny(video_grid=(3, 1, 2))
-    targets = jax.numpy.asarray([[5, 7, 5, 7, 5, 9]])  # frames [5 7] [5 7] [5 9]: one token changes in frame 2
+    targets = jax.numpy.asarray(
+        [[5, 7, 5, 7, 5, 9]]
+    )  # frames [5 7] [5 7] [5 9]: one token changes in frame 2
     np.testing.assert_allclose(motion_emphasis(tcfg, targets, 3.0), [[1, 1, 1, 1, 1, 4]])

@@ -93,7 +93,7 @@ def test_cached_decode_matches_full_pass_and_compiles_once():
         logits, cache = prefill(state, cache, tokens[:, :prompt_len], positions[:, :prompt_len], jnp.int32(0))
         np.testing.assert_allclose(logits, full[:, :prompt_len], atol=1e-5, rtol=1e-5)
         for p in range(prompt_len, seq):
-            logits, cache = decode(state, cache, tokens[:, p:p + 1], positions[:, p:p + 1], jnp.int32(p))
+            logits, cache = decode(state, cache, tokens[:, p : p + 1], positions[:, p : p + 1], jnp.int32(p))
             np.testing.assert_allclose(logits[:, 0], full[:, p], atol=1e-5, rtol=1e-5)
         written = np.asarray(cache["tokens"])
         assert (written[:, :seq] == np.asarray(tokens)).all() and (written[:, seq:] == -1).all()
@@ -135,15 +135,26 @@ def test_frame_causal_maskgit_with_kv_cache_samples_as_the_full_pass():
     model = Transformer(cfg, rngs=nnx.Rngs(3))
     graphdef, state = nnx.split(model)
     rows = _random_row(cfg, 2)
-    text2 = jnp.concatenate([rows[:, :cfg.max_text_len], jnp.zeros_like(rows[:, :cfg.max_text_len])], axis=0)
-    codes = rows[:, cfg.max_text_len:] - cfg.video_offset
+    text2 = jnp.concatenate(
+        [rows[:, : cfg.max_text_len], jnp.zeros_like(rows[:, : cfg.max_text_len])], axis=0
+    )
+    codes = rows[:, cfg.max_text_len :] - cfg.video_offset
     given = (jnp.arange(2)[:, None] == 1) & (jnp.arange(cfg.num_video_tokens)[None] < 4)
     init = jnp.where(given, codes, cfg.codebook_size)
 
     @functools.partial(jax.jit, static_argnames="kv_cache")
     def draw(state, kv_cache):
-        return maskgit_video_codes(nnx.merge(graphdef, state), "maskgit_frames", text2, init, guidance=2.0,
-                                   rng=jax.random.key(7), num_steps=3, temperature=1.0, kv_cache=kv_cache)
+        return maskgit_video_codes(
+            nnx.merge(graphdef, state),
+            "maskgit_frames",
+            text2,
+            init,
+            guidance=2.0,
+            rng=jax.random.key(7),
+            num_steps=3,
+            temperature=1.0,
+            kv_cache=kv_cache,
+        )
 
     cached, full = np.asarray(draw(state, True)), np.asarray(draw(state, False))
     np.testing.assert_array_equal(cached, full)
@@ -212,8 +223,11 @@ def test_bitgroups_log_probs_normalise_and_factorise():
     c = np.arange(64)
     np.testing.assert_allclose(full, ls[..., 0, c & 7] + ls[..., 1, c >> 3], atol=1e-5)
     codes = jnp.asarray(np.random.default_rng(0).integers(0, 64, (3, 5)))
-    np.testing.assert_allclose(code_log_prob(cfg, logits, codes),
-                               np.take_along_axis(full, np.asarray(codes)[..., None], -1)[..., 0], atol=1e-5)
+    np.testing.assert_allclose(
+        code_log_prob(cfg, logits, codes),
+        np.take_along_axis(full, np.asarray(codes)[..., None], -1)[..., 0],
+        atol=1e-5,
+    )
     np.testing.assert_array_equal(codes_from_groups(cfg, code_groups(cfg, codes)), codes)
     # Per-group argmax is the joint argmax of the factorised distribution.
     np.testing.assert_array_equal(sample_codes(cfg, None, logits, temperature=0), full.argmax(-1))
@@ -230,7 +244,9 @@ def test_softmax_head_utilities_and_text_head():
     assert out["video"].shape == (1, 12, 32) and out["text"].shape == (1, 12, cfg.text_vocab_size)
     full = full_code_log_probs(cfg, out["video"])
     np.testing.assert_allclose(full, jax.nn.log_softmax(out["video"]), atol=1e-5)
-    np.testing.assert_array_equal(sample_codes(cfg, None, out["video"], temperature=0), out["video"].argmax(-1))
+    np.testing.assert_array_equal(
+        sample_codes(cfg, None, out["video"], temperature=0), out["video"].argmax(-1)
+    )
 
 
 def test_bitgroups_config_validation():
@@ -265,28 +281,33 @@ def test_gqa_matches_mha_with_tied_kv_heads():
     assert tied == 2 * gqa_cfg.num_layers  # wk and wv of every layer
     tokens = _random_row(gqa_cfg, 5)
     positions = make_positions(gqa_cfg, 2)
-    np.testing.assert_allclose(_forward_fn(mha)(tokens, positions), _forward_fn(gqa)(tokens, positions),
-                               atol=1e-5, rtol=1e-5)
+    np.testing.assert_allclose(
+        _forward_fn(mha)(tokens, positions), _forward_fn(gqa)(tokens, positions), atol=1e-5, rtol=1e-5
+    )
     cache = gqa.init_cache(2, 20)
     assert cache["layers"][0]["k"].shape == (2, 20, 2, 8) and len(cache["layers"]) == 2
     # jax.nn.dot_product_attention (GQA-aware; XLA on CPU, may be cuDNN on GPU) gives the same result.
     dpa = Transformer(dataclasses.replace(gqa_cfg, attention_impl="dot_product_attention"), rngs=nnx.Rngs(5))
-    np.testing.assert_allclose(_forward_fn(dpa)(tokens, positions), _forward_fn(gqa)(tokens, positions),
-                               atol=1e-5, rtol=1e-5)
+    np.testing.assert_allclose(
+        _forward_fn(dpa)(tokens, positions), _forward_fn(gqa)(tokens, positions), atol=1e-5, rtol=1e-5
+    )
 
 
 def _reference_attention(q, k, v, mask):
     """Plain softmax attention, differentiated by JAX: ``q [B, S, H, D]``, ``k, v [B, T, Hkv, D]``."""
     b, s, h, d = q.shape
     g = h // k.shape[2]
-    scores = jnp.einsum("bshd,bthd->bhst", q.astype(jnp.float32), jnp.repeat(k, g, axis=2).astype(jnp.float32))
+    scores = jnp.einsum(
+        "bshd,bthd->bhst", q.astype(jnp.float32), jnp.repeat(k, g, axis=2).astype(jnp.float32)
+    )
     scores = jnp.where(mask, scores * d**-0.5, -1e30)
     probs = jax.nn.softmax(scores, axis=-1)
     return jnp.einsum("bhst,bthd->bshd", probs, jnp.repeat(v, g, axis=2).astype(jnp.float32))
 
 
-@pytest.mark.parametrize("heads,kv_heads,dtype", [(4, 4, "float32"), (4, 2, "float32"), (6, 1, "float32"),
-                                                  (4, 2, "bfloat16")])
+@pytest.mark.parametrize(
+    "heads,kv_heads,dtype", [(4, 4, "float32"), (4, 2, "float32"), (6, 1, "float32"), (4, 2, "bfloat16")]
+)
 def test_attention_custom_vjp_matches_autodiff(heads, kv_heads, dtype):
     from videogen.model import _attend
 
@@ -303,14 +324,18 @@ def test_attention_custom_vjp_matches_autodiff(heads, kv_heads, dtype):
     ours = lambda q, k, v: _attend(q, k, v, mask, "xla")  # noqa: E731
     ref = lambda q, k, v: _reference_attention(q, k, v, mask)  # noqa: E731
     tol = 1e-5 if dtype == "float32" else 5e-2
-    np.testing.assert_allclose(np.asarray(ours(q, k, v), np.float32), np.asarray(ref(q, k, v)), atol=tol, rtol=tol)
+    np.testing.assert_allclose(
+        np.asarray(ours(q, k, v), np.float32), np.asarray(ref(q, k, v)), atol=tol, rtol=tol
+    )
     got = jax.grad(loss(ours), argnums=(0, 1, 2))(q, k, v)
-    want = jax.grad(loss(ref), argnums=(0, 1, 2))(q.astype(jnp.float32), k.astype(jnp.float32),
-                                                  v.astype(jnp.float32))
+    want = jax.grad(loss(ref), argnums=(0, 1, 2))(
+        q.astype(jnp.float32), k.astype(jnp.float32), v.astype(jnp.float32)
+    )
     for name, g_ours, g_ref in zip("qkv", got, want):
         assert g_ours.dtype == jnp.dtype(dtype), name
-        np.testing.assert_allclose(np.asarray(g_ours, np.float32), np.asarray(g_ref), atol=tol * 4, rtol=tol * 4,
-                                   err_msg=f"d{name}")
+        np.testing.assert_allclose(
+            np.asarray(g_ours, np.float32), np.asarray(g_ref), atol=tol * 4, rtol=tol * 4, err_msg=f"d{name}"
+        )
     # A query row without any visible key gets no gradient (as autodiff of the select gives).
     assert float(jnp.abs(got[0][:, 0].astype(jnp.float32)).max()) == 0.0
 
@@ -343,31 +368,42 @@ def test_mask_helpers_have_the_right_pattern():
     positions = make_positions(cfg, 1)
     is_video = np.array([[0, 0, 1, 1, 1, 1]], bool)
     np.testing.assert_array_equal(causal_mask(3)[0, 0], np.tril(np.ones((3, 3), bool)))
-    prefix = np.array([[1, 0, 0, 0, 0, 0],
-                       [1, 1, 0, 0, 0, 0],
-                       [1, 1, 1, 1, 1, 1],
-                       [1, 1, 1, 1, 1, 1],
-                       [1, 1, 1, 1, 1, 1],
-                       [1, 1, 1, 1, 1, 1]], bool)
+    prefix = np.array(
+        [
+            [1, 0, 0, 0, 0, 0],
+            [1, 1, 0, 0, 0, 0],
+            [1, 1, 1, 1, 1, 1],
+            [1, 1, 1, 1, 1, 1],
+            [1, 1, 1, 1, 1, 1],
+            [1, 1, 1, 1, 1, 1],
+        ],
+        bool,
+    )
     np.testing.assert_array_equal(prefix_bidirectional_video_mask(jnp.asarray(is_video))[0, 0], prefix)
     bidir_text = prefix.copy()
     bidir_text[0, 1] = True
     np.testing.assert_array_equal(
-        prefix_bidirectional_video_mask(jnp.asarray(is_video), text_bidirectional=True)[0, 0], bidir_text)
-    block = np.array([[1, 0, 0, 0, 0, 0],
-                      [1, 1, 0, 0, 0, 0],
-                      [1, 1, 1, 1, 0, 0],
-                      [1, 1, 1, 1, 0, 0],
-                      [1, 1, 1, 1, 1, 1],
-                      [1, 1, 1, 1, 1, 1]], bool)
+        prefix_bidirectional_video_mask(jnp.asarray(is_video), text_bidirectional=True)[0, 0], bidir_text
+    )
+    block = np.array(
+        [
+            [1, 0, 0, 0, 0, 0],
+            [1, 1, 0, 0, 0, 0],
+            [1, 1, 1, 1, 0, 0],
+            [1, 1, 1, 1, 0, 0],
+            [1, 1, 1, 1, 1, 1],
+            [1, 1, 1, 1, 1, 1],
+        ],
+        bool,
+    )
     np.testing.assert_array_equal(block_causal_mask(block_ids(cfg, tokens, positions))[0, 0], block)
     np.testing.assert_array_equal(make_attention_mask(cfg, tokens, positions, "block_causal")[0, 0], block)
-    np.testing.assert_array_equal(make_attention_mask(cfg, tokens, positions, "causal")[0, 0],
-                                  np.tril(np.ones((6, 6), bool)))
+    np.testing.assert_array_equal(
+        make_attention_mask(cfg, tokens, positions, "causal")[0, 0], np.tril(np.ones((6, 6), bool))
+    )
     # Key padding: PAD keys hidden except slot 0; an all-PAD (dropped) caption keeps its null key.
     padded = _rows(cfg, [[2, 0], [0, 0]], [[1, 2, 3, 4]] * 2)
-    np.testing.assert_array_equal(key_padding_mask(padded)[:, 0, 0],
-                                  [[1, 0, 1, 1, 1, 1], [1, 0, 1, 1, 1, 1]])
+    np.testing.assert_array_equal(key_padding_mask(padded)[:, 0, 0], [[1, 0, 1, 1, 1, 1], [1, 0, 1, 1, 1, 1]])
     m = make_attention_mask(cfg, padded, make_positions(cfg, 2), "prefix_bidirectional_video")
     assert not bool(m[:, 0, :, 1].any()) and bool(m[:, 0, 2:, 0].all())
     with pytest.raises(ValueError, match="mode"):
@@ -427,13 +463,15 @@ def test_logical_axis_names_on_every_param():
     assert param_count(model) == sum(int(np.prod(v[...].shape)) for v in leaves)
     abstract = nnx.eval_shape(lambda: Transformer(cfg, rngs=nnx.Rngs(0)))  # traced init: same shapes
     assert [x.shape for x in jax.tree.leaves(nnx.state(abstract, nnx.Param))] == [
-        x.shape for x in jax.tree.leaves(nnx.state(model, nnx.Param))]
+        x.shape for x in jax.tree.leaves(nnx.state(model, nnx.Param))
+    ]
     rules = dict(DEFAULT_LOGICAL_AXIS_RULES)
     assert rules["activation_batch"] == ("data", "fsdp") and rules["embed"] == "fsdp"
     assert all(rules[n] == "tensor" for n in ("mlp", "heads", "kv_heads", "vocab"))
     assert logical_to_mesh_spec(("embed", "heads", "head_dim")) == PartitionSpec("fsdp", "tensor", None)
-    assert logical_to_mesh_spec(("activation_batch", "activation_length", "activation_embed"),
-                                mesh_axis_names=("data", "tensor")) == PartitionSpec("data", None, None)
+    assert logical_to_mesh_spec(
+        ("activation_batch", "activation_length", "activation_embed"), mesh_axis_names=("data", "tensor")
+    ) == PartitionSpec("data", None, None)
     with nnx.logical_axis_rules(DEFAULT_LOGICAL_AXIS_RULES):
         spec = nnx.get_partition_spec(nnx.state(attn, nnx.Param))["wq"]
     assert tuple(spec.get_value()) == ("fsdp", "tensor", None)
@@ -451,7 +489,9 @@ def test_sharded_forward_matches_single_device():
     assert pure["blocks"][0]["attn"]["wq"].sharding.spec == PartitionSpec("fsdp", "tensor", None)
 
     def f(pure, tokens, positions):
-        s = jax.tree.map(lambda v, x: v.replace(x), state, pure, is_leaf=lambda x: isinstance(x, nnx.Variable))
+        s = jax.tree.map(
+            lambda v, x: v.replace(x), state, pure, is_leaf=lambda x: isinstance(x, nnx.Variable)
+        )
         return nnx.merge(graphdef, s)(tokens, positions)[0]
 
     with jax.set_mesh(mesh):
@@ -465,8 +505,9 @@ def test_sharded_forward_matches_single_device():
 
 
 def test_flops_per_token_by_hand():
-    cfg = TransformerConfig.tiny(head="softmax", codebook_size=32, num_layers=2, d_model=32, num_heads=4,
-                                 num_kv_heads=2, mlp_dim=64)
+    cfg = TransformerConfig.tiny(
+        head="softmax", codebook_size=32, num_layers=2, d_model=32, num_heads=4, num_kv_heads=2, mlp_dim=64
+    )
     # Per layer: q 32*32 + k, v 2 * 32*16 + o 32*32 + MLP 3*32*64 = 1024 + 1024 + 1024 + 6144 = 9216.
     n = 2 * 9216 + 32 * 32  # + video head d x C
     assert matmul_param_count(cfg) == n == 19456
@@ -497,11 +538,16 @@ def test_position_options_cached_decode_matches_full_pass():
         return nnx.merge(graphdef, state)(tok, pos, mode="causal", cache=cache, cache_index=idx)
 
     prompt = cfg.max_text_len + 2
-    logits, cache = step(state, model.init_cache(2, tokens.shape[1], jnp.float32), tokens[:, :prompt],
-                         positions[:, :prompt], jnp.int32(0))
+    logits, cache = step(
+        state,
+        model.init_cache(2, tokens.shape[1], jnp.float32),
+        tokens[:, :prompt],
+        positions[:, :prompt],
+        jnp.int32(0),
+    )
     np.testing.assert_allclose(logits, full[:, :prompt], atol=1e-5, rtol=1e-5)
     for p in range(prompt, tokens.shape[1]):
-        logits, cache = step(state, cache, tokens[:, p:p + 1], positions[:, p:p + 1], jnp.int32(p))
+        logits, cache = step(state, cache, tokens[:, p : p + 1], positions[:, p : p + 1], jnp.int32(p))
         np.testing.assert_allclose(logits[:, 0], full[:, p], atol=1e-5, rtol=1e-5)
 
 
@@ -511,7 +557,9 @@ def test_text_bidirectional_lets_the_caption_see_itself():
         fwd = _forward_fn(Transformer(cfg, rngs=nnx.Rngs(1)))
         tokens, positions = _random_row(cfg, 1, batch=1), make_positions(cfg, 1)
         changed = tokens.at[0, 2].set(tokens[0, 2] % 11 + 4)  # a later caption token
-        moved = np.abs(np.asarray(fwd(changed, positions))[:, :2] - np.asarray(fwd(tokens, positions))[:, :2]).max()
+        moved = np.abs(
+            np.asarray(fwd(changed, positions))[:, :2] - np.asarray(fwd(tokens, positions))[:, :2]
+        ).max()
         assert (moved > 1e-4) == bidirectional
     with pytest.raises(ValueError, match="text_bidirectional"):
         TransformerConfig.tiny(text_bidirectional=True, text_loss=True)
@@ -520,12 +568,15 @@ def test_text_bidirectional_lets_the_caption_see_itself():
 def test_video_position_embedding_is_absolute():
     """Rotary alone is blind to a shift of every frame index; the learned embeddings are not."""
     for absolute in (False, True):
-        cfg = TransformerConfig.tiny(max_text_len=0, head="softmax", codebook_size=32, video_grid=(3, 2, 2),
-                                     video_pos_emb=absolute)
+        cfg = TransformerConfig.tiny(
+            max_text_len=0, head="softmax", codebook_size=32, video_grid=(3, 2, 2), video_pos_emb=absolute
+        )
         fwd = _forward_fn(Transformer(cfg, rngs=nnx.Rngs(3)), "prefix_bidirectional_video")
         tokens = video_token_ids(cfg, np.random.default_rng(3).integers(0, 32, (1, 12)))
-        shift = np.abs(np.asarray(fwd(tokens, make_positions(cfg, 1, t_offset=1)))
-                       - np.asarray(fwd(tokens, make_positions(cfg, 1)))).max()
+        shift = np.abs(
+            np.asarray(fwd(tokens, make_positions(cfg, 1, t_offset=1)))
+            - np.asarray(fwd(tokens, make_positions(cfg, 1)))
+        ).max()
         assert (shift > 1e-4) == absolute
 
 

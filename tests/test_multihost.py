@@ -17,8 +17,8 @@ import sys
 import jax
 import numpy as np
 import pytest
-
 from test_fault_tolerance import LM_OVERRIDES, ROOT, _env, _losses, lm_config, tok_dir  # noqa: F401
+
 from videogen import train as LM
 
 EXTRA = {"objective": "next_token", "text.drop_prob": 0.0, "ckpt_every": 3}
@@ -39,13 +39,31 @@ def test_two_processes_match_one_and_their_checkpoint_restores_in_one(tok_dir, t
     wd = tmp_path / "two_processes"
     wd.mkdir()
     port = _free_port()
-    args = ["--config", str(ROOT / "experiments/lm_world.py") + ":tiny", "--workdir", str(wd),
-            f"--config.tokenizer_workdir={tok_dir}", *[f"--config.{o}" for o in LM_OVERRIDES],
-            "--config.steps=3", *[f"--config.{k}={v}" for k, v in EXTRA.items()],
-            "--coordinator", f"127.0.0.1:{port}", "--num-processes", "2"]
-    procs = [subprocess.Popen([sys.executable, "-m", "videogen.train", *args, "--process-id", str(i)], cwd=ROOT,
-                              env=_env(4), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-             for i in range(2)]
+    args = [
+        "--config",
+        str(ROOT / "experiments/lm_world.py") + ":tiny",
+        "--workdir",
+        str(wd),
+        f"--config.tokenizer_workdir={tok_dir}",
+        *[f"--config.{o}" for o in LM_OVERRIDES],
+        "--config.steps=3",
+        *[f"--config.{k}={v}" for k, v in EXTRA.items()],
+        "--coordinator",
+        f"127.0.0.1:{port}",
+        "--num-processes",
+        "2",
+    ]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "videogen.train", *args, "--process-id", str(i)],
+            cwd=ROOT,
+            env=_env(4),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for i in range(2)
+    ]
     outs = []
     for p in procs:
         try:

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import jax
 import pytest
+from workdirs import save_initialised_tokenizer, tiny_tokenizer_config
 
 from videogen import train as LM
-from workdirs import save_initialised_tokenizer, tiny_tokenizer_config
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK = ROOT / "experiments" / "sample.ipynb"
@@ -27,12 +27,35 @@ def lm_workdir(tmp_path_factory) -> Path:
 
     lm = tmp_path_factory.mktemp("nb_lm")
     c = LM.load_config(str(ROOT / "experiments/lm_world.py") + ":tiny")
-    LM.apply_overrides(c, [
-        f"tokenizer_workdir={tok}", "data.resolution=16", "data.num_frames=9", "batch_size=8",
-        "mesh.data=1", "mesh.fsdp=1", "mesh.tensor=1", "text.max_length=32", "text.num_captions=300",
-        "model.num_layers=2", "model.d_model=32", "model.num_heads=4", "model.num_kv_heads=2", "model.mlp_dim=64",
-        "optim.lr=3e-3", "optim.warmup_steps=0", "optim.min_lr_ratio=1.0", "objective=maskgit",
-        "eval.every=0", "eval.num_batches=0", "sample.num_prompts=0", "log_every=1", "quiet=True", "steps=2"])
+    LM.apply_overrides(
+        c,
+        [
+            f"tokenizer_workdir={tok}",
+            "data.resolution=16",
+            "data.num_frames=9",
+            "batch_size=8",
+            "mesh.data=1",
+            "mesh.fsdp=1",
+            "mesh.tensor=1",
+            "text.max_length=32",
+            "text.num_captions=300",
+            "model.num_layers=2",
+            "model.d_model=32",
+            "model.num_heads=4",
+            "model.num_kv_heads=2",
+            "model.mlp_dim=64",
+            "optim.lr=3e-3",
+            "optim.warmup_steps=0",
+            "optim.min_lr_ratio=1.0",
+            "objective=maskgit",
+            "eval.every=0",
+            "eval.num_batches=0",
+            "sample.num_prompts=0",
+            "log_every=1",
+            "quiet=True",
+            "steps=2",
+        ],
+    )
     LM.train(c, lm, devices=jax.devices()[:1])  # one device compiles faster than the emulated 2x2x2 mesh
     return lm
 
@@ -46,18 +69,23 @@ def test_sample_notebook_runs_and_shows_videos(lm_workdir, monkeypatch, tmp_path
     monkeypatch.setenv("VIDEOGEN_LM_WORKDIR", str(lm_workdir))
     monkeypatch.setenv("JAX_PLATFORMS", "cpu")
     nb = nbformat.read(NOTEBOOK, as_version=4)
-    assert not any(c.get("outputs") for c in nb.cells if c.cell_type == "code"), "commit the notebook without outputs"
+    assert not any(c.get("outputs") for c in nb.cells if c.cell_type == "code"), (
+        "commit the notebook without outputs"
+    )
     params = nb.cells[1]
     assert "parameters" in params.metadata.get("tags", []) and "VIDEOGEN_LM_WORKDIR" in params.source
     # Runs from experiments/ like Jupyter would; raises CellExecutionError on any failing cell.
-    NotebookClient(nb, timeout=300, kernel_name="python3",
-                   resources={"metadata": {"path": str(ROOT / "experiments")}}).execute()
+    NotebookClient(
+        nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(ROOT / "experiments")}}
+    ).execute()
 
     outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
     assert not [o for o in outputs if o.output_type == "error"]
     text = "".join(o.get("text", "") for o in outputs if o.output_type == "stream")
     assert str(lm_workdir) in text and "maskgit LM" in text, text
-    htmls = [o.data["text/html"] for o in outputs if o.output_type == "display_data" and "text/html" in o.data]
+    htmls = [
+        o.data["text/html"] for o in outputs if o.output_type == "display_data" and "text/html" in o.data
+    ]
     gifs = [base64.b64decode(g) for h in htmls for g in re.findall(r'src="data:image/gif;base64,([^"]+)"', h)]
     assert len(gifs) == 8, len(gifs)  # 4 prompts, then 4 samples of one prompt
     for data in gifs:
@@ -66,5 +94,8 @@ def test_sample_notebook_runs_and_shows_videos(lm_workdir, monkeypatch, tmp_path
     # The judge's verdict under every clip, and the summary table.
     joined = "".join(htmls)
     assert joined.count("judge: correct") + joined.count("judge: wrong") == 8
-    assert "a small red circle moves to the left" in joined and "a large magenta circle moves to the right" in joined
+    assert (
+        "a small red circle moves to the left" in joined
+        and "a large magenta circle moves to the right" in joined
+    )
     assert re.search(r"judge: \d+% of 4 clips fully correct", joined), joined[-2000:]

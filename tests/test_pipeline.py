@@ -55,8 +55,9 @@ def test_resume_yields_exactly_the_next_batches(mesh):
     for a, b in zip(again, straight[4:]):
         np.testing.assert_array_equal(np.asarray(a["video"]), np.asarray(b["video"]))
     # Threaded reading gives the same stream.
-    threaded = pipeline.Pipeline(src, pipeline.PipelineConfig(global_batch_size=8, seed=7, num_threads=2),
-                                 mesh=mesh, start_step=4)
+    threaded = pipeline.Pipeline(
+        src, pipeline.PipelineConfig(global_batch_size=8, seed=7, num_threads=2), mesh=mesh, start_step=4
+    )
     assert _indices(_take(threaded, 5)) == _indices(straight[4:])
 
 
@@ -81,7 +82,9 @@ def test_resume_with_another_batch_size_continues_after_the_same_examples():
 
 def test_shuffling_is_seeded_and_epochs_are_permutations():
     src = world.WorldSource(SMALL, num_clips=32)
-    order = lambda seed: sum(_indices(_take(pipeline.Pipeline(src, pipeline.PipelineConfig(8, seed=seed)), 8)), [])
+    order = lambda seed: sum(
+        _indices(_take(pipeline.Pipeline(src, pipeline.PipelineConfig(8, seed=seed)), 8)), []
+    )
     a, b = order(0), order(1)
     assert a == order(0) and a != b
     assert sorted(a[:32]) == list(range(32)) and sorted(a[32:]) == list(range(32))
@@ -139,8 +142,9 @@ def test_configuration_errors_name_the_fix(mesh):
 def test_text_tokens_in_batches(mesh, tmp_path):
     caps = [world.sample_clip(SMALL, "train", i).caption for i in range(300)]
     tok = text.TextTokenizer(text.train_text_tokenizer(caps, tmp_path / "t.model"), max_length=20)
-    pipe = pipeline.Pipeline(world.WorldSource(SMALL, num_clips=16), pipeline.PipelineConfig(8), mesh=mesh,
-                             text_tokenizer=tok)
+    pipe = pipeline.Pipeline(
+        world.WorldSource(SMALL, num_clips=16), pipeline.PipelineConfig(8), mesh=mesh, text_tokenizer=tok
+    )
     batch = next(iter(pipe))
     assert batch["text_ids"].shape == (8, 20) and batch["text_mask"].dtype == np.bool_
     assert tok.decode(np.asarray(batch["text_ids"])[0]) == batch["caption"][0].lower()
@@ -159,12 +163,22 @@ def test_every_source_kind_through_one_pipeline(mesh, tmp_path):
     (folder / "broken.mp4").write_bytes(b"\x00not a video" * 100)
     (folder / "broken.txt").write_text("a broken clip")
     data_dir = tmp_path / "tfds"
-    tfds_world.prepare(tfds_world.builder_for_world(str(data_dir), world.WorldConfig(resolution=32, num_frames=5),
-                                                    {"train": 16, "test": 0, "heldout": 0}))
+    tfds_world.prepare(
+        tfds_world.builder_for_world(
+            str(data_dir),
+            world.WorldConfig(resolution=32, num_frames=5),
+            {"train": 16, "test": 0, "heldout": 0},
+        )
+    )
     specs = [
         {"kind": "world", "resolution": 32, "num_frames": 5, "num_clips": 16},
-        {"kind": "tfds", "resolution": 32, "num_frames": 5, "data_dir": str(data_dir),
-         "name": f"videogen_world/{tfds_world.config_name(world.WorldConfig(resolution=32, num_frames=5), {'train': 16, 'test': 0, 'heldout': 0})}"},
+        {
+            "kind": "tfds",
+            "resolution": 32,
+            "num_frames": 5,
+            "data_dir": str(data_dir),
+            "name": f"videogen_world/{tfds_world.config_name(world.WorldConfig(resolution=32, num_frames=5), {'train': 16, 'test': 0, 'heldout': 0})}",
+        },
         {"kind": "folder", "resolution": 32, "num_frames": 5, "root": str(folder)},
     ]
     for spec in specs:
@@ -187,12 +201,18 @@ def test_eval_spec_keeps_world_entries_for_the_world_only(caplog):
 
     world_eval = {"num_clips": 256}
     assert sources.eval_spec({"kind": "world", "resolution": 32}, world_eval) == {
-        "kind": "world", "resolution": 32, "num_clips": 256}
+        "kind": "world",
+        "resolution": 32,
+        "num_clips": 256,
+    }
     tfds = {"kind": "tfds", "name": "ucf101", "split": "train[:90%]"}
     assert sources.eval_spec(tfds, world_eval) == {"kind": "tfds", "name": "ucf101"}
     assert sources.eval_spec(tfds, {"split": "train[90%:]"})["split"] == "train[90%:]"
     with caplog.at_level(logging.WARNING, logger="videogen.data"):
-        assert sources.eval_spec({"kind": "folder", "root": "a/"}, world_eval) == {"kind": "folder", "root": "a/"}
+        assert sources.eval_spec({"kind": "folder", "root": "a/"}, world_eval) == {
+            "kind": "folder",
+            "root": "a/",
+        }
         assert "eval reads the training folder a/" in caplog.text
         caplog.clear()
         assert sources.eval_spec({"kind": "folder", "root": "a/"}, {"root": "b/"})["root"] == "b/"

@@ -38,7 +38,8 @@ def test_manifest_names_every_file_its_hash_commands_and_figures(manifest):
     assert total <= pretrained.MAX_BYTES, f"{total / 2**20:.1f} MiB shipped"
     assert manifest["commit"] and manifest["date"]
     assert manifest["commands"]["tokenizer"].startswith(
-        "python -m tokenizer.train --config experiments/tokenizer_world.py")
+        "python -m tokenizer.train --config experiments/tokenizer_world.py"
+    )
     assert manifest["commands"]["lm"].startswith("python -m videogen.train --config experiments/lm_world.py")
     assert "--config.tokenizer_workdir=" in manifest["commands"]["lm"]
     assert all(manifest["training"][k].get("seconds", 0) > 0 for k in ("tokenizer", "lm"))
@@ -116,7 +117,9 @@ def test_cli_refuses_a_damaged_install_in_one_line(tmp_path, monkeypatch, capsys
     _damage(folder, "flip a byte")
     monkeypatch.setattr(pretrained, "SHIPPED", folder)
     with pytest.raises(SystemExit) as info:
-        cli.main(["sample", "--prompt", "a small red circle moves to the left", "--out", str(tmp_path / "out")])
+        cli.main(
+            ["sample", "--prompt", "a small red circle moves to the left", "--out", str(tmp_path / "out")]
+        )
     err = capsys.readouterr().err.strip()
     assert info.value.code == 2 and len(err.splitlines()) == 1
     assert err.startswith("videogen sample: error:") and "lm.npz" in err and "make pretrained" in err
@@ -128,7 +131,9 @@ def test_sample_without_workdir_uses_the_shipped_model(shipped, tmp_path, capsys
     cli.main(["sample", "--prompt", prompt, "--num", "2", "--out", str(tmp_path)])
     out = capsys.readouterr().out
     assert "videogen sample: no --workdir given: using the pretrained tiny model shipped in" in out
-    assert "judge:" in out and (tmp_path / "judge.json").is_file() and (tmp_path / "contact_sheet.png").is_file()
+    assert (
+        "judge:" in out and (tmp_path / "judge.json").is_file() and (tmp_path / "contact_sheet.png").is_file()
+    )
     clips = sorted(tmp_path.glob("sample_*.npy"))
     assert len(clips) == 2 and np.load(clips[0]).shape == (17, 32, 32, 3)
 
@@ -142,8 +147,14 @@ def test_regression_judge_score_of_the_shipped_model(shipped, manifest):
     want = manifest["figures"]["regression"]
     got = pretrained.regression_figures(shipped)
     assert got["objects"] == want["objects"]
-    assert abs(got["fully_correct"] - want["fully_correct"]) <= pretrained.REGRESSION["tolerance"], (got, want)
-    assert abs(got["colour_found"] - want["colour_found"]) <= pretrained.REGRESSION["colour_tolerance"], (got, want)
+    assert abs(got["fully_correct"] - want["fully_correct"]) <= pretrained.REGRESSION["tolerance"], (
+        got,
+        want,
+    )
+    assert abs(got["colour_found"] - want["colour_found"]) <= pretrained.REGRESSION["colour_tolerance"], (
+        got,
+        want,
+    )
 
 
 def test_reproduction_plan_uses_the_manifests_commands(tmp_path, manifest, capsys):
@@ -162,27 +173,42 @@ def test_reproduction_plan_uses_the_manifests_commands(tmp_path, manifest, capsy
         rebuilt = apply_overrides(load_config(str(ROOT / plan[kind]["config"])), plan[kind]["overrides"])
         rebuilt = json.loads(rebuilt.to_json())
         if kind == "lm":  # what the LM trainer fills in from its tokenizer
-            rebuilt["model"].update({k: json.loads((SHIPPED / pretrained.LM_CONFIG).read_text())["model"][k]
-                                     for k in ("codebook_size", "video_grid", "group_bits")})
+            rebuilt["model"].update(
+                {
+                    k: json.loads((SHIPPED / pretrained.LM_CONFIG).read_text())["model"][k]
+                    for k in ("codebook_size", "video_grid", "group_bits")
+                }
+            )
         assert experiment.same_config(kind, rebuilt), kind
         assert not experiment.same_config(kind, {**rebuilt, "seed": 1})
-        assert plan[kind]["argv"][1:5] == ["-m", manifest["commands"][kind].split()[2], "--config",
-                                           manifest["configs"][kind]]
+        assert plan[kind]["argv"][1:5] == [
+            "-m",
+            manifest["commands"][kind].split()[2],
+            "--config",
+            manifest["configs"][kind],
+        ]
         assert plan[kind]["argv"][plan[kind]["argv"].index("--workdir") + 1] == str(tmp_path / "pre" / kind)
     assert f"--config.tokenizer_workdir={tmp_path / 'pre' / 'tokenizer'}" in plan["lm"]["argv"]
     experiment.main(["--dry-run", "--out", str(tmp_path / "pre")])
     out = capsys.readouterr().out
     assert out.count("--workdir") >= 2
-    assert experiment.compare({"judge": {"test": {"all_correct": 0.5}}}, {"judge": {"test": {"all_correct": 0.56}}}
-                              )["test"]["within"] is False
+    assert (
+        experiment.compare(
+            {"judge": {"test": {"all_correct": 0.5}}}, {"judge": {"test": {"all_correct": 0.56}}}
+        )["test"]["within"]
+        is False
+    )
 
 
 def test_make_sample_and_continue_pass_a_workdir_only_when_there_is_one(tmp_path):
     if shutil.which("make") is None:
         pytest.skip("no make")
+
     def dry(target):
-        return subprocess.run(["make", "-n", target, f"RUNS={tmp_path}"], cwd=ROOT, capture_output=True, text=True,
-                              check=True).stdout
+        return subprocess.run(
+            ["make", "-n", target, f"RUNS={tmp_path}"], cwd=ROOT, capture_output=True, text=True, check=True
+        ).stdout
+
     for target in ("sample", "continue"):
         assert "--workdir" not in dry(target)
     (tmp_path / "lm").mkdir()
@@ -234,8 +260,12 @@ def test_reproduce_flow_trains_packs_and_compares(tmp_path, monkeypatch, capsys)
     monkeypatch.setattr(lm_train, "measure_matmul_flops", lambda *a, **k: 5e10)
     result = experiment.reproduce(tmp_path)
     assert [argv[2] for argv in ran] == ["tokenizer.train", "videogen.train"]
-    assert packed == {"tok": tmp_path / "tokenizer", "lm": tmp_path / "lm", "out": tmp_path / "model",
-                      "sizes": shipped["figures"]["sizes"]}
+    assert packed == {
+        "tok": tmp_path / "tokenizer",
+        "lm": tmp_path / "lm",
+        "out": tmp_path / "model",
+        "sizes": shipped["figures"]["sizes"],
+    }
     assert result["judge"]["test"]["within"] and round(result["judge"]["test"]["points"], 6) == 3.0
     out = capsys.readouterr().out
     assert "| figure | shipped | reproduced |" in out and "judge test: +3.0 points (within +-5)" in out

@@ -157,8 +157,14 @@ def _np_lfq_entropies(z, temperature, scale, normalize=True, eps=1e-6):
 @pytest.mark.parametrize("temperature, scale_codes", [(0.01, False), (0.1, True), (1.0, True)])
 def test_lfq_entropy_matches_full_enumeration(temperature, scale_codes):
     k = 4
-    q = LFQ(k, temperature=temperature, scale_codes=scale_codes, entropy_weight=0.3, commitment_weight=0.7,
-            batch_entropy_weight=1.5)
+    q = LFQ(
+        k,
+        temperature=temperature,
+        scale_codes=scale_codes,
+        entropy_weight=0.3,
+        commitment_weight=0.7,
+        batch_entropy_weight=1.5,
+    )
     assert q.entropy_groups == ((0, 4),)  # small K: one group, i.e. the full codebook
     z = _normal(7, SHAPE + (k,))
     _, _, aux = _apply(q, z, train=True)
@@ -249,7 +255,9 @@ def test_fsq_codes_on_grid():
     assert np.all(z_q >= -1.0) and np.all(z_q <= 1.0)
     assert float(aux["loss"]) == 0.0
     # bound(0) = 0 for odd and even levels (the half-step offset is compensated by the shift).
-    np.testing.assert_allclose(np.asarray(nnx.jit(lambda q, z: q.bound(z))(q, np.zeros(4, np.float32))), 0.0, atol=1e-6)
+    np.testing.assert_allclose(
+        np.asarray(nnx.jit(lambda q, z: q.bound(z))(q, np.zeros(4, np.float32))), 0.0, atol=1e-6
+    )
 
 
 def test_fsq_dense_sweep_hits_every_code():
@@ -366,8 +374,10 @@ def test_vq_ema_moves_code_toward_inputs():
     # Unused codes keep their direction (their rows are only rescaled by the smoothing).
     others = [i for i in range(16) if i != k]
     cb1 = np.asarray(q.codebook[...], np.float64)
-    cos_self = np.sum(cb1[others] * cb0[others], -1) / np.linalg.norm(cb1[others], axis=-1) / np.linalg.norm(
-        cb0[others], axis=-1
+    cos_self = (
+        np.sum(cb1[others] * cb0[others], -1)
+        / np.linalg.norm(cb1[others], axis=-1)
+        / np.linalg.norm(cb0[others], axis=-1)
     )
     np.testing.assert_allclose(cos_self, 1.0, atol=1e-5)
 

@@ -77,7 +77,9 @@ def test_mask_ratio_endpoints_monotone_pure(schedule):
     assert np.all(np.diff(ratio)[1:-1] < 0), "strictly decreasing inside (0, 1)"
     np.testing.assert_array_equal(ratio, np.asarray(mask_ratio(r, schedule)))  # deterministic
     # Under jit XLA may fuse 1 - r*r into an FMA: equal up to float32 rounding.
-    np.testing.assert_allclose(np.asarray(jax.jit(mask_ratio, static_argnums=1)(r, schedule)), ratio, atol=1e-6)
+    np.testing.assert_allclose(
+        np.asarray(jax.jit(mask_ratio, static_argnums=1)(r, schedule)), ratio, atol=1e-6
+    )
 
 
 def test_mask_ratio_known_values():
@@ -155,8 +157,15 @@ def _table_logits_fn(table):
 
 @functools.partial(jax.jit, static_argnames=("num_steps", "schedule", "mask_id"))
 def _decode_table(table, init_tokens, rng, temperature=1.0, num_steps=8, schedule="cosine", mask_id=MASK):
-    return maskgit_decode(_table_logits_fn(table), init_tokens, rng=rng, num_steps=num_steps,
-                          mask_id=mask_id, schedule=schedule, temperature=temperature)
+    return maskgit_decode(
+        _table_logits_fn(table),
+        init_tokens,
+        rng=rng,
+        num_steps=num_steps,
+        mask_id=mask_id,
+        schedule=schedule,
+        temperature=temperature,
+    )
 
 
 @pytest.mark.parametrize("schedule,num_steps,impl", [("cosine", 8, "rbg"), ("sqrt", 5, "threefry2x32")])
@@ -188,11 +197,15 @@ def test_maskgit_history_matches_what_the_model_sees():
     table = jnp.asarray(_np_rng(1).normal(size=(n, V)), jnp.float32)
 
     def logits_fn(tokens):
-        jax.debug.callback(lambda c: seen.append(np.asarray(c)), jnp.sum(tokens == MASK, axis=-1), ordered=True)
+        jax.debug.callback(
+            lambda c: seen.append(np.asarray(c)), jnp.sum(tokens == MASK, axis=-1), ordered=True
+        )
         return jnp.broadcast_to(table, tokens.shape + (V,))
 
     init = jnp.full((b, n), MASK, jnp.int32).at[1, :4].set(3)  # example 1: 4 given tokens
-    state = jax.jit(lambda r: maskgit_decode(logits_fn, init, rng=r, num_steps=num_steps, mask_id=MASK))(key(0))
+    state = jax.jit(lambda r: maskgit_decode(logits_fn, init, rng=r, num_steps=num_steps, mask_id=MASK))(
+        key(0)
+    )
     jax.effects_barrier()
     seen = np.stack(seen)  # [num_steps, B]: masks before each step
     assert seen.shape == (num_steps, b)
@@ -206,12 +219,12 @@ def test_maskgit_keeps_given_tokens_with_per_example_unknowns():
     b, n, num_steps = B, N, 8
     rng = _np_rng(2)
     init = rng.integers(0, V, size=(b, n))
-    given = rng.random((b, n)) < 0.5          # example 0: random given positions
-    given[1] = False                          # unconditional
-    given[2] = True                           # fully given: nothing to do
-    given[3] = np.arange(n) < 32              # continuation: first frames given
-    given[4] = np.arange(n) != 17             # a single unknown token
-    given[5] = np.arange(n) >= 45             # few given
+    given = rng.random((b, n)) < 0.5  # example 0: random given positions
+    given[1] = False  # unconditional
+    given[2] = True  # fully given: nothing to do
+    given[3] = np.arange(n) < 32  # continuation: first frames given
+    given[4] = np.arange(n) != 17  # a single unknown token
+    given[5] = np.arange(n) >= 45  # few given
     init = np.where(given, init, MASK).astype(np.int32)
     table = rng.normal(size=(n, V))
     state = _decode_table(table, jnp.asarray(init), key(5), 1.0, num_steps=num_steps)
@@ -219,7 +232,9 @@ def test_maskgit_keeps_given_tokens_with_per_example_unknowns():
     np.testing.assert_array_equal(tokens[given], init[given])
     assert not (tokens == MASK).any()
     for i in range(b):
-        np.testing.assert_array_equal(history[i], _expected_history(int((~given[i]).sum()), num_steps, "cosine"))
+        np.testing.assert_array_equal(
+            history[i], _expected_history(int((~given[i]).sum()), num_steps, "cosine")
+        )
     assert history[2].sum() == 0 and history[4].tolist() == [1] * (num_steps - 1) + [0]
 
 
@@ -227,10 +242,13 @@ def _next_frame_logits_fn(frames, per_frame, seen=None):
     """A toy frame-causal model: frame 0 is certain of token 0, frame f of (frame f-1's token at the same
     place) + 1 -- or of token V - 1 where frame f-1 is still masked there. ``seen`` records, per call,
     how many tokens of each frame the model is shown masked."""
+
     def logits_fn(tokens):
         grid = tokens.reshape(tokens.shape[0], frames, per_frame)
         if seen is not None:
-            jax.debug.callback(lambda c: seen.append(np.asarray(c)), jnp.sum(grid == MASK, axis=-1), ordered=True)
+            jax.debug.callback(
+                lambda c: seen.append(np.asarray(c)), jnp.sum(grid == MASK, axis=-1), ordered=True
+            )
         prev = jnp.concatenate([jnp.full_like(grid[:, :1], -1), grid[:, :-1]], axis=1)
         want = jnp.where(prev == MASK, V - 1, prev + 1).reshape(tokens.shape)
         return 30.0 * jax.nn.one_hot(want, V)
@@ -242,9 +260,16 @@ def test_maskgit_frames_decodes_frame_after_frame_in_num_steps_each():
     frames, per_frame, num_steps = 4, 12, 5
     seen = []
     init = jnp.full((2, frames * per_frame), MASK, jnp.int32)
-    state = jax.jit(lambda r: maskgit_decode_frames(_next_frame_logits_fn(frames, per_frame, seen), init,
-                                                    tokens_per_frame=per_frame, rng=r, mask_id=MASK,
-                                                    num_steps=num_steps))(key(0))
+    state = jax.jit(
+        lambda r: maskgit_decode_frames(
+            _next_frame_logits_fn(frames, per_frame, seen),
+            init,
+            tokens_per_frame=per_frame,
+            rng=r,
+            mask_id=MASK,
+            num_steps=num_steps,
+        )
+    )(key(0))
     jax.effects_barrier()
     tokens = np.asarray(state.tokens).reshape(2, frames, per_frame)
     # Each frame was decided after the one before it was complete: frame f is all f.
@@ -255,14 +280,16 @@ def test_maskgit_frames_decodes_frame_after_frame_in_num_steps_each():
     assert seen.shape == (frames * num_steps, 2, frames) and int(state.step) == frames * num_steps
     for call, counts in enumerate(seen):
         f = call // num_steps
-        assert (counts[:, :f] == 0).all() and (counts[:, f + 1:] == per_frame).all(), (call, counts)
+        assert (counts[:, :f] == 0).all() and (counts[:, f + 1 :] == per_frame).all(), (call, counts)
     # Each frame follows the schedule over its own tokens, as maskgit_decode does over a whole clip.
     history = np.asarray(state.num_masked).reshape(2, frames, num_steps)
-    np.testing.assert_array_equal(history, np.broadcast_to(_expected_history(per_frame, num_steps, "cosine"),
-                                                           history.shape))
+    np.testing.assert_array_equal(
+        history, np.broadcast_to(_expected_history(per_frame, num_steps, "cosine"), history.shape)
+    )
     # All frames at once (plain MaskGIT) cannot do this: later frames are decided before earlier ones.
-    flat = maskgit_decode(_next_frame_logits_fn(frames, per_frame), init, rng=key(0), mask_id=MASK,
-                          num_steps=num_steps)
+    flat = maskgit_decode(
+        _next_frame_logits_fn(frames, per_frame), init, rng=key(0), mask_id=MASK, num_steps=num_steps
+    )
     assert not (np.asarray(flat.tokens).reshape(tokens.shape) == tokens).all()
 
 
@@ -272,9 +299,16 @@ def test_maskgit_frames_keeps_given_frames_and_skips_them():
     init = np.full((2, frames, per_frame), MASK, np.int32)
     init[:, 0] = 5  # a continuation's context frame, given in both examples
     init[1, 1, :3] = 9  # and a few given tokens of frame 1 in example 1
-    state = jax.jit(lambda r: maskgit_decode_frames(_next_frame_logits_fn(frames, per_frame, seen),
-                                                    jnp.asarray(init.reshape(2, -1)), tokens_per_frame=per_frame,
-                                                    rng=r, mask_id=MASK, num_steps=num_steps))(key(1))
+    state = jax.jit(
+        lambda r: maskgit_decode_frames(
+            _next_frame_logits_fn(frames, per_frame, seen),
+            jnp.asarray(init.reshape(2, -1)),
+            tokens_per_frame=per_frame,
+            rng=r,
+            mask_id=MASK,
+            num_steps=num_steps,
+        )
+    )(key(1))
     jax.effects_barrier()
     tokens = np.asarray(state.tokens).reshape(init.shape)
     np.testing.assert_array_equal(tokens[:, 0], init[:, 0])
@@ -287,8 +321,13 @@ def test_maskgit_frames_keeps_given_frames_and_skips_them():
     assert (history[:, 0] == 0).all()
     np.testing.assert_array_equal(history[1, 1], _expected_history(per_frame - 3, num_steps, "cosine"))
     with pytest.raises(ValueError, match="tokens_per_frame=5"):
-        maskgit_decode_frames(_next_frame_logits_fn(frames, per_frame), jnp.asarray(init.reshape(2, -1)),
-                              tokens_per_frame=5, rng=key(0), mask_id=MASK)
+        maskgit_decode_frames(
+            _next_frame_logits_fn(frames, per_frame),
+            jnp.asarray(init.reshape(2, -1)),
+            tokens_per_frame=5,
+            rng=key(0),
+            mask_id=MASK,
+        )
 
 
 def test_maskgit_frames_cached_matches_uncached_and_commits_each_frame_once():
@@ -297,24 +336,37 @@ def test_maskgit_frames_cached_matches_uncached_and_commits_each_frame_once():
     the last is committed exactly once (given ones included, at no decoding call)."""
     frames, per_frame, num_steps = 4, 8, 3
     init = np.full((2, frames, per_frame), MASK, np.int32)
-    init[:, 1] = 5      # a given frame in the middle
+    init[:, 1] = 5  # a given frame in the middle
     init[1, 2, :2] = 9  # and two given tokens of frame 2 in example 1
     calls = []
 
     def frame_step_fn(state, frame, f):  # state [B, F, P]: the committed frames (the toy's "KV cache")
-        jax.debug.callback(lambda f_, m: calls.append((int(f_), np.asarray(m))), f,
-                           jnp.sum(frame == MASK, axis=-1), ordered=True)
+        jax.debug.callback(
+            lambda f_, m: calls.append((int(f_), np.asarray(m))),
+            f,
+            jnp.sum(frame == MASK, axis=-1),
+            ordered=True,
+        )
         prev = jnp.where(f > 0, state[:, jnp.maximum(f - 1, 0)], -1)
         want = jnp.where(prev == MASK, V - 1, prev + 1)
         return 30.0 * jax.nn.one_hot(want, V), state.at[:, f].set(frame)
 
     flat = jnp.asarray(init.reshape(2, -1))
     state0 = jnp.full((2, frames, per_frame), MASK, jnp.int32)
-    cached, final = jax.jit(lambda r: maskgit_decode_frames_cached(
-        frame_step_fn, state0, flat, tokens_per_frame=per_frame, rng=r, mask_id=MASK, num_steps=num_steps))(key(2))
+    cached, final = jax.jit(
+        lambda r: maskgit_decode_frames_cached(
+            frame_step_fn, state0, flat, tokens_per_frame=per_frame, rng=r, mask_id=MASK, num_steps=num_steps
+        )
+    )(key(2))
     jax.effects_barrier()
-    ref = maskgit_decode_frames(_next_frame_logits_fn(frames, per_frame), flat, tokens_per_frame=per_frame,
-                                rng=key(2), mask_id=MASK, num_steps=num_steps)
+    ref = maskgit_decode_frames(
+        _next_frame_logits_fn(frames, per_frame),
+        flat,
+        tokens_per_frame=per_frame,
+        rng=key(2),
+        mask_id=MASK,
+        num_steps=num_steps,
+    )
     np.testing.assert_array_equal(cached.tokens, ref.tokens)
     np.testing.assert_array_equal(cached.num_masked, ref.num_masked)
     tokens = np.asarray(cached.tokens).reshape(init.shape)
@@ -352,7 +404,9 @@ def test_maskgit_position_dependent_model():
         sharp = 20.0 + jnp.sum(tokens != MASK, axis=-1, keepdims=True).astype(jnp.float32)
         return sharp[..., None] * jax.nn.one_hot(pos, V)
 
-    state = maskgit_decode(logits_fn, jnp.full((b, n), MASK, jnp.int32), rng=key(0), num_steps=7, mask_id=MASK)
+    state = maskgit_decode(
+        logits_fn, jnp.full((b, n), MASK, jnp.int32), rng=key(0), num_steps=7, mask_id=MASK
+    )
     np.testing.assert_array_equal(np.asarray(state.tokens), np.broadcast_to(np.arange(n) % V, (b, n)))
     assert int(state.step) == 7
 
@@ -360,7 +414,7 @@ def test_maskgit_position_dependent_model():
 def test_maskgit_in_vocab_mask_id_is_never_sampled():
     table = np.zeros((N, V))
     table[:, 0] = 100.0  # the model loves the mask token
-    table[:, 5] = 3.0    # then 5: p = e^3 / (e^3 + 14) = 0.59 once 0 is excluded
+    table[:, 5] = 3.0  # then 5: p = e^3 / (e^3 + 14) = 0.59 once 0 is excluded
     state = _decode_table(table, jnp.full((B, N), 0, jnp.int32), key(0), 1.0, mask_id=0)
     tokens = np.asarray(state.tokens)
     assert not (tokens == 0).any() and (tokens == 5).mean() > 0.4
@@ -384,7 +438,9 @@ def test_cfg_logits_parametrisation():
 
 def _cond_uncond_tables(n, seed):
     rng = _np_rng(seed)
-    return jnp.asarray(rng.normal(size=(n, V)), jnp.float32), jnp.asarray(rng.normal(size=(n, V)), jnp.float32)
+    return jnp.asarray(rng.normal(size=(n, V)), jnp.float32), jnp.asarray(
+        rng.normal(size=(n, V)), jnp.float32
+    )
 
 
 def test_guided_wrapper_single_doubled_pass():
@@ -396,12 +452,16 @@ def test_guided_wrapper_single_doubled_pass():
         calls.append(tokens.shape)
         half = tokens.shape[0] // 2
         np.testing.assert_array_equal(tokens[:half], tokens[half:])
-        return jnp.concatenate([jnp.broadcast_to(cond_t, (half, n, V)), jnp.broadcast_to(uncond_t, (half, n, V))])
+        return jnp.concatenate(
+            [jnp.broadcast_to(cond_t, (half, n, V)), jnp.broadcast_to(uncond_t, (half, n, V))]
+        )
 
     tokens = jnp.zeros((b, n), jnp.int32)
     out = guided(logits_fn_2b, 2.5)(tokens)
     assert calls == [(2 * b, n)] and out.shape == (b, n, V)
-    np.testing.assert_allclose(out, np.broadcast_to(uncond_t + 2.5 * (cond_t - uncond_t), (b, n, V)), atol=1e-5)
+    np.testing.assert_allclose(
+        out, np.broadcast_to(uncond_t + 2.5 * (cond_t - uncond_t), (b, n, V)), atol=1e-5
+    )
     with pytest.raises(ValueError, match="doubled batch"):
         guided(lambda t: jnp.zeros(t[:1].shape + (V,)), 1.0)(tokens)  # returns 1 row, not 2B
 
@@ -409,6 +469,7 @@ def test_guided_wrapper_single_doubled_pass():
 @jax.jit
 def _guided_vs_plain(cond_t, uncond_t, init, rng, scale):
     """(unconditional, conditional, guided with `scale`) samples, same rng, one compilation."""
+
     def fn(table):  # reads its input, so the three runs really differ step by step
         return lambda tokens: jnp.broadcast_to(table, tokens.shape + (V,)) + 0.1 * (tokens != MASK)[..., None]
 
@@ -533,8 +594,9 @@ def test_factorised_sampling_is_the_joint_distribution():
     direct = cfg_logits(joint, _joint_from_groups(uncond), 2.5)
     np.testing.assert_allclose(guided, np.asarray(jax.nn.log_softmax(jnp.asarray(direct))), atol=1e-5)
     # top-k acts per group: with k = 1 every digit is its group's argmax.
-    np.testing.assert_array_equal(np.asarray(sample_logits(key(2), tiled[:8], 1.0, 1, factorised=True)),
-                                  np.full(8, joint.argmax()))
+    np.testing.assert_array_equal(
+        np.asarray(sample_logits(key(2), tiled[:8], 1.0, 1, factorised=True)), np.full(8, joint.argmax())
+    )
 
 
 def test_factorised_maskgit_and_ar_never_build_the_joint_vocabulary():
@@ -548,8 +610,9 @@ def test_factorised_maskgit_and_ar_never_build_the_joint_vocabulary():
         return jnp.broadcast_to(table, (tokens.shape[0],) + table.shape)
 
     def run(rng):
-        return maskgit_decode(logits_fn, jnp.full((b, n), mask, jnp.int32), rng=rng, mask_id=mask, num_steps=3,
-                              factorised=True).tokens
+        return maskgit_decode(
+            logits_fn, jnp.full((b, n), mask, jnp.int32), rng=rng, mask_id=mask, num_steps=3, factorised=True
+        ).tokens
 
     tokens = np.asarray(jax.jit(run)(key(0)))
     assert tokens.shape == (b, n) and tokens.min() >= 0 and tokens.max() < width**g
@@ -558,13 +621,23 @@ def test_factorised_maskgit_and_ar_never_build_the_joint_vocabulary():
         return jnp.broadcast_to(table[index % n], (b, g, width)), state
 
     def run_ar(rng):
-        return ar_decode(step_fn, jnp.zeros(()), first_token=jnp.zeros((b,), jnp.int32), rng=rng, num_tokens=n,
-                         factorised=True)[0]
+        return ar_decode(
+            step_fn,
+            jnp.zeros(()),
+            first_token=jnp.zeros((b,), jnp.int32),
+            rng=rng,
+            num_tokens=n,
+            factorised=True,
+        )[0]
 
     assert np.asarray(jax.jit(run_ar)(key(1))).max() < width**g
     for fn in (run, run_ar):
-        sizes = [math.prod(v.aval.shape) for eqn in _all_eqns(jax.make_jaxpr(fn)(key(0)).jaxpr) for v in eqn.outvars
-                 if hasattr(v.aval, "shape")]
+        sizes = [
+            math.prod(v.aval.shape)
+            for eqn in _all_eqns(jax.make_jaxpr(fn)(key(0)).jaxpr)
+            for v in eqn.outvars
+            if hasattr(v.aval, "shape")
+        ]
         assert max(sizes) < width**g, max(sizes)
     with pytest.raises(ValueError, match="mask_id"):
         maskgit_decode(logits_fn, jnp.full((b, n), 5, jnp.int32), rng=key(0), mask_id=5, factorised=True)
@@ -604,8 +677,16 @@ def _ar(rng, first, forced=None, temperature=1.0):
     _traces.append(1)
     b = first.shape[0]
     state = (jnp.full((b, T_AR + 4), -1, jnp.int32), jnp.zeros((), jnp.int32))
-    return ar_decode(_counting_step, state, first_token=first, rng=rng, num_tokens=T_AR,
-                     forced_tokens=forced, temperature=temperature, start_index=2)
+    return ar_decode(
+        _counting_step,
+        state,
+        first_token=first,
+        rng=rng,
+        num_tokens=T_AR,
+        forced_tokens=forced,
+        temperature=temperature,
+        start_index=2,
+    )
 
 
 def test_ar_decode_sequence_state_and_single_compile():
@@ -624,8 +705,8 @@ def test_ar_decode_sequence_state_and_single_compile():
     # Step i was called at index start_index + i with the previous token.
     cache = np.asarray(cache)
     np.testing.assert_array_equal(cache[:, 2], first)
-    np.testing.assert_array_equal(cache[:, 3:2 + T_AR], expected[:, :-1])
-    assert (cache[:, :2] == -1).all() and (cache[:, 2 + T_AR:] == -1).all()
+    np.testing.assert_array_equal(cache[:, 3 : 2 + T_AR], expected[:, :-1])
+    assert (cache[:, :2] == -1).all() and (cache[:, 2 + T_AR :] == -1).all()
     greedy, _ = _ar(jax.random.key(0), first, temperature=0.0)
     np.testing.assert_array_equal(greedy, expected)
 
@@ -634,7 +715,7 @@ def test_ar_decode_forced_prompts_of_different_lengths():
     first = jnp.array([0, 0], jnp.int32)
     forced = np.full((2, T_AR), -1, np.int32)
     forced[0, :3] = [7, 9, 3]  # a 3-token prompt
-    forced[1, :1] = [11]       # a 1-token prompt
+    forced[1, :1] = [11]  # a 1-token prompt
     out, _ = _ar(key(0), first, jnp.asarray(forced))
     out = np.asarray(out)
     np.testing.assert_array_equal(out[0], [7, 9, 3] + [(3 + 1 + i) % V for i in range(T_AR - 3)])
@@ -658,8 +739,10 @@ def test_ar_decode_guided_step_scale_0_is_unconditional():
     def run(rng, scale):  # (unconditional, conditional, guided) with the same rng
         first = jnp.zeros((b,), jnp.int32)
         state = jnp.zeros((), jnp.float32)
-        return tuple(ar_decode(fn, state, first_token=first, rng=rng, num_tokens=steps)[0]
-                     for fn in (step(uncond_w), step(cond_w), guided_step(step_2b, scale)))
+        return tuple(
+            ar_decode(fn, state, first_token=first, rng=rng, num_tokens=steps)[0]
+            for fn in (step(uncond_w), step(cond_w), guided_step(step_2b, scale))
+        )
 
     uncond, cond, guided_0 = map(np.asarray, run(key(3), 0.0))
     np.testing.assert_array_equal(guided_0, uncond)
@@ -670,8 +753,19 @@ def test_ar_decode_guided_step_scale_0_is_unconditional():
 def test_ar_decode_validates_shapes():
     state = (jnp.zeros((2, 20), jnp.int32), jnp.zeros((), jnp.int32))
     with pytest.raises(ValueError, match="forced_tokens"):
-        ar_decode(_counting_step, state, first_token=jnp.zeros((2,), jnp.int32), rng=jax.random.key(0),
-                  num_tokens=4, forced_tokens=jnp.zeros((2, 5), jnp.int32))
+        ar_decode(
+            _counting_step,
+            state,
+            first_token=jnp.zeros((2,), jnp.int32),
+            rng=jax.random.key(0),
+            num_tokens=4,
+            forced_tokens=jnp.zeros((2, 5), jnp.int32),
+        )
     with pytest.raises(ValueError, match="first_token"):
-        ar_decode(_counting_step, state, first_token=jnp.zeros((2, 1), jnp.int32), rng=jax.random.key(0),
-                  num_tokens=4)
+        ar_decode(
+            _counting_step,
+            state,
+            first_token=jnp.zeros((2, 1), jnp.int32),
+            rng=jax.random.key(0),
+            num_tokens=4,
+        )

@@ -28,7 +28,11 @@ def test_round_trip_and_fixed_length(tokenizer):
     caption = "a small red circle moves to the left"
     ids, mask = tokenizer.encode(caption)
     assert ids.shape == mask.shape == (24,) and ids.dtype == np.int32
-    assert ids[0] == text.BOS_ID and ids[mask.sum() - 1] == text.EOS_ID and (ids[mask.sum():] == text.PAD_ID).all()
+    assert (
+        ids[0] == text.BOS_ID
+        and ids[mask.sum() - 1] == text.EOS_ID
+        and (ids[mask.sum() :] == text.PAD_ID).all()
+    )
     assert tokenizer.decode(ids) == caption
 
 

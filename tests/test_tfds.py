@@ -61,8 +61,9 @@ def test_config_names():
 
 def test_prepared_without_tensorflow_and_random_access_matches_world(world_dir):
     data_dir, config = world_dir
-    ds = tfds.data_source(f"videogen_world/{config}", split="train", data_dir=str(data_dir), download=False,
-                          try_gcs=False)
+    ds = tfds.data_source(
+        f"videogen_world/{config}", split="train", data_dir=str(data_dir), download=False, try_gcs=False
+    )
     assert len(ds) == SPLIT_SIZES["train"]
     ref = world.WorldSource(world.WorldConfig(resolution=R, num_frames=T), split="train", num_clips=16)
     for i in (5, 2):  # out of order: random access, not a stream
@@ -77,8 +78,9 @@ def test_prepared_without_tensorflow_and_random_access_matches_world(world_dir):
         assert int(ex["num_objects"]) == int(want["num_objects"])
     assert tfds_world.world_config_from_info(ds.dataset_info) == world.WorldConfig(resolution=R, num_frames=T)
 
-    heldout = tfds.data_source(f"videogen_world/{config}", split="heldout", data_dir=str(data_dir),
-                               download=False, try_gcs=False)
+    heldout = tfds.data_source(
+        f"videogen_world/{config}", split="heldout", data_dir=str(data_dir), download=False, try_gcs=False
+    )
     want = world.WorldSource(world.WorldConfig(resolution=R, num_frames=T), split="heldout", num_clips=8)[7]
     np.testing.assert_array_equal(heldout[7]["video"], want["video"])
 
@@ -89,8 +91,9 @@ def test_world_config_from_description_alone(tmp_path, world_dir):
     copy = tmp_path / "videogen_world" / config / "1.0.0"
     shutil.copytree(data_dir / "videogen_world" / config / "1.0.0", copy)
     (copy / "metadata.json").unlink()
-    ds = tfds.data_source(f"videogen_world/{config}:1.0.0", split="test", data_dir=str(tmp_path),
-                          download=False, try_gcs=False)
+    ds = tfds.data_source(
+        f"videogen_world/{config}:1.0.0", split="test", data_dir=str(tmp_path), download=False, try_gcs=False
+    )
     assert "world_config" not in (ds.dataset_info.metadata or {})
     assert tfds_world.world_config_from_info(ds.dataset_info) == world.WorldConfig(resolution=R, num_frames=T)
 
@@ -115,11 +118,12 @@ def test_tfds_source_over_world(world_dir):
     np.testing.assert_array_equal(ex["video"], tfds_source.resize_centre_crop(ref[3]["video"][:5], 16))
 
     # Random windows: deterministic per (seed, index), and a real window of the clip.
-    win = TfdsSource(f"videogen_world/{config}", split="test", data_dir=data_dir, num_frames=4,
-                     random_window=True, seed=1)
+    win = TfdsSource(
+        f"videogen_world/{config}", split="test", data_dir=data_dir, num_frames=4, random_window=True, seed=1
+    )
     clip = win[3]["video"]
     np.testing.assert_array_equal(clip, win[3]["video"])
-    starts = [s for s in range(T - 4 + 1) if np.array_equal(ref[3]["video"][s:s + 4], clip)]
+    starts = [s for s in range(T - 4 + 1) if np.array_equal(ref[3]["video"][s : s + 4], clip)]
     assert starts
 
     # Picklable (grain workers): the reader reopens in the new process/object.
@@ -136,8 +140,11 @@ def test_not_prepared_error_names_data_dir_and_command(tmp_path, world_dir):
     assert f"tfds build ucf101/ucf101_1_256 --data_dir {tmp_path} --file_format array_record" in msg
     assert not list(tmp_path.iterdir())  # nothing was downloaded or created
 
-    with pytest.raises(DatasetNotPreparedError, match=r"python -m videogen\.data\.tfds_world --data_dir .* "
-                       r"--resolution 48 --num_frames 9"):
+    with pytest.raises(
+        DatasetNotPreparedError,
+        match=r"python -m videogen\.data\.tfds_world --data_dir .* "
+        r"--resolution 48 --num_frames 9",
+    ):
         TfdsSource("videogen_world/r48_t9", data_dir=tmp_path)
     data_dir, config = world_dir
     # A config that is not prepared: the message lists what is.
@@ -175,12 +182,15 @@ class TinyActionClips(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     def _info(self):
         return tfds.core.DatasetInfo(
             builder=self,
-            features=tfds.features.FeaturesDict({
-                # [L, H, W, 3] with L varying per clip, like ucf101; non-square to exercise the crop.
-                "video": tfds.features.Tensor(shape=(None, 24, 40, 3), dtype=np.uint8,
-                                              encoding=tfds.features.Encoding.ZLIB),
-                "label": tfds.features.ClassLabel(names=UCF_LABELS),
-            }),
+            features=tfds.features.FeaturesDict(
+                {
+                    # [L, H, W, 3] with L varying per clip, like ucf101; non-square to exercise the crop.
+                    "video": tfds.features.Tensor(
+                        shape=(None, 24, 40, 3), dtype=np.uint8, encoding=tfds.features.Encoding.ZLIB
+                    ),
+                    "label": tfds.features.ClassLabel(names=UCF_LABELS),
+                }
+            ),
             disable_shuffling=True,
         )
 
@@ -209,11 +219,20 @@ def test_class_labels_become_captions(labelled_dir):
     src = TfdsSource("tiny_action_clips", split="train", data_dir=labelled_dir)
     assert src.label_names == UCF_LABELS and src.caption_key is None
     assert [src[i]["caption"] for i in range(3)] == [
-        "a video of apply eye makeup", "a video of yo yo", "a video of handstand pushups"]
+        "a video of apply eye makeup",
+        "a video of yo yo",
+        "a video of handstand pushups",
+    ]
     assert src[4]["video"].shape == (8, 24, 40, 3)  # native size and length when not asked otherwise
 
-    custom = TfdsSource("tiny_action_clips", split="train", data_dir=labelled_dir,
-                        caption_template="someone doing {label}", num_frames=6, resolution=16)
+    custom = TfdsSource(
+        "tiny_action_clips",
+        split="train",
+        data_dir=labelled_dir,
+        caption_template="someone doing {label}",
+        num_frames=6,
+        resolution=16,
+    )
     ex = custom[0]  # 4 frames: padded to 6 by repeating the last one
     assert ex["caption"] == "someone doing apply eye makeup"
     assert ex["video"].shape == (6, 16, 16, 3)
@@ -222,8 +241,9 @@ def test_class_labels_become_captions(labelled_dir):
     centre = ex["video"][:, 2:-2, 2:-2].reshape(-1, 3).astype(int)
     assert np.all(np.abs(centre - (0, 200, 0)) <= 3)
 
-    late = TfdsSource("tiny_action_clips", split="train", data_dir=labelled_dir, num_frames=3,
-                      random_window=True, seed=0)
+    late = TfdsSource(
+        "tiny_action_clips", split="train", data_dir=labelled_dir, num_frames=3, random_window=True, seed=0
+    )
     frame_ids = [int(late[5]["video"][k, 0, 0, 0]) for k in range(3)]  # no resize: ids intact
     assert frame_ids == list(range(frame_ids[0], frame_ids[0] + 3))
 
@@ -235,11 +255,18 @@ class TinyMovingDigits(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     VERSION = tfds.core.Version("1.0.0")
 
     def _info(self):
-        return tfds.core.DatasetInfo(builder=self, features=tfds.features.FeaturesDict({
-            # [20, 64, 64, 1] in the real dataset; smaller here.
-            "image_sequence": tfds.features.Tensor(shape=(6, 16, 16, 1), dtype=np.uint8,
-                                                   encoding=tfds.features.Encoding.ZLIB),
-        }), disable_shuffling=True)
+        return tfds.core.DatasetInfo(
+            builder=self,
+            features=tfds.features.FeaturesDict(
+                {
+                    # [20, 64, 64, 1] in the real dataset; smaller here.
+                    "image_sequence": tfds.features.Tensor(
+                        shape=(6, 16, 16, 1), dtype=np.uint8, encoding=tfds.features.Encoding.ZLIB
+                    ),
+                }
+            ),
+            disable_shuffling=True,
+        )
 
     def _split_generators(self, dl_manager):
         return {"test": self._generate_examples()}
@@ -251,15 +278,20 @@ class TinyMovingDigits(tfds.core.GeneratorBasedBuilder, skip_registration=True):
 
 def test_default_caption_without_labels(tmp_path):
     TinyMovingDigits(data_dir=str(tmp_path), file_format="array_record").download_and_prepare(
-        download_config=tfds.download.DownloadConfig(try_download_gcs=False))
+        download_config=tfds.download.DownloadConfig(try_download_gcs=False)
+    )
     src = TfdsSource("moving_mnist", split="test", data_dir=tmp_path)
     assert src.video_key == "image_sequence" and src.label_names is None
     ex = src[1]
     assert ex["caption"] == "a video of moving digits"
     # Grayscale frames are repeated to RGB.
     assert ex["video"].shape == (6, 16, 16, 3) and np.all(ex["video"] == 100)
-    assert TfdsSource("moving_mnist", split="test", data_dir=tmp_path,
-                      default_caption="digits drifting")[0]["caption"] == "digits drifting"
+    assert (
+        TfdsSource("moving_mnist", split="test", data_dir=tmp_path, default_caption="digits drifting")[0][
+            "caption"
+        ]
+        == "digits drifting"
+    )
     bair = tfds_source.DEFAULT_CAPTIONS["bair_robot_pushing_small"]
     assert bair == "a video of a robot arm pushing objects"
 
@@ -272,8 +304,12 @@ def test_video_features_need_tensorflow(tmp_path, labelled_dir):
     features = json.loads((copy / "features.json").read_text())
     features["featuresDict"]["features"]["video"] = {
         "pythonClassName": "tensorflow_datasets.core.features.video_feature.Video",
-        "video": {"dtype": "uint8", "encodingFormat": "jpeg", "ffmpegExtraArgs": ["-vf", "scale=256x256"],
-                  "shape": {"dimensions": ["-1", "256", "256", "3"]}},
+        "video": {
+            "dtype": "uint8",
+            "encodingFormat": "jpeg",
+            "ffmpegExtraArgs": ["-vf", "scale=256x256"],
+            "shape": {"dimensions": ["-1", "256", "256", "3"]},
+        },
     }
     (copy / "features.json").write_text(json.dumps(features))
     with pytest.raises(TensorFlowRequiredError) as e:
@@ -284,9 +320,16 @@ def test_video_features_need_tensorflow(tmp_path, labelled_dir):
         tfds.features.Video(shape=(None, 64, 64, 3))
 
 
-@pytest.mark.parametrize("label,words", [
-    ("ApplyEyeMakeup", "apply eye makeup"), ("YoYo", "yo yo"), ("HandstandPushups", "handstand pushups"),
-    ("TVShow", "tv show"), ("apply_eye_makeup", "apply eye makeup"), ("PlayingDaf", "playing daf"),
-])
+@pytest.mark.parametrize(
+    "label,words",
+    [
+        ("ApplyEyeMakeup", "apply eye makeup"),
+        ("YoYo", "yo yo"),
+        ("HandstandPushups", "handstand pushups"),
+        ("TVShow", "tv show"),
+        ("apply_eye_makeup", "apply eye makeup"),
+        ("PlayingDaf", "playing daf"),
+    ],
+)
 def test_label_to_words(label, words):
     assert label_to_words(label) == words

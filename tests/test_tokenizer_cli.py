@@ -11,22 +11,31 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from workdirs import save_initialised_tokenizer, tiny_tokenizer_config
 
 from tokenizer import codes as C
 from tokenizer import train as T
 from videogen import cli, video_io
 from videogen.data import world
 from videogen.data.sources import build_source
-from workdirs import save_initialised_tokenizer, tiny_tokenizer_config
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def small_config(**overrides):
     c = tiny_tokenizer_config(
-        "batch_size=8", "optim.lr=3e-3", "optim.warmup_steps=0", "optim.min_lr_ratio=1.0",
-        "eval.every=0", "eval.num_clips=8", "eval.batch_size=8", "eval.num_samples=0", "eval.data.num_clips=16",
-        "log_every=5", "quiet=True")
+        "batch_size=8",
+        "optim.lr=3e-3",
+        "optim.warmup_steps=0",
+        "optim.min_lr_ratio=1.0",
+        "eval.every=0",
+        "eval.num_clips=8",
+        "eval.batch_size=8",
+        "eval.num_samples=0",
+        "eval.data.num_clips=16",
+        "log_every=5",
+        "quiet=True",
+    )
     T.apply_overrides(c, [f"{k}={v}" for k, v in overrides.items()])
     return c
 
@@ -49,7 +58,9 @@ def loaded(tok):
 @pytest.fixture(scope="module")
 def other_tok(tmp_path_factory) -> Path:
     """Another architecture (LFQ 5 bits): an initialised state saved as tokenizer.train saves it."""
-    return save_initialised_tokenizer(tmp_path_factory.mktemp("tok_other"), small_config(**{"quantizer.lfq.num_bits": 5}))
+    return save_initialised_tokenizer(
+        tmp_path_factory.mktemp("tok_other"), small_config(**{"quantizer.lfq.num_bits": 5})
+    )
 
 
 def _clip(index=0, frames=9, resolution=16) -> np.ndarray:
@@ -82,15 +93,36 @@ def test_encode_decode_npy_matches_library(tok, loaded, tmp_path):
     assert int(meta["codebook_size"]) == 64 and list(meta["compression"]) == [2, 8, 8]
     assert int(meta["source_frames"]) == 9 and int(meta["source_height"]) == int(meta["source_width"]) == 16
     assert int(meta["tokenizer_step"]) == 3 and str(meta["tokenizer_workdir"]) == str(tok.resolve())
-    assert json.loads(str(meta["tokenizer_config"]))["quantizer"] == {"kind": "lfq", **small_config().quantizer.lfq}
+    assert json.loads(str(meta["tokenizer_config"]))["quantizer"] == {
+        "kind": "lfq",
+        **small_config().quantizer.lfq,
+    }
     # Decoding gives the library's decode of the same codes, exactly (.npy), and a playable mp4.
-    cli.main(["decode", "--tokenizer", str(tok), "--input", str(tmp_path / "v.npz"), "--output",
-              str(tmp_path / "r.npy")])
+    cli.main(
+        [
+            "decode",
+            "--tokenizer",
+            str(tok),
+            "--input",
+            str(tmp_path / "v.npz"),
+            "--output",
+            str(tmp_path / "r.npy"),
+        ]
+    )
     recon = np.load(tmp_path / "r.npy", allow_pickle=False)
     assert recon.shape == video.shape and recon.dtype == np.uint8
     np.testing.assert_array_equal(recon, np.asarray(T.decode_indices(model, q, want)))
-    cli.main(["decode", "--tokenizer", str(tok), "--input", str(tmp_path / "v.npz"), "--output",
-              str(tmp_path / "r.mp4")])
+    cli.main(
+        [
+            "decode",
+            "--tokenizer",
+            str(tok),
+            "--input",
+            str(tmp_path / "v.npz"),
+            "--output",
+            str(tmp_path / "r.mp4"),
+        ]
+    )
     assert video_io.read_video(tmp_path / "r.mp4").shape == (9, 16, 16, 3)
 
 
@@ -98,7 +130,9 @@ def test_encode_video_file_with_fitting_options(tok, loaded, tmp_path, capsys):
     model, q = loaded
     # 12 frames of 32x20 (T x H x W): 12 is not 1 + 2k and 20 is not a multiple of 8.
     gif = video_io.write_gif(tmp_path / "in.gif", _clip(5, frames=12, resolution=32)[:, :, 6:26], fps=8)
-    err = _exit_message(capsys, ["encode", "--tokenizer", tok, "--input", gif, "--output", tmp_path / "x.npz"])
+    err = _exit_message(
+        capsys, ["encode", "--tokenizer", tok, "--input", gif, "--output", tmp_path / "x.npz"]
+    )
     assert str(gif) in err and "12x32x20" in err, err
     assert "--frames 11" in err and "--resize 16" in err and "--crop (centre crop to 32x16)" in err, err
     assert not (tmp_path / "x.npz").exists()
@@ -112,23 +146,76 @@ def test_encode_video_file_with_fitting_options(tok, loaded, tmp_path, capsys):
     assert meta["source_frames"] == 12 and (meta["source_height"], meta["source_width"]) == (32, 20)
     assert meta["fps"] == pytest.approx(8.0, rel=0.05)  # GIF delays are whole centiseconds: 12 cs -> 8.33 fps
     # --resize: short side to 16, centre crop 16x16 (ffmpeg); decode to a GIF of that shape.
-    _encode("--tokenizer", tok, "--input", gif, "--output", tmp_path / "y.npz", "--frames", "9", "--resize", "16")
-    cli.main(["decode", "--tokenizer", str(tok), "--input", str(tmp_path / "y.npz"), "--output",
-              str(tmp_path / "y.gif")])
+    _encode(
+        "--tokenizer", tok, "--input", gif, "--output", tmp_path / "y.npz", "--frames", "9", "--resize", "16"
+    )
+    cli.main(
+        [
+            "decode",
+            "--tokenizer",
+            str(tok),
+            "--input",
+            str(tmp_path / "y.npz"),
+            "--output",
+            str(tmp_path / "y.gif"),
+        ]
+    )
     assert video_io.read_video(tmp_path / "y.gif").shape == (9, 16, 16, 3)
     # Bad option values say what would work.
-    err = _exit_message(capsys, ["encode", "--tokenizer", tok, "--input", gif, "--output", tmp_path / "z.npz",
-                                 "--frames", "10", "--crop"])
+    err = _exit_message(
+        capsys,
+        [
+            "encode",
+            "--tokenizer",
+            tok,
+            "--input",
+            gif,
+            "--output",
+            tmp_path / "z.npz",
+            "--frames",
+            "10",
+            "--crop",
+        ],
+    )
     assert "--frames 9" in err and "1 + 2k" in err, err
-    err = _exit_message(capsys, ["encode", "--tokenizer", tok, "--input", gif, "--output", tmp_path / "z.npz",
-                                 "--frames", "13", "--crop"])
+    err = _exit_message(
+        capsys,
+        [
+            "encode",
+            "--tokenizer",
+            tok,
+            "--input",
+            gif,
+            "--output",
+            tmp_path / "z.npz",
+            "--frames",
+            "13",
+            "--crop",
+        ],
+    )
     assert "only 12 frames" in err and "--frames 11" in err, err
-    err = _exit_message(capsys, ["encode", "--tokenizer", tok, "--input", gif, "--output", tmp_path / "z.npz",
-                                 "--frames", "9", "--resize", "20"])
+    err = _exit_message(
+        capsys,
+        [
+            "encode",
+            "--tokenizer",
+            tok,
+            "--input",
+            gif,
+            "--output",
+            tmp_path / "z.npz",
+            "--frames",
+            "9",
+            "--resize",
+            "20",
+        ],
+    )
     assert "not a multiple of the spatial compression 8" in err and "16 or 24" in err, err
     (tmp_path / "broken.mp4").write_bytes(b"not a video")
-    err = _exit_message(capsys, ["encode", "--tokenizer", tok, "--input", tmp_path / "broken.mp4", "--output",
-                                 tmp_path / "z.npz"])
+    err = _exit_message(
+        capsys,
+        ["encode", "--tokenizer", tok, "--input", tmp_path / "broken.mp4", "--output", tmp_path / "z.npz"],
+    )
     assert "Cannot read video" in err and "broken.mp4" in err, err
 
 
@@ -136,14 +223,32 @@ def test_clips_cut_a_long_video(tok, loaded, tmp_path):
     model, q = loaded
     video = _clip(7, frames=20)
     np.save(tmp_path / "long.npy", video)
-    _encode("--tokenizer", tok, "--input", tmp_path / "long.npy", "--output", tmp_path / "c.npz", "--frames", "9",
-            "--clips")
+    _encode(
+        "--tokenizer",
+        tok,
+        "--input",
+        tmp_path / "long.npy",
+        "--output",
+        tmp_path / "c.npz",
+        "--frames",
+        "9",
+        "--clips",
+    )
     codes, meta = C.load_codes(tmp_path / "c.npz")
     assert codes.shape == (2, 5, 2, 2) and not meta["single"]
     want = np.asarray(T.encode_video(model, q, np.stack([video[:9], video[9:18]])))
     np.testing.assert_array_equal(codes, want)
-    cli.main(["decode", "--tokenizer", str(tok), "--input", str(tmp_path / "c.npz"), "--output",
-              str(tmp_path / "c.npy")])
+    cli.main(
+        [
+            "decode",
+            "--tokenizer",
+            str(tok),
+            "--input",
+            str(tmp_path / "c.npz"),
+            "--output",
+            str(tmp_path / "c.npy"),
+        ]
+    )
     assert np.load(tmp_path / "c.npy", allow_pickle=False).shape == (2, 9, 16, 16, 3)
     # A clip length that does not fit names the clip lengths that do (compression 2 in time: 9 or 11).
     with pytest.raises(C.CodesError, match="each clip must have 1 \\+ 2k frames; use --frames 9 \\(or 11\\)"):
@@ -153,23 +258,39 @@ def test_clips_cut_a_long_video(tok, loaded, tmp_path):
 def test_decode_refuses_codes_of_another_tokenizer(tok, other_tok, tmp_path, capsys):
     np.save(tmp_path / "v.npy", _clip(1))
     _encode("--tokenizer", tok, "--input", tmp_path / "v.npy", "--output", tmp_path / "v.npz")
-    err = _exit_message(capsys, ["decode", "--tokenizer", other_tok, "--input", tmp_path / "v.npz", "--output",
-                                 tmp_path / "r.npy"])
+    err = _exit_message(
+        capsys,
+        ["decode", "--tokenizer", other_tok, "--input", tmp_path / "v.npz", "--output", tmp_path / "r.npy"],
+    )
     assert "different tokenizer" in err and str(tok.resolve()) in err and str(other_tok.resolve()) in err, err
     assert "64 codes" in err and "32 codes" in err
     assert not (tmp_path / "r.npy").exists()
     # Same architecture, other weights (checkpoint 2 of the same run): refused, with the step to use.
     _encode("--tokenizer", tok, "--input", tmp_path / "v.npy", "--output", tmp_path / "s2.npz", "--step", "2")
-    err = _exit_message(capsys, ["decode", "--tokenizer", tok, "--input", tmp_path / "s2.npz", "--output",
-                                 tmp_path / "r.npy"])
+    err = _exit_message(
+        capsys, ["decode", "--tokenizer", tok, "--input", tmp_path / "s2.npz", "--output", tmp_path / "r.npy"]
+    )
     assert "other weights" in err and "--step 2" in err and "step 3" in err, err
-    cli.main(["decode", "--tokenizer", str(tok), "--step", "2", "--input", str(tmp_path / "s2.npz"), "--output",
-              str(tmp_path / "r.npy")])
+    cli.main(
+        [
+            "decode",
+            "--tokenizer",
+            str(tok),
+            "--step",
+            "2",
+            "--input",
+            str(tmp_path / "s2.npz"),
+            "--output",
+            str(tmp_path / "r.npy"),
+        ]
+    )
     assert np.load(tmp_path / "r.npy", allow_pickle=False).shape == (9, 16, 16, 3)
 
 
 def test_codes_files_are_plain_arrays(tmp_path):
-    np.savez(tmp_path / "obj.npz", codes=np.zeros((5, 2, 2), np.int32), format=np.asarray([{"a": 1}], dtype=object))
+    np.savez(
+        tmp_path / "obj.npz", codes=np.zeros((5, 2, 2), np.int32), format=np.asarray([{"a": 1}], dtype=object)
+    )
     with pytest.raises(C.CodesError, match="not a videogen codes file"):
         C.load_codes(tmp_path / "obj.npz")
     np.savez(tmp_path / "plain.npz", codes=np.zeros((5, 2, 2), np.int32))
@@ -190,12 +311,34 @@ def test_eval_tokenizer_json(tok, loaded, tmp_path, capsys, monkeypatch):
 
     monkeypatch.setattr(fvd, "fvd_from_videos", fake_fvd)
     out = tmp_path / "m" / "heldout.json"
-    cli.main(["eval-tokenizer", "--workdir", str(tok), "--split", "heldout", "--num-clips", "6", "--out", str(out),
-              "--rfvd"])
+    cli.main(
+        [
+            "eval-tokenizer",
+            "--workdir",
+            str(tok),
+            "--split",
+            "heldout",
+            "--num-clips",
+            "6",
+            "--out",
+            str(out),
+            "--rfvd",
+        ]
+    )
     m = json.loads(out.read_text())
     assert m == json.loads(capsys.readouterr().out)
-    for key in ("psnr", "ssim", "usage", "used_codes", "perplexity", "entropy", "judge_all_correct", "judge_colour",
-                "judge_motion", "rfvd"):
+    for key in (
+        "psnr",
+        "ssim",
+        "usage",
+        "used_codes",
+        "perplexity",
+        "entropy",
+        "judge_all_correct",
+        "judge_colour",
+        "judge_motion",
+        "rfvd",
+    ):
         # judge_motion averages over the objects whose colour was found: NaN when none was (3-step tokenizer).
         assert np.isfinite(m[key]) or (key == "judge_motion" and m["judge_colour"] == 0), key
     assert m["split"] == "heldout" and m["step"] == 3 and m["num_clips"] == 6 and m["tokens"] == 6 * 20
@@ -213,7 +356,8 @@ def test_eval_tokenizer_json(tok, loaded, tmp_path, capsys, monkeypatch):
 
 
 def test_eval_tokenizer_renders_more_world_clips_than_the_config_and_refuses_more_than_a_folder_has(
-        tok, tmp_path, capsys):
+    tok, tmp_path, capsys
+):
     # The config's eval world holds 16 clips; the world renders any number, so 24 asked are 24 evaluated.
     m = C.evaluate(tok, num_clips=24, judge=False)
     assert m["num_clips"] == 24
@@ -248,8 +392,17 @@ def test_codes_still_decode_after_a_compute_only_config_change(tok, tmp_path):
     cfg["model"]["remat"] = not cfg["model"]["remat"]
     cfg["model"]["dtype"] = "bfloat16"
     (wd / "config.json").write_text(json.dumps(cfg))
-    cli.main(["decode", "--tokenizer", str(wd), "--input", str(tmp_path / "v.npz"), "--output",
-              str(tmp_path / "r.npy")])
+    cli.main(
+        [
+            "decode",
+            "--tokenizer",
+            str(wd),
+            "--input",
+            str(tmp_path / "v.npz"),
+            "--output",
+            str(tmp_path / "r.npy"),
+        ]
+    )
     assert np.load(tmp_path / "r.npy", allow_pickle=False).shape == (9, 16, 16, 3)
 
 

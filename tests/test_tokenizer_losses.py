@@ -9,10 +9,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
+from test_tokenizer_train import small_config
 
 from tokenizer import losses as L
 from tokenizer import train as T
-from test_tokenizer_train import small_config
 
 
 def _i3d_installed() -> bool:
@@ -107,7 +107,9 @@ def test_edge_weight_in_the_trainer_reweights_only_where_the_target_has_edges():
     for w in (0.0, 10.0):
         step, init = _step_and_init(small_config(**{"loss.edge_weight": w}))
         for name, video in (("flat", flat), ("edged", edged)):
-            _, m = step(init(), jnp.asarray(video), jnp.float32(1e-3))  # same initial weights each time (seed 0)
+            _, m = step(
+                init(), jnp.asarray(video), jnp.float32(1e-3)
+            )  # same initial weights each time (seed 0)
             recon[name, w] = float(m["recon_loss"])
     assert recon["flat", 10.0] == pytest.approx(recon["flat", 0.0], rel=1e-5)
     assert abs(recon["edged", 10.0] - recon["edged", 0.0]) > 1e-3 * recon["edged", 0.0]
@@ -118,8 +120,16 @@ def test_edge_weight_in_the_trainer_reweights_only_where_the_target_has_edges():
 @pytest.mark.slow
 def test_gan_switches_on_at_start_step_and_resumes(tmp_path):
     c = small_config(steps=4, ckpt_every=2)
-    T.apply_overrides(c, ["loss.gan.weight=0.1", "loss.gan.start_step=2", "loss.gan.disc_channels=4",
-                          "loss.gan.disc_channel_multipliers=(1,)", "loss.gan.r1_weight=0.1"])
+    T.apply_overrides(
+        c,
+        [
+            "loss.gan.weight=0.1",
+            "loss.gan.start_step=2",
+            "loss.gan.disc_channels=4",
+            "loss.gan.disc_channel_multipliers=(1,)",
+            "loss.gan.r1_weight=0.1",
+        ],
+    )
     step, init = _step_and_init(c)
     state = init()
     video = jnp.asarray(np.random.default_rng(0).integers(0, 255, (8, 9, 16, 16, 3), dtype=np.uint8))
@@ -131,7 +141,9 @@ def test_gan_switches_on_at_start_step_and_resumes(tmp_path):
         assert all(np.isfinite(float(v)) for v in m.values())
     # Steps 0 and 1 run before start_step: the discriminator is frozen; step 2 updates it.
     assert all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(d0), jax.tree.leaves(history[1])))
-    assert not all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(history[1]), jax.tree.leaves(history[2])))
+    assert not all(
+        np.array_equal(a, b) for a, b in zip(jax.tree.leaves(history[1]), jax.tree.leaves(history[2]))
+    )
     assert "g_loss" in m and "d_loss" in m and "r1" in m
 
     # Through train(): the discriminator is checkpointed and restored with the rest.
@@ -151,6 +163,7 @@ def test_gan_switches_on_at_start_step_and_resumes(tmp_path):
 
 def _saved_train_keys(workdir, step):
     from videogen import checkpointing
+
     return set(checkpointing.make_manager(workdir).item_metadata(step)["train"].keys())
 
 
@@ -163,17 +176,29 @@ def test_gan_switched_on_and_off_between_runs_of_one_workdir(tmp_path, capsys):
     assert "disc" not in _saved_train_keys(tmp_path, 2)
     params_before = jax.tree.leaves(nnx.state(T.load_tokenizer(tmp_path)[0], nnx.Param))
 
-    T.apply_overrides(c, ["steps=4", "loss.gan.weight=0.1", "loss.gan.start_step=0", "loss.gan.disc_channels=4",
-                          "loss.gan.disc_channel_multipliers=(1,)"])
+    T.apply_overrides(
+        c,
+        [
+            "steps=4",
+            "loss.gan.weight=0.1",
+            "loss.gan.start_step=0",
+            "loss.gan.disc_channels=4",
+            "loss.gan.disc_channel_multipliers=(1,)",
+        ],
+    )
     with_gan = T.train(c, tmp_path)
     assert with_gan["resumed_from"] == 2 and with_gan["step"] == 4  # resumed, not restarted
     assert np.isfinite(with_gan["train/d_loss"]) and np.isfinite(with_gan["train/g_loss"])
     assert "discriminator starts fresh" in capsys.readouterr().out
     assert "disc" in _saved_train_keys(tmp_path, 4)
     params_after = jax.tree.leaves(nnx.state(T.load_tokenizer(tmp_path)[0], nnx.Param))
-    assert not all(np.array_equal(a, b) for a, b in zip(params_before, params_after))  # the autoencoder trained on
+    assert not all(
+        np.array_equal(a, b) for a, b in zip(params_before, params_after)
+    )  # the autoencoder trained on
 
-    without = T.train(small_config(steps=6, ckpt_every=2), tmp_path)  # the first run's config: its compiled step
+    without = T.train(
+        small_config(steps=6, ckpt_every=2), tmp_path
+    )  # the first run's config: its compiled step
     assert without["resumed_from"] == 4 and without["step"] == 6 and "train/d_loss" not in without
     assert "the GAN is off" in capsys.readouterr().out
     assert "disc" not in _saved_train_keys(tmp_path, 6)

@@ -77,9 +77,14 @@ def test_conv3d_as_matmul_equals_lax_conv(frames, kernel, strides, c_in, c_out):
     pad = (((kh - 1) // 2, kh // 2), ((kw - 1) // 2, kw // 2))
 
     def lax_conv(x, w):
-        return jax.lax.conv_general_dilated(x, w, strides, ((0, 0),) + pad,
-                                            dimension_numbers=("NTHWC", "THWIO", "NTHWC"),
-                                            precision=jax.lax.Precision.HIGHEST)
+        return jax.lax.conv_general_dilated(
+            x,
+            w,
+            strides,
+            ((0, 0),) + pad,
+            dimension_numbers=("NTHWC", "THWIO", "NTHWC"),
+            precision=jax.lax.Precision.HIGHEST,
+        )
 
     ref = lax_conv(x, w)
     got = conv3d_as_matmul(x, w, strides, pad)
@@ -99,7 +104,10 @@ def test_conv_impls_share_params_and_function(tiny_video):
     import dataclasses
 
     cfg = AutoencoderConfig.tiny(pixel_mlp_dim=16, chroma_gain=4.0)
-    models = {impl: Autoencoder(dataclasses.replace(cfg, conv_impl=impl), rngs=nnx.Rngs(3)) for impl in ("lax", "matmul")}
+    models = {
+        impl: Autoencoder(dataclasses.replace(cfg, conv_impl=impl), rngs=nnx.Rngs(3))
+        for impl in ("lax", "matmul")
+    }
     states = {k: nnx.state(m, nnx.Param) for k, m in models.items()}
     assert jax.tree.structure(states["lax"]) == jax.tree.structure(states["matmul"])
     for a, b in zip(jax.tree.leaves(states["lax"]), jax.tree.leaves(states["matmul"])):
@@ -116,7 +124,9 @@ def test_conv_impls_share_params_and_function(tiny_video):
 def test_compression_is_reachable_by_config():
     assert AutoencoderConfig().compression == (4, 8, 8)
     assert AutoencoderConfig(patch_size=2).compression == (4, 16, 16)
-    five = AutoencoderConfig(channel_multipliers=(1, 2, 2, 4, 4), temporal_downsample=(False, False, True, True))
+    five = AutoencoderConfig(
+        channel_multipliers=(1, 2, 2, 4, 4), temporal_downsample=(False, False, True, True)
+    )
     assert five.compression == (4, 16, 16)
     assert AutoencoderConfig(temporal_downsample=(False, False, False)).compression == (1, 8, 8)
     assert AutoencoderConfig.tiny().compression == (4, 8, 8)
@@ -149,8 +159,9 @@ def test_amplify_chroma_keeps_luma_and_inverts():
     x = _video((2, 3, 4, 4, 3), seed=3)
     y = amplify_chroma(x, 6.0)
     np.testing.assert_allclose(np.mean(y, -1), np.mean(x, -1), atol=1e-6)  # luminance untouched
-    np.testing.assert_allclose(y - np.mean(y, -1, keepdims=True), 6.0 * (x - np.mean(x, -1, keepdims=True)),
-                               atol=1e-5)
+    np.testing.assert_allclose(
+        y - np.mean(y, -1, keepdims=True), 6.0 * (x - np.mean(x, -1, keepdims=True)), atol=1e-5
+    )
     np.testing.assert_allclose(amplify_chroma(y, 1 / 6.0), x, atol=1e-5)
     grey = jnp.broadcast_to(x[..., :1], x.shape)
     np.testing.assert_allclose(amplify_chroma(grey, 6.0), grey, atol=1e-5)  # grey pixels have no chroma
@@ -202,7 +213,7 @@ def test_codes_are_causal_and_frame_zero_is_the_image(tiny, tiny_video, tiny_lat
         perturbed = tiny_video.at[:, cut:].set(_video((1, 17 - cut, 32, 32, 3), seed=30 + j))
         got = codes(_encode(tiny, perturbed))
         np.testing.assert_array_equal(got[:, : j + 1], ref[:, : j + 1])
-        assert (got[:, j + 1:] != ref[:, j + 1:]).any()  # later codes do see the change
+        assert (got[:, j + 1 :] != ref[:, j + 1 :]).any()  # later codes do see the change
 
 
 def test_decoder_is_causal(tiny, tiny_latents):
@@ -303,7 +314,9 @@ def test_traced_init_matches_shapes():
     assert shapes(abstract) == shapes(concrete)
 
 
-@pytest.mark.parametrize("conv_impl, conv_primitive", [("lax", "conv_general_dilated"), ("matmul", "dot_general")])
+@pytest.mark.parametrize(
+    "conv_impl, conv_primitive", [("lax", "conv_general_dilated"), ("matmul", "dot_general")]
+)
 def test_bf16_compute_is_finite(conv_impl, conv_primitive):
     cfg = AutoencoderConfig.tiny(num_res_blocks=1, dtype="bfloat16", conv_impl=conv_impl)
     model = Autoencoder(cfg, rngs=nnx.Rngs(4))
@@ -384,4 +397,5 @@ def test_position_norm_keeps_positions_independent():
         elsewhere = float(jnp.abs(norm(bright) - norm(x))[:, :, 1:].max())
         assert (elsewhere == 0.0) == per_position
         assert jax.tree.structure(nnx.state(norm)) == jax.tree.structure(
-            nnx.state(FrameGroupNorm(16, 4, dtype=jnp.float32, rngs=nnx.Rngs(0))))
+            nnx.state(FrameGroupNorm(16, 4, dtype=jnp.float32, rngs=nnx.Rngs(0)))
+        )

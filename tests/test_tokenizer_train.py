@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 from flax import nnx
 from scipy import ndimage
+from workdirs import tensorboard_tags, tiny_tokenizer_config
 
 from tokenizer import evaluate as E
 from tokenizer import train as T
@@ -23,7 +24,6 @@ from tokenizer.model import Autoencoder
 from tokenizer.quantizers import make_quantizer
 from videogen.data.sources import build_source
 from videogen.mesh import make_mesh
-from workdirs import tensorboard_tags, tiny_tokenizer_config
 
 CONFIG = "experiments/tokenizer_world.py"
 ROOT = Path(__file__).resolve().parents[1]
@@ -35,12 +35,20 @@ def small_config(**overrides):
     c = tiny_tokenizer_config(
         "batch_size=8",
         # Constant learning rate: a run of N steps is then a prefix of any longer run (resume test).
-        "optim.lr=3e-3", "optim.warmup_steps=0", "optim.min_lr_ratio=1.0",
-        "eval.every=0", "eval.num_clips=16", "eval.batch_size=8", "eval.num_samples=4", "eval.data.num_clips=16",
-        "log_every=5", "quiet=True",
+        "optim.lr=3e-3",
+        "optim.warmup_steps=0",
+        "optim.min_lr_ratio=1.0",
+        "eval.every=0",
+        "eval.num_clips=16",
+        "eval.batch_size=8",
+        "eval.num_samples=4",
+        "eval.data.num_clips=16",
+        "log_every=5",
+        "quiet=True",
         # Plain L2: the thresholds below were set on it (with the tiny config's edge weighting, recon_loss
         # fell to 0.80x in 30 steps, not below it); tests/test_tokenizer_losses.py covers edge weighting.
-        "loss.edge_weight=0.0")
+        "loss.edge_weight=0.0",
+    )
     T.apply_overrides(c, [f"{k}={v}" for k, v in overrides.items()])
     return c
 
@@ -79,7 +87,9 @@ def test_psnr_ssim_identical_and_known_values():
     # Constant frames: SSIM reduces to the luminance term (2ab + C1) / (a^2 + b^2 + C1).
     a, b = np.full((1, 16, 16, 3), 100.0), np.full((1, 16, 16, 3), 140.0)
     c1 = (0.01 * 255) ** 2
-    np.testing.assert_allclose(np.asarray(E.ssim(a, b)), (2 * 100 * 140 + c1) / (100**2 + 140**2 + c1), rtol=1e-5)
+    np.testing.assert_allclose(
+        np.asarray(E.ssim(a, b)), (2 * 100 * 140 + c1) / (100**2 + 140**2 + c1), rtol=1e-5
+    )
     with pytest.raises(ValueError, match="at least 11x11"):
         E.ssim(np.zeros((1, 8, 8, 3)), np.zeros((1, 8, 8, 3)))
 
@@ -87,8 +97,12 @@ def test_psnr_ssim_identical_and_known_values():
 def test_ssim_matches_scipy_reference_and_skimage():
     x, y = _pair()
     got = np.asarray(E.ssim(x, y))  # per clip: mean over frames
-    ref = [np.mean([np.mean([_ssim_scipy(x[b, t, ..., c], y[b, t, ..., c]) for c in range(3)]) for t in range(3)])
-           for b in range(2)]
+    ref = [
+        np.mean(
+            [np.mean([_ssim_scipy(x[b, t, ..., c], y[b, t, ..., c]) for c in range(3)]) for t in range(3)]
+        )
+        for b in range(2)
+    ]
     np.testing.assert_allclose(got, ref, rtol=1e-5)
     # skimage 0.26 structural_similarity(gaussian_weights=True, sigma=1.5, use_sample_covariance=False,
     # data_range=255, channel_axis=-1), averaged over the 3 frames (computed once, not a dependency).
@@ -110,10 +124,20 @@ def test_config_variants_and_overrides():
         assert ae.compression == compression and ae.code_dim == c.quantizer.lfq.num_bits
         assert c.data.resolution // ae.compression[1] == 8
         T.check_input_shape(ae, c.data.num_frames, c.data.resolution, c.data.resolution)
-    T.apply_overrides(tiny, ["--config.steps=7", "optim.lr=1", "--config.model.channel_multipliers=[1,2]",
-                             "model.temporal_downsample=(True,)", "model.spatial_downsample=[True]",
-                             "--config.model.dtype=bfloat16", "--config.quantizer.kind=fsq",
-                             "--config.quantizer.fsq.levels=(5,5,5)", "quantizer.lfq.max_entropy_group_bits=8"])
+    T.apply_overrides(
+        tiny,
+        [
+            "--config.steps=7",
+            "optim.lr=1",
+            "--config.model.channel_multipliers=[1,2]",
+            "model.temporal_downsample=(True,)",
+            "model.spatial_downsample=[True]",
+            "--config.model.dtype=bfloat16",
+            "--config.quantizer.kind=fsq",
+            "--config.quantizer.fsq.levels=(5,5,5)",
+            "quantizer.lfq.max_entropy_group_bits=8",
+        ],
+    )
     assert tiny.steps == 7 and tiny.optim.lr == 1.0 and isinstance(tiny.optim.lr, float)
     assert tiny.model.channel_multipliers == (1, 2) and tiny.model.dtype == "bfloat16"
     assert T.quantizer_kwargs(tiny) == {"kind": "fsq", "levels": [5, 5, 5]}
@@ -137,8 +161,9 @@ def test_evaluate_untrained_tokenizer_on_a_split(tmp_path):
     source = build_source(T.eval_data_spec(c), "test")
     mesh = make_mesh({"data": -1})
     # 13 clips with batches of 8: the second batch is padded, padding must not count.
-    m = E.evaluate_tokenizer(model, q, source, batch_size=8, mesh=mesh, num_clips=13, num_samples=3,
-                             sample_path=tmp_path / "s.gif")
+    m = E.evaluate_tokenizer(
+        model, q, source, batch_size=8, mesh=mesh, num_clips=13, num_samples=3, sample_path=tmp_path / "s.gif"
+    )
     assert m["num_clips"] == 13
     tokens_per_clip = 5 * 2 * 2  # 9 frames -> 5 latent frames, 16 px / 8 -> 2x2
     assert m["tokens"] == 13 * tokens_per_clip
@@ -179,22 +204,44 @@ def test_train_end_to_end_loss_decreases(run30):
     assert last["recon_loss"] < 0.8 * first["recon_loss"], (first["recon_loss"], last["recon_loss"])
     assert last["loss"] < first["loss"] and last["psnr"] > first["psnr"] + 1.0
     assert final["step"] == 30 and final["data_step"] == 30 and final["resumed_from"] is None
-    for key in ("eval/psnr", "eval/ssim", "eval/usage", "eval/perplexity", "eval/judge_all_correct", "s_per_step",
-                "train/lr", "train/steps_per_sec", "train/q/perplexity"):
+    for key in (
+        "eval/psnr",
+        "eval/ssim",
+        "eval/usage",
+        "eval/perplexity",
+        "eval/judge_all_correct",
+        "s_per_step",
+        "train/lr",
+        "train/steps_per_sec",
+        "train/q/perplexity",
+    ):
         assert key in final and np.isfinite(final[key]), key
     assert 0.0 < final["eval/usage"] <= 1.0 and 0.0 <= final["eval/judge_all_correct"] <= 1.0
     assert final["train/lr"] == pytest.approx(3e-3)
     # Artifacts: TensorBoard events, samples, resolved config, checkpoints every 5 steps.
     tags = tensorboard_tags(workdir)
-    for tag in ("train/loss", "train/q/perplexity", "eval/psnr", "eval/ssim", "eval/usage", "eval/perplexity"):
+    for tag in (
+        "train/loss",
+        "train/q/perplexity",
+        "eval/psnr",
+        "eval/ssim",
+        "eval/usage",
+        "eval/perplexity",
+    ):
         assert (tag, 30, "simple_value") in tags, tag
     assert ("eval/reconstructions", 30, "image") in tags
     for suffix in (".gif", ".mp4", ".png"):
         assert (workdir / "samples" / f"step_000030{suffix}").is_file(), suffix
     assert json.loads((workdir / "config.json").read_text())["steps"] == 30
     assert T.latest_step(workdir) == 30
-    assert sorted(int(p.name) for p in (workdir / "checkpoints").iterdir() if p.name.isdigit()) == [5, 10, 15, 20,
-                                                                                                      25, 30]
+    assert sorted(int(p.name) for p in (workdir / "checkpoints").iterdir() if p.name.isdigit()) == [
+        5,
+        10,
+        15,
+        20,
+        25,
+        30,
+    ]
 
 
 def test_load_tokenizer_encode_decode(run30):
@@ -241,14 +288,24 @@ def test_resume_continues_from_checkpoint_and_pipeline_position(run30, tmp_path)
         np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-4, atol=1e-6)
     ema_r, _, _ = T.load_tokenizer(tmp_path)
     ema_s, _, _ = T.load_tokenizer(workdir30, step=15)
-    for x, y in zip(jax.tree.leaves(nnx.state(ema_r, nnx.Param)), jax.tree.leaves(nnx.state(ema_s, nnx.Param))):
+    for x, y in zip(
+        jax.tree.leaves(nnx.state(ema_r, nnx.Param)), jax.tree.leaves(nnx.state(ema_s, nnx.Param))
+    ):
         np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-4, atol=1e-6)
 
 
 def test_vq_bfloat16_run_saves_and_resumes_quantizer_state(tmp_path):
     """VQ keeps state outside the params (EMA codebook, counts, a typed PRNG key): it is checkpointed too."""
-    cfg = dict(steps=3, ckpt_every=3, **{"quantizer.kind": "vq", "quantizer.vq.codebook_size": 32,
-                                         "quantizer.vq.code_dim": 4, "model.dtype": "bfloat16"})
+    cfg = dict(
+        steps=3,
+        ckpt_every=3,
+        **{
+            "quantizer.kind": "vq",
+            "quantizer.vq.codebook_size": 32,
+            "quantizer.vq.code_dim": 4,
+            "model.dtype": "bfloat16",
+        },
+    )
     T.train(small_config(**cfg), tmp_path)
     _, q3, _ = T.load_tokenizer(tmp_path)
     assert jax.dtypes.issubdtype(q3.restart_rng.key[...].dtype, jax.dtypes.prng_key)

@@ -1,6 +1,5 @@
 """The built-in world: deterministic, physically exact, captions true for the first T frames."""
 
-
 import numpy as np
 import pytest
 
@@ -30,9 +29,15 @@ def test_shapes_for_any_resolution_and_length(resolution, num_frames):
     assert ex["attributes"].shape == (world.MAX_OBJECTS, 4)
 
 
-@pytest.mark.parametrize("kwargs,match", [({"resolution": 30}, "multiple of 8"), ({"num_frames": 0}, ">= 1"),
-                                          ({"max_objects": 4}, "max_objects"),
-                                          ({"held_out": ((("colour", "purple"),),)}, "unknown attribute")])
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        ({"resolution": 30}, "multiple of 8"),
+        ({"num_frames": 0}, ">= 1"),
+        ({"max_objects": 4}, "max_objects"),
+        ({"held_out": ((("colour", "purple"),),)}, "unknown attribute"),
+    ],
+)
 def test_bad_config_is_a_clear_error(kwargs, match):
     with pytest.raises(ValueError, match=match):
         world.WorldConfig(**kwargs)
@@ -111,7 +116,9 @@ def test_render_any_window_of_frames():
     assert np.array_equal(long[:17], world.render(spec))
     assert np.array_equal(long[50:60], world.render(spec, num_frames=10, start_frame=50))
     meta = world.metadata(spec, num_frames=80)
-    assert np.allclose(meta["positions"][50:60], world.metadata(spec, 10, start_frame=50)["positions"], equal_nan=True)
+    assert np.allclose(
+        meta["positions"][50:60], world.metadata(spec, 10, start_frame=50)["positions"], equal_nan=True
+    )
 
 
 def test_objects_never_overlap_within_the_clip():
@@ -119,9 +126,11 @@ def test_objects_never_overlap_within_the_clip():
     for spec in _clips(cfg, n=150):
         R = spec.resolution
         for i, a in enumerate(spec.objects):
-            for b in spec.objects[i + 1:]:
+            for b in spec.objects[i + 1 :]:
                 gap = np.linalg.norm(world.trajectory(a, R, 17) - world.trajectory(b, R, 17), axis=-1).min()
-                assert gap >= world.bounding_radius(a.shape, a.radius(R)) + world.bounding_radius(b.shape, b.radius(R))
+                assert gap >= world.bounding_radius(a.shape, a.radius(R)) + world.bounding_radius(
+                    b.shape, b.radius(R)
+                )
 
 
 def test_metadata_matches_rendered_centroids():
@@ -139,7 +148,7 @@ def test_metadata_matches_rendered_centroids():
 
 def test_held_out_combinations():
     cfg = world.WorldConfig(resolution=32, max_objects=3)
-    for split, expect in (("train", False), ("test", False)):
+    for split in ("train", "test"):
         for spec in _clips(cfg, split, 500):
             assert not any(o.matches(c) for o in spec.objects for c in cfg.held_out), (split, spec.caption)
     held = _clips(cfg, "heldout", 300)

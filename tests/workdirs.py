@@ -11,9 +11,17 @@ ROOT = Path(__file__).resolve().parents[1]
 # The tiny tokenizer variant shrunk to 16x16x9 clips, a 2-stage width-8 model without res blocks:
 # compression 2x8x8 -> a 5x2x2 = 20-token grid, LFQ 6 bits (64 codes).
 TINY_TOKENIZER_OVERRIDES = [
-    "data.resolution=16", "data.num_frames=9", "model.channels=8", "model.num_groups=4",
-    "model.channel_multipliers=(1,2)", "model.num_res_blocks=0", "model.use_adaptive_group_norm=False",
-    "model.temporal_downsample=(True,)", "model.spatial_downsample=(True,)", "quantizer.lfq.num_bits=6"]
+    "data.resolution=16",
+    "data.num_frames=9",
+    "model.channels=8",
+    "model.num_groups=4",
+    "model.channel_multipliers=(1,2)",
+    "model.num_res_blocks=0",
+    "model.use_adaptive_group_norm=False",
+    "model.temporal_downsample=(True,)",
+    "model.spatial_downsample=(True,)",
+    "quantizer.lfq.num_bits=6",
+]
 
 
 def tiny_tokenizer_config(*extra: str):
@@ -46,8 +54,8 @@ def tensorboard_tags(workdir: Path) -> set[tuple[str, int, str]]:
     for f in sorted((Path(workdir) / "tb").glob("events.out.tfevents.*")):
         data, i = f.read_bytes(), 0
         while i + 12 <= len(data):
-            n = struct.unpack("<Q", data[i:i + 8])[0]
-            event = event_pb2.Event.FromString(data[i + 12:i + 12 + n])
+            n = struct.unpack("<Q", data[i : i + 8])[0]
+            event = event_pb2.Event.FromString(data[i + 12 : i + 12 + n])
             i += 12 + n + 4
             tags.update((v.tag, event.step, v.WhichOneof("value")) for v in event.summary.value)
     return tags

@@ -16,5 +16,13 @@ from tokenizer.train import (  # noqa: F401  (re-exported)
     quantizer_kwargs,
 )
 
-__all__ = ["COMPUTE_ONLY_MODEL_KEYS", "Tokenizer", "abstract_tokenizer", "decode_indices", "encode_video", "latest_step",
-           "load_tokenizer", "quantizer_kwargs"]
+__all__ = [
+    "COMPUTE_ONLY_MODEL_KEYS",
+    "Tokenizer",
+    "abstract_tokenizer",
+    "decode_indices",
+    "encode_video",
+    "latest_step",
+    "load_tokenizer",
+    "quantizer_kwargs",
+]

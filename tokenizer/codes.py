@@ -115,38 +115,53 @@ class LoadedTokenizer:
         self.compression = tuple(int(c) for c in self.model.config.compression)
         self.codebook_size = int(self.quantizer.codebook_size)
         # how it computes (dtype, remat, conv_impl), not what: free to change on a resume, so not the identity
-        model = {k: v for k, v in _plain(self.config.model).items() if k not in tok_api.COMPUTE_ONLY_MODEL_KEYS}
-        self.config_json = _canonical_json({"model": model,
-                                            "quantizer": tok_api.quantizer_kwargs(self.config)})
+        model = {
+            k: v for k, v in _plain(self.config.model).items() if k not in tok_api.COMPUTE_ONLY_MODEL_KEYS
+        }
+        self.config_json = _canonical_json(
+            {"model": model, "quantizer": tok_api.quantizer_kwargs(self.config)}
+        )
         self.config_hash = hashlib.sha256(self.config_json.encode()).hexdigest()[:16]
         self.weights_hash = weights_hash(self.model, self.quantizer)
         self.resolution = int(self.config.data.resolution)
         self.num_frames = int(self.config.data.num_frames)
 
     def describe(self) -> str:
-        return (f"{self.workdir} (step {self.step}, config hash {self.config_hash}, weights hash "
-                f"{self.weights_hash}, {self.codebook_size} codes)")
+        return (
+            f"{self.workdir} (step {self.step}, config hash {self.config_hash}, weights hash "
+            f"{self.weights_hash}, {self.codebook_size} codes)"
+        )
 
     def identity(self) -> dict:
-        return {"codebook_size": self.codebook_size, "compression": np.asarray(self.compression, np.int32),
-                "tokenizer_config": self.config_json, "config_hash": self.config_hash,
-                "weights_hash": self.weights_hash, "tokenizer_workdir": str(self.workdir),
-                "tokenizer_step": self.step, "ema": True}
+        return {
+            "codebook_size": self.codebook_size,
+            "compression": np.asarray(self.compression, np.int32),
+            "tokenizer_config": self.config_json,
+            "config_hash": self.config_hash,
+            "weights_hash": self.weights_hash,
+            "tokenizer_workdir": str(self.workdir),
+            "tokenizer_step": self.step,
+            "ema": True,
+        }
 
     def encode(self, clips: np.ndarray) -> np.ndarray:
         """uint8 ``[N, T, H, W, 3]`` -> int32 ``[N, t, h, w]`` (tokenizer.train.encode_video, in chunks)."""
         from tokenizer import api as tok_api
 
-        out = [np.asarray(tok_api.encode_video(self.model, self.quantizer, clips[i:i + _ENCODE_CHUNK]))
-               for i in range(0, len(clips), _ENCODE_CHUNK)]
+        out = [
+            np.asarray(tok_api.encode_video(self.model, self.quantizer, clips[i : i + _ENCODE_CHUNK]))
+            for i in range(0, len(clips), _ENCODE_CHUNK)
+        ]
         return np.concatenate(out).astype(np.int32)
 
     def decode(self, codes: np.ndarray) -> np.ndarray:
         """int ``[N, t, h, w]`` -> uint8 ``[N, T, H, W, 3]`` (tokenizer.train.decode_indices, in chunks)."""
         from tokenizer import api as tok_api
 
-        out = [np.asarray(tok_api.decode_indices(self.model, self.quantizer, codes[i:i + _ENCODE_CHUNK]))
-               for i in range(0, len(codes), _ENCODE_CHUNK)]
+        out = [
+            np.asarray(tok_api.decode_indices(self.model, self.quantizer, codes[i : i + _ENCODE_CHUNK]))
+            for i in range(0, len(codes), _ENCODE_CHUNK)
+        ]
         return np.concatenate(out)
 
 
@@ -161,7 +176,11 @@ def save_codes(path: str | os.PathLike, codes: np.ndarray, meta: dict) -> Path:
     if path.suffix != ".npz":
         raise CodesError(f"{path}: the codes file must end in .npz.")
     path.parent.mkdir(parents=True, exist_ok=True)
-    arrays = {"codes": np.asarray(codes, np.int32), "format": np.asarray(FORMAT), "version": np.asarray(VERSION)}
+    arrays = {
+        "codes": np.asarray(codes, np.int32),
+        "format": np.asarray(FORMAT),
+        "version": np.asarray(VERSION),
+    }
     for k, v in meta.items():
         arr = np.asarray(v)
         if arr.dtype == object:
@@ -177,20 +196,29 @@ def load_codes(path: str | os.PathLike) -> tuple[np.ndarray, dict]:
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found.")
     if not zipfile.is_zipfile(path):  # what np.load would report about anything else points the wrong way
-        raise CodesError(f"{path} is not a videogen codes file (an .npz written by `videogen encode`)"
-                         + (f"; decode reads codes, and {path.suffix} is a video: encode it first"
-                            if path.suffix.lower() in VIDEO_SUFFIXES else "") + ".")
+        raise CodesError(
+            f"{path} is not a videogen codes file (an .npz written by `videogen encode`)"
+            + (
+                f"; decode reads codes, and {path.suffix} is a video: encode it first"
+                if path.suffix.lower() in VIDEO_SUFFIXES
+                else ""
+            )
+            + "."
+        )
     try:
         with np.load(path, allow_pickle=False) as z:
             data = {k: z[k] for k in z.files}
     except ValueError as err:  # object arrays need pickle: not a file this module wrote
         raise CodesError(f"{path} is not a videogen codes file ({err}).") from None
     if "codes" not in data or str(data.get("format", "")) != FORMAT:
-        raise CodesError(f"{path} is not a videogen codes file (written by `videogen encode`): it has entries "
-                         f"{sorted(data)}.")
+        raise CodesError(
+            f"{path} is not a videogen codes file (written by `videogen encode`): it has entries "
+            f"{sorted(data)}."
+        )
     if int(data["version"]) > VERSION:
-        raise CodesError(f"{path} has codes format version {int(data['version'])}; this videogen reads up to "
-                         f"{VERSION}.")
+        raise CodesError(
+            f"{path} has codes format version {int(data['version'])}; this videogen reads up to {VERSION}."
+        )
     codes = data.pop("codes")
     meta = {k: (v.item() if v.ndim == 0 else v) for k, v in data.items()}
     if codes.ndim == 3:
@@ -220,18 +248,26 @@ def _identity(config_json: str | None) -> str | None:
 
 def check_same_tokenizer(meta: dict, tok: LoadedTokenizer, path: str | os.PathLike) -> None:
     """Raises a CodesError naming both tokenizers when the codes were made by another one."""
-    theirs = (f"{meta.get('tokenizer_workdir', '?')} (step {meta.get('tokenizer_step', '?')}, config hash "
-              f"{meta.get('config_hash', '?')}, weights hash {meta.get('weights_hash', '?')}, "
-              f"{meta.get('codebook_size', '?')} codes)")
-    if _identity(meta.get("tokenizer_config")) != _identity(tok.config_json) or \
-            int(meta.get("codebook_size", -1)) != tok.codebook_size:
-        raise CodesError(f"{path} was encoded by a different tokenizer: {theirs}; --tokenizer is "
-                         f"{tok.describe()}. Decode with --tokenizer {meta.get('tokenizer_workdir', '?')}.")
+    theirs = (
+        f"{meta.get('tokenizer_workdir', '?')} (step {meta.get('tokenizer_step', '?')}, config hash "
+        f"{meta.get('config_hash', '?')}, weights hash {meta.get('weights_hash', '?')}, "
+        f"{meta.get('codebook_size', '?')} codes)"
+    )
+    if (
+        _identity(meta.get("tokenizer_config")) != _identity(tok.config_json)
+        or int(meta.get("codebook_size", -1)) != tok.codebook_size
+    ):
+        raise CodesError(
+            f"{path} was encoded by a different tokenizer: {theirs}; --tokenizer is "
+            f"{tok.describe()}. Decode with --tokenizer {meta.get('tokenizer_workdir', '?')}."
+        )
     if meta.get("weights_hash") != tok.weights_hash:
-        hint = (f"--tokenizer {meta.get('tokenizer_workdir', '?')} --step {meta.get('tokenizer_step', '?')}")
-        raise CodesError(f"{path} was encoded by a tokenizer with the same architecture but other weights: "
-                         f"{theirs}; --tokenizer is {tok.describe()}. Its codes mean different things here; "
-                         f"decode with {hint}.")
+        hint = f"--tokenizer {meta.get('tokenizer_workdir', '?')} --step {meta.get('tokenizer_step', '?')}"
+        raise CodesError(
+            f"{path} was encoded by a tokenizer with the same architecture but other weights: "
+            f"{theirs}; --tokenizer is {tok.describe()}. Its codes mean different things here; "
+            f"decode with {hint}."
+        )
 
 
 # ============================================================================================
@@ -258,7 +294,7 @@ def _resize_short_side_crop(video: np.ndarray, size: int) -> np.ndarray:
 
 def _centre_crop(video: np.ndarray, h: int, w: int) -> np.ndarray:
     top, left = (video.shape[-3] - h) // 2, (video.shape[-2] - w) // 2
-    return video[..., top:top + h, left:left + w, :]
+    return video[..., top : top + h, left : left + w, :]
 
 
 def _parse_frames(value: str | None) -> int | str | None:
@@ -273,9 +309,18 @@ def _parse_frames(value: str | None) -> int | str | None:
     return n
 
 
-def fit_clips(video: np.ndarray, tok_compression: tuple[int, int, int], *, name: str, frames=None, start: int = 0,
-              resize: int | None = None, crop: bool = False, clips: bool = False,
-              trained_resolution: int | None = None) -> np.ndarray:
+def fit_clips(
+    video: np.ndarray,
+    tok_compression: tuple[int, int, int],
+    *,
+    name: str,
+    frames=None,
+    start: int = 0,
+    resize: int | None = None,
+    crop: bool = False,
+    clips: bool = False,
+    trained_resolution: int | None = None,
+) -> np.ndarray:
     """uint8 ``[T, H, W, 3]`` (or ``[N, T, H, W, 3]``) -> ``[N, T', H', W', 3]`` that the tokenizer takes.
 
     Applies ``start`` / ``frames`` / ``clips`` in time and ``resize`` / ``crop`` in space (resize already
@@ -292,35 +337,45 @@ def fit_clips(video: np.ndarray, tok_compression: tuple[int, int, int], *, name:
     if frames == "auto":
         frames = largest_fitting_frames(avail, ct)
     if clips and frames is None:
-        raise CodesError(f"{name}: --clips needs --frames (the length of each clip, 1 + {ct}k, e.g. "
-                         f"{largest_fitting_frames(min(avail, 17), ct)}).")
+        raise CodesError(
+            f"{name}: --clips needs --frames (the length of each clip, 1 + {ct}k, e.g. "
+            f"{largest_fitting_frames(min(avail, 17), ct)})."
+        )
     if clips and n_in > 1:
         raise CodesError(f"{name}: --clips cuts one video into clips; this input already holds {n_in} clips.")
     if clips and (frames - 1) % ct:
-        raise CodesError(f"{name}: --clips --frames {frames}: each clip must have 1 + {ct}k frames; use --frames "
-                         f"{largest_fitting_frames(frames, ct)} (or {largest_fitting_frames(frames, ct) + ct}).")
+        raise CodesError(
+            f"{name}: --clips --frames {frames}: each clip must have 1 + {ct}k frames; use --frames "
+            f"{largest_fitting_frames(frames, ct)} (or {largest_fitting_frames(frames, ct) + ct})."
+        )
     if frames is not None and frames > avail:
-        raise CodesError(f"{name}: --frames {frames} but it has only {avail} frames from frame {start}; use "
-                         f"--frames {largest_fitting_frames(avail, ct)} (or --frames auto).")
+        raise CodesError(
+            f"{name}: --frames {frames} but it has only {avail} frames from frame {start}; use "
+            f"--frames {largest_fitting_frames(avail, ct)} (or --frames auto)."
+        )
     # Spatial fitting first (cheap on fewer frames would be nicer, but clips need every frame anyway).
     if resize is not None:
         if resize % cs:
-            raise CodesError(f"{name}: --resize {resize} is not a multiple of the spatial compression {cs}; use "
-                             f"{max(cs, (resize // cs) * cs)} or {(resize // cs + 1) * cs}.")
+            raise CodesError(
+                f"{name}: --resize {resize} is not a multiple of the spatial compression {cs}; use "
+                f"{max(cs, (resize // cs) * cs)} or {(resize // cs + 1) * cs}."
+            )
         if (h, w) != (resize, resize):
             batch = np.stack([_resize_short_side_crop(v, resize) for v in batch])
     elif crop:
         nh, nw = (h // cs) * cs, (w // cs) * cs
         if nh < cs or nw < cs:
-            raise CodesError(f"{name}: {h}x{w} frames are smaller than the spatial compression {cs}; use --resize "
-                             f"{trained_resolution or cs}.")
+            raise CodesError(
+                f"{name}: {h}x{w} frames are smaller than the spatial compression {cs}; use --resize "
+                f"{trained_resolution or cs}."
+            )
         batch = _centre_crop(batch, nh, nw)
     # Time.
     if clips:
         k = avail // frames
-        batch = batch[0, start:start + k * frames].reshape((k, frames) + batch.shape[2:])
+        batch = batch[0, start : start + k * frames].reshape((k, frames) + batch.shape[2:])
     elif frames is not None:
-        batch = batch[:, start:start + frames]
+        batch = batch[:, start : start + frames]
     elif start:
         batch = batch[:, start:]
     _, t2, h2, w2, _ = batch.shape
@@ -330,17 +385,29 @@ def fit_clips(video: np.ndarray, tok_compression: tuple[int, int, int], *, name:
         fixes.append(f"--frames {largest_fitting_frames(t2, ct)} (the most that fit; or --frames auto)")
     if h2 % cs or w2 % cs or min(h2, w2) < cs:
         problems.append(f"height and width must be multiples of {cs}")
-        r = (trained_resolution if trained_resolution and trained_resolution % cs == 0
-             else max(cs, min(h2, w2) // cs * cs))
-        fixes.append(f"--resize {r} (short side to {r}, centre crop {r}x{r}"
-                     + (f"; the tokenizer was trained at {trained_resolution}x{trained_resolution}"
-                        if trained_resolution else "") + ")")
+        r = (
+            trained_resolution
+            if trained_resolution and trained_resolution % cs == 0
+            else max(cs, min(h2, w2) // cs * cs)
+        )
+        fixes.append(
+            f"--resize {r} (short side to {r}, centre crop {r}x{r}"
+            + (
+                f"; the tokenizer was trained at {trained_resolution}x{trained_resolution}"
+                if trained_resolution
+                else ""
+            )
+            + ")"
+        )
         if h2 >= cs and w2 >= cs:
             fixes.append(f"--crop (centre crop to {h2 // cs * cs}x{w2 // cs * cs})")
     if problems:
-        raise CodesError(f"{name}: video of {t2} frames of {h2}x{w2} (T x H x W = {t2}x{h2}x{w2}) does not fit the "
-                         f"tokenizer's compression {ct}x{cs}x{cs}: {' and '.join(problems)}. Fix: "
-                         + "; ".join(fixes) + ".")
+        raise CodesError(
+            f"{name}: video of {t2} frames of {h2}x{w2} (T x H x W = {t2}x{h2}x{w2}) does not fit the "
+            f"tokenizer's compression {ct}x{cs}x{cs}: {' and '.join(problems)}. Fix: "
+            + "; ".join(fixes)
+            + "."
+        )
     return np.ascontiguousarray(batch)
 
 
@@ -348,12 +415,19 @@ def check_input_suffix(path: str | os.PathLike) -> None:
     """A CodesError unless ``path`` is a video file or a ``.npy`` (by its name)."""
     suffix = Path(path).suffix.lower()
     if suffix != ".npy" and suffix not in VIDEO_SUFFIXES:
-        raise CodesError(f"{path}: unsupported input {suffix or '(no suffix)'}; use a video "
-                         f"({', '.join(VIDEO_SUFFIXES)}) or a .npy of uint8 [T, H, W, 3].")
+        raise CodesError(
+            f"{path}: unsupported input {suffix or '(no suffix)'}; use a video "
+            f"({', '.join(VIDEO_SUFFIXES)}) or a .npy of uint8 [T, H, W, 3]."
+        )
 
 
-def read_input(path: str | os.PathLike, *, fps: float | None = None, resize: int | None = None,
-               max_frames: int | None = None) -> tuple[np.ndarray, dict]:
+def read_input(
+    path: str | os.PathLike,
+    *,
+    fps: float | None = None,
+    resize: int | None = None,
+    max_frames: int | None = None,
+) -> tuple[np.ndarray, dict]:
     """uint8 ``[T, H, W, 3]`` or ``[N, T, H, W, 3]`` from a video file or ``.npy`` + what the source was.
 
     Video files are resampled to ``fps`` and resized (short side to ``resize``, centre crop) by ffmpeg.
@@ -367,18 +441,28 @@ def read_input(path: str | os.PathLike, *, fps: float | None = None, resize: int
     if suffix == ".npy":
         video = checks.npy_video(path, "--input")
         if video.dtype != np.uint8 or video.ndim not in (4, 5) or video.shape[-1] != 3:
-            raise CodesError(f"{path}: a .npy input must be uint8 [T, H, W, 3] or [N, T, H, W, 3], got "
-                             f"{video.dtype} {video.shape}.")
+            raise CodesError(
+                f"{path}: a .npy input must be uint8 [T, H, W, 3] or [N, T, H, W, 3], got "
+                f"{video.dtype} {video.shape}."
+            )
         if fps is not None:
             raise CodesError(f"{path}: --fps resamples video files; a .npy has no timestamps.")
-        info = {"source_frames": video.shape[-4], "source_height": video.shape[-3], "source_width": video.shape[-2],
-                "source_fps": 0.0}
+        info = {
+            "source_frames": video.shape[-4],
+            "source_height": video.shape[-3],
+            "source_width": video.shape[-2],
+            "source_fps": 0.0,
+        }
         return video, info
     check_input_suffix(path)
     probe = video_io.probe_video(path)
     video = video_io.read_video(path, fps=fps, size=resize, max_frames=max_frames)
-    info = {"source_frames": probe["num_frames"], "source_height": probe["height"], "source_width": probe["width"],
-            "source_fps": float(probe["fps"])}
+    info = {
+        "source_frames": probe["num_frames"],
+        "source_height": probe["height"],
+        "source_width": probe["width"],
+        "source_fps": float(probe["fps"]),
+    }
     if max_frames is None and fps is None:
         info["source_frames"] = int(video.shape[0])  # decoded everything: the exact count
     return video, info
@@ -389,27 +473,54 @@ def read_input(path: str | os.PathLike, *, fps: float | None = None, resize: int
 # ============================================================================================
 
 
-def encode_file(tok: LoadedTokenizer, input_path, output_path, *, frames=None, start: int = 0,
-                resize: int | None = None, crop: bool = False, clips: bool = False,
-                fps: float | None = None) -> tuple[np.ndarray, dict]:
+def encode_file(
+    tok: LoadedTokenizer,
+    input_path,
+    output_path,
+    *,
+    frames=None,
+    start: int = 0,
+    resize: int | None = None,
+    crop: bool = False,
+    clips: bool = False,
+    fps: float | None = None,
+) -> tuple[np.ndarray, dict]:
     """Reads ``input_path``, fits it to ``tok``, encodes and writes the codes file; returns (codes, meta)."""
     input_path = Path(input_path)
     frames = _parse_frames(frames) if isinstance(frames, str) else frames
     max_frames = start + frames if isinstance(frames, int) and not clips else None
     video, info = read_input(input_path, fps=fps, resize=resize, max_frames=max_frames)
-    batch = fit_clips(video, tok.compression, name=str(input_path), frames=frames, start=start, resize=resize,
-                      crop=crop, clips=clips, trained_resolution=tok.resolution)
+    batch = fit_clips(
+        video,
+        tok.compression,
+        name=str(input_path),
+        frames=frames,
+        start=start,
+        resize=resize,
+        crop=crop,
+        clips=clips,
+        trained_resolution=tok.resolution,
+    )
     codes = tok.encode(batch)
     single = video.ndim == 4 and not clips
     out_fps = float(fps) if fps is not None else (info["source_fps"] or 8.0)
-    meta = {**tok.identity(), "source": str(input_path), **info, "fps": out_fps, "start": int(start),
-            "frames": batch.shape[1], "height": batch.shape[2], "width": batch.shape[3]}
+    meta = {
+        **tok.identity(),
+        "source": str(input_path),
+        **info,
+        "fps": out_fps,
+        "start": int(start),
+        "frames": batch.shape[1],
+        "height": batch.shape[2],
+        "width": batch.shape[3],
+    }
     save_codes(output_path, codes[0] if single else codes, meta)
     return codes, meta
 
 
-def decode_file(tok: LoadedTokenizer, input_path, output_path, *, fps: float | None = None,
-                check: bool = True) -> np.ndarray:
+def decode_file(
+    tok: LoadedTokenizer, input_path, output_path, *, fps: float | None = None, check: bool = True
+) -> np.ndarray:
     """Reads a codes file, checks it was made by ``tok``, decodes and writes ``output_path`` (mp4/gif/npy).
 
     Several clips go to one ``.npy`` as ``[N, T, H, W, 3]``, or one after another into an mp4/GIF.
@@ -420,13 +531,17 @@ def decode_file(tok: LoadedTokenizer, input_path, output_path, *, fps: float | N
     if check:
         check_same_tokenizer(meta, tok, input_path)
     if codes.min() < 0 or codes.max() >= tok.codebook_size:
-        raise CodesError(f"{input_path}: codes lie in [{codes.min()}, {codes.max()}], outside the codebook "
-                         f"[0, {tok.codebook_size}).")
+        raise CodesError(
+            f"{input_path}: codes lie in [{codes.min()}, {codes.max()}], outside the codebook "
+            f"[0, {tok.codebook_size})."
+        )
     videos = tok.decode(codes)
     output_path = Path(output_path)
     suffix = output_path.suffix.lower()
     if suffix not in (".mp4", ".gif", ".npy"):
-        raise CodesError(f"{output_path}: unsupported output {suffix or '(no suffix)'}; use .mp4, .gif or .npy.")
+        raise CodesError(
+            f"{output_path}: unsupported output {suffix or '(no suffix)'}; use .mp4, .gif or .npy."
+        )
     fps = float(fps if fps is not None else meta.get("fps") or 8.0)
     if suffix == ".npy":
         output_path.parent.mkdir(parents=True, exist_ok=True)
@@ -445,12 +560,23 @@ def encode_command(args) -> None:
     checks.trained_workdir(args.tokenizer, "--tokenizer", expect="tokenizer", step=args.step)
     tok = LoadedTokenizer(args.tokenizer, step=args.step)
     t0 = time.perf_counter()
-    codes, meta = encode_file(tok, args.input, args.output, frames=args.frames, start=args.start,
-                              resize=args.resize, crop=args.crop, clips=args.clips, fps=args.fps)
+    codes, meta = encode_file(
+        tok,
+        args.input,
+        args.output,
+        frames=args.frames,
+        start=args.start,
+        resize=args.resize,
+        crop=args.crop,
+        clips=args.clips,
+        fps=args.fps,
+    )
     n, t, h, w = codes.shape
-    print(f"Wrote {args.output}: {n} clip{'s' * (n != 1)} of {meta['frames']}x{meta['height']}x{meta['width']} "
-          f"pixels -> codes [{n}, {t}, {h}, {w}] of {tok.codebook_size} ({time.perf_counter() - t0:.1f} s; "
-          f"tokenizer {tok.describe()})")
+    print(
+        f"Wrote {args.output}: {n} clip{'s' * (n != 1)} of {meta['frames']}x{meta['height']}x{meta['width']} "
+        f"pixels -> codes [{n}, {t}, {h}, {w}] of {tok.codebook_size} ({time.perf_counter() - t0:.1f} s; "
+        f"tokenizer {tok.describe()})"
+    )
 
 
 def decode_command(args) -> None:
@@ -463,12 +589,21 @@ def decode_command(args) -> None:
     print(f"Wrote {args.output}: video {list(videos.shape)} uint8")
 
 
-def evaluate(workdir, *, split: str | None = None, num_clips: int | None = None, batch_size: int | None = None,
-             step: int | None = None, judge: bool = True, samples: int = 0, rfvd: bool = False,
-             sample_path=None) -> dict:
+def evaluate(
+    workdir,
+    *,
+    split: str | None = None,
+    num_clips: int | None = None,
+    batch_size: int | None = None,
+    step: int | None = None,
+    judge: bool = True,
+    samples: int = 0,
+    rfvd: bool = False,
+    sample_path=None,
+) -> dict:
     """tokenizer.evaluate.evaluate_tokenizer on a workdir's eval source (+ rFVD of reconstructions vs originals)."""
-    from tokenizer import evaluate as eval_lib
     from tokenizer import api as tok_api
+    from tokenizer import evaluate as eval_lib
     from videogen import mesh as mesh_lib
 
     mesh = mesh_lib.make_mesh({"data": -1})
@@ -479,17 +614,34 @@ def evaluate(workdir, *, split: str | None = None, num_clips: int | None = None,
     dp = mesh_lib.data_parallel_size(mesh)
     bs = math.ceil(int(batch_size or config.eval.batch_size) / dp) * dp
     is_world = config.data.get("kind", "world") == "world"
-    metrics = eval_lib.evaluate_tokenizer(model, quantizer, source, batch_size=bs, mesh=mesh, num_clips=n,
-                                          judge=judge and is_world, num_samples=samples, sample_path=sample_path)
-    out = {"workdir": str(Path(workdir).resolve()), "split": split, "step": int(step), "ema": True,
-           "codebook_size": int(quantizer.codebook_size), **metrics}
+    metrics = eval_lib.evaluate_tokenizer(
+        model,
+        quantizer,
+        source,
+        batch_size=bs,
+        mesh=mesh,
+        num_clips=n,
+        judge=judge and is_world,
+        num_samples=samples,
+        sample_path=sample_path,
+    )
+    out = {
+        "workdir": str(Path(workdir).resolve()),
+        "split": split,
+        "step": int(step),
+        "ema": True,
+        "codebook_size": int(quantizer.codebook_size),
+        **metrics,
+    }
     if rfvd:
         from videogen.eval import fvd as fvd_lib
 
         n = int(metrics["num_clips"])
         if config.data.num_frames < fvd_lib.MIN_FRAMES:
-            raise CodesError(f"rFVD needs clips of at least {fvd_lib.MIN_FRAMES} frames (I3D); this tokenizer's "
-                             f"data has {config.data.num_frames}.")
+            raise CodesError(
+                f"rFVD needs clips of at least {fvd_lib.MIN_FRAMES} frames (I3D); this tokenizer's "
+                f"data has {config.data.num_frames}."
+            )
         if n < 2:
             raise CodesError("rFVD needs at least 2 clips (--num-clips).")
         t0 = time.perf_counter()
@@ -498,8 +650,8 @@ def evaluate(workdir, *, split: str | None = None, num_clips: int | None = None,
             items = [source[i]["video"] for i in range(s, min(s + bs, n))]
             video = np.stack(items + [items[-1]] * (bs - len(items)))
             recon = eval_lib.reconstruct(model, quantizer, video, mesh=mesh)[0]
-            originals.extend(video[:len(items)])
-            recons.extend(recon[:len(items)])
+            originals.extend(video[: len(items)])
+            recons.extend(recon[: len(items)])
         out["rfvd"] = float(fvd_lib.fvd_from_videos(np.stack(recons), np.stack(originals)))
         out["rfvd_seconds"] = time.perf_counter() - t0
     return out
@@ -513,9 +665,17 @@ def eval_tokenizer_command(args) -> None:
     sample_path = Path(args.samples_out) if args.samples_out else None
     if sample_path:
         checks.output_file(sample_path, "--samples-out", (".gif",))
-    metrics = evaluate(workdir, split=args.split, num_clips=args.num_clips, batch_size=args.batch_size,
-                       step=args.step, judge=not args.no_judge, samples=args.samples if sample_path else 0,
-                       rfvd=args.rfvd, sample_path=sample_path)
+    metrics = evaluate(
+        workdir,
+        split=args.split,
+        num_clips=args.num_clips,
+        batch_size=args.batch_size,
+        step=args.step,
+        judge=not args.no_judge,
+        samples=args.samples if sample_path else 0,
+        rfvd=args.rfvd,
+        sample_path=sample_path,
+    )
     text = json.dumps(metrics, indent=1)
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
@@ -533,21 +693,37 @@ video that does not fit is refused with the options that make it fit:
 
 def add_commands(sub) -> None:
     """Registers `encode`, `decode` and `eval-tokenizer` on an argparse sub-parser collection."""
-    p = sub.add_parser("encode", help="video file (mp4/gif/webm/npy) -> token codes (.npz) with a trained tokenizer",
-                       description=_ENCODE_HELP)
+    p = sub.add_parser(
+        "encode",
+        help="video file (mp4/gif/webm/npy) -> token codes (.npz) with a trained tokenizer",
+        description=_ENCODE_HELP,
+    )
     p.add_argument("--tokenizer", required=True, help="tokenizer workdir (config.json + checkpoints/)")
-    p.add_argument("--input", required=True, help="video file or .npy of uint8 [T, H, W, 3] / [N, T, H, W, 3]")
+    p.add_argument(
+        "--input", required=True, help="video file or .npy of uint8 [T, H, W, 3] / [N, T, H, W, 3]"
+    )
     p.add_argument("--output", required=True, help="codes file (.npz)")
-    p.add_argument("--frames", help="keep this many frames (1 + 4k for 4x temporal compression) or 'auto' (the most "
-                                    "that fit)")
+    p.add_argument(
+        "--frames",
+        help="keep this many frames (1 + 4k for 4x temporal compression) or 'auto' (the most that fit)",
+    )
     p.add_argument("--start", type=checks.nonnegative_int, default=0, help="first frame to keep")
-    p.add_argument("--resize", type=checks.positive_int,
-                   help="short side to this many pixels, then centre crop to a square")
-    p.add_argument("--crop", action="store_true", help="centre-crop height and width to multiples of the spatial "
-                                                       "compression")
+    p.add_argument(
+        "--resize",
+        type=checks.positive_int,
+        help="short side to this many pixels, then centre crop to a square",
+    )
+    p.add_argument(
+        "--crop",
+        action="store_true",
+        help="centre-crop height and width to multiples of the spatial compression",
+    )
     p.add_argument("--clips", action="store_true", help="cut the whole video into clips of --frames frames")
-    p.add_argument("--fps", type=checks.positive_float,
-                   help="resample the video to this frame rate first (video files only)")
+    p.add_argument(
+        "--fps",
+        type=checks.positive_float,
+        help="resample the video to this frame rate first (video files only)",
+    )
     p.add_argument("--step", type=checks.nonnegative_int, help="tokenizer checkpoint step (default: latest)")
     p.set_defaults(func=encode_command)
 
@@ -555,12 +731,17 @@ def add_commands(sub) -> None:
     p.add_argument("--tokenizer", required=True, help="the tokenizer workdir that encoded them")
     p.add_argument("--input", required=True, help="codes file (.npz)")
     p.add_argument("--output", required=True, help=".mp4, .gif or .npy (exact uint8 array)")
-    p.add_argument("--fps", type=checks.positive_float, help="frame rate of the output (default: the encoded video's)")
+    p.add_argument(
+        "--fps", type=checks.positive_float, help="frame rate of the output (default: the encoded video's)"
+    )
     p.add_argument("--step", type=checks.nonnegative_int, help="tokenizer checkpoint step (default: latest)")
     p.set_defaults(func=decode_command)
 
-    p = sub.add_parser("eval-tokenizer", help="PSNR, SSIM, code usage, perplexity, judge (and rFVD) of a "
-                                              "trained tokenizer on an evaluation split")
+    p = sub.add_parser(
+        "eval-tokenizer",
+        help="PSNR, SSIM, code usage, perplexity, judge (and rFVD) of a "
+        "trained tokenizer on an evaluation split",
+    )
     p.add_argument("--workdir", required=True, help="tokenizer workdir")
     p.add_argument("--split", help="test | heldout | train (default: the config's eval split)")
     p.add_argument("--num-clips", type=checks.positive_int, help="default: the config's eval.num_clips")
@@ -568,9 +749,16 @@ def add_commands(sub) -> None:
     p.add_argument("--step", type=checks.nonnegative_int, help="checkpoint step (default: latest)")
     p.add_argument("--out", help="also write the metrics JSON here")
     p.add_argument("--no-judge", action="store_true", help="skip the world judge on reconstructions")
-    p.add_argument("--rfvd", action="store_true", help="also rFVD (I3D) of reconstructions vs originals; ~2 s per "
-                                                       "clip on a CPU core pair")
-    p.add_argument("--samples", type=checks.nonnegative_int, default=8,
-                   help="original|reconstruction pairs for --samples-out")
+    p.add_argument(
+        "--rfvd",
+        action="store_true",
+        help="also rFVD (I3D) of reconstructions vs originals; ~2 s per clip on a CPU core pair",
+    )
+    p.add_argument(
+        "--samples",
+        type=checks.nonnegative_int,
+        default=8,
+        help="original|reconstruction pairs for --samples-out",
+    )
     p.add_argument("--samples-out", help="write a .gif (+ .mp4) grid of original|reconstruction pairs here")
     p.set_defaults(func=eval_tokenizer_command)

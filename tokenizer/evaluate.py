@@ -39,10 +39,9 @@ from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec
 
 from tokenizer.quantizers import CodeUsage
-from videogen import checks, errors
+from videogen import checks, errors, video_io
 from videogen import judge as judge_lib
 from videogen import mesh as mesh_lib
-from videogen import video_io
 from videogen.errors import UsageError
 
 __all__ = [
@@ -123,13 +122,16 @@ def ssim(
     x = jnp.asarray(x, jnp.float32)
     y = jnp.asarray(y, jnp.float32)
     if x.shape != y.shape or x.ndim not in (4, 5):
-        raise ValueError(f"ssim expects two [B, H, W, C] or [B, T, H, W, C] arrays of one shape, got {x.shape}, "
-                         f"{y.shape}.")
+        raise ValueError(
+            f"ssim expects two [B, H, W, C] or [B, T, H, W, C] arrays of one shape, got {x.shape}, {y.shape}."
+        )
     taps = gaussian_window(sigma, truncate)
     hh, ww, cc = x.shape[-3:]
     if hh < len(taps) or ww < len(taps):
-        raise ValueError(f"ssim needs frames of at least {len(taps)}x{len(taps)} (the Gaussian window), got "
-                         f"{hh}x{ww}; lower sigma.")
+        raise ValueError(
+            f"ssim needs frames of at least {len(taps)}x{len(taps)} (the Gaussian window), got "
+            f"{hh}x{ww}; lower sigma."
+        )
     b = x.shape[0]
     x = x.reshape(-1, hh, ww, cc)  # [N, H, W, C], N = B (x T)
     y = y.reshape(-1, hh, ww, cc)
@@ -173,8 +175,9 @@ def reconstruct(model, quantizer, video: Any, *, mesh=None):
     return tuple(np.asarray(a) for a in jax.device_get(out))
 
 
-def write_samples(path: str | Path, originals: np.ndarray, recons: np.ndarray, *, cols: int = 4,
-                  fps: float = 8) -> list[Path]:
+def write_samples(
+    path: str | Path, originals: np.ndarray, recons: np.ndarray, *, cols: int = 4, fps: float = 8
+) -> list[Path]:
     """Writes ``path`` (.gif) and the same grid as .mp4: each cell is original | reconstruction; and a still
     (.png: one row per pair, frames spread over time)."""
     path = Path(path)
@@ -223,8 +226,10 @@ def evaluate_tokenizer(
     if n < 1:
         raise ValueError(f"nothing to evaluate: source has {len(source)} clips, num_clips={num_clips}.")
     if mesh is not None and batch_size % mesh_lib.data_parallel_size(mesh):
-        raise ValueError(f"eval batch_size={batch_size} must be a multiple of the mesh's data-parallel size "
-                         f"{mesh_lib.data_parallel_size(mesh)}.")
+        raise ValueError(
+            f"eval batch_size={batch_size} must be a multiple of the mesh's data-parallel size "
+            f"{mesh_lib.data_parallel_size(mesh)}."
+        )
     t0 = time.perf_counter()
     usage = CodeUsage(quantizer.codebook_size)
     psnrs, ssims = [], []
@@ -256,8 +261,15 @@ def evaluate_tokenizer(
             samples_rec.extend(recon[:k])
     out = {"num_clips": float(n), "psnr": float(np.mean(psnrs)), "ssim": float(np.mean(ssims))}
     summary = usage.summary()
-    out.update({"usage": summary["usage"], "used_codes": summary["used_codes"], "perplexity": summary["perplexity"],
-                "entropy": summary["entropy"], "tokens": summary["tokens"]})
+    out.update(
+        {
+            "usage": summary["usage"],
+            "used_codes": summary["used_codes"],
+            "perplexity": summary["perplexity"],
+            "entropy": summary["entropy"],
+            "tokens": summary["tokens"],
+        }
+    )
     if judge:
         mean = lambda xs: float(np.mean(xs)) if xs else float("nan")  # noqa: E731
         out["judge_all_correct"] = mean(clips_ok)
@@ -287,12 +299,21 @@ def eval_source(config, split: str, num_clips: int | None = None, *, strict: boo
     source = build_source(spec, split)
     if n > len(source):
         # A folder has no splits: its eval reads the whole folder (sources.eval_spec).
-        data = f"the folder {spec.get('root')}" if kind == "folder" else f"the {split!r} split of the {kind} data"
+        data = (
+            f"the folder {spec.get('root')}"
+            if kind == "folder"
+            else f"the {split!r} split of the {kind} data"
+        )
         if strict:
-            raise UsageError(f"num_clips={n}: {data} has only {len(source)} clips; ask for {len(source)} or fewer "
-                             "(--num-clips, or --config.eval.num_clips).")
-        print(f"[tokenizer] eval: {data} has {len(source)} clips, fewer than eval.num_clips={n}: evaluating all "
-              f"{len(source)}.", flush=True)
+            raise UsageError(
+                f"num_clips={n}: {data} has only {len(source)} clips; ask for {len(source)} or fewer "
+                "(--num-clips, or --config.eval.num_clips)."
+            )
+        print(
+            f"[tokenizer] eval: {data} has {len(source)} clips, fewer than eval.num_clips={n}: evaluating all "
+            f"{len(source)}.",
+            flush=True,
+        )
         n = len(source)
     return source, n
 
@@ -302,14 +323,26 @@ def eval_source(config, split: str, num_clips: int | None = None, *, strict: boo
 
 def main(argv: list[str] | None = None) -> dict:
     p = errors.ArgumentParser(prog="python -m tokenizer.evaluate", description=__doc__.split("\n\n")[0])
-    p.add_argument("--workdir", required=True, help="a tokenizer training workdir (config.json + checkpoints/)")
-    p.add_argument("--step", type=checks.nonnegative_int, default=None, help="checkpoint step (default: latest)")
+    p.add_argument(
+        "--workdir", required=True, help="a tokenizer training workdir (config.json + checkpoints/)"
+    )
+    p.add_argument(
+        "--step", type=checks.nonnegative_int, default=None, help="checkpoint step (default: latest)"
+    )
     p.add_argument("--split", default=None, help="data split (default: the config's eval split)")
-    p.add_argument("--num-clips", type=checks.positive_int, default=None,
-                   help="clips to evaluate (default: the config's)")
+    p.add_argument(
+        "--num-clips",
+        type=checks.positive_int,
+        default=None,
+        help="clips to evaluate (default: the config's)",
+    )
     p.add_argument("--batch-size", type=checks.positive_int, default=None)
-    p.add_argument("--samples", type=checks.nonnegative_int, default=8,
-                   help="original|reconstruction pairs to write (0: none)")
+    p.add_argument(
+        "--samples",
+        type=checks.nonnegative_int,
+        default=8,
+        help="original|reconstruction pairs to write (0: none)",
+    )
     p.add_argument("--no-judge", action="store_true")
     p.add_argument("--raw", action="store_true", help="use the raw (non-EMA) params")
     errors.add_verbose(p)
@@ -337,9 +370,17 @@ def _evaluate_workdir(args) -> dict:
     out_dir = workdir / "eval"
     out_dir.mkdir(parents=True, exist_ok=True)
     stem = out_dir / f"{split}_step{step}"
-    metrics = evaluate_tokenizer(model, quantizer, source, batch_size=bs, mesh=mesh,
-                                 num_clips=num_clips, judge=not args.no_judge,
-                                 num_samples=args.samples, sample_path=stem.with_suffix(".gif"))
+    metrics = evaluate_tokenizer(
+        model,
+        quantizer,
+        source,
+        batch_size=bs,
+        mesh=mesh,
+        num_clips=num_clips,
+        judge=not args.no_judge,
+        num_samples=args.samples,
+        sample_path=stem.with_suffix(".gif"),
+    )
     metrics = {"split": split, "step": step, "ema": not args.raw, **metrics}
     stem.with_suffix(".json").write_text(json.dumps(metrics, indent=1) + "\n")
     print(json.dumps(metrics))

@@ -32,7 +32,7 @@ learns to reconstruct (adversarial gradients from step 0 destabilise an untraine
 
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 import jax
 import jax.numpy as jnp
@@ -91,8 +91,16 @@ def perceptual_features(params: Mapping, video: jax.Array) -> list[jax.Array]:
     feats = []
     for name, stride in PERCEPTUAL_LAYERS:
         p = params[name]
-        x = jax.lax.conv_general_dilated(x, p["w"], window_strides=(stride,) * 3, padding="SAME",
-                                         dimension_numbers=("NDHWC", "DHWIO", "NDHWC")) + p["b"]
+        x = (
+            jax.lax.conv_general_dilated(
+                x,
+                p["w"],
+                window_strides=(stride,) * 3,
+                padding="SAME",
+                dimension_numbers=("NDHWC", "DHWIO", "NDHWC"),
+            )
+            + p["b"]
+        )
         x = jax.nn.relu(x)
         feats.append(_unit_normalise(x))
     return feats
@@ -119,23 +127,41 @@ class Discriminator3D(nnx.Module):
     globally averaged features. Weights carry the tokenizer's logical names (replicated by default).
     """
 
-    def __init__(self, channels: int = 32, channel_multipliers: tuple[int, ...] = (1, 2, 4, 4), *,
-                 in_channels: int = 3, rngs: nnx.Rngs):
-        conv_meta = {"kernel_metadata": _meta((None, None, None, "conv_in", "conv_out")),
-                     "bias_metadata": _meta(("conv_out",))}
+    def __init__(
+        self,
+        channels: int = 32,
+        channel_multipliers: tuple[int, ...] = (1, 2, 4, 4),
+        *,
+        in_channels: int = 3,
+        rngs: nnx.Rngs,
+    ):
+        conv_meta = {
+            "kernel_metadata": _meta((None, None, None, "conv_in", "conv_out")),
+            "bias_metadata": _meta(("conv_out",)),
+        }
         self.stem = nnx.Conv(in_channels, channels, (3, 3, 3), padding="SAME", rngs=rngs, **conv_meta)
         blocks = []
         c = channels
         for m in channel_multipliers:
             w = channels * m
-            blocks.append(nnx.Dict(
-                conv=nnx.Conv(c, w, (3, 3, 3), padding="SAME", rngs=rngs, **conv_meta),
-                down=nnx.Conv(w, w, (3, 4, 4), strides=(1, 2, 2), padding="SAME", rngs=rngs, **conv_meta),
-                down_t=nnx.Conv(w, w, (3, 1, 1), strides=(2, 1, 1), padding="SAME", rngs=rngs, **conv_meta)))
+            blocks.append(
+                nnx.Dict(
+                    conv=nnx.Conv(c, w, (3, 3, 3), padding="SAME", rngs=rngs, **conv_meta),
+                    down=nnx.Conv(w, w, (3, 4, 4), strides=(1, 2, 2), padding="SAME", rngs=rngs, **conv_meta),
+                    down_t=nnx.Conv(
+                        w, w, (3, 1, 1), strides=(2, 1, 1), padding="SAME", rngs=rngs, **conv_meta
+                    ),
+                )
+            )
             c = w
         self.blocks = nnx.List(blocks)
-        self.head = nnx.Linear(c, 1, rngs=rngs, kernel_metadata=_meta(("conv_in", "conv_out")),
-                               bias_metadata=_meta(("conv_out",)))
+        self.head = nnx.Linear(
+            c,
+            1,
+            rngs=rngs,
+            kernel_metadata=_meta(("conv_in", "conv_out")),
+            bias_metadata=_meta(("conv_out",)),
+        )
 
     def __call__(self, video: jax.Array) -> jax.Array:
         x = nnx.leaky_relu(self.stem(video), 0.2)
@@ -155,10 +181,13 @@ def hinge_g_loss(fake_logits: jax.Array) -> jax.Array:
     return -jnp.mean(fake_logits)
 
 
-def lecam_loss(real_logits: jax.Array, fake_logits: jax.Array, ema_real: jax.Array, ema_fake: jax.Array) -> jax.Array:
+def lecam_loss(
+    real_logits: jax.Array, fake_logits: jax.Array, ema_real: jax.Array, ema_fake: jax.Array
+) -> jax.Array:
     """LeCAM: penalise real logits above the fake EMA and fake logits below the real EMA."""
-    return (jnp.mean(jnp.square(jax.nn.relu(real_logits - ema_fake)))
-            + jnp.mean(jnp.square(jax.nn.relu(ema_real - fake_logits))))
+    return jnp.mean(jnp.square(jax.nn.relu(real_logits - ema_fake))) + jnp.mean(
+        jnp.square(jax.nn.relu(ema_real - fake_logits))
+    )
 
 
 def r1_penalty(disc_apply, real: jax.Array) -> jax.Array:

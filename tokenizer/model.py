@@ -93,7 +93,8 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -141,7 +142,9 @@ def fan_in_normal(scale: float = 1.0):
         shape = tuple(shape)
         std = math.sqrt(scale / max(1, math.prod(shape[:-1])))
         try:
-            bits = np.asarray(jax.random.key_data(key) if jnp.issubdtype(key.dtype, jax.dtypes.prng_key) else key)
+            bits = np.asarray(
+                jax.random.key_data(key) if jnp.issubdtype(key.dtype, jax.dtypes.prng_key) else key
+            )
         except (jax.errors.TracerArrayConversionError, jax.errors.ConcretizationTypeError):
             return (std * jax.random.normal(key, shape, jnp.float32)).astype(dtype)
         rng = np.random.default_rng(bits.astype(np.uint32).ravel().tolist())
@@ -231,7 +234,11 @@ class AutoencoderConfig:
         object.__setattr__(self, "channel_multipliers", tuple(int(m) for m in self.channel_multipliers))
         object.__setattr__(self, "temporal_downsample", tuple(bool(b) for b in self.temporal_downsample))
         n_trans = len(self.channel_multipliers) - 1
-        sd = (True,) * n_trans if self.spatial_downsample is None else tuple(bool(b) for b in self.spatial_downsample)
+        sd = (
+            (True,) * n_trans
+            if self.spatial_downsample is None
+            else tuple(bool(b) for b in self.spatial_downsample)
+        )
         object.__setattr__(self, "spatial_downsample", sd)
         if isinstance(self.dtype, str):
             jnp.dtype(self.dtype)  # validates the name
@@ -253,7 +260,9 @@ class AutoencoderConfig:
         if self.conv_impl not in CONV_IMPLS:
             raise ValueError(f"conv_impl must be one of {CONV_IMPLS}, got {self.conv_impl!r}.")
         if self.temporal_padding not in ("replicate", "zeros"):
-            raise ValueError(f"temporal_padding must be 'replicate' or 'zeros', got {self.temporal_padding!r}.")
+            raise ValueError(
+                f"temporal_padding must be 'replicate' or 'zeros', got {self.temporal_padding!r}."
+            )
         if self.encoder_norm not in ("frame", "position"):
             raise ValueError(f"encoder_norm={self.encoder_norm!r} must be 'frame' or 'position'.")
         for w in self.widths:
@@ -285,7 +294,7 @@ class AutoencoderConfig:
         return jnp.dtype(self.dtype)
 
     @classmethod
-    def tiny(cls, **overrides) -> "AutoencoderConfig":
+    def tiny(cls, **overrides) -> AutoencoderConfig:
         """A CPU-sized 4x8x8 config: 4x4 patch stem, 3 narrow stages, 1 res block each."""
         kw: dict[str, Any] = dict(
             channels=8,
@@ -312,7 +321,9 @@ def check_input_shape(config: AutoencoderConfig, num_frames: int, height: int, w
     ct, cs, _ = config.compression
     problems = []
     if num_frames < 1:
-        problems.append(f"num_frames={num_frames} must be >= 1: use 1 for an image or 1 + {ct}k frames for a video")
+        problems.append(
+            f"num_frames={num_frames} must be >= 1: use 1 for an image or 1 + {ct}k frames for a video"
+        )
     elif (num_frames - 1) % ct:
         ok = lambda m: (m - 1) % ct == 0  # noqa: E731
         sugg = " or ".join(str(s) for s in _suggest(num_frames, ok))
@@ -329,9 +340,7 @@ def check_input_shape(config: AutoencoderConfig, num_frames: int, height: int, w
     if problems:
         raise ValueError(
             f"video shape (T, H, W)=({num_frames}, {height}, {width}) does not fit compression "
-            f"{config.compression}: "
-            + "; ".join(problems)
-            + "."
+            f"{config.compression}: " + "; ".join(problems) + "."
         )
 
 
@@ -391,8 +400,11 @@ def conv3d_as_matmul(x: jax.Array, kernel: jax.Array, strides: Sequence[int], sp
     w_out = (w + pl + pr - kw) // sw + 1
     if pt or pb or pl or pr:
         x = jnp.pad(x, ((0, 0), (0, 0), (pt, pb), (pl, pr), (0, 0)))
-    taps = [x[:, :, i : i + sh * (h_out - 1) + 1 : sh, j : j + sw * (w_out - 1) + 1 : sw]
-            for i in range(kh) for j in range(kw)]
+    taps = [
+        x[:, :, i : i + sh * (h_out - 1) + 1 : sh, j : j + sw * (w_out - 1) + 1 : sw]
+        for i in range(kh)
+        for j in range(kw)
+    ]
     cols = taps[0] if len(taps) == 1 else jnp.concatenate(taps, axis=-1)  # [B, T', H_out, W_out, kh kw C]
     w2d = kernel.transpose(1, 2, 3, 0, 4).reshape(kh * kw * c_in, kt * c_out)  # rows (i, j, C), cols (a, O)
     y = (cols @ w2d).reshape(b, t_in, h_out, w_out, kt, c_out)
@@ -472,8 +484,16 @@ class FrameGroupNorm(nnx.Module):
     """GroupNorm with per-frame statistics (over H, W and the channels of each group), or with
     ``per_position`` over each group's channels at every position alone (the same parameters)."""
 
-    def __init__(self, num_features: int, num_groups: int, *, affine: bool = True, dtype: Any, rngs: nnx.Rngs,
-                 per_position: bool = False):
+    def __init__(
+        self,
+        num_features: int,
+        num_groups: int,
+        *,
+        affine: bool = True,
+        dtype: Any,
+        rngs: nnx.Rngs,
+        per_position: bool = False,
+    ):
         self.per_position = per_position
         self.num_groups = num_groups
         self.dtype = dtype
@@ -543,17 +563,27 @@ def _norm(cfg: AutoencoderConfig, c: int, adaptive: bool, rngs: nnx.Rngs, per_po
     return FrameGroupNorm(c, cfg.num_groups, dtype=cfg.compute_dtype, rngs=rngs, per_position=per_position)
 
 
-def _resblock_forward(block: "ResBlock", x: jax.Array, z: jax.Array | None) -> jax.Array:
+def _resblock_forward(block: ResBlock, x: jax.Array, z: jax.Array | None) -> jax.Array:
     return block.forward(x, z)
 
 
 class ResBlock(nnx.Module):
     """norm -> swish -> causal conv -> norm -> swish -> causal conv, plus a (1x1x1 if widths differ) skip."""
 
-    def __init__(self, cfg: AutoencoderConfig, c_in: int, c_out: int, *, adaptive: bool, rngs: nnx.Rngs,
-                 per_position: bool = False):
+    def __init__(
+        self,
+        cfg: AutoencoderConfig,
+        c_in: int,
+        c_out: int,
+        *,
+        adaptive: bool,
+        rngs: nnx.Rngs,
+        per_position: bool = False,
+    ):
         kt = cfg.temporal_kernel_size
-        conv = dict(temporal_padding=cfg.temporal_padding, dtype=cfg.compute_dtype, conv_impl=cfg.conv_impl, rngs=rngs)
+        conv = dict(
+            temporal_padding=cfg.temporal_padding, dtype=cfg.compute_dtype, conv_impl=cfg.conv_impl, rngs=rngs
+        )
         self.adaptive = adaptive
         self.remat = cfg.remat
         self.norm1 = _norm(cfg, c_in, adaptive, rngs, per_position)
@@ -645,18 +675,30 @@ def amplify_chroma(video: jax.Array, gain: float) -> jax.Array:
 
 def _pixel_linear(cfg: AutoencoderConfig, d_in: int, d_out: int, rngs: nnx.Rngs) -> nnx.Linear:
     """A per-position dense layer of the pixel MLP (see ``AutoencoderConfig.pixel_mlp_dim``)."""
-    return nnx.Linear(d_in, d_out, dtype=cfg.compute_dtype, param_dtype=jnp.float32, kernel_init=fan_in_normal(),
-                      kernel_metadata=_meta(_DENSE_KERNEL), bias_metadata=_meta(_BIAS), rngs=rngs)
+    return nnx.Linear(
+        d_in,
+        d_out,
+        dtype=cfg.compute_dtype,
+        param_dtype=jnp.float32,
+        kernel_init=fan_in_normal(),
+        kernel_metadata=_meta(_DENSE_KERNEL),
+        bias_metadata=_meta(_BIAS),
+        rngs=rngs,
+    )
 
 
 class Encoder(nnx.Module):
     def __init__(self, cfg: AutoencoderConfig, *, rngs: nnx.Rngs):
         self.cfg = cfg
         widths = cfg.widths
-        conv = dict(temporal_padding=cfg.temporal_padding, dtype=cfg.compute_dtype, conv_impl=cfg.conv_impl, rngs=rngs)
+        conv = dict(
+            temporal_padding=cfg.temporal_padding, dtype=cfg.compute_dtype, conv_impl=cfg.conv_impl, rngs=rngs
+        )
         patch_values = cfg.in_channels * cfg.patch_size**2
         per_position = cfg.encoder_norm == "position"
-        self.pixel_in = _pixel_linear(cfg, patch_values, cfg.pixel_mlp_dim, rngs) if cfg.pixel_mlp_dim else None
+        self.pixel_in = (
+            _pixel_linear(cfg, patch_values, cfg.pixel_mlp_dim, rngs) if cfg.pixel_mlp_dim else None
+        )
         self.conv_in = CausalConv3d(
             cfg.pixel_mlp_dim or patch_values, widths[0], (cfg.temporal_kernel_size, 3, 3), **conv
         )
@@ -674,8 +716,9 @@ class Encoder(nnx.Module):
                     down = Downsample(cfg, c, td, sd, rngs=rngs)
             stages.append(nnx.Dict(blocks=nnx.List(blocks), down=down))
         self.stages = nnx.List(stages)
-        self.norm_out = FrameGroupNorm(c, cfg.num_groups, dtype=cfg.compute_dtype, rngs=rngs,
-                                       per_position=per_position)
+        self.norm_out = FrameGroupNorm(
+            c, cfg.num_groups, dtype=cfg.compute_dtype, rngs=rngs, per_position=per_position
+        )
         self.conv_out = nnx.Linear(
             c,
             cfg.code_dim,
@@ -708,7 +751,9 @@ class Decoder(nnx.Module):
         self.cfg = cfg
         ada = cfg.use_adaptive_group_norm
         widths = cfg.widths
-        conv = dict(temporal_padding=cfg.temporal_padding, dtype=cfg.compute_dtype, conv_impl=cfg.conv_impl, rngs=rngs)
+        conv = dict(
+            temporal_padding=cfg.temporal_padding, dtype=cfg.compute_dtype, conv_impl=cfg.conv_impl, rngs=rngs
+        )
         c = widths[-1]
         self.conv_in = CausalConv3d(cfg.code_dim, c, (cfg.temporal_kernel_size, 3, 3), **conv)
         stages = []
@@ -727,8 +772,12 @@ class Decoder(nnx.Module):
         self.stages = nnx.List(stages)
         self.norm_out = _norm(cfg, c, ada, rngs)
         patch_values = cfg.in_channels * cfg.patch_size**2
-        self.conv_out = CausalConv3d(c, cfg.pixel_mlp_dim or patch_values, (cfg.temporal_kernel_size, 3, 3), **conv)
-        self.pixel_out = _pixel_linear(cfg, cfg.pixel_mlp_dim, patch_values, rngs) if cfg.pixel_mlp_dim else None
+        self.conv_out = CausalConv3d(
+            c, cfg.pixel_mlp_dim or patch_values, (cfg.temporal_kernel_size, 3, 3), **conv
+        )
+        self.pixel_out = (
+            _pixel_linear(cfg, cfg.pixel_mlp_dim, patch_values, rngs) if cfg.pixel_mlp_dim else None
+        )
 
     def __call__(self, z: jax.Array) -> jax.Array:
         cfg = self.cfg
@@ -778,7 +827,9 @@ class Autoencoder(nnx.Module):
     def decode(self, latents: jax.Array) -> jax.Array:
         """``latents [B, t, h, w, code_dim]`` -> float32 video ``[B, 1 + c_t (t - 1), h c_s, w c_s, 3]``."""
         if latents.ndim != 5 or latents.shape[-1] != self.config.code_dim:
-            raise ValueError(f"decode expects latents [B, t, h, w, {self.config.code_dim}], got {latents.shape}.")
+            raise ValueError(
+                f"decode expects latents [B, t, h, w, {self.config.code_dim}], got {latents.shape}."
+            )
         return self.decoder(latents)
 
     def __call__(self, video: jax.Array) -> jax.Array:

@@ -26,7 +26,8 @@ bool (it selects which updates are traced), never a traced value.
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -131,7 +132,9 @@ class Quantizer(nnx.Module):
 # ----------------------------------------------------------------------------
 
 
-def _entropy_groups(num_bits: int, group_bits: int | None, max_group_bits: int) -> tuple[tuple[int, int], ...]:
+def _entropy_groups(
+    num_bits: int, group_bits: int | None, max_group_bits: int
+) -> tuple[tuple[int, int], ...]:
     """Splits ``num_bits`` channels into contiguous ``(start, size)`` groups.
 
     ``group_bits=None`` picks the fewest groups of at most ``max_group_bits``
@@ -559,7 +562,9 @@ class VQ(Quantizer):
         self.restart_threshold = float(restart_threshold)
         self.restart_count = float(restart_threshold if restart_count is None else restart_count)
 
-        init = _l2_normalize(jax.random.normal(rngs.params(), (self.codebook_size, self.code_dim), jnp.float32))
+        init = _l2_normalize(
+            jax.random.normal(rngs.params(), (self.codebook_size, self.code_dim), jnp.float32)
+        )
         self.codebook = Buffer(init) if update == "ema" else nnx.Param(init)
         self.ema_count = Buffer(jnp.ones((self.codebook_size,), jnp.float32))
         if update == "ema":

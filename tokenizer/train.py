@@ -46,8 +46,9 @@ import math
 import os
 import sys
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -61,7 +62,13 @@ from jax.sharding import NamedSharding, PartitionSpec
 from tokenizer import evaluate as eval_lib
 from tokenizer import losses as losses_lib
 from tokenizer.losses import Discriminator3D
-from tokenizer.model import LOGICAL_AXIS_RULES, Autoencoder, AutoencoderConfig, amplify_chroma, check_input_shape
+from tokenizer.model import (
+    LOGICAL_AXIS_RULES,
+    Autoencoder,
+    AutoencoderConfig,
+    amplify_chroma,
+    check_input_shape,
+)
 from tokenizer.quantizers import LFQ, make_quantizer
 from videogen import checkpointing, config_checks, distributed, errors
 from videogen import mesh as mesh_lib
@@ -98,8 +105,11 @@ def load_config(spec: str) -> ml_collections.ConfigDict:
     """``'path/to/file.py'`` or ``'path/to/file.py:arg'`` -> ``get_config(arg)`` of that file."""
     path, _, arg = spec.partition(":")
     if not Path(path).is_file():
-        raise errors.UsageError(f"--config {spec}: config file {path!r} not found"
-                                + (" (it is a folder)" if Path(path).is_dir() else "") + ".")
+        raise errors.UsageError(
+            f"--config {spec}: config file {path!r} not found"
+            + (" (it is a folder)" if Path(path).is_dir() else "")
+            + "."
+        )
     module_spec = importlib.util.spec_from_file_location(f"_config_{Path(path).stem}", path)
     module = importlib.util.module_from_spec(module_spec)
     module_spec.loader.exec_module(module)
@@ -126,30 +136,36 @@ def _parse_value(text: str) -> Any:
 def apply_overrides(config: ml_collections.ConfigDict, overrides: Sequence[str]) -> ml_collections.ConfigDict:
     """Applies ``['--config.a.b=1', 'c=x', ...]`` to ``config`` in place (and returns it)."""
     for item in overrides:
-        text = item[len("--config."):] if item.startswith("--config.") else item
+        text = item[len("--config.") :] if item.startswith("--config.") else item
         if "=" not in text or text.startswith("-"):
-            raise errors.UsageError(f"override {item!r}: write --config.KEY=VALUE (or KEY=VALUE), e.g. "
-                                    "--config.steps=200.")
+            raise errors.UsageError(
+                f"override {item!r}: write --config.KEY=VALUE (or KEY=VALUE), e.g. --config.steps=200."
+            )
         key, value = text.split("=", 1)
         path = key.strip().split(".")
         node = config
         for i, name in enumerate(path[:-1]):
             if not hasattr(node, "keys"):
-                raise errors.UsageError(f"override {item!r}: {'.'.join(path[:i])} is a value "
-                                        f"({node!r}), not a config section.")
+                raise errors.UsageError(
+                    f"override {item!r}: {'.'.join(path[:i])} is a value ({node!r}), not a config section."
+                )
             if name not in node:
-                raise errors.UnknownKeyError(f"override {item!r}: no config section {'.'.join(path[:i + 1])!r}"
-                                             + _close_keys(name, node, path[:i]))
+                raise errors.UnknownKeyError(
+                    f"override {item!r}: no config section {'.'.join(path[: i + 1])!r}"
+                    + _close_keys(name, node, path[:i])
+                )
             node = node[name]
         leaf = path[-1]
         parsed = _parse_value(value)
         if not hasattr(node, "keys"):
-            raise errors.UsageError(f"override {item!r}: {'.'.join(path[:-1])} is a value ({node!r}), not a "
-                                    "config section.")
+            raise errors.UsageError(
+                f"override {item!r}: {'.'.join(path[:-1])} is a value ({node!r}), not a config section."
+            )
         if leaf not in node:
             if path[0] not in _OPEN_SECTIONS:
-                raise errors.UnknownKeyError(f"override {item!r}: unknown key {key!r}"
-                                             + _close_keys(leaf, node, path[:-1]))
+                raise errors.UnknownKeyError(
+                    f"override {item!r}: unknown key {key!r}" + _close_keys(leaf, node, path[:-1])
+                )
             with node.unlocked():
                 node[leaf] = parsed
             continue
@@ -163,8 +179,9 @@ def apply_overrides(config: ml_collections.ConfigDict, overrides: Sequence[str])
         try:
             node[leaf] = parsed
         except TypeError as e:
-            raise errors.UsageError(f"override {item!r}: {key} is {type(old).__name__} ({old!r}); got "
-                                    f"{parsed!r}.") from e
+            raise errors.UsageError(
+                f"override {item!r}: {key} is {type(old).__name__} ({old!r}); got {parsed!r}."
+            ) from e
     return config
 
 
@@ -208,8 +225,10 @@ def quantizer_kwargs(config) -> dict:
     q = _to_plain(config.quantizer)
     kind = q["kind"]
     if kind not in q:
-        raise ValueError(f"quantizer.kind={kind!r} but the config has no quantizer.{kind} section; sections: "
-                         f"{sorted(k for k in q if k != 'kind')}.")
+        raise ValueError(
+            f"quantizer.kind={kind!r} but the config has no quantizer.{kind} section; sections: "
+            f"{sorted(k for k in q if k != 'kind')}."
+        )
     return {"kind": kind, **q[kind]}
 
 
@@ -220,8 +239,10 @@ def autoencoder_config(config) -> AutoencoderConfig:
     code_dim = nnx.eval_shape(lambda: make_quantizer(kind, **q_kw, rngs=nnx.Rngs(0))).code_dim
     model_kw = _to_plain(config.model)
     if model_kw.get("code_dim", code_dim) != code_dim:
-        raise ValueError(f"model.code_dim={model_kw['code_dim']} but the {kind} quantizer needs {code_dim} "
-                         "channels; leave model.code_dim out (it is set from the quantizer).")
+        raise ValueError(
+            f"model.code_dim={model_kw['code_dim']} but the {kind} quantizer needs {code_dim} "
+            "channels; leave model.code_dim out (it is set from the quantizer)."
+        )
     model_kw["code_dim"] = code_dim
     return AutoencoderConfig(**model_kw)
 
@@ -259,7 +280,9 @@ def _spec_str(sharding) -> str:
     spec = tuple(sharding.spec) if isinstance(sharding, NamedSharding) else ()
     if not any(spec):
         return "replicated"
-    return "(" + ",".join("·" if s is None else (s if isinstance(s, str) else "+".join(s)) for s in spec) + ")"
+    return (
+        "(" + ",".join("·" if s is None else (s if isinstance(s, str) else "+".join(s)) for s in spec) + ")"
+    )
 
 
 def _path_str(path) -> str:
@@ -295,7 +318,12 @@ def make_optimizer(config) -> tuple[optax.GradientTransformation, optax.Schedule
     steps = max(1, int(config.steps))
     warmup = min(int(o.warmup_steps), steps - 1)
     schedule = optax.warmup_cosine_decay_schedule(
-        init_value=0.0, peak_value=o.lr, warmup_steps=warmup, decay_steps=steps, end_value=o.lr * o.min_lr_ratio)
+        init_value=0.0,
+        peak_value=o.lr,
+        warmup_steps=warmup,
+        decay_steps=steps,
+        end_value=o.lr * o.min_lr_ratio,
+    )
     decay_mask = lambda params: jax.tree.map(lambda p: p.ndim > 1, params)  # noqa: E731
     tx = optax.chain(
         optax.clip_by_global_norm(o.grad_clip) if o.grad_clip > 0 else optax.identity(),
@@ -339,9 +367,20 @@ def state_shardings(config, mesh, tx):
 
 
 def gan_config(config) -> ml_collections.ConfigDict:
-    g = ml_collections.ConfigDict({"weight": 0.0, "start_step": 0, "disc_channels": 32,
-                                   "disc_channel_multipliers": (1, 2, 4, 4), "lecam_weight": 0.001,
-                                   "lecam_decay": 0.999, "r1_weight": 0.0, "lr": 1e-4, "b1": 0.0, "b2": 0.99})
+    g = ml_collections.ConfigDict(
+        {
+            "weight": 0.0,
+            "start_step": 0,
+            "disc_channels": 32,
+            "disc_channel_multipliers": (1, 2, 4, 4),
+            "lecam_weight": 0.001,
+            "lecam_decay": 0.999,
+            "r1_weight": 0.0,
+            "lr": 1e-4,
+            "b1": 0.0,
+            "b2": 0.99,
+        }
+    )
     g.update(_to_plain(config.loss.get("gan", {})))
     return g
 
@@ -352,8 +391,11 @@ def gan_enabled(config) -> bool:
 
 def make_disc(config, seed: int) -> Discriminator3D:
     g = gan_config(config)
-    return Discriminator3D(int(g.disc_channels), tuple(g.disc_channel_multipliers),
-                           rngs=nnx.Rngs(jax.random.key(seed, impl=INIT_KEY_IMPL)))
+    return Discriminator3D(
+        int(g.disc_channels),
+        tuple(g.disc_channel_multipliers),
+        rngs=nnx.Rngs(jax.random.key(seed, impl=INIT_KEY_IMPL)),
+    )
 
 
 def make_disc_optimizer(config) -> optax.GradientTransformation:
@@ -363,8 +405,11 @@ def make_disc_optimizer(config) -> optax.GradientTransformation:
 
 def init_disc_state(config, seed) -> dict:
     params = nnx.as_pure(nnx.state(make_disc(config, seed), nnx.Param))
-    return {"params": params, "opt_state": make_disc_optimizer(config).init(params),
-            "lecam": {"real": jnp.zeros((), jnp.float32), "fake": jnp.zeros((), jnp.float32)}}
+    return {
+        "params": params,
+        "opt_state": make_disc_optimizer(config).init(params),
+        "lecam": {"real": jnp.zeros((), jnp.float32), "fake": jnp.zeros((), jnp.float32)},
+    }
 
 
 def _init_disc_sharded(config, shardings) -> dict:
@@ -376,8 +421,10 @@ def _to_plain_rules(config) -> tuple:
     rules = config.get("logical_axis_rules", None)
     if not rules:
         return LOGICAL_AXIS_RULES
-    return tuple((name, None if axis is None else (axis if isinstance(axis, str) else tuple(axis)))
-                 for name, axis in rules)
+    return tuple(
+        (name, None if axis is None else (axis if isinstance(axis, str) else tuple(axis)))
+        for name, axis in rules
+    )
 
 
 def init_state(config, mesh, tx, shardings):
@@ -390,8 +437,13 @@ def init_state(config, mesh, tx, shardings):
         _, params, rest = nnx.split(tok, nnx.Param, ...)
         params, rest = nnx.as_pure(params), nnx.as_pure(rest)
         ema = jax.tree.map(lambda p: p + 0.0, params)  # a distinct buffer: the step donates both
-        state = {"step": jnp.zeros((), jnp.int32), "params": params, "opt_state": tx.init(params), "ema": ema,
-                 "rest": rest}
+        state = {
+            "step": jnp.zeros((), jnp.int32),
+            "params": params,
+            "opt_state": tx.init(params),
+            "ema": ema,
+            "rest": rest,
+        }
         if gan_enabled(config):
             state["disc"] = init_disc_state(config, seed + 1)
         return state
@@ -414,7 +466,9 @@ def describe_shardings(state, shardings) -> str:
     for (path, leaf), sh in zip(opt_flat, osh):
         for n in range(len(path)):
             if tuple(path[n:]) in param_paths:
-                slot = next((str(getattr(k, "name", "")) for k in reversed(path[:n]) if getattr(k, "name", "")), "?")
+                slot = next(
+                    (str(getattr(k, "name", "")) for k in reversed(path[:n]) if getattr(k, "name", "")), "?"
+                )
                 slots.setdefault(tuple(path[n:]), []).append(f"{slot} {_spec_str(sh)}")
                 break
         else:
@@ -422,13 +476,17 @@ def describe_shardings(state, shardings) -> str:
     width = max(len(s) for s in param_paths.values())
     lines = [f"{'param':<{width}}  {'shape':<18} {'sharding':<16} optimizer slots"]
     for (path, leaf), sh in zip(params_flat, psh):
-        lines.append(f"{param_paths[tuple(path)]:<{width}}  {str(tuple(leaf.shape)):<18} {_spec_str(sh):<16} "
-                     + ", ".join(slots.get(tuple(path), ["-"])))
+        lines.append(
+            f"{param_paths[tuple(path)]:<{width}}  {str(tuple(leaf.shape)):<18} {_spec_str(sh):<16} "
+            + ", ".join(slots.get(tuple(path), ["-"]))
+        )
     lines.append("optimizer scalars: " + ("; ".join(others) if others else "-"))
     rest = jax.tree_util.tree_flatten_with_path(state["rest"])[0]
     if rest:
-        lines.append("quantizer state: " + "; ".join(f"{_path_str(p)} {tuple(x.shape)} {_spec_str(x.sharding)}"
-                                                     for p, x in rest))
+        lines.append(
+            "quantizer state: "
+            + "; ".join(f"{_path_str(p)} {tuple(x.shape)} {_spec_str(x.sharding)}" for p, x in rest)
+        )
     return "\n".join(lines)
 
 
@@ -457,8 +515,21 @@ def batch_sharding(mesh) -> NamedSharding:
 # Compiled steps are kept per process, keyed by every config entry they depend on (not steps, lr,
 # schedule, data, eval, logging), so train() called again -- a resume with more steps, tests,
 # notebooks -- does not recompile. Entries below are the ones left out of the key.
-_NOT_IN_PROGRAM = ("steps", "seed", "batch_size", "data", "data_threads", "eval", "log_every", "ckpt_every",
-                   "max_to_keep", "quiet", "optim.lr", "optim.warmup_steps", "optim.min_lr_ratio")
+_NOT_IN_PROGRAM = (
+    "steps",
+    "seed",
+    "batch_size",
+    "data",
+    "data_threads",
+    "eval",
+    "log_every",
+    "ckpt_every",
+    "max_to_keep",
+    "quiet",
+    "optim.lr",
+    "optim.warmup_steps",
+    "optim.min_lr_ratio",
+)
 _COMPILED: dict[tuple, Any] = {}
 
 
@@ -539,9 +610,14 @@ def make_train_step(config, graphdef, tx, shardings, mesh):
                 extra["g_loss"] = losses_lib.hinge_g_loss(disc_logits(state["disc"]["params"], x_rec))
                 loss = loss + float(gan.weight) * gan_on * extra["g_loss"]
             mse = jnp.mean(jnp.square(jnp.clip(x_rec, -1, 1) - x))
-            metrics = {"loss": loss, "recon_loss": recon, "aux_loss": aux_loss, **extra,
-                       "psnr": 10.0 * jnp.log10(4.0 / jnp.maximum(mse, 1e-10)),
-                       **{f"q/{k}": v for k, v in aux.items() if k != "loss"}}
+            metrics = {
+                "loss": loss,
+                "recon_loss": recon,
+                "aux_loss": aux_loss,
+                **extra,
+                "psnr": 10.0 * jnp.log10(4.0 / jnp.maximum(mse, 1e-10)),
+                **{f"q/{k}": v for k, v in aux.items() if k != "loss"},
+            }
             # Quantizer state written during the forward (VQ EMA codebook, restarts, rng counter).
             _, params_now, rest = nnx.split(tok, nnx.Param, ...)
             return loss, (metrics, nnx.as_pure(params_now), nnx.as_pure(rest), x_rec)
@@ -564,17 +640,25 @@ def make_train_step(config, graphdef, tx, shardings, mesh):
 
     def _disc_update(disc, real, fake, gan_on):
         """One discriminator step: hinge + LeCAM (+ R1); no update before gan.start_step."""
+
         def d_loss_fn(dp):
             real_logits, fake_logits = disc_logits(dp, real), disc_logits(dp, fake)
             hinge = losses_lib.hinge_d_loss(real_logits, fake_logits)
-            lecam = losses_lib.lecam_loss(real_logits, fake_logits, disc["lecam"]["real"], disc["lecam"]["fake"])
+            lecam = losses_lib.lecam_loss(
+                real_logits, fake_logits, disc["lecam"]["real"], disc["lecam"]["fake"]
+            )
             loss = hinge + float(gan.lecam_weight) * lecam
             r1 = jnp.zeros(())
             if float(gan.r1_weight) > 0:
                 r1 = losses_lib.r1_penalty(lambda v: disc_logits(dp, v), real)
                 loss = loss + float(gan.r1_weight) * r1
-            return loss, {"d_loss": hinge, "lecam_loss": lecam, "r1": r1,
-                          "d_real": jnp.mean(real_logits), "d_fake": jnp.mean(fake_logits)}
+            return loss, {
+                "d_loss": hinge,
+                "lecam_loss": lecam,
+                "r1": r1,
+                "d_real": jnp.mean(real_logits),
+                "d_fake": jnp.mean(fake_logits),
+            }
 
         d_grads, d_metrics = jax.grad(d_loss_fn, has_aux=True)(disc["params"])
         updates, d_opt = disc_tx.update(d_grads, disc["opt_state"], disc["params"])
@@ -582,13 +666,23 @@ def make_train_step(config, graphdef, tx, shardings, mesh):
         keep = lambda new, old: jnp.where(gan_on > 0, new, old)  # noqa: E731  (frozen optimizer too)
         d_opt = jax.tree.map(keep, d_opt, disc["opt_state"])
         decay = float(gan.lecam_decay)
-        lecam = {"real": keep(decay * disc["lecam"]["real"] + (1 - decay) * d_metrics["d_real"], disc["lecam"]["real"]),
-                 "fake": keep(decay * disc["lecam"]["fake"] + (1 - decay) * d_metrics["d_fake"], disc["lecam"]["fake"])}
+        lecam = {
+            "real": keep(
+                decay * disc["lecam"]["real"] + (1 - decay) * d_metrics["d_real"], disc["lecam"]["real"]
+            ),
+            "fake": keep(
+                decay * disc["lecam"]["fake"] + (1 - decay) * d_metrics["d_fake"], disc["lecam"]["fake"]
+            ),
+        }
         return {"params": d_params, "opt_state": d_opt, "lecam": lecam}, d_metrics
 
     rep = _replicated(mesh)
-    step_fn = jax.jit(train_step, in_shardings=(shardings, batch_sharding(mesh), rep),
-                      out_shardings=(shardings, rep), donate_argnums=0)
+    step_fn = jax.jit(
+        train_step,
+        in_shardings=(shardings, batch_sharding(mesh), rep),
+        out_shardings=(shardings, rep),
+        donate_argnums=0,
+    )
     _COMPILED[key] = step_fn
     return step_fn
 
@@ -597,15 +691,18 @@ def make_train_step(config, graphdef, tx, shardings, mesh):
 # 5. Checkpoints (orbax): items model / train / pipeline
 # ============================================================================================
 
-_ITEMS = checkpointing.ITEMS  # model / train / pipeline / integrity (fingerprints), see videogen/checkpointing.py
+_ITEMS = (
+    checkpointing.ITEMS
+)  # model / train / pipeline / integrity (fingerprints), see videogen/checkpointing.py
 
 
 def checkpoint_manager(workdir: Path, config=None, *, read_only: bool = False) -> ocp.CheckpointManager:
     """The workdir's orbax manager (shared with the LM trainer: videogen.checkpointing.make_manager)."""
     if config is None:
         return checkpointing.make_manager(workdir, read_only=read_only)
-    return checkpointing.make_manager(workdir, save_every=int(config.ckpt_every), max_to_keep=int(config.max_to_keep),
-                                      read_only=read_only)
+    return checkpointing.make_manager(
+        workdir, save_every=int(config.ckpt_every), max_to_keep=int(config.max_to_keep), read_only=read_only
+    )
 
 
 def latest_step(workdir) -> int | None:
@@ -627,12 +724,14 @@ def _abstract_storable(abstract):
             data = jax.eval_shape(jax.random.key_data, x)
             return jax.ShapeDtypeStruct(data.shape, data.dtype, sharding=x.sharding)
         return x
+
     return jax.tree.map(f, abstract)
 
 
 def _unstore(tree, abstract):
-    return jax.tree.map(lambda x, a: jax.random.wrap_key_data(x, impl=INIT_KEY_IMPL) if _is_key(a) else x,
-                        tree, abstract)
+    return jax.tree.map(
+        lambda x, a: jax.random.wrap_key_data(x, impl=INIT_KEY_IMPL) if _is_key(a) else x, tree, abstract
+    )
 
 
 def _abstract_state(config, mesh, tx, shardings):
@@ -663,12 +762,19 @@ def _split_items(state) -> tuple[dict, dict]:
 
 def save_checkpoint(mngr, step: int, state, pipeline_state: dict, *, force: bool = False) -> bool:
     model, train_item = _split_items(state)
-    return checkpointing.save(mngr, step, model=_storable(model), train=train_item, pipeline_state=pipeline_state,
-                              force=force)
+    return checkpointing.save(
+        mngr, step, model=_storable(model), train=train_item, pipeline_state=pipeline_state, force=force
+    )
 
 
-def restore_checkpoint(mngr, step: int, abstract_state, *, init_disc: Callable[[], dict] | None = None,
-                       log: Callable[[str], None] = print):
+def restore_checkpoint(
+    mngr,
+    step: int,
+    abstract_state,
+    *,
+    init_disc: Callable[[], dict] | None = None,
+    log: Callable[[str], None] = print,
+):
     """Restores the whole train state into the shardings of ``abstract_state`` (any mesh: the arrays come back
     with the shardings it carries), plus the pipeline JSON; fingerprints verified.
 
@@ -685,19 +791,29 @@ def restore_checkpoint(mngr, step: int, abstract_state, *, init_disc: Callable[[
         train_item = {k: v for k, v in train_item.items() if k != "disc"}
     elif has_disc and not want_disc:
         replicated = abstract_state["step"].sharding
-        train_item = {**train_item, "disc": jax.tree.map(
-            lambda m: jax.ShapeDtypeStruct(tuple(m.shape), m.dtype, sharding=replicated),
-            mngr.item_metadata(step)["train"]["disc"])}
-    r_model, r_train, pipe = checkpointing.restore(mngr, step, model=_abstract_storable(model), train=train_item)
+        train_item = {
+            **train_item,
+            "disc": jax.tree.map(
+                lambda m: jax.ShapeDtypeStruct(tuple(m.shape), m.dtype, sharding=replicated),
+                mngr.item_metadata(step)["train"]["disc"],
+            ),
+        }
+    r_model, r_train, pipe = checkpointing.restore(
+        mngr, step, model=_abstract_storable(model), train=train_item
+    )
     state = {**r_train, "ema": r_model["ema"], "rest": _unstore(r_model["rest"], abstract_state["rest"])}
     if want_disc and not has_disc:
         state["disc"] = init_disc()
-        log(f"[tokenizer] checkpoint step {step} was trained without the GAN: its discriminator starts fresh now "
-            "(loss.gan.start_step counts from step 0 of the run, not from this resume).")
+        log(
+            f"[tokenizer] checkpoint step {step} was trained without the GAN: its discriminator starts fresh now "
+            "(loss.gan.start_step counts from step 0 of the run, not from this resume)."
+        )
     elif has_disc and not want_disc:
         del state["disc"]
-        log(f"[tokenizer] the GAN is off (loss.gan.weight=0) but checkpoint step {step} has a discriminator: it is "
-            "not used, and checkpoints saved from now on will not have it.")
+        log(
+            f"[tokenizer] the GAN is off (loss.gan.weight=0) but checkpoint step {step} has a discriminator: it is "
+            "not used, and checkpoints saved from now on will not have it."
+        )
     return state, pipe
 
 
@@ -768,17 +884,24 @@ def _check_config(config, mesh) -> None:
             raise errors.UsageError(
                 f"{name}={bs} must be a multiple of the data-parallel size {dp} of mesh {dict(mesh.shape)}; use "
                 f"{math.ceil(bs / dp) * dp}, or set --config.mesh.data to a divisor (on CPU, "
-                "XLA_FLAGS=--xla_force_host_platform_device_count=N sets the devices).")
+                "XLA_FLAGS=--xla_force_host_platform_device_count=N sets the devices)."
+            )
 
 
 def _evaluate(config, graphdef, state, eval_source, eval_clips: int, mesh, workdir: Path, step: int) -> dict:
     tok = nnx.merge(graphdef, state["ema"], state["rest"])  # EMA weights (dropped before the next step)
     e = config.eval
     return eval_lib.evaluate_tokenizer(
-        tok.autoencoder, tok.quantizer, eval_source, batch_size=int(e.batch_size), mesh=mesh,
-        num_clips=eval_clips, judge=bool(e.judge) and config.data.get("kind", "world") == "world",
+        tok.autoencoder,
+        tok.quantizer,
+        eval_source,
+        batch_size=int(e.batch_size),
+        mesh=mesh,
+        num_clips=eval_clips,
+        judge=bool(e.judge) and config.data.get("kind", "world") == "world",
         num_samples=int(e.num_samples),
-        sample_path=workdir / "samples" / f"step_{step:06d}.gif")
+        sample_path=workdir / "samples" / f"step_{step:06d}.gif",
+    )
 
 
 def train(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict:
@@ -789,7 +912,10 @@ def train(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict
     saves a checkpoint after the current step and returns with ``final['preempted'] = True``. A non-finite
     loss or gradient norm raises checkpointing.NonFiniteError before anything non-finite is saved.
     """
-    with checkpointing.WorkdirLock(workdir, tag="tokenizer"), checkpointing.Preemption("tokenizer") as preemption:
+    with (
+        checkpointing.WorkdirLock(workdir, tag="tokenizer"),
+        checkpointing.Preemption("tokenizer") as preemption,
+    ):
         return _train(config, workdir, preemption)
 
 
@@ -805,18 +931,32 @@ def _train(config, workdir, preemption: checkpointing.Preemption) -> dict:
     # --- 1. mesh ----------------------------------------------------------------------------
     mesh = make_mesh(config)
     _check_config(config, mesh)
-    print(f"[tokenizer] mesh {dict(mesh.shape)} on {len(mesh.devices.flat)} {jax.devices()[0].platform} devices")
+    print(
+        f"[tokenizer] mesh {dict(mesh.shape)} on {len(mesh.devices.flat)} {jax.devices()[0].platform} devices"
+    )
 
     # --- 2. model + optimizer, born sharded (or restored into the same shardings) -----------
     tx, schedule = make_optimizer(config)
     graphdef, shardings = state_shardings(config, mesh, tx)
     mngr = checkpoint_manager(workdir, config)
-    config_checks.check_resume_compatible(workdir, _to_plain(config), _resume_keys(config), tag="tokenizer",
-                                          has_checkpoint=bool(mngr.all_steps()))
+    config_checks.check_resume_compatible(
+        workdir,
+        _to_plain(config),
+        _resume_keys(config),
+        tag="tokenizer",
+        has_checkpoint=bool(mngr.all_steps()),
+    )
     resumed_from, restored = checkpointing.restore_latest(  # newest good step, into this mesh's shardings
-        mngr, lambda s: restore_checkpoint(mngr, s, _abstract_state(config, mesh, tx, shardings),
-                                           init_disc=lambda: _init_disc_sharded(config, shardings)),
-        workdir=workdir, tag="tokenizer")
+        mngr,
+        lambda s: restore_checkpoint(
+            mngr,
+            s,
+            _abstract_state(config, mesh, tx, shardings),
+            init_disc=lambda: _init_disc_sharded(config, shardings),
+        ),
+        workdir=workdir,
+        tag="tokenizer",
+    )
     t0 = time.perf_counter()
     if resumed_from is None:
         state = init_state(config, mesh, tx, shardings)
@@ -827,22 +967,34 @@ def _train(config, workdir, preemption: checkpointing.Preemption) -> dict:
         if note:
             print(f"[tokenizer] resume: {note}.")
     start = int(jax.device_get(state["step"]))
-    print(f"[tokenizer] {'resumed from step ' + str(start) if resumed_from is not None else 'initialised'} in "
-          f"{time.perf_counter() - t0:.1f}s; data pipeline at step {data_step}")
+    print(
+        f"[tokenizer] {'resumed from step ' + str(start) if resumed_from is not None else 'initialised'} in "
+        f"{time.perf_counter() - t0:.1f}s; data pipeline at step {data_step}"
+    )
     ae_config = autoencoder_config(config)
     n_params = sum(x.size for x in jax.tree.leaves(state["params"]))
-    print(f"[tokenizer] {n_params:,} params; compression {ae_config.compression}; quantizer "
-          f"{config.quantizer.kind} ({nnx.merge(graphdef, state['params'], state['rest']).quantizer.codebook_size} "
-          f"codes)\n" + describe_shardings(state, shardings))
+    print(
+        f"[tokenizer] {n_params:,} params; compression {ae_config.compression}; quantizer "
+        f"{config.quantizer.kind} ({nnx.merge(graphdef, state['params'], state['rest']).quantizer.codebook_size} "
+        f"codes)\n" + describe_shardings(state, shardings)
+    )
     if jax.process_index() == 0:
         (workdir / "config.json").write_text(config.to_json(indent=1, sort_keys=True) + "\n")
 
     # --- 3. data: sharded global batches from the pipeline's saved position -----------------
     source = build_source(train_data_spec(config), "train")
     eval_source, eval_clips = eval_lib.eval_source(config, config.eval.split, strict=False)
-    pipeline = Pipeline(source, PipelineConfig(global_batch_size=int(config.batch_size), seed=int(config.seed),
-                                               num_threads=int(config.get("data_threads", 0))),
-                        mesh=mesh, start_step=data_step, transform=_video_only)
+    pipeline = Pipeline(
+        source,
+        PipelineConfig(
+            global_batch_size=int(config.batch_size),
+            seed=int(config.seed),
+            num_threads=int(config.get("data_threads", 0)),
+        ),
+        mesh=mesh,
+        start_step=data_step,
+        transform=_video_only,
+    )
 
     # --- 4. the update step --------------------------------------------------------------------
     train_step = make_train_step(config, graphdef, tx, shardings, mesh)
@@ -853,12 +1005,22 @@ def _train(config, workdir, preemption: checkpointing.Preemption) -> dict:
     final: dict[str, Any] = {"resumed_from": resumed_from, "start_step": start, "data_start_step": data_step}
     pending: list[dict] = []
     eval_every = int(config.eval.every)
-    if jax.process_count() > 1:  # evaluation gathers whole batches on one host: run it afterwards on one process
-        print("[tokenizer] multi-process run: evaluation during training is off; evaluate the workdir afterwards "
-              "with `python -m tokenizer.evaluate --workdir ...` (one process).")
+    if (
+        jax.process_count() > 1
+    ):  # evaluation gathers whole batches on one host: run it afterwards on one process
+        print(
+            "[tokenizer] multi-process run: evaluation during training is off; evaluate the workdir afterwards "
+            "with `python -m tokenizer.evaluate --workdir ...` (one process)."
+        )
     timing = {"first_step_s": None, "train_s": 0.0, "timed_steps": 0}
-    pbar = tqdm(total=steps, initial=start, desc="tokenizer", unit="step", dynamic_ncols=True,
-                disable=bool(config.get("quiet", False)) or jax.process_index() > 0)
+    pbar = tqdm(
+        total=steps,
+        initial=start,
+        desc="tokenizer",
+        unit="step",
+        dynamic_ncols=True,
+        disable=bool(config.get("quiet", False)) or jax.process_index() > 0,
+    )
     watch = checkpointing.FiniteWatch()  # loss / grad_norm of every step, checked at log and save points
 
     def run_eval(step: int) -> None:
@@ -866,9 +1028,11 @@ def _train(config, workdir, preemption: checkpointing.Preemption) -> dict:
         log(step, "eval", em)
         log.image(step, "eval/reconstructions", workdir / "samples" / f"step_{step:06d}.png")
         final.update({f"eval/{k}": v for k, v in em.items()})
-        pbar.write(f"[tokenizer] step {step} eval: PSNR {em['psnr']:.2f} dB, SSIM {em['ssim']:.3f}, usage "
-                   f"{em['usage']:.3f} ({em['used_codes']:.0f} codes), perplexity {em['perplexity']:.1f}"
-                   + (f", judge {em['judge_all_correct']:.3f}" if "judge_all_correct" in em else ""))
+        pbar.write(
+            f"[tokenizer] step {step} eval: PSNR {em['psnr']:.2f} dB, SSIM {em['ssim']:.3f}, usage "
+            f"{em['usage']:.3f} ({em['used_codes']:.0f} codes), perplexity {em['perplexity']:.1f}"
+            + (f", judge {em['judge_all_correct']:.3f}" if "judge_all_correct" in em else "")
+        )
 
     batches = iter(pipeline)
     try:
@@ -911,10 +1075,14 @@ def _train(config, workdir, preemption: checkpointing.Preemption) -> dict:
             preempted = preemption.requested(done)
             if mngr.should_save(done) or done == steps or preempted:
                 watch.check(last_saved=mngr.latest_step, workdir=workdir)  # never save non-finite state
-                save_checkpoint(mngr, done, state, pipeline.state(), force=True)  # async: returns once on host
+                save_checkpoint(
+                    mngr, done, state, pipeline.state(), force=True
+                )  # async: returns once on host
             if preempted:
                 final["preempted"] = True
-                pbar.write(f"[tokenizer] preempted: saved step {done} in {workdir / 'checkpoints'}; rerun to resume.")
+                pbar.write(
+                    f"[tokenizer] preempted: saved step {done} in {workdir / 'checkpoints'}; rerun to resume."
+                )
                 break
             if ((eval_every and done % eval_every == 0) or done == steps) and jax.process_count() == 1:
                 run_eval(done)
@@ -946,28 +1114,39 @@ def load_tokenizer(workdir: str | os.PathLike, *, step: int | None = None, mesh=
     workdir = Path(workdir)
     cfg_path = workdir / "config.json"
     if not cfg_path.is_file():
-        raise FileNotFoundError(f"{cfg_path} not found: is {workdir} a tokenizer workdir (python -m tokenizer.train)?")
+        raise FileNotFoundError(
+            f"{cfg_path} not found: is {workdir} a tokenizer workdir (python -m tokenizer.train)?"
+        )
     config = ml_collections.ConfigDict(json.loads(cfg_path.read_text()))
     graphdef, abs_params, abs_rest = abstract_tokenizer(config)
     sharding = _replicated(mesh) if mesh is not None else jax.sharding.SingleDeviceSharding(jax.devices()[0])
     to_abstract = lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding)  # noqa: E731
     abs_params = jax.tree.map(to_abstract, nnx.as_pure(abs_params))
     abs_rest = jax.tree.map(to_abstract, nnx.as_pure(abs_rest))
+
     def load(step: int):
         model_item = {"ema": abs_params, "rest": abs_rest}
-        r = mngr.restore(step, args=ocp.args.Composite(model=ocp.args.StandardRestore(_abstract_storable(model_item))))
+        r = mngr.restore(
+            step, args=ocp.args.Composite(model=ocp.args.StandardRestore(_abstract_storable(model_item)))
+        )
         checkpointing.verify_restored(mngr, step, "model", r.model)  # damaged files fail here, not in results
         params = r.model["ema"]
         if not ema:  # the raw params live in the train item, next to the optimizer state
             tx, _ = make_optimizer(config)
             abs_opt = jax.tree.map(to_abstract, jax.eval_shape(tx.init, abs_params))
-            train_item = {"step": to_abstract(jax.ShapeDtypeStruct((), jnp.int32)), "params": abs_params,
-                          "opt_state": abs_opt}
+            train_item = {
+                "step": to_abstract(jax.ShapeDtypeStruct((), jnp.int32)),
+                "params": abs_params,
+                "opt_state": abs_opt,
+            }
             saved = mngr.item_metadata(step)["train"]
             if "disc" in saved:  # a GAN run's discriminator: read (the tree must match), not used
-                train_item["disc"] = jax.tree.map(lambda m: to_abstract(jax.ShapeDtypeStruct(tuple(m.shape), m.dtype)),
-                                                  saved["disc"])
-            train = mngr.restore(step, args=ocp.args.Composite(train=ocp.args.StandardRestore(train_item))).train
+                train_item["disc"] = jax.tree.map(
+                    lambda m: to_abstract(jax.ShapeDtypeStruct(tuple(m.shape), m.dtype)), saved["disc"]
+                )
+            train = mngr.restore(
+                step, args=ocp.args.Composite(train=ocp.args.StandardRestore(train_item))
+            ).train
             checkpointing.verify_restored(mngr, step, "train", train)
             params = train["params"]
         return params, _unstore(r.model["rest"], abs_rest)
@@ -1012,7 +1191,9 @@ def decode_indices(model, quantizer, indices) -> jax.Array:
 # ============================================================================================
 
 
-def run_cli(argv, *, prog: str, description: str, example_config: str, train_fn, kind: str = "tokenizer") -> dict:
+def run_cli(
+    argv, *, prog: str, description: str, example_config: str, train_fn, kind: str = "tokenizer"
+) -> dict:
     """`--config FILE[:VARIANT] --workdir DIR [--config.KEY=VALUE ...]` → train_fn(config, workdir).
 
     Shared by both trainers (tokenizer.train and videogen.train, ``kind`` 'tokenizer' / 'lm') so they parse
@@ -1020,10 +1201,14 @@ def run_cli(argv, *, prog: str, description: str, example_config: str, train_fn,
     mistake is one line on stderr and exit code 2 (``-v``: with its traceback).
     """
     p = errors.ArgumentParser(
-        prog=prog, description=description,
-        epilog="Overrides: --config.KEY=VALUE (dotted keys), e.g. --config.steps=200 --config.model.dtype=bfloat16")
+        prog=prog,
+        description=description,
+        epilog="Overrides: --config.KEY=VALUE (dotted keys), e.g. --config.steps=200 --config.model.dtype=bfloat16",
+    )
     p.add_argument("--config", required=True, help=f"config file and variant, e.g. {example_config}")
-    p.add_argument("--workdir", required=True, help="output folder; re-running resumes from its latest checkpoint")
+    p.add_argument(
+        "--workdir", required=True, help="output folder; re-running resumes from its latest checkpoint"
+    )
     errors.add_verbose(p)
     distributed.add_arguments(p)
     args, overrides = p.parse_known_args(argv)
@@ -1032,23 +1217,37 @@ def run_cli(argv, *, prog: str, description: str, example_config: str, train_fn,
         p.error(f"unrecognised arguments {bad}; overrides look like --config.steps=200")
     errors.configure_logging(args.verbose)
     with errors.reported(prog, args.verbose):
-        distributed.initialize_from_args(args)  # jax.distributed first (explicit flags, SLURM, TPU pod), then JAX
+        distributed.initialize_from_args(
+            args
+        )  # jax.distributed first (explicit flags, SLURM, TPU pod), then JAX
         config = apply_overrides(load_config(args.config), overrides)
-        config_checks.check_training_request(config, args.workdir, kind)  # before anything is built or written
+        config_checks.check_training_request(
+            config, args.workdir, kind
+        )  # before anything is built or written
         try:
             metrics = train_fn(config, args.workdir)
         except (checkpointing.WorkdirBusyError, checkpointing.NonFiniteError) as e:
             print(f"{prog}: error: {errors.one_line(e)}", file=sys.stderr)
             sys.exit(1)
-    print(json.dumps({k: v for k, v in metrics.items() if isinstance(v, (int, float, type(None)))}, sort_keys=True))
+    print(
+        json.dumps(
+            {k: v for k, v in metrics.items() if isinstance(v, (int, float, type(None)))}, sort_keys=True
+        )
+    )
     if metrics.get("preempted"):
         sys.exit(143)  # 128 + SIGTERM: the checkpoint is saved; rerun the same command to resume
     return metrics
 
 
 def main(argv: list[str] | None = None) -> dict:
-    return run_cli(argv, prog="python -m tokenizer.train", description="Train the video tokenizer.",
-                   example_config="experiments/tokenizer_world.py:tiny", train_fn=train, kind="tokenizer")
+    return run_cli(
+        argv,
+        prog="python -m tokenizer.train",
+        description="Train the video tokenizer.",
+        example_config="experiments/tokenizer_world.py:tiny",
+        train_fn=train,
+        kind="tokenizer",
+    )
 
 
 if __name__ == "__main__":

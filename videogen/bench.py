@@ -37,8 +37,9 @@ import platform
 import resource
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -114,10 +115,21 @@ def tokenizer_config(on_gpu: bool, quick: bool):
     # and on a GPU host the CPU column must still get the CPU's choice.
     c.model.conv_impl = "lax" if on_gpu else "matmul"
     if quick:  # the test suite's tiny shapes: 16x16x9, 2x8x8 compression
-        tok_train.apply_overrides(c, [
-            "data.resolution=16", "data.num_frames=9", "model.channels=8", "model.num_groups=4",
-            "model.channel_multipliers=(1,2)", "model.num_res_blocks=0", "model.use_adaptive_group_norm=False",
-            "model.temporal_downsample=(True,)", "model.spatial_downsample=(True,)", "quantizer.lfq.num_bits=6"])
+        tok_train.apply_overrides(
+            c,
+            [
+                "data.resolution=16",
+                "data.num_frames=9",
+                "model.channels=8",
+                "model.num_groups=4",
+                "model.channel_multipliers=(1,2)",
+                "model.num_res_blocks=0",
+                "model.use_adaptive_group_norm=False",
+                "model.temporal_downsample=(True,)",
+                "model.spatial_downsample=(True,)",
+                "quantizer.lfq.num_bits=6",
+            ],
+        )
     return c
 
 
@@ -126,8 +138,17 @@ def lm_config(on_gpu: bool, quick: bool):
 
     c = tok_train.load_config(str(REPO / "experiments/lm_world.py") + ("" if on_gpu else ":tiny"))
     if quick:
-        tok_train.apply_overrides(c, ["batch_size=8", "model.num_layers=2", "model.d_model=32", "model.num_heads=4",
-                                      "model.num_kv_heads=2", "model.mlp_dim=64"])
+        tok_train.apply_overrides(
+            c,
+            [
+                "batch_size=8",
+                "model.num_layers=2",
+                "model.d_model=32",
+                "model.num_heads=4",
+                "model.num_kv_heads=2",
+                "model.mlp_dim=64",
+            ],
+        )
     return c
 
 
@@ -150,14 +171,17 @@ def _one_device_mesh(dev):
     whenever the counts match (on a 1-GPU machine the CPU rows would run on the GPU)."""
     from jax.sharding import AxisType, Mesh
 
-    return Mesh(np.asarray([dev]).reshape(1, 1, 1), ("data", "fsdp", "tensor"), axis_types=(AxisType.Auto,) * 3)
+    return Mesh(
+        np.asarray([dev]).reshape(1, 1, 1), ("data", "fsdp", "tensor"), axis_types=(AxisType.Auto,) * 3
+    )
 
 
 def _world_batch(data: dict, batch: int) -> np.ndarray:
     from videogen.data import world
 
-    src = world.WorldSource(world.WorldConfig(resolution=int(data["resolution"]), num_frames=int(data["num_frames"])),
-                            "train")
+    src = world.WorldSource(
+        world.WorldConfig(resolution=int(data["resolution"]), num_frames=int(data["num_frames"])), "train"
+    )
     return np.stack([src[i]["video"] for i in range(batch)])
 
 
@@ -207,9 +231,14 @@ def bench_tokenizer(dev, config, *, steps: int) -> tuple[dict, Any]:
     ids = tok_train.encode_video(ae, q, video)
     t_enc = _timed(lambda: tok_train.encode_video(ae, q, video), steps)
     t_dec = _timed(lambda: tok_train.decode_indices(ae, q, ids), steps)
-    rows = {"tokenizer_train_frames_per_s": frames / t_step, "tokenizer_train_seconds_per_step": t_step,
-            "tokenizer_encode_frames_per_s": frames / t_enc, "tokenizer_decode_frames_per_s": frames / t_dec,
-            "tokenizer_batch": b, "tokenizer_clip": list(video_np.shape[1:4])}
+    rows = {
+        "tokenizer_train_frames_per_s": frames / t_step,
+        "tokenizer_train_seconds_per_step": t_step,
+        "tokenizer_encode_frames_per_s": frames / t_enc,
+        "tokenizer_decode_frames_per_s": frames / t_dec,
+        "tokenizer_batch": b,
+        "tokenizer_clip": list(video_np.shape[1:4]),
+    }
     if config.model.conv_impl == "matmul":
         lax_config = copy.deepcopy(config)
         lax_config.model.conv_impl = "lax"
@@ -233,14 +262,17 @@ class LMTrainStep:
         self.rules = LM._rules(config)
         self.tcfg = LM.transformer_config(config, codebook_size, grid)
         self.tx, _ = LM.make_optimizer(config)
-        self.graphdef, self.rest, self.shardings = LM.state_shardings(self.tcfg, self.mesh, self.tx, self.rules)
+        self.graphdef, self.rest, self.shardings = LM.state_shardings(
+            self.tcfg, self.mesh, self.tx, self.rules
+        )
         self.state = LM.init_state(self.tcfg, self.tx, self.shardings, int(config.seed))
         b = int(config.batch_size)
         rng = np.random.default_rng(0)
         bsh = LM.batch_sharding(self.mesh)
         self.codes = jax.device_put(rng.integers(0, codebook_size, (b,) + tuple(grid), dtype=np.int32), bsh)
-        self.text = jax.device_put(rng.integers(1, self.tcfg.text_vocab_size, (b, self.tcfg.max_text_len),
-                                                dtype=np.int32), bsh)
+        self.text = jax.device_put(
+            rng.integers(1, self.tcfg.text_vocab_size, (b, self.tcfg.max_text_len), dtype=np.int32), bsh
+        )
 
     def runner(self, objective: str = "next_token", *, attention_impl: str | None = None):
         import dataclasses
@@ -263,8 +295,9 @@ class LMTrainStep:
         return run_once, cfg
 
 
-def bench_lm(dev, config, grid, codebook_size: int, peak: float, bandwidth: float, *, steps: int,
-             quick: bool) -> dict:
+def bench_lm(
+    dev, config, grid, codebook_size: int, peak: float, bandwidth: float, *, steps: int, quick: bool
+) -> dict:
     """LM train tokens/s + MFU; AR sampling at batch 1 and 8 vs the bandwidth bound; MaskGIT s/clip."""
     import dataclasses
 
@@ -281,8 +314,14 @@ def bench_lm(dev, config, grid, codebook_size: int, peak: float, bandwidth: floa
         dt = _timed(run_once, steps)
         thr = LM._throughput(cfg, tcfg, steps, dt * steps, peak)
         tag = "lm_train" if objective == "next_token" else "lm_train_maskgit"
-        rows.update({f"{tag}_tokens_per_s": thr["tokens_per_sec"], f"{tag}_flops_per_s": thr["tflops_per_sec"] * 1e12,
-                     f"{tag}_mfu": thr["mfu"], f"{tag}_seconds_per_step": dt})
+        rows.update(
+            {
+                f"{tag}_tokens_per_s": thr["tokens_per_sec"],
+                f"{tag}_flops_per_s": thr["tflops_per_sec"] * 1e12,
+                f"{tag}_mfu": thr["mfu"],
+                f"{tag}_seconds_per_step": dt,
+            }
+        )
         if objective == "next_token" and tcfg.attention_impl == "xla":
             # The reference for our attention (heads-major layout, custom VJP): the same step through
             # jax.nn.dot_product_attention (XLA's softmax attention, differentiated by JAX); same params.
@@ -296,8 +335,10 @@ def bench_lm(dev, config, grid, codebook_size: int, peak: float, bandwidth: floa
 
     model = nnx.merge(graphdef, state["ema"], rest)
     if tcfg.remat != "none":
-        model = nnx.merge(LM.abstract_model(dataclasses.replace(tcfg, remat="none"))[0],
-                          *nnx.split(model, nnx.Param, ...)[1:])
+        model = nnx.merge(
+            LM.abstract_model(dataclasses.replace(tcfg, remat="none"))[0],
+            *nnx.split(model, nnx.Param, ...)[1:],
+        )
     gdef, mstate = nnx.split(model)
     n = tcfg.num_video_tokens
     weight_bytes = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(nnx.state(model, nnx.Param)))
@@ -306,22 +347,34 @@ def bench_lm(dev, config, grid, codebook_size: int, peak: float, bandwidth: floa
     for batch in (1, 8):
         fn = LM._sampler(gdef, tcfg, "next_token", 12, 1.0, None, "cosine")
         text2 = jnp.ones((2 * batch, tcfg.max_text_len), jnp.int32)
-        dt = _timed(lambda: fn(mstate, text2, jax.random.key(0), jnp.float32(3.0)), 1 if quick else 2)
+        dt = _timed(lambda: fn(mstate, text2, jax.random.key(0), jnp.float32(3.0)), 1 if quick else 2)  # noqa: B023 (called at once)
         # The static cache holds 2B sequences of L + n slots; a decode step reads all of it and every weight.
-        kv_bytes = 2 * tcfg.num_layers * 2 * batch * tcfg.max_seq_len * tcfg.num_kv_heads * tcfg.resolved_head_dim \
+        kv_bytes = (
+            2
+            * tcfg.num_layers
+            * 2
+            * batch
+            * tcfg.max_seq_len
+            * tcfg.num_kv_heads
+            * tcfg.resolved_head_dim
             * itemsize
+        )
         rows[f"ar_sampling_b{batch}_tokens_per_s"] = batch * n / dt
         rows[f"ar_sampling_b{batch}_bound_tokens_per_s"] = batch * bandwidth / (weight_bytes + kv_bytes)
         rows[f"ar_sampling_b{batch}_kv_cache_bytes"] = int(kv_bytes)
     fn = LM._sampler(gdef, tcfg, "maskgit", 12, 1.0, None, "cosine")
     text2 = jnp.ones((16, tcfg.max_text_len), jnp.int32)
-    rows["maskgit_seconds_per_clip"] = _timed(lambda: fn(mstate, text2, jax.random.key(0), jnp.float32(3.0)),
-                                              1 if quick else 2) / 8
-    if not quick:  # frame-causal MaskGIT (12 steps per latent frame): KV-cached vs the whole sequence per step
+    rows["maskgit_seconds_per_clip"] = (
+        _timed(lambda: fn(mstate, text2, jax.random.key(0), jnp.float32(3.0)), 1 if quick else 2) / 8
+    )
+    if (
+        not quick
+    ):  # frame-causal MaskGIT (12 steps per latent frame): KV-cached vs the whole sequence per step
         for cached in (True, False):
             fn = LM._sampler(gdef, tcfg, "maskgit_frames", 12, 1.0, None, "cosine", kv_cache=cached)
-            rows[f"maskgit_frames_{'cached' if cached else 'uncached'}_seconds_per_clip"] = _timed(
-                lambda: fn(mstate, text2, jax.random.key(0), jnp.float32(3.0)), 2) / 8
+            rows[f"maskgit_frames_{'cached' if cached else 'uncached'}_seconds_per_clip"] = (
+                _timed(lambda: fn(mstate, text2, jax.random.key(0), jnp.float32(3.0)), 2) / 8  # noqa: B023
+            )
     rows["video_tokens_per_clip"] = n
     return rows
 
@@ -358,19 +411,35 @@ def run_platform(dev, *, quick: bool, pipeline_rows: dict) -> dict:
     dtype = "bfloat16" if on_gpu else "float32"
     t0 = time.perf_counter()
     with jax.default_device(dev):
-        rows: dict[str, Any] = {"device": str(dev.device_kind), "platform": dev.platform, "matmul_dtype": dtype}
+        rows: dict[str, Any] = {
+            "device": str(dev.device_kind),
+            "platform": dev.platform,
+            "matmul_dtype": dtype,
+        }
         n = 8192 if on_gpu else (1024 if quick else 2048)
         rows["matmul_peak_flops"] = matmul_peak(dev, n=n, dtype=dtype, repeats=3 if quick else 10)
         nbytes = (4 << 30) if on_gpu else ((64 << 20) if quick else (512 << 20))
-        rows["memory_bandwidth_bytes_per_s"] = memory_bandwidth(dev, num_bytes=nbytes, repeats=3 if quick else 10)
+        rows["memory_bandwidth_bytes_per_s"] = memory_bandwidth(
+            dev, num_bytes=nbytes, repeats=3 if quick else 10
+        )
         tok_cfg = tokenizer_config(on_gpu, quick)
         tok_rows, (grid, codebook) = bench_tokenizer(dev, tok_cfg, steps=2 if quick else 5)
         rows.update(tok_rows)
         lm_cfg = lm_config(on_gpu, quick)
         lm_cfg.data.resolution = tok_cfg.data.resolution  # the LM runs on this tokenizer's token grid
         lm_cfg.data.num_frames = tok_cfg.data.num_frames
-        rows.update(bench_lm(dev, lm_cfg, grid, codebook, rows["matmul_peak_flops"],
-                             rows["memory_bandwidth_bytes_per_s"], steps=2 if quick else 10, quick=quick))
+        rows.update(
+            bench_lm(
+                dev,
+                lm_cfg,
+                grid,
+                codebook,
+                rows["matmul_peak_flops"],
+                rows["memory_bandwidth_bytes_per_s"],
+                steps=2 if quick else 10,
+                quick=quick,
+            )
+        )
         rows.update(pipeline_rows)
         rows["peak_memory_bytes"], rows["peak_memory_kind"] = peak_memory(dev)
     rows["bench_seconds"] = time.perf_counter() - t0
@@ -386,8 +455,10 @@ def _fmt(v: float, unit: str) -> str:
 
 def format_table(result: dict) -> str:
     plats = list(result["platforms"])
-    lines = ["| what | " + " | ".join(f"{p} ({result['platforms'][p]['device']})" for p in plats) + " |",
-             "|---|" + "---:|" * len(plats)]
+    lines = [
+        "| what | " + " | ".join(f"{p} ({result['platforms'][p]['device']})" for p in plats) + " |",
+        "|---|" + "---:|" * len(plats),
+    ]
 
     def row(label, fn):
         cells = []
@@ -399,40 +470,73 @@ def format_table(result: dict) -> str:
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
 
     r0 = result["platforms"][plats[0]]
-    row("matmul peak (measured; the limit)", lambda r: f"{_fmt(r['matmul_peak_flops'], 'FLOP/s')} {r['matmul_dtype']}")
+    row(
+        "matmul peak (measured; the limit)",
+        lambda r: f"{_fmt(r['matmul_peak_flops'], 'FLOP/s')} {r['matmul_dtype']}",
+    )
     row("memory bandwidth (measured)", lambda r: _fmt(r["memory_bandwidth_bytes_per_s"], "B/s"))
     clip = "×".join(str(x) for x in r0.get("tokenizer_clip", []))
-    row(f"tokenizer train step (batch {r0.get('tokenizer_batch')}, {clip} on CPU)",
-        lambda r: f"{r['tokenizer_train_frames_per_s']:.4g} frames/s ({r['tokenizer_train_seconds_per_step']:.3g} s/step)")
-    row("〃 with XLA's native 3D conv instead (model.conv_impl=lax; the reference)",
-        lambda r: f"{r['tokenizer_train_lax_conv_seconds_per_step']:.3g} s/step: matmul convs "
-                  f"{r['tokenizer_train_lax_conv_seconds_per_step'] / r['tokenizer_train_seconds_per_step']:.2f}× faster")
+    row(
+        f"tokenizer train step (batch {r0.get('tokenizer_batch')}, {clip} on CPU)",
+        lambda r: (
+            f"{r['tokenizer_train_frames_per_s']:.4g} frames/s ({r['tokenizer_train_seconds_per_step']:.3g} s/step)"
+        ),
+    )
+    row(
+        "〃 with XLA's native 3D conv instead (model.conv_impl=lax; the reference)",
+        lambda r: (
+            f"{r['tokenizer_train_lax_conv_seconds_per_step']:.3g} s/step: matmul convs "
+            f"{r['tokenizer_train_lax_conv_seconds_per_step'] / r['tokenizer_train_seconds_per_step']:.2f}× faster"
+        ),
+    )
     row("tokenizer encode", lambda r: f"{r['tokenizer_encode_frames_per_s']:.4g} frames/s")
     row("tokenizer decode", lambda r: f"{r['tokenizer_decode_frames_per_s']:.4g} frames/s")
-    row(f"LM train, next-token (batch {r0.get('lm_batch')} × {r0.get('lm_sequence')} tokens, "
+    row(
+        f"LM train, next-token (batch {r0.get('lm_batch')} × {r0.get('lm_sequence')} tokens, "
         f"{r0.get('lm_params', 0) / 1e6:.2g}M params)",
-        lambda r: f"{r['lm_train_tokens_per_s']:.4g} tokens/s, {_fmt(r['lm_train_flops_per_s'], 'FLOP/s')}, "
-                  f"MFU {r['lm_train_mfu']:.1%}")
-    row("〃 with jax.nn.dot_product_attention instead (the reference)",
-        lambda r: f"{r['lm_train_reference_attention_seconds_per_step']:.3g} s/step vs "
-                  f"{r['lm_train_seconds_per_step']:.3g}: ours "
-                  f"{r['lm_train_reference_attention_seconds_per_step'] / r['lm_train_seconds_per_step']:.2f}× faster")
-    row("LM train, MaskGIT", lambda r: f"{r['lm_train_maskgit_tokens_per_s']:.4g} tokens/s, MFU "
-                                       f"{r['lm_train_maskgit_mfu']:.1%}")
+        lambda r: (
+            f"{r['lm_train_tokens_per_s']:.4g} tokens/s, {_fmt(r['lm_train_flops_per_s'], 'FLOP/s')}, "
+            f"MFU {r['lm_train_mfu']:.1%}"
+        ),
+    )
+    row(
+        "〃 with jax.nn.dot_product_attention instead (the reference)",
+        lambda r: (
+            f"{r['lm_train_reference_attention_seconds_per_step']:.3g} s/step vs "
+            f"{r['lm_train_seconds_per_step']:.3g}: ours "
+            f"{r['lm_train_reference_attention_seconds_per_step'] / r['lm_train_seconds_per_step']:.2f}× faster"
+        ),
+    )
+    row(
+        "LM train, MaskGIT",
+        lambda r: f"{r['lm_train_maskgit_tokens_per_s']:.4g} tokens/s, MFU {r['lm_train_maskgit_mfu']:.1%}",
+    )
     for b in (1, 8):
-        row(f"AR sampling batch {b} (CFG: {2 * b} sequences) vs memory-bandwidth bound",
-            lambda r, b=b: f"{r[f'ar_sampling_b{b}_tokens_per_s']:.4g} tokens/s of "
-                           f"{r[f'ar_sampling_b{b}_bound_tokens_per_s']:.4g} "
-                           f"({r[f'ar_sampling_b{b}_tokens_per_s'] / r[f'ar_sampling_b{b}_bound_tokens_per_s']:.1%})")
-    row(f"MaskGIT 12 steps, batch 8 ({r0.get('video_tokens_per_clip')} tokens/clip)",
-        lambda r: f"{r['maskgit_seconds_per_clip']:.3g} s/clip")
+        row(
+            f"AR sampling batch {b} (CFG: {2 * b} sequences) vs memory-bandwidth bound",
+            lambda r, b=b: (
+                f"{r[f'ar_sampling_b{b}_tokens_per_s']:.4g} tokens/s of "
+                f"{r[f'ar_sampling_b{b}_bound_tokens_per_s']:.4g} "
+                f"({r[f'ar_sampling_b{b}_tokens_per_s'] / r[f'ar_sampling_b{b}_bound_tokens_per_s']:.1%})"
+            ),
+        )
+    row(
+        f"MaskGIT 12 steps, batch 8 ({r0.get('video_tokens_per_clip')} tokens/clip)",
+        lambda r: f"{r['maskgit_seconds_per_clip']:.3g} s/clip",
+    )
     if "maskgit_frames_cached_seconds_per_clip" in r0:
-        row("frame-causal MaskGIT, 12 steps per latent frame, batch 8, KV cache vs whole sequence per step",
-            lambda r: f"{r['maskgit_frames_cached_seconds_per_clip']:.3g} s/clip vs "
-                      f"{r['maskgit_frames_uncached_seconds_per_clip']:.3g}: "
-                      f"{r['maskgit_frames_uncached_seconds_per_clip'] / r['maskgit_frames_cached_seconds_per_clip']:.2f}× faster")
-    row("data pipeline (world → global arrays, 64×64×17, batch 32)",
-        lambda r: f"{r['data_pipeline_clips_per_s']:.4g} clips/s")
+        row(
+            "frame-causal MaskGIT, 12 steps per latent frame, batch 8, KV cache vs whole sequence per step",
+            lambda r: (
+                f"{r['maskgit_frames_cached_seconds_per_clip']:.3g} s/clip vs "
+                f"{r['maskgit_frames_uncached_seconds_per_clip']:.3g}: "
+                f"{r['maskgit_frames_uncached_seconds_per_clip'] / r['maskgit_frames_cached_seconds_per_clip']:.2f}× faster"
+            ),
+        )
+    row(
+        "data pipeline (world → global arrays, 64×64×17, batch 32)",
+        lambda r: f"{r['data_pipeline_clips_per_s']:.4g} clips/s",
+    )
     row("peak memory", lambda r: f"{r['peak_memory_bytes'] / 2**30:.2f} GiB ({r['peak_memory_kind']})")
     return "\n".join(lines)
 
@@ -445,16 +549,22 @@ def run(*, quick: bool = False, platforms: str = "auto") -> dict:
             devs.append(jax.devices(p)[0])
         except RuntimeError:
             if platforms != "auto":
-                raise ValueError(f"--platforms {platforms!r}: no {p} device here; available: "
-                                 f"{sorted({d.platform for d in jax.devices()})} (and cpu).") from None
+                raise ValueError(
+                    f"--platforms {platforms!r}: no {p} device here; available: "
+                    f"{sorted({d.platform for d in jax.devices()})} (and cpu)."
+                ) from None
     pipeline_rows = bench_pipeline(quick=quick)
     result = {
         "date": time.strftime("%Y-%m-%d"),
         "command": "python -m videogen.bench" + (" --quick" if quick else ""),
         "quick": quick,
-        "machine": {"node": platform.node(), "machine": platform.machine(), "cpus": os.cpu_count(),
-                    "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
-                    "jax": jax.__version__},
+        "machine": {
+            "node": platform.node(),
+            "machine": platform.machine(),
+            "cpus": os.cpu_count(),
+            "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
+            "jax": jax.__version__,
+        },
         "platforms": {},
     }
     for dev in devs:
@@ -466,13 +576,17 @@ def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(prog="python -m videogen.bench", description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="small models, few steps (smoke test)")
     p.add_argument("--out", default="bench.json", help="JSON output path")
-    p.add_argument("--platforms", default="auto", help="'auto' (cpu + gpu if present) or e.g. 'cpu' / 'cpu,gpu'")
+    p.add_argument(
+        "--platforms", default="auto", help="'auto' (cpu + gpu if present) or e.g. 'cpu' / 'cpu,gpu'"
+    )
     args = p.parse_args(argv)
     result = run(quick=args.quick, platforms=args.platforms)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
-    print(f"{result['command']} on {result['machine']['node']} ({result['machine']['cpus']} CPUs, load "
-          f"{result['machine']['load_average']}), {result['date']}; JSON: {args.out}")
+    print(
+        f"{result['command']} on {result['machine']['node']} ({result['machine']['cpus']} CPUs, load "
+        f"{result['machine']['load_average']}), {result['date']}; JSON: {args.out}"
+    )
     print(format_table(result))
     return result
 

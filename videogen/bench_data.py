@@ -15,7 +15,6 @@ import tempfile
 import time
 
 import jax
-import numpy as np
 
 
 def _rate(fn, clips_per_call: int, calls: int) -> float:
@@ -42,29 +41,38 @@ def main(args) -> dict:
     results["world render (1 thread)"] = _rate(lambda: source[next(counter)], 1, B * steps)
 
     def pipeline_rate(src, num_threads):
-        pipe = pipeline.Pipeline(src, pipeline.PipelineConfig(global_batch_size=B, num_threads=num_threads),
-                                 mesh=mesh)
+        pipe = pipeline.Pipeline(
+            src, pipeline.PipelineConfig(global_batch_size=B, num_threads=num_threads), mesh=mesh
+        )
         it = iter(pipe)
         return _rate(lambda: jax.block_until_ready(next(it)["video"]), B, steps)
 
     results["pipeline: world → global arrays, 0 threads"] = pipeline_rate(source, 0)
-    results[f"pipeline: world → global arrays, {os.cpu_count()} threads"] = pipeline_rate(source, os.cpu_count())
+    results[f"pipeline: world → global arrays, {os.cpu_count()} threads"] = pipeline_rate(
+        source, os.cpu_count()
+    )
 
     with tempfile.TemporaryDirectory() as data_dir:
         n = max(4 * B, 128)
         start = time.perf_counter()
-        builder = tfds_world.prepare(tfds_world.builder_for_world(data_dir, cfg, {"train": n, "test": 0, "heldout": 0}))
+        builder = tfds_world.prepare(
+            tfds_world.builder_for_world(data_dir, cfg, {"train": n, "test": 0, "heldout": 0})
+        )
         results["TFDS prepare (write ArrayRecord)"] = n / (time.perf_counter() - start)
-        tfds_src = TfdsSource(f"videogen_world/{builder.builder_config.name}", split="train", data_dir=data_dir)
+        tfds_src = TfdsSource(
+            f"videogen_world/{builder.builder_config.name}", split="train", data_dir=data_dir
+        )
         results["pipeline: TFDS ArrayRecord → global arrays, 0 threads"] = pipeline_rate(tfds_src, 0)
 
     examples = [source[i] for i in range(B)]
     k = iter(range(10**9))
     results["judge (1 thread)"] = _rate(lambda: judge.judge_video(**_pick(examples, next(k))), 1, B)
 
-    header = (f"Data pipeline, {R}×{R}×{T}, batch {B}, {steps} batches per row; {platform.node()} "
-              f"({os.cpu_count()} CPUs, {jax.device_count()} {jax.devices()[0].platform} devices); "
-              f"{time.strftime('%Y-%m-%d')}")
+    header = (
+        f"Data pipeline, {R}×{R}×{T}, batch {B}, {steps} batches per row; {platform.node()} "
+        f"({os.cpu_count()} CPUs, {jax.device_count()} {jax.devices()[0].platform} devices); "
+        f"{time.strftime('%Y-%m-%d')}"
+    )
     print(header)
     print(f"| {'what':58s} | {'clips/s':>9s} |\n|{'-' * 60}|{'-' * 11}|")
     for name, value in results.items():

@@ -40,9 +40,11 @@ import tempfile
 import time
 from pathlib import Path
 
-SCRATCH_HINT = ("bench_peer needs --torch-python: a Python with torch, outside the project, e.g. "
-                "`python3 -m venv /work/scratch/torchenv && /work/scratch/torchenv/bin/pip install torch==2.13.0 "
-                "numpy`, then --torch-python /work/scratch/torchenv/bin/python")
+SCRATCH_HINT = (
+    "bench_peer needs --torch-python: a Python with torch, outside the project, e.g. "
+    "`python3 -m venv /work/scratch/torchenv && /work/scratch/torchenv/bin/pip install torch==2.13.0 "
+    "numpy`, then --torch-python /work/scratch/torchenv/bin/python"
+)
 
 # The peer: one file, run as `python peer.py SPEC_JSON`; line protocol on stdin/stdout (one JSON per line).
 PEER_SOURCE = r'''
@@ -208,8 +210,9 @@ class _Peer:
     def __init__(self, python: str, spec: dict, workdir: Path):
         src = workdir / "peer.py"
         src.write_text(PEER_SOURCE)
-        self.proc = subprocess.Popen([python, str(src), json.dumps(spec)], stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, text=True)
+        self.proc = subprocess.Popen(
+            [python, str(src), json.dumps(spec)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+        )
         self.info = self._read()
 
     def _read(self) -> dict:
@@ -253,16 +256,40 @@ def _ours(lm_overrides: list[str]):
 
 def _peer_spec(lm, cfg, warmup: int, threads: int | None) -> dict:
     t = lm.tcfg
-    if t.head != "bitgroups" or t.num_kv_heads != t.num_heads or t.text_loss or t.video_pos_emb \
-            or t.rope_video != "shared" or t.text_bidirectional or not t.qk_norm:
-        raise SystemExit(f"bench_peer: the peer implements the tiny recipe's step only; this model differs: {t}")
+    if (
+        t.head != "bitgroups"
+        or t.num_kv_heads != t.num_heads
+        or t.text_loss
+        or t.video_pos_emb
+        or t.rope_video != "shared"
+        or t.text_bidirectional
+        or not t.qk_norm
+    ):
+        raise SystemExit(
+            f"bench_peer: the peer implements the tiny recipe's step only; this model differs: {t}"
+        )
     o = cfg.optim
-    return {"text_len": t.max_text_len, "d_model": t.d_model, "num_heads": t.num_heads, "num_layers": t.num_layers,
-            "mlp_dim": t.mlp_dim, "grid": list(t.video_grid), "batch": int(cfg.batch_size),
-            "text_vocab": t.text_vocab_size, "num_groups": t.num_groups, "group_size": t.group_size,
-            "rope_theta": t.rope_theta, "weight_decay": float(o.weight_decay), "b1": float(o.b1), "b2": float(o.b2),
-            "grad_clip": float(o.grad_clip), "ema_decay": float(cfg.ema_decay), "drop_prob": float(cfg.text.drop_prob),
-            "warmup": warmup, "threads": threads}
+    return {
+        "text_len": t.max_text_len,
+        "d_model": t.d_model,
+        "num_heads": t.num_heads,
+        "num_layers": t.num_layers,
+        "mlp_dim": t.mlp_dim,
+        "grid": list(t.video_grid),
+        "batch": int(cfg.batch_size),
+        "text_vocab": t.text_vocab_size,
+        "num_groups": t.num_groups,
+        "group_size": t.group_size,
+        "rope_theta": t.rope_theta,
+        "weight_decay": float(o.weight_decay),
+        "b1": float(o.b1),
+        "b2": float(o.b2),
+        "grad_clip": float(o.grad_clip),
+        "ema_decay": float(cfg.ema_decay),
+        "drop_prob": float(cfg.text.drop_prob),
+        "warmup": warmup,
+        "threads": threads,
+    }
 
 
 def _load() -> str:
@@ -272,8 +299,9 @@ def _load() -> str:
         return "n/a"
 
 
-def run(torch_python: str, *, rounds: int, steps: int, warmup: int, threads: int | None,
-        lm_overrides: list[str]) -> dict:
+def run(
+    torch_python: str, *, rounds: int, steps: int, warmup: int, threads: int | None, lm_overrides: list[str]
+) -> dict:
     import jax
 
     from videogen import bench as B
@@ -320,37 +348,67 @@ def run(torch_python: str, *, rounds: int, steps: int, warmup: int, threads: int
     def summary(per_round):
         flat = [x for r in per_round for x in r]
         med = statistics.median(flat)
-        return {"median_s": med, "min_s": min(flat), "max_s": max(flat), "steps": len(flat),
-                "tokens_per_s": tokens_step / med, "mfu": flops_step / med / peak, "rounds": per_round}
+        return {
+            "median_s": med,
+            "min_s": min(flat),
+            "max_s": max(flat),
+            "steps": len(flat),
+            "tokens_per_s": tokens_step / med,
+            "mfu": flops_step / med / peak,
+            "rounds": per_round,
+        }
 
-    res = {"date": time.strftime("%Y-%m-%d %H:%M"), "load_start": load_start, "load_end": _load(),
-           "cpus": os.cpu_count(), "jax": jax.__version__, "torch": peer.info.get("torch"),
-           "torch_threads": peer.info.get("threads"), "peer_params": peer.info.get("params"),
-           "ours_params": int(sum(x.size for x in jax.tree.leaves(lm.state["params"]))),
-           "matmul_peak_flops": peak, "matmul_peaks": peaks, "flops_per_step": flops_step,
-           "tokens_per_step": tokens_step, "compile_and_warmup_s": compile_s,
-           "ours": summary(ours), "peer": summary(theirs), "rounds": rounds, "steps_per_round": steps,
-           "lm_overrides": lm_overrides}
+    res = {
+        "date": time.strftime("%Y-%m-%d %H:%M"),
+        "load_start": load_start,
+        "load_end": _load(),
+        "cpus": os.cpu_count(),
+        "jax": jax.__version__,
+        "torch": peer.info.get("torch"),
+        "torch_threads": peer.info.get("threads"),
+        "peer_params": peer.info.get("params"),
+        "ours_params": int(sum(x.size for x in jax.tree.leaves(lm.state["params"]))),
+        "matmul_peak_flops": peak,
+        "matmul_peaks": peaks,
+        "flops_per_step": flops_step,
+        "tokens_per_step": tokens_step,
+        "compile_and_warmup_s": compile_s,
+        "ours": summary(ours),
+        "peer": summary(theirs),
+        "rounds": rounds,
+        "steps_per_round": steps,
+        "lm_overrides": lm_overrides,
+    }
     # Paired per round: the two medians of one round saw nearly the same load.
     res["ratio_median"] = res["ours"]["median_s"] / res["peer"]["median_s"]
-    res["ratio_paired"] = statistics.median(statistics.median(a) / statistics.median(b) for a, b in zip(ours, theirs))
+    res["ratio_paired"] = statistics.median(
+        statistics.median(a) / statistics.median(b) for a, b in zip(ours, theirs)
+    )
     return res
 
 
 def format_table(res: dict) -> str:
-    lines = [f"matmul peak (measured this run, float32 2048^3, best of {len(res['matmul_peaks'])}x10): "
-             f"{res['matmul_peak_flops'] / 1e9:.1f} GFLOP/s; {res['flops_per_step'] / 1e9:.2f} GFLOP and "
-             f"{res['tokens_per_step']:.0f} tokens per step",
-             "| step | median s | min s | tokens/s | ours/peer (median; paired) | MFU |",
-             "|---|---:|---:|---:|---:|---:|"]
-    for name, key in (("ours (JAX, `make bench` LM row)", "ours"),
-                      (f"peer (PyTorch {res['torch']} eager, {res['torch_threads']} threads)", "peer")):
+    lines = [
+        f"matmul peak (measured this run, float32 2048^3, best of {len(res['matmul_peaks'])}x10): "
+        f"{res['matmul_peak_flops'] / 1e9:.1f} GFLOP/s; {res['flops_per_step'] / 1e9:.2f} GFLOP and "
+        f"{res['tokens_per_step']:.0f} tokens per step",
+        "| step | median s | min s | tokens/s | ours/peer (median; paired) | MFU |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for name, key in (
+        ("ours (JAX, `make bench` LM row)", "ours"),
+        (f"peer (PyTorch {res['torch']} eager, {res['torch_threads']} threads)", "peer"),
+    ):
         r = res[key]
-        ratio = (f"{res['ratio_median']:.2f}; {res['ratio_paired']:.2f}" if key == "ours" else "1")
-        lines.append(f"| {name} | {r['median_s']:.3f} | {r['min_s']:.3f} | {r['tokens_per_s']:.0f} | {ratio} | "
-                     f"{r['mfu']:.1%} |")
-    lines.append(f"load average {res['load_start']} (start) -> {res['load_end']} (end), {res['cpus']} CPUs; "
-                 f"{res['rounds']} rounds x {res['steps_per_round']} steps each, interleaved")
+        ratio = f"{res['ratio_median']:.2f}; {res['ratio_paired']:.2f}" if key == "ours" else "1"
+        lines.append(
+            f"| {name} | {r['median_s']:.3f} | {r['min_s']:.3f} | {r['tokens_per_s']:.0f} | {ratio} | "
+            f"{r['mfu']:.1%} |"
+        )
+    lines.append(
+        f"load average {res['load_start']} (start) -> {res['load_end']} (end), {res['cpus']} CPUs; "
+        f"{res['rounds']} rounds x {res['steps_per_round']} steps each, interleaved"
+    )
     return "\n".join(lines)
 
 
@@ -362,19 +420,33 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--warmup", type=int, default=3, help="untimed steps of each side first (compile, caches)")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own choice)")
     p.add_argument("--out", default=None, help="also write the result as JSON here")
-    p.add_argument("--set", dest="lm_overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a field of our LM config (e.g. model.attention_impl=dot_product_attention)")
+    p.add_argument(
+        "--set",
+        dest="lm_overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a field of our LM config (e.g. model.attention_impl=dot_product_attention)",
+    )
     args = p.parse_args(argv)
     if not _has_torch(args.torch_python):
         print(SCRATCH_HINT, file=sys.stderr)
         return 2
-    res = run(args.torch_python, rounds=args.rounds, steps=args.steps, warmup=args.warmup, threads=args.threads,
-              lm_overrides=args.lm_overrides)
+    res = run(
+        args.torch_python,
+        rounds=args.rounds,
+        steps=args.steps,
+        warmup=args.warmup,
+        threads=args.threads,
+        lm_overrides=args.lm_overrides,
+    )
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps(res, indent=1) + "\n")
-    print(f"python -m videogen.bench_peer, {res['date']}, jax {res['jax']}, torch {res['torch']}; params ours "
-          f"{res['ours_params']:,} / peer {res['peer_params']:,}")
+    print(
+        f"python -m videogen.bench_peer, {res['date']}, jax {res['jax']}, torch {res['torch']}; params ours "
+        f"{res['ours_params']:,} / peer {res['peer_params']:,}"
+    )
     print(format_table(res))
     return 0
 

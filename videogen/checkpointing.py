@@ -31,8 +31,9 @@ import signal
 import socket
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -99,8 +100,9 @@ def _barrier(name: str) -> None:
 # ============================================================================================
 
 
-def make_manager(workdir, *, save_every: int | None = None, max_to_keep: int | None = None,
-                 read_only: bool = False) -> ocp.CheckpointManager:
+def make_manager(
+    workdir, *, save_every: int | None = None, max_to_keep: int | None = None, read_only: bool = False
+) -> ocp.CheckpointManager:
     """``<workdir>/checkpoints`` with async saves every ``save_every`` steps, the newest ``max_to_keep`` kept.
 
     Readers pass ``read_only=True``: no directory creation, and (no policies) nothing is ever deleted.
@@ -111,9 +113,13 @@ def make_manager(workdir, *, save_every: int | None = None, max_to_keep: int | N
     if max_to_keep is not None:
         kw["preservation_policy"] = ocp.checkpoint_managers.LatestN(max(1, int(max_to_keep)))
     options = ocp.CheckpointManagerOptions(enable_async_checkpointing=True, create=not read_only, **kw)
-    handlers = {name: ocp.JsonCheckpointHandler() if name in JSON_ITEMS else ocp.StandardCheckpointHandler()
-                for name in ITEMS}
-    return ocp.CheckpointManager(Path(workdir).absolute() / "checkpoints", options=options, item_handlers=handlers)
+    handlers = {
+        name: ocp.JsonCheckpointHandler() if name in JSON_ITEMS else ocp.StandardCheckpointHandler()
+        for name in ITEMS
+    }
+    return ocp.CheckpointManager(
+        Path(workdir).absolute() / "checkpoints", options=options, item_handlers=handlers
+    )
 
 
 # ============================================================================================
@@ -161,8 +167,10 @@ def _fingerprint_and_finite(tree) -> tuple[dict[str, list[int]], list[str]]:
         return {}, []
     sums, finite = jax.device_get(_fingerprint_jit([leaf for _, leaf in flat]))
     keys = [_path_key(path) for path, _ in flat]
-    return ({k: [int(v) for v in np.asarray(s)] for k, s in zip(keys, sums)},
-            [k for k, f in zip(keys, finite) if not bool(f)])
+    return (
+        {k: [int(v) for v in np.asarray(s)] for k, s in zip(keys, sums)},
+        [k for k, f in zip(keys, finite) if not bool(f)],
+    )
 
 
 def fingerprint(tree) -> dict[str, list[int]]:
@@ -175,16 +183,20 @@ def _verify(step: int, name: str, tree, expected: dict | None) -> None:
         return  # written before fingerprints existed
     got = fingerprint(tree)
     if set(got) != set(expected):
-        raise CheckpointIntegrityError(f"step {step} item {name!r}: saved arrays {sorted(set(expected) - set(got))[:3]}"
-                                       f" / restored {sorted(set(got) - set(expected))[:3]} differ.")
+        raise CheckpointIntegrityError(
+            f"step {step} item {name!r}: saved arrays {sorted(set(expected) - set(got))[:3]}"
+            f" / restored {sorted(set(got) - set(expected))[:3]} differ."
+        )
     _compare(step, name, got, expected)
 
 
 def _compare(step: int, name: str, got: dict, expected: dict) -> None:
     bad = [k for k in got if got[k] != list(expected[k])]
     if bad:
-        raise CheckpointIntegrityError(f"step {step} item {name!r}: {len(bad)} of {len(got)} arrays do not match "
-                                       f"the fingerprints saved with them (first: {bad[0]}): the files are damaged.")
+        raise CheckpointIntegrityError(
+            f"step {step} item {name!r}: {len(bad)} of {len(got)} arrays do not match "
+            f"the fingerprints saved with them (first: {bad[0]}): the files are damaged."
+        )
 
 
 # ============================================================================================
@@ -192,12 +204,17 @@ def _compare(step: int, name: str, got: dict, expected: dict) -> None:
 # ============================================================================================
 
 
-def save(mngr: ocp.CheckpointManager, step: int, *, model, train, pipeline_state: dict, force: bool = True) -> bool:
+def save(
+    mngr: ocp.CheckpointManager, step: int, *, model, train, pipeline_state: dict, force: bool = True
+) -> bool:
     """Saves (asynchronously) the ``model`` and ``train`` pytrees, the pipeline JSON and their fingerprints.
 
     Errors of an earlier async save surface here (orbax waits for it first) or in ``wait_until_finished``.
     """
-    (fp_model, bad_model), (fp_train, bad_train) = _fingerprint_and_finite(model), _fingerprint_and_finite(train)
+    (fp_model, bad_model), (fp_train, bad_train) = (
+        _fingerprint_and_finite(model),
+        _fingerprint_and_finite(train),
+    )
     if bad_model or bad_train:
         mngr.wait_until_finished()
         last = mngr.latest_step()
@@ -206,11 +223,19 @@ def save(mngr: ocp.CheckpointManager, step: int, *, model, train, pipeline_state
             f"non-finite values in the state to save at step {step} ({len(bad)} arrays, first {bad[0]}): they appeared "
             f"after step {last if last is not None else 'init'}, so between steps {last} and {step}. Not saved; the "
             f"last good checkpoint, step {last}, stays in {mngr.directory}. Lower optim.lr or raise optim.grad_clip, "
-            "check the data, then rerun to resume from it.")
+            "check the data, then rerun to resume from it."
+        )
     integrity = {"model": fp_model, "train": fp_train}
-    return mngr.save(int(step), force=force, args=ocp.args.Composite(
-        model=ocp.args.StandardSave(model), train=ocp.args.StandardSave(train),
-        pipeline=ocp.args.JsonSave(dict(pipeline_state)), integrity=ocp.args.JsonSave(integrity)))
+    return mngr.save(
+        int(step),
+        force=force,
+        args=ocp.args.Composite(
+            model=ocp.args.StandardSave(model),
+            train=ocp.args.StandardSave(train),
+            pipeline=ocp.args.JsonSave(dict(pipeline_state)),
+            integrity=ocp.args.JsonSave(integrity),
+        ),
+    )
 
 
 def _read_integrity(mngr, step: int) -> dict | None:
@@ -258,8 +283,14 @@ def _quarantine(workdir: Path, step: int) -> Path:
     return dst
 
 
-def restore_latest(mngr: ocp.CheckpointManager, restore_fn: Callable[[int], Any], *, workdir, tag: str,
-                   log: Callable[[str], None] = print):
+def restore_latest(
+    mngr: ocp.CheckpointManager,
+    restore_fn: Callable[[int], Any],
+    *,
+    workdir,
+    tag: str,
+    log: Callable[[str], None] = print,
+):
     """``(step, restore_fn(step))`` for the newest step that restores and verifies, or ``(None, None)`` when
     there is no checkpoint. Newer steps that failed are moved to ``checkpoints.corrupt/`` and reported.
     If every step fails, nothing is moved and the first error is raised with what to do."""
@@ -271,15 +302,19 @@ def restore_latest(mngr: ocp.CheckpointManager, restore_fn: Callable[[int], Any]
             result = restore_fn(step)
         except Exception as e:  # noqa: BLE001 -- any failure of one step means: try the one before
             failures.append((step, e))
-            log(f"[{tag}] checkpoint step {step} in {mngr.directory} cannot be restored: {type(e).__name__}: "
-                f"{_short(e)}")
+            log(
+                f"[{tag}] checkpoint step {step} in {mngr.directory} cannot be restored: {type(e).__name__}: "
+                f"{_short(e)}"
+            )
             continue
         if failures:
             moved = [_quarantine(workdir, s) for s, _ in failures]
             _barrier(f"videogen_quarantine_{step}")
             mngr.reload()
-            log(f"[{tag}] the latest checkpoint (step {failures[0][0]}) is truncated or corrupted: resumed from the "
-                f"previous good one, step {step}. Moved the bad one(s) to {', '.join(str(m) for m in moved)}.")
+            log(
+                f"[{tag}] the latest checkpoint (step {failures[0][0]}) is truncated or corrupted: resumed from the "
+                f"previous good one, step {step}. Moved the bad one(s) to {', '.join(str(m) for m in moved)}."
+            )
         return step, result
     if failures:
         step, e = failures[0]
@@ -287,7 +322,8 @@ def restore_latest(mngr: ocp.CheckpointManager, restore_fn: Callable[[int], Any]
             f"no checkpoint in {mngr.directory} can be restored (tried steps {steps}; newest error: "
             f"{type(e).__name__}: {_short(e)}). If the config changed (model widths, quantizer, mesh axes that "
             "the arrays need), run with the config of that workdir or use a new --workdir; if the files are "
-            f"damaged, move {mngr.directory} away to start over.") from e
+            f"damaged, move {mngr.directory} away to start over."
+        ) from e
     return None, None
 
 
@@ -300,12 +336,20 @@ def verify_restored(mngr: ocp.CheckpointManager, step: int, name: str, tree) -> 
     got = fingerprint(tree)
     unknown = sorted(set(got) - set(expected))
     if unknown:
-        raise CheckpointIntegrityError(f"step {step} item {name!r}: restored arrays {unknown[:3]} were not saved.")
+        raise CheckpointIntegrityError(
+            f"step {step} item {name!r}: restored arrays {unknown[:3]} were not saved."
+        )
     _compare(step, name, got, expected)
 
 
-def load_step(mngr: ocp.CheckpointManager, step: int | None, load_fn: Callable[[int], Any], *, what: str,
-              log: Callable[[str], None] = print) -> tuple[int, Any]:
+def load_step(
+    mngr: ocp.CheckpointManager,
+    step: int | None,
+    load_fn: Callable[[int], Any],
+    *,
+    what: str,
+    log: Callable[[str], None] = print,
+) -> tuple[int, Any]:
     """``(step, load_fn(step))`` for reading a workdir (sampling, evaluation, export), never writing it.
 
     ``load_fn`` restores and verifies (:func:`verify_restored`). An explicit ``step`` must load. With
@@ -322,14 +366,20 @@ def load_step(mngr: ocp.CheckpointManager, step: int | None, load_fn: Callable[[
             if step is not None:  # asked for by name: that one or an error (orbax's can be pages long)
                 if isinstance(e, CheckpointIntegrityError):
                     raise UnusableCheckpointError(str(e)) from e
-                raise UnusableCheckpointError(f"checkpoint step {s} in {mngr.directory} cannot be read: "
-                                              f"{type(e).__name__}: {_short(e)}") from e
+                raise UnusableCheckpointError(
+                    f"checkpoint step {s} in {mngr.directory} cannot be read: {type(e).__name__}: {_short(e)}"
+                ) from e
             errors.append(f"step {s}: {type(e).__name__}: {_short(e, 200)}")
             if s != steps[-1]:  # the oldest one's failure is in the error below
-                log(f"[{what}] checkpoint step {s} in {mngr.directory} cannot be used ({errors[-1]}); trying an "
-                    "older one.")
-    raise UnusableCheckpointError(f"no usable checkpoint in {mngr.directory}: every one is damaged or unreadable ("
-                                  + "; ".join(errors) + "); train again, or restore the workdir from a copy.")
+                log(
+                    f"[{what}] checkpoint step {s} in {mngr.directory} cannot be used ({errors[-1]}); trying an "
+                    "older one."
+                )
+    raise UnusableCheckpointError(
+        f"no usable checkpoint in {mngr.directory}: every one is damaged or unreadable ("
+        + "; ".join(errors)
+        + "); train again, or restore the workdir from a copy."
+    )
 
 
 def _short(e: BaseException, limit: int = 300) -> str:
@@ -356,7 +406,7 @@ class WorkdirLock:
         i = jax.process_index()
         return self.workdir / (LOCK_FILE if i == 0 else f"{LOCK_FILE}.{i}")
 
-    def acquire(self) -> "WorkdirLock":
+    def acquire(self) -> WorkdirLock:
         self.workdir.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
@@ -372,11 +422,16 @@ class WorkdirLock:
                 raise WorkdirBusyError(
                     f"workdir {self.workdir} is in use by another run ({holder or 'holder unknown'}; lock "
                     f"{self.path}). Wait for it to finish or stop it, or use another --workdir. (The lock is "
-                    "released by the OS when that process exits, even after a crash.)") from None
+                    "released by the OS when that process exits, even after a crash.)"
+                ) from None
             raise
         os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{self.tag} pid {os.getpid()} on {socket.gethostname()} since "
-                      f"{time.strftime('%Y-%m-%d %H:%M:%S')}\n".encode(), 0)
+        os.pwrite(
+            fd,
+            f"{self.tag} pid {os.getpid()} on {socket.gethostname()} since "
+            f"{time.strftime('%Y-%m-%d %H:%M:%S')}\n".encode(),
+            0,
+        )
         self._fd = fd
         return self
 
@@ -388,7 +443,7 @@ class WorkdirLock:
                 os.close(self._fd)
                 self._fd = None
 
-    def __enter__(self) -> "WorkdirLock":
+    def __enter__(self) -> WorkdirLock:
         return self.acquire()
 
     def __exit__(self, *exc) -> None:
@@ -403,7 +458,9 @@ class WorkdirLock:
 def _distributed_preemption() -> bool:
     from jax._src import distributed as _dist
 
-    return jax.process_count() > 1 and getattr(_dist.global_state, "preemption_sync_manager", None) is not None
+    return (
+        jax.process_count() > 1 and getattr(_dist.global_state, "preemption_sync_manager", None) is not None
+    )
 
 
 class Preemption:
@@ -416,7 +473,7 @@ class Preemption:
         self._previous = None
         self._installed = False
 
-    def __enter__(self) -> "Preemption":
+    def __enter__(self) -> Preemption:
         if not _distributed_preemption() and threading.current_thread() is threading.main_thread():
             self._previous = signal.signal(signal.SIGTERM, self._handler)
             self._installed = True
@@ -424,8 +481,10 @@ class Preemption:
 
     def _handler(self, signum, frame) -> None:
         self.received = signum
-        print(f"[{self.tag}] SIGTERM received: saving a checkpoint after the current step, then exiting.",
-              flush=True)
+        print(
+            f"[{self.tag}] SIGTERM received: saving a checkpoint after the current step, then exiting.",
+            flush=True,
+        )
 
     def requested(self, step: int) -> bool:
         if self.received is not None:
@@ -474,13 +533,18 @@ class FiniteWatch:
             bad = {k: float(x) for k, x in v.items() if not np.isfinite(np.asarray(x)).all()}
             if bad:
                 saved = last_saved() if last_saved is not None else None
-                where = (f"the last good checkpoint is step {saved} in {Path(workdir) / 'checkpoints'} (kept; "
-                         "nothing after it was saved)" if saved is not None else "no checkpoint was saved yet")
+                where = (
+                    f"the last good checkpoint is step {saved} in {Path(workdir) / 'checkpoints'} (kept; "
+                    "nothing after it was saved)"
+                    if saved is not None
+                    else "no checkpoint was saved yet"
+                )
                 first = steps[0]
                 raise NonFiniteError(
                     f"non-finite {', '.join(f'{k}={x}' for k, x in bad.items())} at step {step} (steps {first}..{step}"
                     f" checked; step {self.last_checked or first - 1} and before were finite): stopping; {where}. "
-                    "Lower optim.lr or raise optim.grad_clip, check the data, then rerun to resume from it.")
+                    "Lower optim.lr or raise optim.grad_clip, check the data, then rerun to resume from it."
+                )
             self.last_checked = step
 
 
@@ -497,7 +561,9 @@ def _host_target(metadata):
     return jax.tree.map(lambda m: jax.ShapeDtypeStruct(tuple(m.shape), m.dtype, sharding=dev), tree)
 
 
-def export_params(workdir, out, *, step: int | None = None, files=("config.json", "text_tokenizer.model")) -> Path:
+def export_params(
+    workdir, out, *, step: int | None = None, files=("config.json", "text_tokenizer.model")
+) -> Path:
     """Writes ``out/params`` (the ``model`` item of ``step``, default the latest good one: EMA params and
     quantizer state, no optimizer state) as a standalone orbax checkpoint of numpy arrays, copies the
     workdir's ``files`` beside it and writes ``out/export.json``. Verified against the saved fingerprints."""
@@ -523,9 +589,13 @@ def export_params(workdir, out, *, step: int | None = None, files=("config.json"
         if (workdir / name).is_file():
             shutil.copy2(workdir / name, out / name)
             copied.append(name)
-    manifest = {"workdir": str(workdir.absolute()), "step": int(step), "files": copied,
-                "num_params": int(sum(np.size(x) for x in jax.tree.leaves(params))),
-                "fingerprint": fingerprint(params)}
+    manifest = {
+        "workdir": str(workdir.absolute()),
+        "step": int(step),
+        "files": copied,
+        "num_params": int(sum(np.size(x) for x in jax.tree.leaves(params))),
+        "fingerprint": fingerprint(params),
+    }
     (out / EXPORT_MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
     return out
 
@@ -536,8 +606,10 @@ def load_params(export_dir, abstract=None):
     export_dir = Path(export_dir)
     manifest_path = export_dir / EXPORT_MANIFEST
     if not manifest_path.is_file():
-        raise FileNotFoundError(f"{manifest_path} not found: is {export_dir} a folder written by export_params "
-                                "(`videogen export --workdir W --out DIR`)?")
+        raise FileNotFoundError(
+            f"{manifest_path} not found: is {export_dir} a folder written by export_params "
+            "(`videogen export --workdir W --out DIR`)?"
+        )
     manifest = json.loads(manifest_path.read_text())
     with ocp.StandardCheckpointer() as ckptr:
         path = (export_dir / "params").absolute()
@@ -546,7 +618,9 @@ def load_params(export_dir, abstract=None):
         else:
             params = ckptr.restore(path, abstract)
     if fingerprint(params) != manifest["fingerprint"]:
-        raise CheckpointIntegrityError(f"{export_dir / 'params'} does not match the fingerprints in {manifest_path}.")
+        raise CheckpointIntegrityError(
+            f"{export_dir / 'params'} does not match the fingerprints in {manifest_path}."
+        )
     cfg_path = export_dir / "config.json"
     config = json.loads(cfg_path.read_text()) if cfg_path.is_file() else None
     return params, config

@@ -9,8 +9,9 @@ import argparse
 import json
 import math
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -102,8 +103,10 @@ def npy_video(path: str | Path, what: str) -> np.ndarray:
     try:
         return np.load(path, allow_pickle=False)
     except (ValueError, OSError, EOFError):
-        raise UsageError(f"{what} {path} is not a plain .npy array (a text file, a pickle, or damaged); video "
-                         "arrays are uint8 [T, H, W, 3] saved with numpy.save.") from None
+        raise UsageError(
+            f"{what} {path} is not a plain .npy array (a text file, a pickle, or damaged); video "
+            "arrays are uint8 [T, H, W, 3] saved with numpy.save."
+        ) from None
 
 
 def output_folder(path: str | Path, what: str) -> Path:
@@ -122,8 +125,9 @@ def output_folder(path: str | Path, what: str) -> Path:
             pass
     except OSError as err:
         where = "" if base == p else f" (it would be created in {base})"
-        raise UsageError(f"{what} {p} is not writable{where}: {err.strerror or err}; pass a folder you can "
-                         "write to.") from None
+        raise UsageError(
+            f"{what} {p} is not writable{where}: {err.strerror or err}; pass a folder you can write to."
+        ) from None
     return p
 
 
@@ -133,8 +137,9 @@ def output_file(path: str | Path, what: str, suffixes: Sequence[str] | None = No
     if p.is_dir():
         raise UsageError(f"{what} {p} is a folder; pass a file name.")
     if suffixes and p.suffix.lower() not in suffixes:
-        raise UsageError(f"{what} {p}: unsupported output {p.suffix or '(no suffix)'}; use "
-                         f"{', '.join(suffixes)}.")
+        raise UsageError(
+            f"{what} {p}: unsupported output {p.suffix or '(no suffix)'}; use {', '.join(suffixes)}."
+        )
     output_folder(p.parent, f"{what} {p}: its folder")
     return p
 
@@ -153,7 +158,9 @@ def video_folder(root: str | Path | None, what: str) -> Path:
     if not p.is_dir():
         raise UsageError(f"{what} {p} is a file; pass the folder of your videos.")
     if not video_files(p):
-        raise UsageError(f"{what} {p} holds no video files ({' '.join(VIDEO_EXTENSIONS)}, searched recursively).")
+        raise UsageError(
+            f"{what} {p} holds no video files ({' '.join(VIDEO_EXTENSIONS)}, searched recursively)."
+        )
     return p
 
 
@@ -167,7 +174,9 @@ def data_spec(spec: dict, what: str = "data") -> None:
             raise UsageError(f"{what}: a tfds source needs a dataset name, e.g. ucf101/ucf101_1_256.")
         data_dir = spec.get("data_dir")
         if data_dir and not Path(data_dir).is_dir():
-            raise UsageError(f"{what}: data_dir {data_dir} is not a folder; pass where the dataset was prepared.")
+            raise UsageError(
+                f"{what}: data_dir {data_dir} is not a folder; pass where the dataset was prepared."
+            )
 
 
 # ============================================================================================
@@ -204,8 +213,14 @@ def _wanted(expect: str | None) -> str:
     return f"{_KIND_NAMES[expect]} ({_TRAINERS[expect]} --workdir ...)"
 
 
-def trained_workdir(path: str | Path, what: str, *, expect: str | None = None, step: int | None = None,
-                    need_checkpoint: bool = True) -> tuple[str, dict]:
+def trained_workdir(
+    path: str | Path,
+    what: str,
+    *,
+    expect: str | None = None,
+    step: int | None = None,
+    need_checkpoint: bool = True,
+) -> tuple[str, dict]:
     """``(kind, config)`` of a workdir to read: it exists, holds a config.json that parses, is of the
     ``expect``-ed kind ('tokenizer' / 'lm'; None: either) and, with ``need_checkpoint``, has a checkpoint
     (``step`` when given)."""
@@ -222,12 +237,16 @@ def trained_workdir(path: str | Path, what: str, *, expect: str | None = None, s
     try:
         config = json.loads(config_path.read_text())
     except (ValueError, UnicodeDecodeError) as err:
-        raise UsageError(f"{what} {p}: {config_path} is not valid JSON ({err}); the workdir is damaged: restore "
-                         "its config.json or pass another workdir.") from None
+        raise UsageError(
+            f"{what} {p}: {config_path} is not valid JSON ({err}); the workdir is damaged: restore "
+            "its config.json or pass another workdir."
+        ) from None
     kind = workdir_kind(config)
     if kind is None:
-        raise UsageError(f"{what} {p}: {config_path} is neither a tokenizer's config (no 'quantizer') nor an "
-                         f"LM's (no 'tokenizer_workdir'); pass {want}.")
+        raise UsageError(
+            f"{what} {p}: {config_path} is neither a tokenizer's config (no 'quantizer') nor an "
+            f"LM's (no 'tokenizer_workdir'); pass {want}."
+        )
     if expect is not None and kind != expect:
         if kind == "lm":
             hint = f"; this LM was trained on the tokenizer in {config.get('tokenizer_workdir')}"
@@ -238,11 +257,13 @@ def trained_workdir(path: str | Path, what: str, *, expect: str | None = None, s
         return kind, config
     steps = checkpoint_steps(p)
     if not steps:
-        raise UsageError(f"{what} {p} has no checkpoint in {p / 'checkpoints'} yet: its training has not "
-                         "saved one.")
+        raise UsageError(
+            f"{what} {p} has no checkpoint in {p / 'checkpoints'} yet: its training has not saved one."
+        )
     if step is not None and step not in steps:
-        raise UsageError(f"--step {step}: {p} has no checkpoint step {step}; its steps are "
-                         f"{', '.join(map(str, steps))}.")
+        raise UsageError(
+            f"--step {step}: {p} has no checkpoint step {step}; its steps are {', '.join(map(str, steps))}."
+        )
     return kind, config
 
 
@@ -253,15 +274,21 @@ def lm_workdir(path: str | Path, what: str = "--workdir", *, step: int | None = 
     _, config = trained_workdir(path, what, expect="lm", step=step)
     saved = config.get("tokenizer_workdir")
     if not saved:
-        raise UsageError(f"{what} {path}: its config.json names no tokenizer_workdir; the workdir is damaged.")
+        raise UsageError(
+            f"{what} {path}: its config.json names no tokenizer_workdir; the workdir is damaged."
+        )
     try:
         tokenizer = Path(_saved_tokenizer_workdir(saved, Path(path)))
     except FileNotFoundError as err:
         raise UsageError(str(err)) from None
     if not (tokenizer / "config.json").is_file():
-        state = "no longer exists" if not tokenizer.exists() else "is not a tokenizer workdir (no config.json)"
-        raise UsageError(f"{what} {path} was trained on the tokenizer in {tokenizer}, which {state}: put it back, "
-                         f"or set \"tokenizer_workdir\" in {Path(path) / 'config.json'} to where it is now.")
+        state = (
+            "no longer exists" if not tokenizer.exists() else "is not a tokenizer workdir (no config.json)"
+        )
+        raise UsageError(
+            f"{what} {path} was trained on the tokenizer in {tokenizer}, which {state}: put it back, "
+            f'or set "tokenizer_workdir" in {Path(path) / "config.json"} to where it is now.'
+        )
     trained_workdir(tokenizer, f"{what} {path}: its tokenizer", expect="tokenizer")
     return config
 
@@ -276,6 +303,8 @@ def training_workdir(path: str | Path, what: str, kind: str) -> Path:
         except (ValueError, UnicodeDecodeError):
             other = None
         if other is not None and other != kind:
-            raise UsageError(f"{what} {p} is {_KIND_NAMES[other]}; training {_MODEL_NAMES[kind]} there would "
-                             "mix two runs: pass another --workdir.")
+            raise UsageError(
+                f"{what} {p} is {_KIND_NAMES[other]}; training {_MODEL_NAMES[kind]} there would "
+                "mix two runs: pass another --workdir."
+            )
     return p

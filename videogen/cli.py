@@ -83,8 +83,10 @@ def cmd_preview(args) -> None:
     video_io.gif_grid(videos, out / "preview.gif", cols=4)
     video_io.contact_sheet(videos, captions, path=out / "contact_sheet.png")
     (out / "captions.txt").write_text("".join(f"{i:2d}  {c}\n" for i, c in enumerate(captions)))
-    print(f"Wrote {out / 'preview.gif'} ({len(videos)} clips, 4 per row), {out / 'contact_sheet.png'} and "
-          f"{out / 'captions.txt'}:")
+    print(
+        f"Wrote {out / 'preview.gif'} ({len(videos)} clips, 4 per row), {out / 'contact_sheet.png'} and "
+        f"{out / 'captions.txt'}:"
+    )
     print((out / "captions.txt").read_text(), end="")
 
 
@@ -96,8 +98,10 @@ def _split_sizes(text: str) -> dict[str, int]:
         try:
             sizes[key] = int(value)
         except ValueError:
-            raise UsageError(f"--split-sizes {text!r}: {item!r} is not SPLIT=CLIPS; write e.g. "
-                             "train=20000,test=1000,heldout=1000.") from None
+            raise UsageError(
+                f"--split-sizes {text!r}: {item!r} is not SPLIT=CLIPS; write e.g. "
+                "train=20000,test=1000,heldout=1000."
+            ) from None
     return sizes
 
 
@@ -106,13 +110,29 @@ def cmd_prepare_world(args) -> None:
 
     checks.output_folder(args.data_dir, "--data-dir")
     try:  # the world's size and the split sizes, before TFDS starts writing
-        tfds_world.world_builder_config(world.WorldConfig(resolution=args.resolution, num_frames=args.num_frames,
-                                                          max_objects=args.max_objects, seed=args.seed),
-                                        _split_sizes(args.split_sizes) if args.split_sizes else None)
+        tfds_world.world_builder_config(
+            world.WorldConfig(
+                resolution=args.resolution,
+                num_frames=args.num_frames,
+                max_objects=args.max_objects,
+                seed=args.seed,
+            ),
+            _split_sizes(args.split_sizes) if args.split_sizes else None,
+        )
     except ValueError as e:
         raise UsageError(str(e)) from e
-    argv = ["--data_dir", args.data_dir, "--resolution", str(args.resolution), "--num_frames",
-            str(args.num_frames), "--max_objects", str(args.max_objects), "--seed", str(args.seed)]
+    argv = [
+        "--data_dir",
+        args.data_dir,
+        "--resolution",
+        str(args.resolution),
+        "--num_frames",
+        str(args.num_frames),
+        "--max_objects",
+        str(args.max_objects),
+        "--seed",
+        str(args.seed),
+    ]
     if args.split_sizes:
         argv += ["--split_sizes", args.split_sizes]
     tfds_world.main(argv)
@@ -132,13 +152,18 @@ def _read_judged_video(path: Path) -> np.ndarray:
     else:
         video = video_io.read_whole_video(path)
     if video.dtype != np.uint8 or video.ndim != 4 or video.shape[-1] != 3:
-        raise UsageError(f"{path}: the judge takes a uint8 video [T, R, R, 3], got {video.dtype} {list(video.shape)}.")
+        raise UsageError(
+            f"{path}: the judge takes a uint8 video [T, R, R, 3], got {video.dtype} {list(video.shape)}."
+        )
     if video.shape[1] != video.shape[2]:
-        raise UsageError(f"{path}: the judge takes square frames (the built-in world's), these are "
-                         f"{video.shape[1]}x{video.shape[2]}; crop them square first.")
+        raise UsageError(
+            f"{path}: the judge takes square frames (the built-in world's), these are "
+            f"{video.shape[1]}x{video.shape[2]}; crop them square first."
+        )
     if len(video) < MIN_JUDGE_FRAMES:
-        raise UsageError(f"{path} has {len(video)} frame(s); the judge needs at least {MIN_JUDGE_FRAMES} to read "
-                         "motion.")
+        raise UsageError(
+            f"{path} has {len(video)} frame(s); the judge needs at least {MIN_JUDGE_FRAMES} to read motion."
+        )
     return video
 
 
@@ -160,9 +185,16 @@ def cmd_judge_world(args) -> None:
     from videogen.data import damage, world
 
     try:
-        source = world.WorldSource(world.WorldConfig(resolution=args.resolution, num_frames=args.num_frames,
-                                                     max_objects=args.max_objects, seed=args.seed),
-                                   args.split, args.num)
+        source = world.WorldSource(
+            world.WorldConfig(
+                resolution=args.resolution,
+                num_frames=args.num_frames,
+                max_objects=args.max_objects,
+                seed=args.seed,
+            ),
+            args.split,
+            args.num,
+        )
     except ValueError as e:  # the world's own checks: resolution, objects, split
         raise UsageError(str(e)) from e
     rng = np.random.default_rng(0)
@@ -180,17 +212,22 @@ def cmd_train_text_tokenizer(args) -> None:
     from videogen.data import text
 
     if args.vocab_size < text.MIN_VOCAB_SIZE:
-        raise UsageError(f"--vocab-size {args.vocab_size}: must be >= {text.MIN_VOCAB_SIZE} (256 byte pieces + "
-                         "specials + some words).")
+        raise UsageError(
+            f"--vocab-size {args.vocab_size}: must be >= {text.MIN_VOCAB_SIZE} (256 byte pieces + "
+            "specials + some words)."
+        )
     checks.output_folder(args.out, "--out")
     source = _source(args)  # the text model of an LM reads its training captions
     n = min(args.num_captions, len(source))
     if args.kind == "world":  # captions without rendering
         from videogen.data import world
+
         captions = [world.sample_clip(source.cfg, args.split, i).caption for i in range(n)]
     else:
         captions = [source[i]["caption"] for i in range(n)]
-    path = text.train_text_tokenizer(captions, Path(args.out) / text.MODEL_FILENAME, vocab_size=args.vocab_size)
+    path = text.train_text_tokenizer(
+        captions, Path(args.out) / text.MODEL_FILENAME, vocab_size=args.vocab_size
+    )
     tok = text.TextTokenizer(path)
     print(f"Wrote {path}: {tok.vocab_size} pieces from {n} captions. Example: {tok.pieces(captions[0])}")
 
@@ -211,7 +248,9 @@ def cmd_bench_data(args) -> None:
 def cmd_plan(args) -> None:
     import os
 
-    bad = [o for o in args.overrides if not (o.startswith("--config.") or (not o.startswith("-") and "=" in o))]
+    bad = [
+        o for o in args.overrides if not (o.startswith("--config.") or (not o.startswith("-") and "=" in o))
+    ]
     if bad:
         raise UsageError(f"unrecognised arguments {bad}; overrides look like --config.batch_size=64")
     if args.json:
@@ -220,10 +259,13 @@ def cmd_plan(args) -> None:
         from jax._src import xla_bridge
 
         if xla_bridge.backends_are_initialized():
-            raise UsageError("--num-devices must come before JAX starts (a plan run inside a process that already "
-                             "used JAX): run `videogen plan` as its own command.")
-        os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
-                                   f" --xla_force_host_platform_device_count={args.num_devices}").strip()
+            raise UsageError(
+                "--num-devices must come before JAX starts (a plan run inside a process that already "
+                "used JAX): run `videogen plan` as its own command."
+            )
+        os.environ["XLA_FLAGS"] = (
+            os.environ.get("XLA_FLAGS", "") + f" --xla_force_host_platform_device_count={args.num_devices}"
+        ).strip()
     import jax
 
     from tokenizer.train import apply_overrides, load_config
@@ -233,10 +275,14 @@ def cmd_plan(args) -> None:
     config = apply_overrides(load_config(args.config), args.overrides)
     config_checks.check_values(config)
     if "tokenizer_workdir" in config and config.tokenizer_workdir:
-        checks.trained_workdir(config.tokenizer_workdir, "--config.tokenizer_workdir", expect="tokenizer",
-                               need_checkpoint=False)  # the plan reads its config.json only
-    more = ("plan for more with --num-devices N (emulated CPU devices)" if jax.default_backend() == "cpu" else
-            "plan on a host with more devices")
+        checks.trained_workdir(
+            config.tokenizer_workdir, "--config.tokenizer_workdir", expect="tokenizer", need_checkpoint=False
+        )  # the plan reads its config.json only
+    more = (
+        "plan for more with --num-devices N (emulated CPU devices)"
+        if jax.default_backend() == "cpu"
+        else "plan on a host with more devices"
+    )
     config_checks.check_mesh(dict(config.mesh), jax.device_count(), more_devices=more)
     result = plan_lib.plan(config)
     print(plan_lib.format_plan(result))
@@ -255,15 +301,18 @@ def cmd_export(args) -> None:
         raise UsageError(f"--out {out} is not empty; pick a new folder for the export.")
     out = checkpointing.export_params(args.workdir, args.out, step=args.step)
     manifest = json.loads((out / checkpointing.EXPORT_MANIFEST).read_text())
-    print(f"Exported step {manifest['step']} of {args.workdir} ({manifest['num_params']:,} values, EMA params "
-          f"only) to {out}: params/ + {', '.join(manifest['files']) or 'no config'}. Load with "
-          "videogen.checkpointing.load_params(out).")
+    print(
+        f"Exported step {manifest['step']} of {args.workdir} ({manifest['num_params']:,} values, EMA params "
+        f"only) to {out}: params/ + {', '.join(manifest['files']) or 'no config'}. Load with "
+        "videogen.checkpointing.load_params(out)."
+    )
 
 
 def _pending(name: str):
     def run(args) -> None:
         print(f"`videogen {name}` is not available yet: it lands with {_PENDING[name]}.", file=sys.stderr)
         sys.exit(2)
+
     return run
 
 
@@ -293,13 +342,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split-sizes", help="e.g. train=20000,test=1000,heldout=1000")
     p.set_defaults(func=cmd_prepare_world)
 
-    p = sub.add_parser("judge", help="score a video (mp4/gif/webm/npy, square frames) against its caption; exit 0 "
-                                     "correct, 1 incorrect, 2 could not judge")
+    p = sub.add_parser(
+        "judge",
+        help="score a video (mp4/gif/webm/npy, square frames) against its caption; exit 0 "
+        "correct, 1 incorrect, 2 could not judge",
+    )
     p.add_argument("video")
     p.add_argument("--caption", required=True, help="a caption of the built-in world")
     p.set_defaults(func=cmd_judge)
 
-    p = sub.add_parser("judge-world", help="the judge's accuracy on ground-truth (optionally damaged) renders")
+    p = sub.add_parser(
+        "judge-world", help="the judge's accuracy on ground-truth (optionally damaged) renders"
+    )
     p.add_argument("--resolution", type=checks.positive_int, default=64)
     p.add_argument("--num-frames", type=checks.positive_int, default=17)
     p.add_argument("--max-objects", type=checks.positive_int, default=2)
@@ -324,56 +378,88 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", help="also write the results here")
     p.set_defaults(func=cmd_bench_data)
 
-    p = sub.add_parser("sample", help="text → video from a trained LM workdir, or the pretrained model shipped in "
-                                      "the package without --workdir (mp4, GIF, npy + contact sheet)")
+    p = sub.add_parser(
+        "sample",
+        help="text → video from a trained LM workdir, or the pretrained model shipped in "
+        "the package without --workdir (mp4, GIF, npy + contact sheet)",
+    )
     from videogen.generate import add_sample_args, sample_command
+
     add_sample_args(p)
     p.set_defaults(func=sample_command)
 
-    p = sub.add_parser("continue", help="long videos: N frames from prompts, continue a video file, story mode, "
-                                        "--drift (drift.json + drift.png), --bench (time/memory per frame)")
+    p = sub.add_parser(
+        "continue",
+        help="long videos: N frames from prompts, continue a video file, story mode, "
+        "--drift (drift.json + drift.png), --bench (time/memory per frame)",
+    )
     from videogen.continuation import add_continue_args, continue_command
+
     add_continue_args(p)
     p.set_defaults(func=continue_command)
 
-    p = sub.add_parser("eval", help="evaluate a tokenizer or LM workdir: PSNR/SSIM/usage/rFVD or FVD + judge "
-                                    "(world, ucf, frame_prediction protocols); JSON + table")
-    from videogen.evaluate import add_eval_args, run as run_eval
+    p = sub.add_parser(
+        "eval",
+        help="evaluate a tokenizer or LM workdir: PSNR/SSIM/usage/rFVD or FVD + judge "
+        "(world, ucf, frame_prediction protocols); JSON + table",
+    )
+    from videogen.evaluate import add_eval_args
+    from videogen.evaluate import run as run_eval
+
     add_eval_args(p)
     p.set_defaults(func=run_eval)
 
     from tokenizer.codes import add_commands as add_tokenizer_commands  # encode, decode, eval-tokenizer
+
     add_tokenizer_commands(sub)
 
-    p = sub.add_parser("plan", help="will it fit: compile the train step ahead of time; params, per-device memory, "
-                                    "the sharding of every param and optimizer slot (no training)")
-    p.add_argument("--config", required=True, help="a trainer config, e.g. experiments/lm_world.py:tiny; any "
-                   "--config.KEY=VALUE after it overrides (the LM needs --config.tokenizer_workdir or "
-                   "model.codebook_size + model.video_grid)")
+    p = sub.add_parser(
+        "plan",
+        help="will it fit: compile the train step ahead of time; params, per-device memory, "
+        "the sharding of every param and optimizer slot (no training)",
+    )
+    p.add_argument(
+        "--config",
+        required=True,
+        help="a trainer config, e.g. experiments/lm_world.py:tiny; any "
+        "--config.KEY=VALUE after it overrides (the LM needs --config.tokenizer_workdir or "
+        "model.codebook_size + model.video_grid)",
+    )
     p.add_argument("--num-devices", type=checks.positive_int, help="CPU only: emulate this many devices")
     p.add_argument("--json", help="also write the plan as JSON here")
     p.set_defaults(func=cmd_plan, config_overrides=True)
 
-    p = sub.add_parser("export", help="params-only copy of a trainer workdir's checkpoint (EMA weights + config) "
-                                      "for sampling and notebooks")
+    p = sub.add_parser(
+        "export",
+        help="params-only copy of a trainer workdir's checkpoint (EMA weights + config) "
+        "for sampling and notebooks",
+    )
     p.add_argument("--workdir", required=True)
     p.add_argument("--out", required=True)
     p.add_argument("--step", type=checks.nonnegative_int, help="default: the latest good checkpoint")
     p.set_defaults(func=cmd_export)
 
     # The trainers own their flags (--config path[:variant], --workdir, --config.KEY=VALUE overrides, -v).
-    p = sub.add_parser("train-tokenizer", add_help=False,
-                       help="train the video tokenizer (= python -m tokenizer.train; --help for its flags)")
+    p = sub.add_parser(
+        "train-tokenizer",
+        add_help=False,
+        help="train the video tokenizer (= python -m tokenizer.train; --help for its flags)",
+    )
     p.set_defaults(func=lambda a: _run_trainer("tokenizer.train", ["--help"]))
-    p = sub.add_parser("train-lm", add_help=False,
-                       help="train the text-to-video transformer (= python -m videogen.train; --help for its flags)")
+    p = sub.add_parser(
+        "train-lm",
+        add_help=False,
+        help="train the text-to-video transformer (= python -m videogen.train; --help for its flags)",
+    )
     p.set_defaults(func=lambda a: _run_trainer("videogen.train", ["--help"]))
 
     for name in _PENDING:
         sub.add_parser(name, help=f"(lands with {_PENDING[name]})").set_defaults(func=_pending(name))
     for name, p in sub.choices.items():
         if name not in _TRAINERS:
-            errors.add_verbose(p, top_level=False)  # `videogen sample ... -v` as well as `videogen -v sample ...`
+            errors.add_verbose(
+                p, top_level=False
+            )  # `videogen sample ... -v` as well as `videogen -v sample ...`
     return parser
 
 

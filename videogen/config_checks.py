@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Mapping, Sequence
 
 import jax
 
@@ -20,18 +20,44 @@ from videogen import mesh as mesh_lib
 from videogen.data.sources import build_source
 from videogen.errors import UsageError
 
-__all__ = ["check_lm_vocab", "check_mesh", "check_resume_compatible", "check_training_request", "check_values"]
+__all__ = [
+    "check_lm_vocab",
+    "check_mesh",
+    "check_resume_compatible",
+    "check_training_request",
+    "check_values",
+]
 
 # How a CPU run gets more devices, for the trainers (`videogen plan` has its own --num-devices).
 CPU_DEVICES_HINT = "on CPU XLA_FLAGS=--xla_force_host_platform_device_count=N sets the device count"
 
 # Trainer config values that must be whole numbers >= 1, and >= 0 (0 = off / none); keys a config lacks are
 # skipped (the two trainers share most of them).
-_POSITIVE = ("steps", "batch_size", "log_every", "ckpt_every", "max_to_keep", "grad_accum_steps",
-             "data.resolution", "data.num_frames", "eval.batch_size", "eval.num_clips", "text.max_length",
-             "text.vocab_size", "text.num_captions", "eval.data.num_clips")
-_NON_NEGATIVE = ("seed", "data_threads", "eval.every", "eval.num_samples", "eval.num_batches",
-                 "optim.warmup_steps", "sample.num_prompts")
+_POSITIVE = (
+    "steps",
+    "batch_size",
+    "log_every",
+    "ckpt_every",
+    "max_to_keep",
+    "grad_accum_steps",
+    "data.resolution",
+    "data.num_frames",
+    "eval.batch_size",
+    "eval.num_clips",
+    "text.max_length",
+    "text.vocab_size",
+    "text.num_captions",
+    "eval.data.num_clips",
+)
+_NON_NEGATIVE = (
+    "seed",
+    "data_threads",
+    "eval.every",
+    "eval.num_samples",
+    "eval.num_batches",
+    "optim.warmup_steps",
+    "sample.num_prompts",
+)
 
 
 def check_values(config) -> None:
@@ -83,24 +109,33 @@ def check_training_request(config, workdir, kind: str) -> None:
         checks.video_folder(eval_data["root"], "config.eval.data.root")
     if kind == "lm":
         if not config.get("tokenizer_workdir"):
-            raise UsageError("config.tokenizer_workdir is required: the workdir of a trained video tokenizer, e.g. "
-                             "--config.tokenizer_workdir=runs/tok_tiny (train one with `python -m tokenizer.train "
-                             "--config experiments/tokenizer_world.py:tiny --workdir runs/tok_tiny`).")
+            raise UsageError(
+                "config.tokenizer_workdir is required: the workdir of a trained video tokenizer, e.g. "
+                "--config.tokenizer_workdir=runs/tok_tiny (train one with `python -m tokenizer.train "
+                "--config experiments/tokenizer_world.py:tiny --workdir runs/tok_tiny`)."
+            )
         checks.trained_workdir(config.tokenizer_workdir, "--config.tokenizer_workdir", expect="tokenizer")
 
 
-def check_mesh(axes: Mapping[str, int], num_devices: int, *, more_devices: str = CPU_DEVICES_HINT) -> dict[str, int]:
+def check_mesh(
+    axes: Mapping[str, int], num_devices: int, *, more_devices: str = CPU_DEVICES_HINT
+) -> dict[str, int]:
     """``config.mesh`` against the devices present; the resolved shape, or a UsageError naming the fix
     (``more_devices``: how to get more devices where this check runs)."""
     try:
         return mesh_lib.resolve_mesh_shape(axes, num_devices)
     except ValueError as e:
         procs = jax.process_count()
-        where = (f"{num_devices} devices" if procs == 1 else
-                 f"{num_devices} devices over {procs} processes x {num_devices // procs}")
+        where = (
+            f"{num_devices} devices"
+            if procs == 1
+            else f"{num_devices} devices over {procs} processes x {num_devices // procs}"
+        )
         example = ", ".join(f"--config.mesh.{k}={'-1' if i == 0 else 1}" for i, k in enumerate(axes))
-        raise UsageError(f"config.mesh={dict(axes)} does not fit the {where}: {e} Fix: e.g. {example} (data "
-                         f"parallel over all devices); {more_devices}.") from None
+        raise UsageError(
+            f"config.mesh={dict(axes)} does not fit the {where}: {e} Fix: e.g. {example} (data "
+            f"parallel over all devices); {more_devices}."
+        ) from None
 
 
 def check_lm_vocab(config, codebook_size: int, tokenizer_workdir=None) -> None:
@@ -109,23 +144,32 @@ def check_lm_vocab(config, codebook_size: int, tokenizer_workdir=None) -> None:
     model = config.model
     head = model.get("head", "bitgroups")
     c = int(codebook_size)
-    src = f"the tokenizer in tokenizer_workdir={str(tokenizer_workdir)!r}" if tokenizer_workdir else "the tokenizer"
+    src = (
+        f"the tokenizer in tokenizer_workdir={str(tokenizer_workdir)!r}"
+        if tokenizer_workdir
+        else "the tokenizer"
+    )
     if head == "bitgroups":
         if c < 2 or c & (c - 1):
             raise UsageError(
                 f"model.head='bitgroups' needs a power-of-2 codebook (LFQ: 2^num_bits codes), but {src} has "
                 f"codebook_size={c} (FSQ/VQ codebooks need not be powers of 2). Fix: --config.model.head=softmax, "
-                "or an LFQ tokenizer.")
+                "or an LFQ tokenizer."
+            )
         k = c.bit_length() - 1
         g = model.get("group_bits")
         if g is not None and (int(g) < 1 or k % int(g)):
             divs = [d for d in range(1, k + 1) if k % d == 0]
-            raise UsageError(f"model.group_bits={g} must divide the {k} bits of {src}'s {c} codes: use one of "
-                             f"{divs} (--config.model.group_bits={divs[len(divs) // 2]}), or None for K/2.")
+            raise UsageError(
+                f"model.group_bits={g} must divide the {k} bits of {src}'s {c} codes: use one of "
+                f"{divs} (--config.model.group_bits={divs[len(divs) // 2]}), or None for K/2."
+            )
     text_vocab = int(config.text.vocab_size)
     if text_vocab + c + 1 >= 2**31:
-        raise UsageError(f"text.vocab_size={text_vocab} + codebook_size={c} + 1 overflows int32 token ids: use a "
-                         "smaller text.vocab_size or a smaller tokenizer codebook.")
+        raise UsageError(
+            f"text.vocab_size={text_vocab} + codebook_size={c} + 1 overflows int32 token ids: use a "
+            "smaller text.vocab_size or a smaller tokenizer codebook."
+        )
 
 
 def _get(tree, dotted: str):
@@ -145,8 +189,15 @@ def _norm(v):
     return v
 
 
-def check_resume_compatible(workdir, config: Mapping, keys: Sequence[str], *, tag: str, has_checkpoint: bool,
-                            hints: Mapping[str, str] | None = None) -> None:
+def check_resume_compatible(
+    workdir,
+    config: Mapping,
+    keys: Sequence[str],
+    *,
+    tag: str,
+    has_checkpoint: bool,
+    hints: Mapping[str, str] | None = None,
+) -> None:
     """Before resuming ``workdir``: the shape-determining ``keys`` (dotted) of ``config`` must equal those in
     the workdir's ``config.json`` (what its checkpoints were trained with). Silent for a fresh workdir."""
     path = Path(workdir) / "config.json"
@@ -160,9 +211,15 @@ def check_resume_compatible(workdir, config: Mapping, keys: Sequence[str], *, ta
         if old is None or new is None or old == new:
             continue
         hint = (hints or {}).get(key)
-        problems.append(f"{key}={new!r} but the checkpoints were trained with {key}={old!r}"
-                        + (f" ({hint})" if hint else "") + f"; rerun with --config.{key}={old!r}")
+        problems.append(
+            f"{key}={new!r} but the checkpoints were trained with {key}={old!r}"
+            + (f" ({hint})" if hint else "")
+            + f"; rerun with --config.{key}={old!r}"
+        )
     if problems:
-        raise UsageError(f"[{tag}] cannot resume {workdir}: " + "; ".join(problems)
-                         + f". Or start a new run with another --workdir (the config saved with the checkpoints is "
-                         f"{path}).")
+        raise UsageError(
+            f"[{tag}] cannot resume {workdir}: "
+            + "; ".join(problems)
+            + f". Or start a new run with another --workdir (the config saved with the checkpoints is "
+            f"{path})."
+        )

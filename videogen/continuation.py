@@ -53,7 +53,8 @@ training and the drift measurement: experiments/long_video.py and videogen/drift
 from __future__ import annotations
 
 import dataclasses
-from typing import Iterator, Sequence
+from collections.abc import Iterator, Sequence
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -77,7 +78,9 @@ def latents_for_frames(num_frames: int, temporal_compression: int = 4) -> int:
     return 1 + -(-(int(num_frames) - 1) // int(temporal_compression))
 
 
-def plan_windows(num_new: int, *, window: int, context: int, objective: str, have: int = 0) -> list[tuple[int, int, int]]:
+def plan_windows(
+    num_new: int, *, window: int, context: int, objective: str, have: int = 0
+) -> list[tuple[int, int, int]]:
     """The windows that make ``num_new`` latent frames after ``have`` existing ones.
 
     Returns ``[(c, made, kept), ...]``: context frames given to the window (``min(context, frames so
@@ -91,8 +94,10 @@ def plan_windows(num_new: int, *, window: int, context: int, objective: str, hav
     if objective not in OBJECTIVES:
         raise ValueError(f"objective={objective!r}: must be one of {OBJECTIVES}.")
     if not 1 <= context < window:
-        raise UsageError(f"context_frames={context} must be in [1, {window - 1}] for a model window of {window} "
-                         "latent frames.")
+        raise UsageError(
+            f"context_frames={context} must be in [1, {window - 1}] for a model window of {window} "
+            "latent frames."
+        )
     plan, so_far, left = [], int(have), int(num_new)
     while left > 0:
         c = min(context, so_far)
@@ -113,8 +118,9 @@ def _decode_fn(ae, quantizer):
     return lambda codes: tok_train.decode_indices(ae, quantizer, codes)
 
 
-def decoder_reach(ae, quantizer, grid_hw: tuple[int, int], *, max_reach: int = 8, seed: int = 0,
-                  tolerance: int = 2) -> int:
+def decoder_reach(
+    ae, quantizer, grid_hw: tuple[int, int], *, max_reach: int = 8, seed: int = 0, tolerance: int = 2
+) -> int:
     """Latent frames of history the causal decoder needs: the smallest ``o`` such that decoding a chunk
     that starts ``o`` latents before latent ``j`` gives latent ``j``'s frames as a whole-video decode does
     (max abs difference <= ``tolerance`` in uint8, i.e. float rounding), for random codes. Two compiles of
@@ -133,7 +139,7 @@ def decoder_reach(ae, quantizer, grid_hw: tuple[int, int], *, max_reach: int = 8
 
     ok = [np.abs(part[frames(o)] - full[frames(start + o)]).max() <= tolerance for o in range(1, chunk)]
     for o in range(1, chunk):
-        if all(ok[o - 1:]):
+        if all(ok[o - 1 :]):
             return o
     return max_reach
 
@@ -152,15 +158,17 @@ class StreamDecoder:
         self.overlap, self.max_new = int(overlap), int(max_new)
         if self.overlap < 1:
             # With no history a chunk starts a new video: its first latent decodes to 1 frame, not c_t.
-            raise ValueError(f"decode overlap {overlap}: at least 1 latent of history is needed to decode a "
-                             "continuation (the causal decoder turns a chunk's first latent into a single frame); "
-                             "leave decode_overlap unset to use the measured decoder reach.")
+            raise ValueError(
+                f"decode overlap {overlap}: at least 1 latent of history is needed to decode a "
+                "continuation (the causal decoder turns a chunk's first latent into a single frame); "
+                "leave decode_overlap unset to use the measured decoder reach."
+            )
         self.history: np.ndarray | None = None  # last `overlap` latents [B, <=o, h, w]
         self.count = 0  # latents seen
 
     def prime(self, codes: np.ndarray) -> None:
         codes = np.asarray(codes, np.int32)
-        self.history = codes[:, max(0, codes.shape[1] - self.overlap):]
+        self.history = codes[:, max(0, codes.shape[1] - self.overlap) :]
         self.count = codes.shape[1]
 
     def push(self, codes: np.ndarray) -> np.ndarray:
@@ -176,9 +184,9 @@ class StreamDecoder:
         frames = np.asarray(self._decode(chunk))
         ct = self.ct
         lo = 0 if o == 0 else ct * (o - 1) + 1
-        out = frames[:, lo: ct * (o + n - 1) + 1]
+        out = frames[:, lo : ct * (o + n - 1) + 1]
         both = np.concatenate([hist, codes], axis=1)
-        self.history = both[:, max(0, both.shape[1] - self.overlap):]
+        self.history = both[:, max(0, both.shape[1] - self.overlap) :]
         self.count += n
         return out
 
@@ -212,33 +220,53 @@ class Continuation:
         decode_overlap: decoder history in latents (default: :func:`decoder_reach`, measured once).
     """
 
-    def __init__(self, model, tokenizer_bundle, text_tokenizer, *, objective: str, context_frames: int | None = None,
-                 num_steps: int = 12, guidance: float = 3.0, temperature: float = 1.0, top_k: int | None = None,
-                 schedule: str = "cosine", decode_overlap: int | None = None):
+    def __init__(
+        self,
+        model,
+        tokenizer_bundle,
+        text_tokenizer,
+        *,
+        objective: str,
+        context_frames: int | None = None,
+        num_steps: int = 12,
+        guidance: float = 3.0,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        schedule: str = "cosine",
+        decode_overlap: int | None = None,
+    ):
         if objective not in OBJECTIVES:
             raise ValueError(f"objective={objective!r}: must be one of {OBJECTIVES}.")
         tcfg = model.config
         if tcfg.remat != "none":  # no backward pass; nnx.remat cannot run inside the decode loops
             from videogen.train import abstract_model
 
-            model = nnx.merge(abstract_model(dataclasses.replace(tcfg, remat="none"))[0],
-                              *nnx.split(model, nnx.Param, ...)[1:])
+            model = nnx.merge(
+                abstract_model(dataclasses.replace(tcfg, remat="none"))[0],
+                *nnx.split(model, nnx.Param, ...)[1:],
+            )
             tcfg = model.config
         if text_tokenizer.max_length != tcfg.max_text_len:
-            raise ValueError(f"text tokenizer max_length={text_tokenizer.max_length} != model max_text_len="
-                             f"{tcfg.max_text_len}: use the text tokenizer saved with this LM.")
+            raise ValueError(
+                f"text tokenizer max_length={text_tokenizer.max_length} != model max_text_len="
+                f"{tcfg.max_text_len}: use the text tokenizer saved with this LM."
+            )
         self.model, self.tcfg, self.objective = model, tcfg, objective
         self.ae, self.quantizer = tokenizer_bundle[0], tokenizer_bundle[1]
         self.text_tokenizer = text_tokenizer
         self.window, self.h, self.w = tcfg.video_grid
         if self.window < 2:
-            raise ValueError(f"the model's window has {self.window} latent frame(s); continuation needs >= 2 "
-                             "(train on clips of >= 5 frames with a 4x temporal tokenizer).")
+            raise ValueError(
+                f"the model's window has {self.window} latent frame(s); continuation needs >= 2 "
+                "(train on clips of >= 5 frames with a 4x temporal tokenizer)."
+            )
         self.context = max(1, self.window - 2) if context_frames is None else int(context_frames)
         plan_windows(1, window=self.window, context=self.context, objective=objective)  # validates K
         if int(self.quantizer.codebook_size) != tcfg.codebook_size:
-            raise ValueError(f"tokenizer codebook {self.quantizer.codebook_size} != LM codebook {tcfg.codebook_size}: "
-                             "use the tokenizer the LM was trained on.")
+            raise ValueError(
+                f"tokenizer codebook {self.quantizer.codebook_size} != LM codebook {tcfg.codebook_size}: "
+                "use the tokenizer the LM was trained on."
+            )
         self.ct = int(self.ae.config.temporal_compression)
         self.num_steps, self.schedule = int(num_steps), schedule
         self.guidance, self.temperature = float(guidance), float(temperature)
@@ -280,9 +308,18 @@ class Continuation:
             init = jnp.where(frame[None] < c, init, C)
             # maskgit_frames skips the given context frames (committing them to its KV cache) and draws
             # the rest frame after frame.
-            return maskgit_video_codes(model, self.objective, text2, init, guidance=guidance, rng=rng,
-                                       num_steps=self.num_steps, schedule=self.schedule,
-                                       temperature=self.temperature, top_k=self.top_k)
+            return maskgit_video_codes(
+                model,
+                self.objective,
+                text2,
+                init,
+                guidance=guidance,
+                rng=rng,
+                num_steps=self.num_steps,
+                schedule=self.schedule,
+                temperature=self.temperature,
+                top_k=self.top_k,
+            )
 
         # next_token: prefill [text | K context frames] (frames >= c empty: token -1, masked as keys)
         n_new = (W - K + 1) * P  # scan length: the first window's count; others skip the last P steps
@@ -292,14 +329,20 @@ class Continuation:
         ctx_tok = jnp.where(slot_frame[None] < c, video_token_ids(tcfg, ctx2), -1)
         pos = make_positions(tcfg, b2, num_frames=K)  # window-relative frames 0..K-1
         cache = model.init_cache(b2, L + K * P + n_new)
-        logits, cache = model(jnp.concatenate([text2, ctx_tok], axis=1), pos, mode="causal", cache=cache,
-                              cache_index=0)
+        logits, cache = model(
+            jnp.concatenate([text2, ctx_tok], axis=1), pos, mode="causal", cache=cache, cache_index=0
+        )
         logits = video_logits(logits)
         last = jax.lax.dynamic_index_in_dim(logits, L + c * P - 1, axis=1, keepdims=False)
         lp = _code_logits(tcfg, last)
         k0, rng = jax.random.split(rng)
-        first = sampling.sample_logits(k0, sampling.cfg_logits(lp[:b], lp[b:], guidance), self.temperature,
-                                       self.top_k, factorised=factorised)
+        first = sampling.sample_logits(
+            k0,
+            sampling.cfg_logits(lp[:b], lp[b:], guidance),
+            self.temperature,
+            self.top_k,
+            factorised=factorised,
+        )
         start = L + K * P
 
         def real_step(cache, codes_b, index):
@@ -307,8 +350,9 @@ class Continuation:
             f, hw = c + j // P, j % P
             p = jnp.stack([L + f, L + hw // self.w, L + hw % self.w]).astype(jnp.int32)
             tok = video_token_ids(tcfg, codes_b)[:, None]
-            logits, cache = model(tok, jnp.broadcast_to(p, (b2, 1, 3)), mode="causal", cache=cache,
-                                  cache_index=index)
+            logits, cache = model(
+                tok, jnp.broadcast_to(p, (b2, 1, 3)), mode="causal", cache=cache, cache_index=index
+            )
             logits = video_logits(logits)
             return _code_logits(tcfg, logits[:, 0]), cache
 
@@ -320,17 +364,29 @@ class Continuation:
         def step_fn_2b(cache, codes_b, index):
             return jax.lax.cond(index - start < n_active - 1, real_step, skip_step, cache, codes_b, index)
 
-        rest, _ = sampling.ar_decode(sampling.guided_step(step_fn_2b, guidance), cache, first_token=first, rng=rng,
-                                     num_tokens=n_new - 1, temperature=self.temperature, top_k=self.top_k,
-                                     start_index=start, factorised=factorised)
+        rest, _ = sampling.ar_decode(
+            sampling.guided_step(step_fn_2b, guidance),
+            cache,
+            first_token=first,
+            rng=rng,
+            num_tokens=n_new - 1,
+            temperature=self.temperature,
+            top_k=self.top_k,
+            start_index=start,
+            factorised=factorised,
+        )
         return jnp.concatenate([first[:, None], rest], axis=1)
 
     # -- helpers -------------------------------------------------------------------------------------
 
     def _text2(self, prompts: Sequence[str | None]) -> jax.Array:
         L = self.tcfg.max_text_len
-        cond = np.stack([self.text_tokenizer.encode(p)[0] if p is not None else np.full(L, PAD_ID, np.int32)
-                         for p in prompts]).astype(np.int32)
+        cond = np.stack(
+            [
+                self.text_tokenizer.encode(p)[0] if p is not None else np.full(L, PAD_ID, np.int32)
+                for p in prompts
+            ]
+        ).astype(np.int32)
         return jnp.asarray(np.concatenate([cond, np.full_like(cond, PAD_ID)], axis=0))
 
     def encode(self, video: np.ndarray) -> tuple[np.ndarray, int]:
@@ -340,22 +396,31 @@ class Continuation:
 
         video = np.asarray(video)
         if video.ndim != 5 or video.shape[-1] != 3 or video.dtype != np.uint8:
-            raise ValueError(f"video must be uint8 [B, T, H, W, 3], got {video.dtype} {video.shape}; read a file "
-                             "with videogen.video_io.read_video(path, size=R).")
+            raise ValueError(
+                f"video must be uint8 [B, T, H, W, 3], got {video.dtype} {video.shape}; read a file "
+                "with videogen.video_io.read_video(path, size=R)."
+            )
         ct, cs = self.ct, self.ae.config.spatial_compression
         want = (self.h * cs, self.w * cs)
         if video.shape[2:4] != want:
-            raise ValueError(f"video frames are {video.shape[2]}x{video.shape[3]}; this LM's tokenizer grid "
-                             f"{self.h}x{self.w} needs {want[0]}x{want[1]}: resize it (videogen continue --video "
-                             f"does, or read_video(path, size={want[0]})).")
+            raise ValueError(
+                f"video frames are {video.shape[2]}x{video.shape[3]}; this LM's tokenizer grid "
+                f"{self.h}x{self.w} needs {want[0]}x{want[1]}: resize it (videogen continue --video "
+                f"does, or read_video(path, size={want[0]}))."
+            )
         drop = (video.shape[1] - 1) % ct
         codes = np.asarray(tok_train.encode_video(self.ae, self.quantizer, video[:, drop:]), np.int32)
         return codes, drop
 
     # -- the generator ---------------------------------------------------------------------------------
 
-    def stream(self, segments: Sequence[tuple[Sequence[str | None], int]], *, seed: int = 0,
-               init_video: np.ndarray | None = None) -> Iterator[Chunk]:
+    def stream(
+        self,
+        segments: Sequence[tuple[Sequence[str | None], int]],
+        *,
+        seed: int = 0,
+        init_video: np.ndarray | None = None,
+    ) -> Iterator[Chunk]:
         """Yields :class:`Chunk` s window by window; constant memory whatever the length.
 
         ``segments``: ``[(prompts (one per example), num_frames), ...]`` -- the frames each segment adds.
@@ -366,8 +431,9 @@ class Continuation:
         batch = len(segments[0][0])
         for i, (prompts, n) in enumerate(segments):
             if len(prompts) != batch:
-                raise ValueError(f"segment {i} has {len(prompts)} prompts; every segment needs one per example "
-                                 f"({batch}).")
+                raise ValueError(
+                    f"segment {i} has {len(prompts)} prompts; every segment needs one per example ({batch})."
+                )
             if int(n) < 1:
                 raise ValueError(f"segment {i} asks for {n} frames; each segment must add >= 1 frame.")
         K, P, W, ct = self.context, self.tokens_per_frame, self.window, self.ct
@@ -390,20 +456,31 @@ class Continuation:
         window, target = 0, given_frames
         for s, (prompts, n_frames) in enumerate(segments):
             text2 = self._text2(prompts)
-            target += int(n_frames)  # frames wanted by the end of this segment (prompts switch at latent frames)
+            target += int(
+                n_frames
+            )  # frames wanted by the end of this segment (prompts switch at latent frames)
             if given_frames:  # after a given video of F_u latents: c_t frames per new latent
                 need = given_latents + -(-(target - given_frames) // ct) - latents
             else:
                 need = latents_for_frames(target, ct) - latents
-            for c, made, kept in plan_windows(max(need, 0), window=W, context=K, objective=self.objective,
-                                              have=latents):
+            for c, _made, kept in plan_windows(
+                max(need, 0), window=W, context=K, objective=self.objective, have=latents
+            ):
                 ctx = np.zeros((batch, K * P), np.int32)
                 if c:
                     ctx[:, : c * P] = hist[:, -c:].reshape(batch, c * P)
-                out = np.asarray(self._step(self._state, text2, jnp.asarray(ctx), jnp.int32(c),
-                                            jax.random.fold_in(key, window), jnp.float32(self.guidance)))
+                out = np.asarray(
+                    self._step(
+                        self._state,
+                        text2,
+                        jnp.asarray(ctx),
+                        jnp.int32(c),
+                        jax.random.fold_in(key, window),
+                        jnp.float32(self.guidance),
+                    )
+                )
                 out = out.reshape(batch, -1, self.h, self.w)
-                new = out[:, c: c + kept] if self.objective != "next_token" else out[:, :kept]
+                new = out[:, c : c + kept] if self.objective != "next_token" else out[:, :kept]
                 pixels = dec.push(new)[:, : max(0, total - frames_out)]
                 yield Chunk(window, s, c, new, pixels, frames_out)
                 frames_out += pixels.shape[1]
@@ -421,8 +498,9 @@ class Continuation:
         """``num_frames`` frames per prompt (``None`` = unconditional) -> uint8 ``[B, N, H, W, 3]``."""
         return self._collect(self.stream([(list(prompts), int(num_frames))], seed=seed))
 
-    def continue_video(self, video: np.ndarray, prompts: Sequence[str | None], num_frames: int, *,
-                       seed: int = 0) -> np.ndarray:
+    def continue_video(
+        self, video: np.ndarray, prompts: Sequence[str | None], num_frames: int, *, seed: int = 0
+    ) -> np.ndarray:
         """The given video(s) ``[B, T, H, W, 3]`` (or one ``[T, H, W, 3]``) unchanged, then ``num_frames``
         more, conditioned on the tokens of their last ``K`` latent frames and on the prompts."""
         video = np.asarray(video)
@@ -433,16 +511,27 @@ class Continuation:
         out = self._collect(self.stream([(list(prompts), int(num_frames))], seed=seed, init_video=video))
         return out[0] if single else out
 
-    def story(self, segments: Sequence[tuple[str | None, int]], *, seed: int = 0,
-              init_video: np.ndarray | None = None) -> np.ndarray:
+    def story(
+        self,
+        segments: Sequence[tuple[str | None, int]],
+        *,
+        seed: int = 0,
+        init_video: np.ndarray | None = None,
+    ) -> np.ndarray:
         """Phenaki-style story: ``[(prompt, num_frames), ...]`` continued one after another -> uint8
         ``[T, H, W, 3]`` (one video; ``init_video [T0, H, W, 3]`` optionally first)."""
         init = None if init_video is None else np.asarray(init_video)[None]
         out = self._collect(self.stream([([p], int(n)) for p, n in segments], seed=seed, init_video=init))
         return out[0]
 
-    def predict_frames(self, context_video: np.ndarray, total_frames: int, prompts: Sequence[str | None] | None = None,
-                       *, seed: int = 0) -> np.ndarray:
+    def predict_frames(
+        self,
+        context_video: np.ndarray,
+        total_frames: int,
+        prompts: Sequence[str | None] | None = None,
+        *,
+        seed: int = 0,
+    ) -> np.ndarray:
         """Frame prediction (K600 protocol): clips' first frames ``[B, T0, H, W, 3]`` -> the clips completed
         to ``total_frames`` (the given frames unchanged)."""
         context_video = np.asarray(context_video)
@@ -465,7 +554,9 @@ def from_workdir(workdir, *, objective: str | None = None, step: int | None = No
     from videogen import pretrained
     from videogen.train import load_lm
 
-    model, bundle, text_tok, config = load_lm(workdir, step=step) if workdir is not None else pretrained.load()
+    model, bundle, text_tok, config = (
+        load_lm(workdir, step=step) if workdir is not None else pretrained.load()
+    )
     return Continuation(model, bundle, text_tok, objective=objective or config.objective, **kwargs)
 
 
@@ -485,46 +576,84 @@ __all__ += ["Chunk", "from_workdir", "window_frames"]
 
 
 def add_continue_args(p) -> None:
-    p.add_argument("--workdir", help="the LM workdir (python -m videogen.train --workdir ...); default: the "
-                   "pretrained tiny model shipped in the package (videogen/pretrained_data/tiny)")
+    p.add_argument(
+        "--workdir",
+        help="the LM workdir (python -m videogen.train --workdir ...); default: the "
+        "pretrained tiny model shipped in the package (videogen/pretrained_data/tiny)",
+    )
     p.add_argument("--prompt", action="append", help="one video per prompt (repeat); '' = unconditional")
-    p.add_argument("--frames", type=checks.positive_int,
-                   help="frames to generate (default: --length-factor x the training length)")
-    p.add_argument("--length-factor", type=checks.positive_int, default=16,
-                   help="N = 1 + F (T - 1) frames for training clips of T frames (16: 17 -> 257 frames)")
-    p.add_argument("--video", help="continue this video file (mp4/gif/webm/npy); its frames are kept unchanged")
-    p.add_argument("--story", action="append", metavar="PROMPT=FRAMES",
-                   help="story mode: segments continued one after another, e.g. --story 'a red circle moves to "
-                        "the left=64' --story 'a blue square bounces up and down=64'")
-    p.add_argument("--context-frames", type=checks.positive_int,
-                   help="latent frames of context per window (default window - 2)")
+    p.add_argument(
+        "--frames",
+        type=checks.positive_int,
+        help="frames to generate (default: --length-factor x the training length)",
+    )
+    p.add_argument(
+        "--length-factor",
+        type=checks.positive_int,
+        default=16,
+        help="N = 1 + F (T - 1) frames for training clips of T frames (16: 17 -> 257 frames)",
+    )
+    p.add_argument(
+        "--video", help="continue this video file (mp4/gif/webm/npy); its frames are kept unchanged"
+    )
+    p.add_argument(
+        "--story",
+        action="append",
+        metavar="PROMPT=FRAMES",
+        help="story mode: segments continued one after another, e.g. --story 'a red circle moves to "
+        "the left=64' --story 'a blue square bounces up and down=64'",
+    )
+    p.add_argument(
+        "--context-frames",
+        type=checks.positive_int,
+        help="latent frames of context per window (default window - 2)",
+    )
     p.add_argument("--objective", choices=OBJECTIVES, help="default: the one the LM was trained with")
     p.add_argument("--steps", type=checks.positive_int, default=12, help="MaskGIT steps per window")
-    p.add_argument("--guidance", type=checks.nonnegative_float, default=3.0,
-                   help="0 = unconditional, 1 = conditional, >1 = CFG")
+    p.add_argument(
+        "--guidance",
+        type=checks.nonnegative_float,
+        default=3.0,
+        help="0 = unconditional, 1 = conditional, >1 = CFG",
+    )
     p.add_argument("--temperature", type=checks.nonnegative_float, default=1.0, help="0 = greedy")
     p.add_argument("--top-k", type=checks.positive_int, default=None)
     p.add_argument("--seed", type=checks.nonnegative_int, default=0)
     p.add_argument("--fps", type=checks.positive_float, default=8)
-    p.add_argument("--out", help="output folder (default WORKDIR/continue or WORKDIR/drift; runs/shipped/... without "
-                   "--workdir; runs/long/truth for --drift --truth)")
-    p.add_argument("--drift", action="store_true",
-                   help="measure drift on world test prompts: drift.json + drift.png (videogen/drift.py)")
-    p.add_argument("--truth", action="store_true", help="with --drift: measure the ground-truth renders (no model)")
+    p.add_argument(
+        "--out",
+        help="output folder (default WORKDIR/continue or WORKDIR/drift; runs/shipped/... without "
+        "--workdir; runs/long/truth for --drift --truth)",
+    )
+    p.add_argument(
+        "--drift",
+        action="store_true",
+        help="measure drift on world test prompts: drift.json + drift.png (videogen/drift.py)",
+    )
+    p.add_argument(
+        "--truth", action="store_true", help="with --drift: measure the ground-truth renders (no model)"
+    )
     p.add_argument("--num", type=checks.positive_int, default=16, help="--drift: clips")
     p.add_argument("--batch", type=checks.positive_int, default=8, help="--drift: clips generated together")
-    p.add_argument("--resolution", type=checks.positive_int, help="--drift --truth: world resolution (default 64)")
+    p.add_argument(
+        "--resolution", type=checks.positive_int, help="--drift --truth: world resolution (default 64)"
+    )
     p.add_argument("--fvd", action="store_true", help="--drift: FVD per window too (I3D; slow on CPU)")
-    p.add_argument("--bench", action="store_true",
-                   help="time and peak memory per generated frame at 1x, 4x, 16x with a tiny random model (CPU)")
+    p.add_argument(
+        "--bench",
+        action="store_true",
+        help="time and peak memory per generated frame at 1x, 4x, 16x with a tiny random model (CPU)",
+    )
 
 
 def _read_video(path: str, resolution: int) -> np.ndarray:
     if path.endswith(".npy"):
         v = checks.npy_video(path, "--video")
         if v.dtype != np.uint8 or v.ndim != 4 or v.shape[1:] != (resolution, resolution, 3):
-            raise UsageError(f"--video {path}: .npy videos must be uint8 [T, {resolution}, {resolution}, 3], got "
-                             f"{v.dtype} {list(v.shape)}; give a video file instead (it is resized) or resize it.")
+            raise UsageError(
+                f"--video {path}: .npy videos must be uint8 [T, {resolution}, {resolution}, 3], got "
+                f"{v.dtype} {list(v.shape)}; give a video file instead (it is resized) or resize it."
+            )
         return v
     from videogen import video_io
 
@@ -535,7 +664,6 @@ def continue_command(args) -> None:
     import json
     import sys
     import time
-    from pathlib import Path
 
     if args.bench:
         rows = bench(out_json=None if not args.out else Path(args.out) / "bench.json")
@@ -544,11 +672,21 @@ def continue_command(args) -> None:
     if args.drift:
         # The drift measurement draws its own world prompts: say so rather than silently drop the user's
         # (`make continue` always passes --prompt, so this is a note, not an error).
-        ignored = [flag for flag, value in (("--prompt", any(args.prompt or [])), ("--video", args.video),
-                                            ("--story", args.story)) if value]
+        ignored = [
+            flag
+            for flag, value in (
+                ("--prompt", any(args.prompt or [])),
+                ("--video", args.video),
+                ("--story", args.story),
+            )
+            if value
+        ]
         if ignored:
-            print(f"videogen continue --drift: {', '.join(ignored)} ignored: the drift measurement samples "
-                  f"--num world test prompts (drop --drift to continue your own).", file=sys.stderr)
+            print(
+                f"videogen continue --drift: {', '.join(ignored)} ignored: the drift measurement samples "
+                f"--num world test prompts (drop --drift to continue your own).",
+                file=sys.stderr,
+            )
         run_drift(args)
         return
     # Everything typed is checked before the model loads: the workdir (none: the shipped model, its hashes),
@@ -559,8 +697,15 @@ def continue_command(args) -> None:
     if args.video:
         checks.input_file(args.video, "--video")
     out = checks.output_folder(args.out or home / "continue", "--out" if args.out else "the default --out")
-    eng = from_workdir(args.workdir, objective=args.objective, context_frames=args.context_frames,
-                       num_steps=args.steps, guidance=args.guidance, temperature=args.temperature, top_k=args.top_k)
+    eng = from_workdir(
+        args.workdir,
+        objective=args.objective,
+        context_frames=args.context_frames,
+        num_steps=args.steps,
+        guidance=args.guidance,
+        temperature=args.temperature,
+        top_k=args.top_k,
+    )
     from videogen.generate import judge_samples, write_samples
 
     train_frames = 1 + eng.ct * (eng.window - 1)
@@ -580,20 +725,30 @@ def continue_command(args) -> None:
             videos = eng.generate(prompts, n, seed=args.seed)
     seconds = time.perf_counter() - t0
     write_samples(videos, [p or "" for p in prompts], out, fps=args.fps)
-    print(f"Wrote {len(videos)} video(s) of {videos.shape[1]} frames ({seconds:.1f} s incl. compile; window step "
-          f"compiled {eng.trace_count}x) to {out}")
+    print(
+        f"Wrote {len(videos)} video(s) of {videos.shape[1]} frames ({seconds:.1f} s incl. compile; window step "
+        f"compiled {eng.trace_count}x) to {out}"
+    )
     if not args.video and not args.story:
         result = judge_samples(videos[:, :train_frames], [p or "" for p in prompts], out)
         if result is not None:
             print(f"judge (first {train_frames} frames): {result['all_correct']:.1%} fully correct")
-    (out / "continue.json").write_text(json.dumps({"frames": int(videos.shape[1]), "seconds": seconds,
-                                                   "prompts": prompts, "context_frames": eng.context}, indent=1))
+    (out / "continue.json").write_text(
+        json.dumps(
+            {
+                "frames": int(videos.shape[1]),
+                "seconds": seconds,
+                "prompts": prompts,
+                "context_frames": eng.context,
+            },
+            indent=1,
+        )
+    )
 
 
-def _model_config(workdir) -> tuple[dict, "Path"]:
+def _model_config(workdir) -> tuple[dict, Path]:
     """``(the LM's config.json, the folder its outputs go under by default)`` of ``--workdir``, or of the
     pretrained model shipped in the package when none is given (said in one line, its files' hashes checked)."""
-    from pathlib import Path
 
     from videogen import pretrained
 
@@ -609,8 +764,10 @@ def _parse_story(story: Sequence[str]) -> list[tuple[str, int]]:
     for s in story:
         prompt, _, frames = s.rpartition("=")
         if not prompt or not frames.isdigit() or int(frames) < 1:
-            raise UsageError(f"--story {s!r}: write PROMPT=FRAMES with FRAMES >= 1, e.g. 'a red circle moves to "
-                             "the left=64'.")
+            raise UsageError(
+                f"--story {s!r}: write PROMPT=FRAMES with FRAMES >= 1, e.g. 'a red circle moves to "
+                "the left=64'."
+            )
         segments.append((prompt, int(frames)))
     return segments
 
@@ -622,15 +779,16 @@ def _check_context_frames(context_frames: int | None, config: dict) -> None:
         return
     window = int(grid[0])
     if not 1 <= context_frames < window:
-        raise UsageError(f"--context-frames {context_frames}: this LM's window has {window} latent frames, so "
-                         f"the context must be in [1, {window - 1}].")
+        raise UsageError(
+            f"--context-frames {context_frames}: this LM's window has {window} latent frames, so "
+            f"the context must be in [1, {window - 1}]."
+        )
 
 
 def run_drift(args) -> dict:
     """``videogen continue --drift``: generate world test prompts at length-factor x the training length and
     write drift.json + drift.png (``--truth``: the ground-truth renders, no model)."""
     import time
-    from pathlib import Path
 
     from videogen import drift
 
@@ -643,7 +801,9 @@ def run_drift(args) -> dict:
             world.WorldConfig(resolution=res)
         except ValueError as e:
             raise UsageError(f"--resolution {res}: {e}") from e
-        out = checks.output_folder(args.out or "runs/long/truth", "--out" if args.out else "the default --out")
+        out = checks.output_folder(
+            args.out or "runs/long/truth", "--out" if args.out else "the default --out"
+        )
         n = args.frames or 1 + args.length_factor * (train_frames - 1)
         specs = drift.world_prompts(res, args.num)
         videos = list(drift.truth_videos(specs, n))
@@ -652,29 +812,39 @@ def run_drift(args) -> dict:
         config, home = _model_config(args.workdir)
         _check_context_frames(args.context_frames, config)
         out = checks.output_folder(args.out or home / "drift", "--out" if args.out else "the default --out")
-        eng = from_workdir(args.workdir, objective=args.objective, context_frames=args.context_frames,
-                           num_steps=args.steps, guidance=args.guidance, temperature=args.temperature,
-                           top_k=args.top_k)
+        eng = from_workdir(
+            args.workdir,
+            objective=args.objective,
+            context_frames=args.context_frames,
+            num_steps=args.steps,
+            guidance=args.guidance,
+            temperature=args.temperature,
+            top_k=args.top_k,
+        )
         res = eng.h * eng.ae.config.spatial_compression
         train_frames = 1 + eng.ct * (eng.window - 1)
         n = args.frames or 1 + args.length_factor * (train_frames - 1)
         specs = drift.world_prompts(res, args.num, num_frames=train_frames)
         videos = []
         for i in range(0, len(specs), args.batch):  # a fixed batch (padded): one compile
-            part = [s.caption for s in specs[i: i + args.batch]]
+            part = [s.caption for s in specs[i : i + args.batch]]
             pad = part + [part[-1]] * (args.batch - len(part))
             videos += list(eng.generate(pad, n, seed=args.seed + i)[: len(part)])
-        title = (f"{args.workdir or 'pretrained tiny'}: {n} frames ({args.length_factor}x), {len(specs)} clips, "
-                 f"K={eng.context}")
+        title = (
+            f"{args.workdir or 'pretrained tiny'}: {n} frames ({args.length_factor}x), {len(specs)} clips, "
+            f"K={eng.context}"
+        )
     gen_s = time.perf_counter() - t0
     result = drift.measure_videos(videos, specs, window=train_frames, fvd=args.fvd)
     result["generation_seconds"] = gen_s
     js, png = drift.write_report(result, out, title=title)
     s = result["summary"]
-    print(f"drift over {n} frames, {len(specs)} clips: judge first window {s['first_window_judge']:.1f} -> last "
-          f"{s['last_windows_judge']:.1f}; persistence {result['overall']['persistence']:.1f} %; bounces "
-          f"{result['overall']['bounces'] if result['overall']['bounces'] is not None else float('nan'):.1f} % of "
-          f"{result['overall']['bounce_cases']}; checks {s['checks']}\nWrote {js} and {png}")
+    print(
+        f"drift over {n} frames, {len(specs)} clips: judge first window {s['first_window_judge']:.1f} -> last "
+        f"{s['last_windows_judge']:.1f}; persistence {result['overall']['persistence']:.1f} %; bounces "
+        f"{result['overall']['bounces'] if result['overall']['bounces'] is not None else float('nan'):.1f} % of "
+        f"{result['overall']['bounce_cases']}; checks {s['checks']}\nWrote {js} and {png}"
+    )
     return result
 
 
@@ -684,7 +854,6 @@ def run_drift(args) -> dict:
 def _tiny_setup(workdir, *, objective: str, resolution: int = 32):
     """A random-init tiny tokenizer (experiments/tokenizer_world.py:tiny) + tiny LM + text tokenizer: the
     benchmark's stand-in for trained models (time and memory do not depend on the weights)."""
-    from pathlib import Path
 
     from tokenizer import train as tok_train
     from videogen.data import text as text_lib
@@ -694,18 +863,34 @@ def _tiny_setup(workdir, *, objective: str, resolution: int = 32):
     repo = Path(__file__).resolve().parents[1]
     c = tok_train.load_config(str(repo / "experiments/tokenizer_world.py") + ":tiny")
     tok_train.apply_overrides(c, [f"data.resolution={resolution}"])
-    tok = tok_train.Tokenizer(tok_train.autoencoder_config(c), tok_train.quantizer_kwargs(c), rngs=nnx.Rngs(0))
+    tok = tok_train.Tokenizer(
+        tok_train.autoencoder_config(c), tok_train.quantizer_kwargs(c), rngs=nnx.Rngs(0)
+    )
     ae, q = tok.autoencoder, tok.quantizer
     grid = ae.latent_shape(17, resolution, resolution)[:3]
     path = Path(workdir) / "text.model"
     if not path.is_file():
-        caps = [world.sample_clip(world.WorldConfig(resolution=resolution), "train", i).caption for i in range(500)]
+        caps = [
+            world.sample_clip(world.WorldConfig(resolution=resolution), "train", i).caption
+            for i in range(500)
+        ]
         text_lib.train_text_tokenizer(caps, path, vocab_size=320)
     tt = text_lib.TextTokenizer(path, 32)
     bits = max(1, (int(q.codebook_size) - 1).bit_length())
-    cfg = TransformerConfig(text_vocab_size=320, codebook_size=int(q.codebook_size), num_layers=2, d_model=64,
-                            num_heads=4, num_kv_heads=4, mlp_dim=128, max_text_len=32, video_grid=grid,
-                            dtype="float32", head="bitgroups", group_bits=bits // 2 if bits % 2 == 0 else bits)
+    cfg = TransformerConfig(
+        text_vocab_size=320,
+        codebook_size=int(q.codebook_size),
+        num_layers=2,
+        d_model=64,
+        num_heads=4,
+        num_kv_heads=4,
+        mlp_dim=128,
+        max_text_len=32,
+        video_grid=grid,
+        dtype="float32",
+        head="bitgroups",
+        group_bits=bits // 2 if bits % 2 == 0 else bits,
+    )
     return Transformer(cfg, rngs=nnx.Rngs(0)), (ae, q), tt
 
 
@@ -719,8 +904,15 @@ def _rss_bytes() -> int:
         return 0
 
 
-def bench(*, factors=(1, 4, 16), objectives=("maskgit", "next_token"), context_frames: int = 3, num_steps: int = 4,
-          rounds: int = 3, out_json=None) -> list[dict]:
+def bench(
+    *,
+    factors=(1, 4, 16),
+    objectives=("maskgit", "next_token"),
+    context_frames: int = 3,
+    num_steps: int = 4,
+    rounds: int = 3,
+    out_json=None,
+) -> list[dict]:
     """Time and peak memory per generated frame at ``factors`` x the training length (17 frames), tiny
     random models on the default device. Memory: the peak of the live JAX arrays (sampled after every
     window) and the peak process RSS (sampled every 2 ms by a thread) while generating."""
@@ -733,11 +925,15 @@ def bench(*, factors=(1, 4, 16), objectives=("maskgit", "next_token"), context_f
     with tempfile.TemporaryDirectory() as tmp:
         for objective in objectives:
             model, bundle, tt = _tiny_setup(tmp, objective=objective)
-            eng = Continuation(model, bundle, tt, objective=objective, context_frames=context_frames,
-                               num_steps=num_steps)
+            eng = Continuation(
+                model, bundle, tt, objective=objective, context_frames=context_frames, num_steps=num_steps
+            )
             prompt = ["a small red circle moves to the left"]
             eng.generate(prompt, 1 + 16 * 2, seed=0)  # compile (step + decoder), excluded from timing
-            stats = {f: {"per_frame": [], "rss": _rss_bytes(), "live": 0, "frames": 0, "windows": 0} for f in factors}
+            stats = {
+                f: {"per_frame": [], "rss": _rss_bytes(), "live": 0, "frames": 0, "windows": 0}
+                for f in factors
+            }
             # A shared machine: every length is timed in each of `rounds` rounds, each on ~16x the training
             # length of frames (1x repeated 16 times, 4x 4 times, 16x once), interleaved; the median is kept.
             for rnd in range(rounds):
@@ -766,23 +962,35 @@ def bench(*, factors=(1, 4, 16), objectives=("maskgit", "next_token"), context_f
                     st["frames"], st["windows"] = n, windows // max(1, max(factors) // f)
             for f in factors:
                 st = stats[f]
-                rows.append({"objective": objective, "factor": f, "frames": st["frames"], "windows": st["windows"],
-                             "ms_per_frame": float(np.median(st["per_frame"])), "ms_per_frame_rounds": st["per_frame"],
-                             "peak_live_mib": st["live"] / 2**20, "peak_rss_mib": st["rss"] / 2**20,
-                             "compiles": eng.trace_count})
+                rows.append(
+                    {
+                        "objective": objective,
+                        "factor": f,
+                        "frames": st["frames"],
+                        "windows": st["windows"],
+                        "ms_per_frame": float(np.median(st["per_frame"])),
+                        "ms_per_frame_rounds": st["per_frame"],
+                        "peak_live_mib": st["live"] / 2**20,
+                        "peak_rss_mib": st["rss"] / 2**20,
+                        "compiles": eng.trace_count,
+                    }
+                )
     if out_json:
-        from pathlib import Path
-
         Path(out_json).parent.mkdir(parents=True, exist_ok=True)
         Path(out_json).write_text(json.dumps(rows, indent=1))
     return rows
 
 
 def bench_table(rows: list[dict]) -> str:
-    lines = ["| objective | length | frames | windows | ms / frame (median of rounds) | rounds | peak live JAX arrays "
-             "(MiB) | peak RSS (MiB) | window-step compiles |", "|---|---|---:|---:|---:|---|---:|---:|---:|"]
+    lines = [
+        "| objective | length | frames | windows | ms / frame (median of rounds) | rounds | peak live JAX arrays "
+        "(MiB) | peak RSS (MiB) | window-step compiles |",
+        "|---|---|---:|---:|---:|---|---:|---:|---:|",
+    ]
     for r in rows:
         per = ", ".join(f"{x:.1f}" for x in r.get("ms_per_frame_rounds", []))
-        lines.append(f"| {r['objective']} | {r['factor']}x | {r['frames']} | {r['windows']} | {r['ms_per_frame']:.1f} | {per} | "
-                     f"{r['peak_live_mib']:.2f} | {r['peak_rss_mib']:.0f} | {r['compiles']} |")
+        lines.append(
+            f"| {r['objective']} | {r['factor']}x | {r['frames']} | {r['windows']} | {r['ms_per_frame']:.1f} | {per} | "
+            f"{r['peak_live_mib']:.2f} | {r['peak_rss_mib']:.0f} | {r['compiles']} |"
+        )
     return "\n".join(lines)

@@ -18,7 +18,7 @@ gloo (JAX's default, ``jax_cpu_collectives_implementation``); on GPU NCCL, on TP
 from __future__ import annotations
 
 import os
-from typing import Sequence
+from collections.abc import Sequence
 
 import jax
 
@@ -41,7 +41,10 @@ def detect_cluster(env=None) -> str | None:
     env = os.environ if env is None else env
     if env.get("JAX_COORDINATOR_ADDRESS"):
         return "jax-env"
-    if int(env.get("SLURM_NTASKS", env.get("SLURM_NPROCS", "1")) or 1) > 1 and env.get("SLURM_PROCID") is not None:
+    if (
+        int(env.get("SLURM_NTASKS", env.get("SLURM_NPROCS", "1")) or 1) > 1
+        and env.get("SLURM_PROCID") is not None
+    ):
         return "slurm"
     if len([h for h in env.get("TPU_WORKER_HOSTNAMES", "").split(",") if h]) > 1:
         return "tpu"
@@ -50,8 +53,14 @@ def detect_cluster(env=None) -> str | None:
     return None
 
 
-def initialize(coordinator: str | None = None, num_processes: int | None = None, process_id: int | None = None,
-               *, local_device_ids: Sequence[int] | None = None, timeout_s: int = 300) -> bool:
+def initialize(
+    coordinator: str | None = None,
+    num_processes: int | None = None,
+    process_id: int | None = None,
+    *,
+    local_device_ids: Sequence[int] | None = None,
+    timeout_s: int = 300,
+) -> bool:
     """Initialises ``jax.distributed`` when there is more than one process; returns True if it did.
 
     Must run before the first JAX computation (device query, array creation) of the process.
@@ -67,19 +76,30 @@ def initialize(coordinator: str | None = None, num_processes: int | None = None,
     explicit = [coordinator is not None, num_processes is not None, process_id is not None]
     if any(explicit):
         if not all(explicit):
-            missing = [n for n, given in zip(("--coordinator", "--num-processes", "--process-id"), explicit)
-                       if not given]
-            raise UsageError(f"multi-process run: also pass {', '.join(missing)} (every process needs the "
-                             "coordinator HOST:PORT of process 0, the number of processes and its own id 0..N-1).")
+            missing = [
+                n
+                for n, given in zip(("--coordinator", "--num-processes", "--process-id"), explicit)
+                if not given
+            ]
+            raise UsageError(
+                f"multi-process run: also pass {', '.join(missing)} (every process needs the "
+                "coordinator HOST:PORT of process 0, the number of processes and its own id 0..N-1)."
+            )
         if not 0 <= int(process_id) < int(num_processes):
-            raise UsageError(f"--process-id={process_id} must be in 0..{int(num_processes) - 1} "
-                             f"(--num-processes={num_processes}).")
+            raise UsageError(
+                f"--process-id={process_id} must be in 0..{int(num_processes) - 1} "
+                f"(--num-processes={num_processes})."
+            )
         if int(num_processes) == 1:
             return False
         _check_backend_not_started()
-        jax.distributed.initialize(coordinator_address=coordinator, num_processes=int(num_processes),
-                                   process_id=int(process_id), local_device_ids=local_device_ids,
-                                   initialization_timeout=int(timeout_s))
+        jax.distributed.initialize(
+            coordinator_address=coordinator,
+            num_processes=int(num_processes),
+            process_id=int(process_id),
+            local_device_ids=local_device_ids,
+            initialization_timeout=int(timeout_s),
+        )
         return True
     cluster = detect_cluster()
     if cluster is None:
@@ -93,8 +113,10 @@ def _check_backend_not_started() -> None:
     from jax._src import xla_bridge
 
     if xla_bridge.backends_are_initialized():
-        raise RuntimeError("jax.distributed must be initialised before the first JAX computation of the process: "
-                           "call videogen.distributed.initialize() first thing (the trainers' CLIs do).")
+        raise RuntimeError(
+            "jax.distributed must be initialised before the first JAX computation of the process: "
+            "call videogen.distributed.initialize() first thing (the trainers' CLIs do)."
+        )
 
 
 def add_arguments(parser) -> None:
@@ -106,5 +128,8 @@ def add_arguments(parser) -> None:
 
 
 def initialize_from_args(args) -> bool:
-    return initialize(getattr(args, "coordinator", None), getattr(args, "num_processes", None),
-                      getattr(args, "process_id", None))
+    return initialize(
+        getattr(args, "coordinator", None),
+        getattr(args, "num_processes", None),
+        getattr(args, "process_id", None),
+    )

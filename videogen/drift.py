@@ -39,8 +39,8 @@ import dataclasses
 import json
 import math
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -48,8 +48,17 @@ from videogen import judge
 from videogen.data import world
 from videogen.data.captions import COLOUR_NAMES, SHAPES
 
-__all__ = ["ClipDrift", "bounce_events", "measure_clip", "measure_videos", "plot", "summarize", "write_report",
-           "truth_videos", "world_prompts"]
+__all__ = [
+    "ClipDrift",
+    "bounce_events",
+    "measure_clip",
+    "measure_videos",
+    "plot",
+    "summarize",
+    "write_report",
+    "truth_videos",
+    "world_prompts",
+]
 
 WINDOW = 17
 BOUNCE_SPAN = 3  # frames before/after a bounce that are checked
@@ -72,8 +81,15 @@ class ClipDrift:
     num_objects: int
 
 
-def world_prompts(resolution: int, num: int, *, split: str = "test", seed: int = 0, num_frames: int = 17,
-                  max_objects: int = 2) -> list[world.ClipSpec]:
+def world_prompts(
+    resolution: int,
+    num: int,
+    *,
+    split: str = "test",
+    seed: int = 0,
+    num_frames: int = 17,
+    max_objects: int = 2,
+) -> list[world.ClipSpec]:
     """The clips whose captions are the prompts (the evaluation split by default)."""
     cfg = world.WorldConfig(resolution=resolution, num_frames=num_frames, seed=seed, max_objects=max_objects)
     return [world.sample_clip(cfg, split, i) for i in range(num)]
@@ -134,22 +150,37 @@ def _observe(video: np.ndarray, spec: world.ClipSpec, truth: np.ndarray, window:
                 labels.append(None)
                 continue
             shape = SHAPES[int(np.nanargmin(np.nanmean(tr.shape_scores[sl][p], axis=0)))]
-            labels.append((shape, _size_class(shape, float(np.median(tr.area[sl][p])), R),
-                           judge.classify_motion(tr.centre[sl], p, R, tr.edges[sl])))
-        windows.append({"start": s, "end": sl.stop, "labels": labels,
-                        "extra": [c for c in others if tracks[c].present[sl].mean() > 0.5]})
+            labels.append(
+                (
+                    shape,
+                    _size_class(shape, float(np.median(tr.area[sl][p])), R),
+                    judge.classify_motion(tr.centre[sl], p, R, tr.edges[sl]),
+                )
+            )
+        windows.append(
+            {
+                "start": s,
+                "end": sl.stop,
+                "labels": labels,
+                "extra": [c for c in others if tracks[c].present[sl].mean() > 0.5],
+            }
+        )
     d = BOUNCE_SPAN
     bounces = []
     for t, k, a in bounce_events(truth):
         if t - d < 0 or t + d >= n:
             continue
-        c = tracks[spec.objects[k].colour].centre[t - d: t + d + 1, a]
-        tr_ = truth[t - d: t + d + 1, k, a]
+        c = tracks[spec.objects[k].colour].centre[t - d : t + d + 1, a]
+        tr_ = truth[t - d : t + d + 1, k, a]
         before, after = c[d] - c[0], c[-1] - c[d]
         wall = np.nanmax(c) - tr_.max() if tr_[d] > tr_[0] else np.nanmin(c) - tr_.min()
-        ok = bool(np.isfinite(c).all() and np.sign(before) == np.sign(tr_[d] - tr_[0])
-                  and np.sign(after) == np.sign(tr_[-1] - tr_[d]) and min(abs(before), abs(after)) > MOVE_JITTER * R
-                  and abs(wall) <= BOUNCE_POS_TOL * R)
+        ok = bool(
+            np.isfinite(c).all()
+            and np.sign(before) == np.sign(tr_[d] - tr_[0])
+            and np.sign(after) == np.sign(tr_[-1] - tr_[d])
+            and min(abs(before), abs(after)) > MOVE_JITTER * R
+            and abs(wall) <= BOUNCE_POS_TOL * R
+        )
         bounces.append(((t, k, a), ok))
     reversals = set()
     for k, obj in enumerate(spec.objects):
@@ -157,15 +188,27 @@ def _observe(video: np.ndarray, spec: world.ClipSpec, truth: np.ndarray, window:
         for a in range(2):
             for t in range(d, n - d):
                 before, after = c[t, a] - c[t - d, a], c[t + d, a] - c[t, a]
-                if (np.isfinite(before) and np.isfinite(after) and min(abs(before), abs(after)) > SPURIOUS_LEG * R
-                        and np.sign(before) != np.sign(after)):
+                if (
+                    np.isfinite(before)
+                    and np.isfinite(after)
+                    and min(abs(before), abs(after)) > SPURIOUS_LEG * R
+                    and np.sign(before) != np.sign(after)
+                ):
                     reversals.add((t, k, a))
-    return {"present": present, "extra": extra, "same": same, "err": err, "windows": windows, "bounces": bounces,
-            "reversals": reversals}
+    return {
+        "present": present,
+        "extra": extra,
+        "same": same,
+        "err": err,
+        "windows": windows,
+        "bounces": bounces,
+        "reversals": reversals,
+    }
 
 
-def measure_clip(video: np.ndarray, spec: world.ClipSpec, *, window: int = WINDOW,
-                 truth_video: np.ndarray | None = None) -> ClipDrift:
+def measure_clip(
+    video: np.ndarray, spec: world.ClipSpec, *, window: int = WINDOW, truth_video: np.ndarray | None = None
+) -> ClipDrift:
     """Scores one generated video ``[N, R, R, 3]`` of clip ``spec`` against its true continuation.
 
     The true continuation is rendered (or ``truth_video``) and observed with the same tracker, and the
@@ -175,7 +218,9 @@ def measure_clip(video: np.ndarray, spec: world.ClipSpec, *, window: int = WINDO
     """
     video = np.asarray(video)
     if video.ndim != 4 or video.shape[1] != spec.resolution or video.shape[-1] != 3:
-        raise ValueError(f"video must be [N, {spec.resolution}, {spec.resolution}, 3] for this clip, got {video.shape}.")
+        raise ValueError(
+            f"video must be [N, {spec.resolution}, {spec.resolution}, 3] for this clip, got {video.shape}."
+        )
     n = video.shape[0]
     truth = world.metadata(spec, n)["positions"][:, : len(spec.objects)].astype(np.float64)  # [N, K, 2]
     tv = world.render(spec, n) if truth_video is None else np.asarray(truth_video)[:n]
@@ -194,14 +239,27 @@ def measure_clip(video: np.ndarray, spec: world.ClipSpec, *, window: int = WINDO
                 ok = gl is not None and gl[:2] == rl[:2] and (rl[2] is None or gl[2] == rl[2])
             objs.append({"colour": obj.colour, "seen": gl, "truth": rl, "correct": bool(ok)})
         extra = [c for c in g["extra"] if c not in r["extra"]]
-        windows.append({"start": g["start"], "end": g["end"], "correct": all(o["correct"] for o in objs) and not extra,
-                        "extra": extra, "objects": objs})
+        windows.append(
+            {
+                "start": g["start"],
+                "end": g["end"],
+                "correct": all(o["correct"] for o in objs) and not extra,
+                "extra": extra,
+                "objects": objs,
+            }
+        )
     seen_truth = {ev for ev, ok in ref["bounces"] if ok}
-    bounces = [{"frame": int(t), "object": int(k), "axis": "xy"[a], "obeyed": ok}
-               for (t, k, a), ok in gen["bounces"] if (t, k, a) in seen_truth]
+    bounces = [
+        {"frame": int(t), "object": int(k), "axis": "xy"[a], "obeyed": ok}
+        for (t, k, a), ok in gen["bounces"]
+        if (t, k, a) in seen_truth
+    ]
     d = BOUNCE_SPAN
-    spurious = sum(1 for (t, k, a) in gen["reversals"]
-                   if not any((u, k, a) in ref["reversals"] for u in range(t - d, t + d + 1)))
+    spurious = sum(
+        1
+        for (t, k, a) in gen["reversals"]
+        if not any((u, k, a) in ref["reversals"] for u in range(t - d, t + d + 1))
+    )
     pos_err = np.array([np.nanmean(col) if np.isfinite(col).any() else np.nan for col in gen["err"].T])
     return ClipDrift(persistence, identity, pos_err, windows, bounces, spurious, n, len(spec.objects))
 
@@ -211,8 +269,14 @@ def _pct(x) -> float | None:
     return None if x.size == 0 else float(100.0 * x.mean())
 
 
-def measure_videos(videos: Sequence[np.ndarray], specs: Sequence[world.ClipSpec], *, window: int = WINDOW,
-                   fvd: bool = False, fvd_batch_size: int = 8) -> dict:
+def measure_videos(
+    videos: Sequence[np.ndarray],
+    specs: Sequence[world.ClipSpec],
+    *,
+    window: int = WINDOW,
+    fvd: bool = False,
+    fvd_batch_size: int = 8,
+) -> dict:
     """Per-window figures over clips (see the module docstring) -> a JSON-ready dict."""
     if len(videos) != len(specs):
         raise ValueError(f"{len(videos)} videos for {len(specs)} clips.")
@@ -226,16 +290,21 @@ def measure_videos(videos: Sequence[np.ndarray], specs: Sequence[world.ClipSpec]
         if e > n:
             break
         events = [b for c in clips for b in c.bounces if s <= b["frame"] < e]
-        rows.append({
-            "window": w, "start": s, "end": e,
-            "judge": _pct([c.windows[w]["correct"] for c in clips]),
-            "persistence": _pct(np.concatenate([c.persistence[s:e] for c in clips])),
-            "identity": _pct(np.concatenate([c.identity[s:e] for c in clips])),
-            "position_error": float(np.nanmean(np.concatenate([c.position_error[s:e] for c in clips])))
-            if any(np.isfinite(c.position_error[s:e]).any() for c in clips) else None,
-            "bounce_cases": len(events),
-            "bounces": _pct([b["obeyed"] for b in events]),
-        })
+        rows.append(
+            {
+                "window": w,
+                "start": s,
+                "end": e,
+                "judge": _pct([c.windows[w]["correct"] for c in clips]),
+                "persistence": _pct(np.concatenate([c.persistence[s:e] for c in clips])),
+                "identity": _pct(np.concatenate([c.identity[s:e] for c in clips])),
+                "position_error": float(np.nanmean(np.concatenate([c.position_error[s:e] for c in clips])))
+                if any(np.isfinite(c.position_error[s:e]).any() for c in clips)
+                else None,
+                "bounce_cases": len(events),
+                "bounces": _pct([b["obeyed"] for b in events]),
+            }
+        )
     if fvd and len(videos) >= 2:
         from videogen.eval import fvd as fvd_lib
 
@@ -248,16 +317,27 @@ def measure_videos(videos: Sequence[np.ndarray], specs: Sequence[world.ClipSpec]
     all_bounces = [b["obeyed"] for c in clips for b in c.bounces]
     frames_objects = sum(c.num_frames * c.num_objects for c in clips)
     result = {
-        "num_clips": len(clips), "num_frames": n, "window": window, "windows": rows,
+        "num_clips": len(clips),
+        "num_frames": n,
+        "window": window,
+        "windows": rows,
         "overall": {
             "persistence": _pct(np.concatenate([c.persistence[:n] for c in clips])),
             "identity": _pct(np.concatenate([c.identity[:n] for c in clips])),
-            "bounce_cases": len(all_bounces), "bounces": _pct(all_bounces),
-            "spurious_reversal_frames_per_100_object_frames": 100.0 * sum(c.spurious for c in clips)
+            "bounce_cases": len(all_bounces),
+            "bounces": _pct(all_bounces),
+            "spurious_reversal_frames_per_100_object_frames": 100.0
+            * sum(c.spurious for c in clips)
             / max(frames_objects, 1),
         },
-        "clips": [{"windows_correct": [w["correct"] for w in c.windows], "bounces": c.bounces,
-                   "spurious_reversals": c.spurious} for c in clips],
+        "clips": [
+            {
+                "windows_correct": [w["correct"] for w in c.windows],
+                "bounces": c.bounces,
+                "spurious_reversals": c.spurious,
+            }
+            for c in clips
+        ],
     }
     result["summary"] = summarize(result)
     return result
@@ -272,7 +352,8 @@ def summarize(result: dict, *, last: int = 2) -> dict:
     last_score = float(np.mean(tail)) if tail else None
     ov = result["overall"]
     return {
-        "first_window_judge": first, "last_windows_judge": last_score,
+        "first_window_judge": first,
+        "last_windows_judge": last_score,
         "judge_drop": None if first is None else first - last_score,
         "checks": {
             "judge_within_5_points": None if first is None else bool(first - last_score <= 5.0),
@@ -290,19 +371,29 @@ def plot(result: dict, path: str | Path, *, title: str = "") -> Path:
     from PIL import Image, ImageDraw, ImageFont
 
     rows = result["windows"]
-    series = [("judge", "judge all-correct %", (220, 60, 60)), ("persistence", "persistence %", (40, 140, 60)),
-              ("identity", "identity %", (40, 90, 230)), ("bounces", "bounces obeyed %", (235, 150, 30))]
+    series = [
+        ("judge", "judge all-correct %", (220, 60, 60)),
+        ("persistence", "persistence %", (40, 140, 60)),
+        ("identity", "identity %", (40, 90, 230)),
+        ("bounces", "bounces obeyed %", (235, 150, 30)),
+    ]
     panels = [("percent", [s for s in series if any(r.get(s[0]) is not None for r in rows)], (0.0, 100.0))]
     if any(r.get("position_error") is not None for r in rows):
-        panels.append(("position error (x R)", [("position_error", "position error / R", (120, 60, 200))], None))
+        panels.append(
+            ("position error (x R)", [("position_error", "position error / R", (120, 60, 200))], None)
+        )
     if any(r.get("fvd") is not None for r in rows):
         panels.append(("FVD", [("fvd", "FVD", (60, 60, 60))], None))
     W, ph, ml, mr, mt, mb = 760, 260, 70, 200, 40, 40
     img = Image.new("RGB", (W, mt + len(panels) * (ph + mb) + 10), "white")
     d = ImageDraw.Draw(img)
     font = ImageFont.load_default()
-    d.text((ml, 10), title or f"drift over {result['num_frames']} frames, {result['num_clips']} clips", fill="black",
-           font=font)
+    d.text(
+        (ml, 10),
+        title or f"drift over {result['num_frames']} frames, {result['num_clips']} clips",
+        fill="black",
+        font=font,
+    )
     xs = [r["start"] for r in rows]
     x0, x1 = (min(xs), max(xs)) if xs else (0, 1)
     x1 = x1 if x1 > x0 else x0 + 1
@@ -324,8 +415,14 @@ def plot(result: dict, path: str | Path, *, title: str = "") -> Path:
         d.text((left, bottom + 8), f"window start frame ({x0} .. {x1})", fill="black", font=font)
         d.text((left + 4, top + 4), name, fill="black", font=font)
         for j, (key, label, colour) in enumerate(ss):
-            pts = [(left + (r["start"] - x0) / (x1 - x0) * (right - left),
-                    bottom - (r[key] - lo) / (hi - lo or 1) * (bottom - top)) for r in rows if r.get(key) is not None]
+            pts = [
+                (
+                    left + (r["start"] - x0) / (x1 - x0) * (right - left),
+                    bottom - (r[key] - lo) / (hi - lo or 1) * (bottom - top),
+                )
+                for r in rows
+                if r.get(key) is not None
+            ]
             if len(pts) > 1:
                 d.line(pts, fill=colour, width=2)
             for x, y in pts:

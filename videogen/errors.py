@@ -17,7 +17,7 @@ import contextlib
 import logging
 import sys
 import traceback
-from typing import Iterator
+from collections.abc import Iterator
 
 EXIT_USAGE = 2
 
@@ -105,13 +105,19 @@ class ArgumentParser(argparse.ArgumentParser):
 
     def error(self, message: str):
         sys.stdout.flush()
-        print(f"{self.prog}: error: {one_line(message)} (see {self.prog} --help)", file=sys.stderr, flush=True)
+        print(
+            f"{self.prog}: error: {one_line(message)} (see {self.prog} --help)", file=sys.stderr, flush=True
+        )
         raise SystemExit(EXIT_USAGE)
 
 
 def add_verbose(parser: argparse.ArgumentParser, *, top_level: bool = True) -> None:
     """``-v/--verbose``. A subcommand's copy leaves the value unset unless given, so ``videogen -v sample`` and
     ``videogen sample -v`` both work (argparse would let the subcommand's default overwrite the first)."""
-    parser.add_argument("-v", "--verbose", action="store_true",
-                        default=False if top_level else argparse.SUPPRESS,
-                        help="library logging, and tracebacks for usage errors too")
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        default=False if top_level else argparse.SUPPRESS,
+        help="library logging, and tracebacks for usage errors too",
+    )

@@ -45,8 +45,9 @@ import json
 import math
 import sys
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -82,14 +83,17 @@ def workdir_kind(workdir: str | Path) -> str:
     if not cfg.is_file():
         raise FileNotFoundError(
             f"--workdir {str(workdir)!r} has no config.json: pass the workdir of a trained tokenizer "
-            "(python -m tokenizer.train --workdir ...) or LM (python -m videogen.train --workdir ...).")
+            "(python -m tokenizer.train --workdir ...) or LM (python -m videogen.train --workdir ...)."
+        )
     c = json.loads(cfg.read_text())
     if "tokenizer_workdir" in c:
         return "lm"
     if "quantizer" in c:
         return "tokenizer"
-    raise ValueError(f"{cfg} is neither a tokenizer config (no 'quantizer') nor an LM config (no "
-                     "'tokenizer_workdir'); pass a workdir written by tokenizer.train or videogen.train.")
+    raise ValueError(
+        f"{cfg} is neither a tokenizer config (no 'quantizer') nor an LM config (no "
+        "'tokenizer_workdir'); pass a workdir written by tokenizer.train or videogen.train."
+    )
 
 
 def i3d_feature_fn(batch_size: int = 8) -> FeatureFn:
@@ -103,10 +107,14 @@ def _fvd_clips(videos: np.ndarray, frames: int) -> np.ndarray:
     from videogen.eval.fvd import MIN_FRAMES
 
     if videos.shape[1] < MIN_FRAMES:
-        raise ValueError(f"FVD needs clips of at least {MIN_FRAMES} frames (I3D), these have {videos.shape[1]}; "
-                         "evaluate longer clips or pass --no-fvd.")
+        raise ValueError(
+            f"FVD needs clips of at least {MIN_FRAMES} frames (I3D), these have {videos.shape[1]}; "
+            "evaluate longer clips or pass --no-fvd."
+        )
     if frames < MIN_FRAMES:
-        raise UsageError(f"--fvd-frames={frames} is below I3D's minimum of {MIN_FRAMES}; use 16 (the standard).")
+        raise UsageError(
+            f"--fvd-frames={frames} is below I3D's minimum of {MIN_FRAMES}; use 16 (the standard)."
+        )
     return videos[:, :frames]  # shorter clips give all theirs: the results record the count used
 
 
@@ -120,7 +128,7 @@ class _FeatureBank:
     def add(self, videos: np.ndarray) -> None:
         clips = _fvd_clips(np.asarray(videos), self.frames)
         for s in range(0, len(clips), self.batch_size):
-            chunk = clips[s:s + self.batch_size]
+            chunk = clips[s : s + self.batch_size]
             real = len(chunk)
             if real < self.batch_size:
                 chunk = np.concatenate([chunk, np.repeat(chunk[-1:], self.batch_size - real, axis=0)])
@@ -134,7 +142,9 @@ def _fvd(a: np.ndarray, b: np.ndarray) -> float:
     from videogen.eval.fvd import fvd
 
     if len(a) < 2 or len(b) < 2:
-        raise ValueError(f"FVD needs at least 2 clips per side, got {len(a)} and {len(b)}; raise --num-clips.")
+        raise ValueError(
+            f"FVD needs at least 2 clips per side, got {len(a)} and {len(b)}; raise --num-clips."
+        )
     return float(fvd(a, b))
 
 
@@ -164,10 +174,18 @@ def _pad(items: list, size: int) -> list:
 # ============================================================================================
 
 
-def evaluate_tokenizer_workdir(workdir: str | Path, *, splits: Sequence[str] | None = None,
-                               num_clips: int | None = None, batch_size: int | None = None, fvd: bool = True,
-                               fvd_frames: int = 16, feature_fn: FeatureFn | None = None, judge: bool = True,
-                               step: int | None = None) -> dict:
+def evaluate_tokenizer_workdir(
+    workdir: str | Path,
+    *,
+    splits: Sequence[str] | None = None,
+    num_clips: int | None = None,
+    batch_size: int | None = None,
+    fvd: bool = True,
+    fvd_frames: int = 16,
+    feature_fn: FeatureFn | None = None,
+    judge: bool = True,
+    step: int | None = None,
+) -> dict:
     """PSNR, SSIM, code usage over the whole set, rFVD and (world) judge of a tokenizer workdir, per split."""
     from tokenizer import train as tok_train
     from videogen import mesh as mesh_lib
@@ -175,16 +193,41 @@ def evaluate_tokenizer_workdir(workdir: str | Path, *, splits: Sequence[str] | N
     workdir = Path(workdir)
     mesh = mesh_lib.make_mesh({"data": -1})
     model, quantizer, config = tok_train.load_tokenizer(workdir, step=step, mesh=mesh)
-    out = evaluate_tokenizer(model, quantizer, config, splits=splits, num_clips=num_clips, batch_size=batch_size,
-                             fvd=fvd, fvd_frames=fvd_frames, feature_fn=feature_fn, judge=judge, mesh=mesh)
-    return {"kind": "tokenizer", "workdir": str(workdir),
-            "step": tok_train.latest_step(workdir) if step is None else step, **out}
+    out = evaluate_tokenizer(
+        model,
+        quantizer,
+        config,
+        splits=splits,
+        num_clips=num_clips,
+        batch_size=batch_size,
+        fvd=fvd,
+        fvd_frames=fvd_frames,
+        feature_fn=feature_fn,
+        judge=judge,
+        mesh=mesh,
+    )
+    return {
+        "kind": "tokenizer",
+        "workdir": str(workdir),
+        "step": tok_train.latest_step(workdir) if step is None else step,
+        **out,
+    }
 
 
-def evaluate_tokenizer(model, quantizer, config, *, splits: Sequence[str] | None = None,
-                       num_clips: int | None = None, batch_size: int | None = None, fvd: bool = True,
-                       fvd_frames: int = 16, feature_fn: FeatureFn | None = None, judge: bool = True,
-                       mesh=None) -> dict:
+def evaluate_tokenizer(
+    model,
+    quantizer,
+    config,
+    *,
+    splits: Sequence[str] | None = None,
+    num_clips: int | None = None,
+    batch_size: int | None = None,
+    fvd: bool = True,
+    fvd_frames: int = 16,
+    feature_fn: FeatureFn | None = None,
+    judge: bool = True,
+    mesh=None,
+) -> dict:
     """:func:`evaluate_tokenizer_workdir` of a loaded tokenizer (e.g. the pretrained one): ``{'splits': {split:
     figures}}`` (+ ``fvd_frames``). ``mesh``: the one its arrays are replicated on (batches split over it);
     None: one device."""
@@ -197,7 +240,9 @@ def evaluate_tokenizer(model, quantizer, config, *, splits: Sequence[str] | None
     judge = judge and _is_world(config.data)  # the eval spec itself is built per split by eval_source
     feature_fn = feature_fn or (i3d_feature_fn(bs) if fvd else None)
     out: dict[str, Any] = {"splits": {}}
-    if fvd:  # FVD's frames as used: clips shorter than --fvd-frames give all theirs (FVD compares equal lengths)
+    if (
+        fvd
+    ):  # FVD's frames as used: clips shorter than --fvd-frames give all theirs (FVD compares equal lengths)
         out["fvd_frames"] = min(int(fvd_frames), int(config.data.num_frames))
     for split in splits or [config.eval.split]:
         t0 = time.perf_counter()
@@ -221,9 +266,15 @@ def evaluate_tokenizer(model, quantizer, config, *, splits: Sequence[str] | None
                 recons_for_judge += list(recon[:k])
                 captions += [it["caption"] for it in items]
         u = usage.summary()
-        r: dict[str, Any] = {"num_clips": n, "psnr": float(np.mean(psnrs)), "ssim": float(np.mean(ssims)),
-                             "usage": u["usage"], "used_codes": u["used_codes"], "codebook_size": quantizer.codebook_size,
-                             "perplexity": u["perplexity"]}
+        r: dict[str, Any] = {
+            "num_clips": n,
+            "psnr": float(np.mean(psnrs)),
+            "ssim": float(np.mean(ssims)),
+            "usage": u["usage"],
+            "used_codes": u["used_codes"],
+            "codebook_size": quantizer.codebook_size,
+            "perplexity": u["perplexity"],
+        }
         if fvd:
             r["rfvd"] = _fvd(real_bank.features(), rec_bank.features())
         if judge:
@@ -261,8 +312,17 @@ def _predictor(graphdef, tcfg, objective: str, known: int, num_steps: int, tempe
         given = jnp.arange(n)[None] < known
         if objective != "next_token":
             init = jnp.where(given, codes, c)
-            return maskgit_video_codes(model, objective, text2, init, guidance=guidance, rng=rng, num_steps=num_steps,
-                                       temperature=temperature, top_k=top_k)
+            return maskgit_video_codes(
+                model,
+                objective,
+                text2,
+                init,
+                guidance=guidance,
+                rng=rng,
+                num_steps=num_steps,
+                temperature=temperature,
+                top_k=top_k,
+            )
         positions = make_positions(tcfg, b2)
         cache = model.init_cache(b2, L + n)
         _, cache = model(text2, positions[:, :L], mode="causal", cache=cache, cache_index=0)
@@ -276,9 +336,18 @@ def _predictor(graphdef, tcfg, objective: str, known: int, num_steps: int, tempe
             return _code_logits(tcfg, logits[:, 0]), cache
 
         forced = jnp.where(given[:, 1:], codes[:, 1:], -1)
-        rest, _ = sampling.ar_decode(sampling.guided_step(step_fn_2b, guidance), cache, first_token=codes[:, 0],
-                                     rng=rng, num_tokens=n - 1, temperature=temperature, top_k=top_k,
-                                     forced_tokens=forced, start_index=L, factorised=tcfg.head == "bitgroups")
+        rest, _ = sampling.ar_decode(
+            sampling.guided_step(step_fn_2b, guidance),
+            cache,
+            first_token=codes[:, 0],
+            rng=rng,
+            num_tokens=n - 1,
+            temperature=temperature,
+            top_k=top_k,
+            forced_tokens=forced,
+            start_index=L,
+            factorised=tcfg.head == "bitgroups",
+        )
         return jnp.concatenate([codes[:, :1], rest], axis=1)
 
     fn = jax.jit(run)
@@ -286,9 +355,21 @@ def _predictor(graphdef, tcfg, objective: str, known: int, num_steps: int, tempe
     return fn
 
 
-def predict_frames(model, tokenizer_bundle, text_tokenizer, videos: np.ndarray, prompts: Sequence[str | None], *,
-                   context_frames: int, objective: str, num_steps: int = 12, guidance: float = 3.0,
-                   temperature: float = 1.0, top_k: int | None = None, seed: int = 0) -> np.ndarray:
+def predict_frames(
+    model,
+    tokenizer_bundle,
+    text_tokenizer,
+    videos: np.ndarray,
+    prompts: Sequence[str | None],
+    *,
+    context_frames: int,
+    objective: str,
+    num_steps: int = 12,
+    guidance: float = 3.0,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    seed: int = 0,
+) -> np.ndarray:
     """Keeps the first ``context_frames`` frames of each real clip (as tokens) and generates the rest.
 
     ``videos`` uint8 ``[N, T, H, W, 3]`` of the model's clip shape; returns the decoded uint8 clips. With a
@@ -305,25 +386,40 @@ def predict_frames(model, tokenizer_bundle, text_tokenizer, videos: np.ndarray, 
     ct = ae.config.temporal_compression
     t_lat, h, w = tcfg.video_grid
     if context_frames < 1 or (context_frames - 1) % ct:
-        raise UsageError(f"--context-frames={context_frames} does not fall on a latent frame boundary of the "
-                         f"tokenizer (temporal compression {ct}): use 1 + {ct}k frames, e.g. 1 (BAIR) or "
-                         f"{1 + ct} (K600 uses 5).")
+        raise UsageError(
+            f"--context-frames={context_frames} does not fall on a latent frame boundary of the "
+            f"tokenizer (temporal compression {ct}): use 1 + {ct}k frames, e.g. 1 (BAIR) or "
+            f"{1 + ct} (K600 uses 5)."
+        )
     known_t = 1 + (context_frames - 1) // ct
     if known_t >= t_lat:
-        raise UsageError(f"--context-frames={context_frames} covers all {t_lat} latent frames of the clip: "
-                         "nothing is left to predict; use fewer context frames.")
-    codes = np.asarray(tok_train.encode_video(ae, quantizer, videos)).reshape(len(videos), -1).astype(np.int32)
+        raise UsageError(
+            f"--context-frames={context_frames} covers all {t_lat} latent frames of the clip: "
+            "nothing is left to predict; use fewer context frames."
+        )
+    codes = (
+        np.asarray(tok_train.encode_video(ae, quantizer, videos)).reshape(len(videos), -1).astype(np.int32)
+    )
     L = tcfg.max_text_len
-    cond = np.stack([text_tokenizer.encode(p)[0] if p is not None else np.full(L, PAD_ID, np.int32)
-                     for p in prompts])
+    cond = np.stack(
+        [text_tokenizer.encode(p)[0] if p is not None else np.full(L, PAD_ID, np.int32) for p in prompts]
+    )
     text2 = jnp.asarray(np.concatenate([cond, np.full_like(cond, PAD_ID)], axis=0))
     if tcfg.remat != "none":  # no backward pass while decoding, and remat cannot run inside the loops
-        model = nnx.merge(abstract_model(dataclasses.replace(tcfg, remat="none"))[0],
-                          *nnx.split(model, nnx.Param, ...)[1:])
+        model = nnx.merge(
+            abstract_model(dataclasses.replace(tcfg, remat="none"))[0], *nnx.split(model, nnx.Param, ...)[1:]
+        )
         tcfg = model.config
     graphdef, state = nnx.split(model)
-    fn = _predictor(graphdef, tcfg, objective, known_t * h * w, int(num_steps), float(temperature),
-                    None if top_k is None else int(top_k))
+    fn = _predictor(
+        graphdef,
+        tcfg,
+        objective,
+        known_t * h * w,
+        int(num_steps),
+        float(temperature),
+        None if top_k is None else int(top_k),
+    )
     out = fn(state, text2, jnp.asarray(codes), jax.random.key(int(seed)), jnp.float32(guidance))
     return np.asarray(tok_train.decode_indices(ae, quantizer, out.reshape((len(videos),) + tcfg.video_grid)))
 
@@ -354,10 +450,19 @@ def _generate(lm, prompts: list[str], s: GenSettings, seed_offset: int) -> np.nd
     out = []
     for k, idx in enumerate(_batches(len(prompts), s.batch_size)):
         batch = _pad([prompts[i] for i in idx], s.batch_size)
-        v = sample(model, bundle, text_tok, batch, objective=config.objective, num_steps=s.num_steps,
-                   guidance=s.guidance, temperature=s.temperature, top_k=s.top_k,
-                   seed=s.seed + 1000 * seed_offset + k)
-        out.append(np.asarray(v)[:len(idx)])
+        v = sample(
+            model,
+            bundle,
+            text_tok,
+            batch,
+            objective=config.objective,
+            num_steps=s.num_steps,
+            guidance=s.guidance,
+            temperature=s.temperature,
+            top_k=s.top_k,
+            seed=s.seed + 1000 * seed_offset + k,
+        )
+        out.append(np.asarray(v)[: len(idx)])
     return np.concatenate(out)
 
 
@@ -371,8 +476,10 @@ def protocol_world(lm, spec: dict, splits: Sequence[str], s: GenSettings, featur
     from videogen.data.sources import build_source
 
     if not _is_world(spec):
-        raise UsageError(f"--protocol world needs the built-in world as the LM's data, not {spec.get('kind')!r}; "
-                         "use --protocol ucf or frame_prediction.")
+        raise UsageError(
+            f"--protocol world needs the built-in world as the LM's data, not {spec.get('kind')!r}; "
+            "use --protocol ucf or frame_prediction."
+        )
     out = {}
     for i, split in enumerate(splits):
         t0 = time.perf_counter()
@@ -405,8 +512,13 @@ def protocol_ucf(lm, spec: dict, repeats: int, s: GenSettings, feature_fn) -> di
         prompts = _prompts(source, prompt_idx)
         fake = _generate(lm, prompts, s, seed_offset=100 + r)
         scores.append(_fvd(_features(feature_fn, real, s), _features(feature_fn, fake, s)))
-    return {"num_clips": n, "repeats": repeats, "fvd_mean": float(np.mean(scores)),
-            "fvd_std": float(np.std(scores)), "fvd_runs": scores}
+    return {
+        "num_clips": n,
+        "repeats": repeats,
+        "fvd_mean": float(np.mean(scores)),
+        "fvd_std": float(np.std(scores)),
+        "fvd_runs": scores,
+    }
 
 
 def _prompts(source, indices) -> list[str]:
@@ -417,7 +529,9 @@ def _prompts(source, indices) -> list[str]:
     return [str(source[int(i)]["caption"]) for i in indices]
 
 
-def protocol_frame_prediction(lm, spec: dict, split: str, context_frames: int, s: GenSettings, feature_fn) -> dict:
+def protocol_frame_prediction(
+    lm, spec: dict, split: str, context_frames: int, s: GenSettings, feature_fn
+) -> dict:
     """K600/BAIR style: condition on the first frames of real clips, score the whole clips vs the real ones."""
     from tokenizer import evaluate as tok_eval
     from videogen.data.sources import build_source
@@ -429,18 +543,33 @@ def protocol_frame_prediction(lm, spec: dict, split: str, context_frames: int, s
     for k, idx in enumerate(_batches(n, s.batch_size)):
         v, c = _real(source, idx)
         vb = np.stack(_pad(list(v), s.batch_size))
-        out = predict_frames(model, bundle, text_tok, vb, _pad(c, s.batch_size), context_frames=context_frames,
-                             objective=config.objective, num_steps=s.num_steps, guidance=s.guidance,
-                             temperature=s.temperature, top_k=s.top_k, seed=s.seed + k)
+        out = predict_frames(
+            model,
+            bundle,
+            text_tok,
+            vb,
+            _pad(c, s.batch_size),
+            context_frames=context_frames,
+            objective=config.objective,
+            num_steps=s.num_steps,
+            guidance=s.guidance,
+            temperature=s.temperature,
+            top_k=s.top_k,
+            seed=s.seed + k,
+        )
         real.append(v)
-        fake.append(out[:len(idx)])
+        fake.append(out[: len(idx)])
         captions += c
     real, fake = np.concatenate(real), np.concatenate(fake)
     future_real, future_fake = real[:, context_frames:], fake[:, context_frames:]
-    r: dict[str, Any] = {"split": split, "num_clips": n, "context_frames": context_frames,
-                         "predicted_frames": int(real.shape[1] - context_frames),
-                         "psnr_predicted": float(np.mean(tok_eval.psnr(future_fake, future_real))),
-                         "ssim_predicted": float(np.mean(tok_eval.ssim(future_fake, future_real)))}
+    r: dict[str, Any] = {
+        "split": split,
+        "num_clips": n,
+        "context_frames": context_frames,
+        "predicted_frames": int(real.shape[1] - context_frames),
+        "psnr_predicted": float(np.mean(tok_eval.psnr(future_fake, future_real))),
+        "ssim_predicted": float(np.mean(tok_eval.ssim(future_fake, future_real))),
+    }
     if s.fvd:
         r["fvd"] = _fvd(_features(feature_fn, real, s), _features(feature_fn, fake, s))
     if _is_world(spec):
@@ -454,8 +583,17 @@ def _features(feature_fn, videos: np.ndarray, s: GenSettings) -> np.ndarray:
     return bank.features()
 
 
-def drift(workdir: str | Path, *, num_clips: int, num_frames: int | None = None, split: str = "test",
-          seed: int = 0, fvd: bool = False, step: int | None = None, **sampling_kw) -> dict:
+def drift(
+    workdir: str | Path,
+    *,
+    num_clips: int,
+    num_frames: int | None = None,
+    split: str = "test",
+    seed: int = 0,
+    fvd: bool = False,
+    step: int | None = None,
+    **sampling_kw,
+) -> dict:
     """The long-video drift curve: world prompts of ``split`` continued to ``num_frames`` frames
     (:mod:`videogen.continuation`) and scored window by window against the true renders
     (:func:`videogen.drift.measure_videos`)."""
@@ -463,17 +601,27 @@ def drift(workdir: str | Path, *, num_clips: int, num_frames: int | None = None,
         from videogen import continuation
         from videogen import drift as drift_lib
     except ImportError as e:
-        raise SystemExit(f"--drift needs videogen.continuation and videogen.drift (the long-video issue #5), "
-                         f"which are not available ({e}); run without --drift.") from None
+        raise SystemExit(
+            f"--drift needs videogen.continuation and videogen.drift (the long-video issue #5), "
+            f"which are not available ({e}); run without --drift."
+        ) from None
     config = json.loads((Path(workdir) / "config.json").read_text())
     data = config.get("data", {})
     if not _is_world(data):
-        raise UsageError("--drift measures against the built-in world's true renders; this LM was trained on "
-                         f"{data.get('kind')!r} data.")
+        raise UsageError(
+            "--drift measures against the built-in world's true renders; this LM was trained on "
+            f"{data.get('kind')!r} data."
+        )
     t = int(data["num_frames"])
     num_frames = int(num_frames or 4 * (t - 1) + 1)
-    specs = drift_lib.world_prompts(int(data["resolution"]), num_clips, split=split, seed=int(data.get("seed", 0)),
-                                    num_frames=t, max_objects=int(data.get("max_objects", 2)))
+    specs = drift_lib.world_prompts(
+        int(data["resolution"]),
+        num_clips,
+        split=split,
+        seed=int(data.get("seed", 0)),
+        num_frames=t,
+        max_objects=int(data.get("max_objects", 2)),
+    )
     engine = continuation.from_workdir(workdir, step=step, **sampling_kw)
     videos = engine.generate([s.caption for s in specs], num_frames, seed=seed)
     r = drift_lib.measure_videos(list(videos), specs, window=t, fvd=fvd)
@@ -482,10 +630,18 @@ def drift(workdir: str | Path, *, num_clips: int, num_frames: int | None = None,
     return r
 
 
-def evaluate_generator(workdir: str | Path, *, protocols: Sequence[str] = ("world",),
-                       splits: Sequence[str] = ("test", "heldout"), settings: GenSettings | None = None,
-                       repeats: int = 1, context_frames: int = 5, prediction_split: str | None = None,
-                       feature_fn: FeatureFn | None = None, step: int | None = None) -> dict:
+def evaluate_generator(
+    workdir: str | Path,
+    *,
+    protocols: Sequence[str] = ("world",),
+    splits: Sequence[str] = ("test", "heldout"),
+    settings: GenSettings | None = None,
+    repeats: int = 1,
+    context_frames: int = 5,
+    prediction_split: str | None = None,
+    feature_fn: FeatureFn | None = None,
+    step: int | None = None,
+) -> dict:
     """Runs the chosen protocols on an LM workdir (EMA weights) and returns one JSON-able dict."""
     from videogen.train import load_lm
 
@@ -497,8 +653,13 @@ def evaluate_generator(workdir: str | Path, *, protocols: Sequence[str] = ("worl
     config = lm[3]
     spec = {k: v for k, v in config.data.to_dict().items()}
     feature_fn = feature_fn or (i3d_feature_fn(s.batch_size) if s.fvd else None)
-    out: dict[str, Any] = {"kind": "generator", "workdir": str(workdir), "objective": config.objective,
-                           "settings": dataclasses.asdict(s), "data": spec}
+    out: dict[str, Any] = {
+        "kind": "generator",
+        "workdir": str(workdir),
+        "objective": config.objective,
+        "settings": dataclasses.asdict(s),
+        "data": spec,
+    }
     # FVD's frames as used: clips shorter than fvd_frames give all theirs (FVD compares equal lengths only).
     out["settings"]["fvd_frames"] = min(int(s.fvd_frames), int(config.data.num_frames))
     from tokenizer import train as tok_train
@@ -512,7 +673,9 @@ def evaluate_generator(workdir: str | Path, *, protocols: Sequence[str] = ("worl
             out["ucf"] = protocol_ucf(lm, spec, repeats, s, feature_fn)
         else:
             split = prediction_split or config.eval.split
-            out["frame_prediction"] = protocol_frame_prediction(lm, spec, split, context_frames, s, feature_fn)
+            out["frame_prediction"] = protocol_frame_prediction(
+                lm, spec, split, context_frames, s, feature_fn
+            )
         out.setdefault("seconds", {})[p] = time.perf_counter() - t0
     return out
 
@@ -534,14 +697,37 @@ def flat_metrics(result: dict, prefix: str = "") -> dict[str, float]:
     return out
 
 
-_TABLE_KEYS = ("first_window_judge", "last_windows_judge", "persistence", "bounces", "psnr", "ssim", "usage", "used_codes", "perplexity", "rfvd", "fvd", "fvd_mean", "fvd_std",
-               "all_correct", "colour", "shape", "size", "motion", "psnr_predicted", "ssim_predicted")
+_TABLE_KEYS = (
+    "first_window_judge",
+    "last_windows_judge",
+    "persistence",
+    "bounces",
+    "psnr",
+    "ssim",
+    "usage",
+    "used_codes",
+    "perplexity",
+    "rfvd",
+    "fvd",
+    "fvd_mean",
+    "fvd_std",
+    "all_correct",
+    "colour",
+    "shape",
+    "size",
+    "motion",
+    "psnr_predicted",
+    "ssim_predicted",
+)
 
 
 def format_table(result: dict) -> str:
     """A short markdown table of the headline numbers."""
-    rows = [(k, v) for k, v in flat_metrics(result).items()
-            if k.rsplit("/", 1)[-1] in _TABLE_KEYS and not k.startswith(("settings/", "data/"))]
+    rows = [
+        (k, v)
+        for k, v in flat_metrics(result).items()
+        if k.rsplit("/", 1)[-1] in _TABLE_KEYS and not k.startswith(("settings/", "data/"))
+    ]
     width = max([len(k) for k, _ in rows] + [6])
     lines = [f"| {'metric':<{width}} | {'value':>10} |", f"|{'-' * (width + 2)}|{'-' * 12}|"]
     for k, v in rows:
@@ -565,34 +751,64 @@ def _write_tensorboard(result: dict, logdir: Path, step: int) -> None:
 
 def add_eval_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workdir", required=True, help="a tokenizer or LM training workdir")
-    p.add_argument("--protocol", action="append", choices=PROTOCOLS,
-                   help="generator protocol, repeatable (default: world for world data, else ucf)")
-    p.add_argument("--splits", default=None,
-                   help="comma-separated splits (generator world protocol default: test,heldout; "
-                        "frame_prediction: the first one, default the config's eval split; tokenizer default: its "
-                        "config's eval split)")
-    p.add_argument("--num-clips", type=checks.positive_int, default=None,
-                   help="clips per split / per repeat (default 64; tokenizer: its config's)")
+    p.add_argument(
+        "--protocol",
+        action="append",
+        choices=PROTOCOLS,
+        help="generator protocol, repeatable (default: world for world data, else ucf)",
+    )
+    p.add_argument(
+        "--splits",
+        default=None,
+        help="comma-separated splits (generator world protocol default: test,heldout; "
+        "frame_prediction: the first one, default the config's eval split; tokenizer default: its "
+        "config's eval split)",
+    )
+    p.add_argument(
+        "--num-clips",
+        type=checks.positive_int,
+        default=None,
+        help="clips per split / per repeat (default 64; tokenizer: its config's)",
+    )
     p.add_argument("--batch-size", type=checks.positive_int, default=None)
     p.add_argument("--repeats", type=checks.positive_int, default=1, help="ucf protocol: independent draws")
-    p.add_argument("--context-frames", type=checks.positive_int, default=5, help="frame_prediction: 5 = K600, 1 = BAIR")
-    p.add_argument("--guidance", type=checks.nonnegative_float, default=3.0,
-                   help="0 = unconditional, 1 = conditional, >1 = CFG")
+    p.add_argument(
+        "--context-frames", type=checks.positive_int, default=5, help="frame_prediction: 5 = K600, 1 = BAIR"
+    )
+    p.add_argument(
+        "--guidance",
+        type=checks.nonnegative_float,
+        default=3.0,
+        help="0 = unconditional, 1 = conditional, >1 = CFG",
+    )
     p.add_argument("--steps", type=checks.positive_int, default=12, help="MaskGIT decoding steps")
     p.add_argument("--temperature", type=checks.nonnegative_float, default=1.0, help="0 = greedy")
     p.add_argument("--top-k", type=checks.positive_int, default=None)
     p.add_argument("--seed", type=checks.nonnegative_int, default=0)
-    p.add_argument("--step", type=checks.nonnegative_int, default=None, help="checkpoint step (default: latest)")
+    p.add_argument(
+        "--step", type=checks.nonnegative_int, default=None, help="checkpoint step (default: latest)"
+    )
     p.add_argument("--no-fvd", action="store_true", help="skip FVD / rFVD (no I3D)")
     p.add_argument("--fvd-frames", type=checks.positive_int, default=16, help="frames of each clip I3D sees")
     p.add_argument("--no-judge", action="store_true", help="tokenizer: skip the judge on reconstructions")
     p.add_argument("--with-tokenizer", action="store_true", help="LM workdir: also evaluate its tokenizer")
-    p.add_argument("--drift", action="store_true",
-                   help="long-video drift curve (needs videogen.continuation and videogen.drift)")
-    p.add_argument("--drift-frames", type=checks.positive_int, default=None,
-                   help="frames per long video (default 4x the clip)")
-    p.add_argument("--drift-clips", type=checks.positive_int, default=8,
-                   help="long videos to generate (at most --num-clips)")
+    p.add_argument(
+        "--drift",
+        action="store_true",
+        help="long-video drift curve (needs videogen.continuation and videogen.drift)",
+    )
+    p.add_argument(
+        "--drift-frames",
+        type=checks.positive_int,
+        default=None,
+        help="frames per long video (default 4x the clip)",
+    )
+    p.add_argument(
+        "--drift-clips",
+        type=checks.positive_int,
+        default=8,
+        help="long videos to generate (at most --num-clips)",
+    )
     p.add_argument("--tensorboard", action="store_true", help="also write scalars to WORKDIR/eval/tb")
     p.add_argument("--out", help="JSON path (default WORKDIR/eval/eval_step<N>.json)")
 
@@ -609,22 +825,31 @@ def _check_request(args, workdir: Path) -> str:
     else:
         checks.output_folder(workdir / "eval", "the default --out's folder")
     if not args.no_fvd and args.fvd_frames < MIN_FRAMES:
-        raise UsageError(f"--fvd-frames={args.fvd_frames} is below I3D's minimum of {MIN_FRAMES}; use 16 (the "
-                         "standard), or --no-fvd.")
+        raise UsageError(
+            f"--fvd-frames={args.fvd_frames} is below I3D's minimum of {MIN_FRAMES}; use 16 (the "
+            "standard), or --no-fvd."
+        )
     if kind == "tokenizer":
         if args.drift or args.protocol:
-            raise UsageError(f"{workdir} is a tokenizer workdir: --protocol and --drift apply to LM workdirs.")
+            raise UsageError(
+                f"{workdir} is a tokenizer workdir: --protocol and --drift apply to LM workdirs."
+            )
         return kind
     world_data = _is_world(config.get("data", {}))
     if "world" in (args.protocol or []) and not world_data:
-        raise UsageError(f"--protocol world needs the built-in world as the LM's data, not "
-                         f"{config['data'].get('kind')!r}; use --protocol ucf or frame_prediction.")
+        raise UsageError(
+            f"--protocol world needs the built-in world as the LM's data, not "
+            f"{config['data'].get('kind')!r}; use --protocol ucf or frame_prediction."
+        )
     if args.no_fvd and ("ucf" in (args.protocol or []) or (not args.protocol and not world_data)):
-        raise UsageError("--protocol ucf (the default for data other than the world) is an FVD protocol; drop "
-                         "--no-fvd.")
+        raise UsageError(
+            "--protocol ucf (the default for data other than the world) is an FVD protocol; drop --no-fvd."
+        )
     if args.drift and not world_data:
-        raise UsageError("--drift measures against the built-in world's true renders; this LM was trained on "
-                         f"{config['data'].get('kind')!r} data.")
+        raise UsageError(
+            "--drift measures against the built-in world's true renders; this LM was trained on "
+            f"{config['data'].get('kind')!r} data."
+        )
     return kind
 
 
@@ -633,37 +858,75 @@ def run(args) -> dict:
     kind = _check_request(args, workdir)
     splits = [x for x in args.splits.split(",") if x] if args.splits else None
     if kind == "tokenizer":
-        result = evaluate_tokenizer_workdir(workdir, splits=splits, num_clips=args.num_clips,
-                                            batch_size=args.batch_size, fvd=not args.no_fvd,
-                                            fvd_frames=args.fvd_frames, judge=not args.no_judge, step=args.step)
+        result = evaluate_tokenizer_workdir(
+            workdir,
+            splits=splits,
+            num_clips=args.num_clips,
+            batch_size=args.batch_size,
+            fvd=not args.no_fvd,
+            fvd_frames=args.fvd_frames,
+            judge=not args.no_judge,
+            step=args.step,
+        )
     else:
         cfg = json.loads((workdir / "config.json").read_text())
         world_data = _is_world(cfg.get("data", {}))
         protocols = args.protocol or (["world"] if world_data else ["ucf"])
-        s = GenSettings(num_clips=args.num_clips or 64, batch_size=args.batch_size or 8, guidance=args.guidance,
-                        num_steps=args.steps, temperature=args.temperature, top_k=args.top_k, seed=args.seed,
-                        fvd=not args.no_fvd, fvd_frames=args.fvd_frames)
+        s = GenSettings(
+            num_clips=args.num_clips or 64,
+            batch_size=args.batch_size or 8,
+            guidance=args.guidance,
+            num_steps=args.steps,
+            temperature=args.temperature,
+            top_k=args.top_k,
+            seed=args.seed,
+            fvd=not args.no_fvd,
+            fvd_frames=args.fvd_frames,
+        )
         if args.drift:  # fail before any sampling when the long-video modules are missing
             from importlib.util import find_spec
 
             missing = [m for m in ("videogen.continuation", "videogen.drift") if find_spec(m) is None]
             if missing:
-                raise SystemExit(f"--drift needs {' and '.join(missing)} (the long-video issue #5), which is not "
-                                 "available; run without --drift.")
-        result = evaluate_generator(workdir, protocols=protocols, splits=splits or ["test", "heldout"], settings=s,
-                                    repeats=args.repeats, context_frames=args.context_frames, step=args.step,
-                                    prediction_split=splits[0] if splits else None)
+                raise SystemExit(
+                    f"--drift needs {' and '.join(missing)} (the long-video issue #5), which is not "
+                    "available; run without --drift."
+                )
+        result = evaluate_generator(
+            workdir,
+            protocols=protocols,
+            splits=splits or ["test", "heldout"],
+            settings=s,
+            repeats=args.repeats,
+            context_frames=args.context_frames,
+            step=args.step,
+            prediction_split=splits[0] if splits else None,
+        )
         if args.drift:
-            result["drift"] = drift(workdir, num_clips=min(s.num_clips, args.drift_clips), num_frames=args.drift_frames,
-                                    seed=args.seed, fvd=s.fvd, num_steps=s.num_steps, guidance=s.guidance,
-                                    temperature=s.temperature, top_k=s.top_k, step=args.step)
+            result["drift"] = drift(
+                workdir,
+                num_clips=min(s.num_clips, args.drift_clips),
+                num_frames=args.drift_frames,
+                seed=args.seed,
+                fvd=s.fvd,
+                num_steps=s.num_steps,
+                guidance=s.guidance,
+                temperature=s.temperature,
+                top_k=s.top_k,
+                step=args.step,
+            )
         if args.with_tokenizer:
             from videogen.train import _saved_tokenizer_workdir
 
             tok_wd = _saved_tokenizer_workdir(cfg["tokenizer_workdir"], workdir)
-            result["tokenizer"] = evaluate_tokenizer_workdir(tok_wd, num_clips=args.num_clips,
-                                                             batch_size=args.batch_size, fvd=not args.no_fvd,
-                                                             fvd_frames=args.fvd_frames, judge=not args.no_judge)
+            result["tokenizer"] = evaluate_tokenizer_workdir(
+                tok_wd,
+                num_clips=args.num_clips,
+                batch_size=args.batch_size,
+                fvd=not args.no_fvd,
+                fvd_frames=args.fvd_frames,
+                judge=not args.no_judge,
+            )
     step = int(result.get("step") or 0)
     out = Path(args.out) if args.out else workdir / "eval" / f"eval_step{step}.json"
     out.parent.mkdir(parents=True, exist_ok=True)

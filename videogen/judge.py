@@ -29,7 +29,7 @@ from videogen.data import world
 from videogen.data.captions import COLOUR_NAMES, COLOURS, DIRECTIONS, SHAPES, parse_caption
 
 _PALETTE = np.asarray([COLOURS[c] for c in COLOUR_NAMES], np.float32)  # [8, 3]
-_PALETTE_SQ = np.sum(_PALETTE ** 2, axis=-1)  # [8]
+_PALETTE_SQ = np.sum(_PALETTE**2, axis=-1)  # [8]
 # Pixels at or above this luminance are part of an object (the dimmest palette colour is ~91).
 LIT_LUMA = 20.0
 # A pixel this close (RGB distance) to a palette colour is that colour at full coverage.
@@ -90,8 +90,12 @@ class ObjectVerdict:
 
     @property
     def correct_lenient(self) -> bool:
-        return (self.colour_found and self.shape_ok and self.size_ok
-                and self.detected_motion_lenient == self.motion)
+        return (
+            self.colour_found
+            and self.shape_ok
+            and self.size_ok
+            and self.detected_motion_lenient == self.motion
+        )
 
 
 @dataclasses.dataclass
@@ -112,9 +116,13 @@ class Verdict:
         return all(o.correct_lenient for o in self.objects) and not self.extra_colours and not self.duplicated
 
     def summary(self) -> dict:
-        return {"caption": self.caption, "all_correct": self.all_correct, "extra_colours": self.extra_colours,
-                "duplicated": self.duplicated,
-                "objects": [dict(dataclasses.asdict(o), correct=o.correct) for o in self.objects]}
+        return {
+            "caption": self.caption,
+            "all_correct": self.all_correct,
+            "extra_colours": self.extra_colours,
+            "duplicated": self.duplicated,
+            "objects": [dict(dataclasses.asdict(o), correct=o.correct) for o in self.objects],
+        }
 
 
 def _check_video(video: np.ndarray) -> np.ndarray:
@@ -122,8 +130,10 @@ def _check_video(video: np.ndarray) -> np.ndarray:
     if video.ndim != 4 or video.shape[-1] != 3 or video.shape[1] != video.shape[2]:
         raise ValueError(f"judge: video must be [T, R, R, 3] (square frames, RGB); got shape {video.shape}.")
     if video.dtype != np.uint8:
-        raise TypeError(f"judge: video must be uint8 RGB, got {video.dtype}; convert floats in [0, 1] with "
-                        "(x * 255).round().astype(np.uint8).")
+        raise TypeError(
+            f"judge: video must be uint8 RGB, got {video.dtype}; convert floats in [0, 1] with "
+            "(x * 255).round().astype(np.uint8)."
+        )
     return video
 
 
@@ -166,8 +176,15 @@ def segment(video: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return labels, cover
 
 
-def _template_error(blob: np.ndarray, box: tuple[slice, slice], cover: np.ndarray, cx: float, cy: float,
-                    area: float, shape: str) -> float:
+def _template_error(
+    blob: np.ndarray,
+    box: tuple[slice, slice],
+    cover: np.ndarray,
+    cx: float,
+    cy: float,
+    area: float,
+    shape: str,
+) -> float:
     """Mean absolute difference between a blob's coverage and the equal-area shape at (cx, cy), / area.
 
     `blob` [H, W] marks the blob's pixels, `box` is their bounding box and `cover` [H, W] the frame's
@@ -234,15 +251,21 @@ def track_objects(video: np.ndarray, colours, *, segmentation=None) -> dict[str,
                 scores[t, s] = _template_error(blob, box, cover[t], centre[t, 0], centre[t, 1], a, shape)
             solid_y, solid_x = np.nonzero(crop >= 0.5)
             if len(solid_x):
-                edges[t] = (box[1].start + solid_x.min(), box[1].start + solid_x.max() + 1,
-                            box[0].start + solid_y.min(), box[0].start + solid_y.max() + 1)
+                edges[t] = (
+                    box[1].start + solid_x.min(),
+                    box[1].start + solid_x.max() + 1,
+                    box[0].start + solid_y.min(),
+                    box[0].start + solid_y.max() + 1,
+                )
         tracks[colour] = Track(colour, present, centre, area, scores, count, edges)
     return tracks
 
 
 def min_object_area(resolution: int) -> float:
     """Blobs smaller than this (pixels of full coverage) are noise, not objects."""
-    return PRESENCE_FRACTION * min(world.shape_area(s, world.SIZE_FRACTION["small"] * resolution) for s in SHAPES)
+    return PRESENCE_FRACTION * min(
+        world.shape_area(s, world.SIZE_FRACTION["small"] * resolution) for s in SHAPES
+    )
 
 
 def _line_fit(t: np.ndarray, pts: np.ndarray) -> tuple[np.ndarray, float]:
@@ -316,7 +339,7 @@ def _bounce(t: np.ndarray, pts: np.ndarray, edges: np.ndarray | None, R: int) ->
         for a, b in zip(bounds[:-1], bounds[1:]):
             if b - a < 2:
                 continue  # a leg of one step: its speed is the turn's, not the leg's
-            v, rms = _line_fit(t[a:b + 1], p[a:b + 1, None])
+            v, rms = _line_fit(t[a : b + 1], p[a : b + 1, None])
             if rms > LINE_RESIDUAL * R:
                 return None
             speeds.append(abs(float(v[0])))
@@ -336,8 +359,9 @@ def _bounce(t: np.ndarray, pts: np.ndarray, edges: np.ndarray | None, R: int) ->
     return None
 
 
-def classify_motion(centre: np.ndarray, present: np.ndarray, resolution: int,
-                    edges: np.ndarray | None = None) -> str | None:
+def classify_motion(
+    centre: np.ndarray, present: np.ndarray, resolution: int, edges: np.ndarray | None = None
+) -> str | None:
     """'still', a direction, 'bounce-horizontal' / 'bounce-vertical', or None (none of them cleanly).
 
     ``centre [T, 2]`` and ``present [T]`` as in :class:`Track`; ``edges [T, 4]`` (the track's blob edges)
@@ -367,8 +391,10 @@ def classify_motion_lenient(centre: np.ndarray, present: np.ndarray, resolution:
     velocity = np.diff(pts, axis=0)  # [n-1, 2]
     # A reversal: clearly positive and clearly negative steps along one axis (each above the jitter).
     jitter = 0.005 * resolution
-    reverses = [(velocity[:, a] > jitter).any() and (velocity[:, a] < -jitter).any()
-                and span[a] >= still_limit for a in (0, 1)]
+    reverses = [
+        (velocity[:, a] > jitter).any() and (velocity[:, a] < -jitter).any() and span[a] >= still_limit
+        for a in (0, 1)
+    ]
     if reverses[0] and not reverses[1] and span[1] < still_limit:
         return "bounce-horizontal"
     if reverses[1] and not reverses[0] and span[0] < still_limit:
@@ -377,8 +403,12 @@ def classify_motion_lenient(centre: np.ndarray, present: np.ndarray, resolution:
         return None
     net = pts[-1] - pts[0]
     angle = math.atan2(net[1], net[0])
-    best = min(DIRECTIONS, key=lambda d: abs(math.remainder(
-        angle - math.atan2(DIRECTIONS[d][1], DIRECTIONS[d][0]), 2 * math.pi)))
+    best = min(
+        DIRECTIONS,
+        key=lambda d: abs(
+            math.remainder(angle - math.atan2(DIRECTIONS[d][1], DIRECTIONS[d][0]), 2 * math.pi)
+        ),
+    )
     return best
 
 
@@ -404,18 +434,40 @@ def judge_video(video: np.ndarray, caption: str, *, lenient: bool = False) -> Ve
             small = world.shape_area(shape, world.SIZE_FRACTION["small"] * R)
             large = world.shape_area(shape, world.SIZE_FRACTION["large"] * R)
             size = "small" if area < math.sqrt(small * large) else "large"
-            strict, loose = classify_motion(tr.centre, tr.present, R, tr.edges), \
-                classify_motion_lenient(tr.centre, tr.present, R)
+            strict, loose = (
+                classify_motion(tr.centre, tr.present, R, tr.edges),
+                classify_motion_lenient(tr.centre, tr.present, R),
+            )
             motion = loose if lenient else strict
-        verdicts.append(ObjectVerdict(
-            colour=p.colour, shape=p.shape, size=p.size, motion=p.motion, colour_found=found,
-            shape_ok=shape == p.shape, size_ok=p.size is None or size == p.size, motion_ok=motion == p.motion,
-            detected_shape=shape, detected_size=size, detected_motion=motion, detected_motion_lenient=loose))
+        verdicts.append(
+            ObjectVerdict(
+                colour=p.colour,
+                shape=p.shape,
+                size=p.size,
+                motion=p.motion,
+                colour_found=found,
+                shape_ok=shape == p.shape,
+                size_ok=p.size is None or size == p.size,
+                motion_ok=motion == p.motion,
+                detected_shape=shape,
+                detected_size=size,
+                detected_motion=motion,
+                detected_motion_lenient=loose,
+            )
+        )
     # The world gives each object its own colour, so a named colour seen as several objects is a duplicate.
-    duplicated = [c for c in sorted(named) if tracks[c].present.any()
-                  and (tracks[c].count[tracks[c].present] >= 2).mean() > 0.5]
-    return Verdict(caption=caption, objects=verdicts, extra_colours=extra,
-                   tracks={c: tracks[c] for c in named}, duplicated=duplicated)
+    duplicated = [
+        c
+        for c in sorted(named)
+        if tracks[c].present.any() and (tracks[c].count[tracks[c].present] >= 2).mean() > 0.5
+    ]
+    return Verdict(
+        caption=caption,
+        objects=verdicts,
+        extra_colours=extra,
+        tracks={c: tracks[c] for c in named},
+        duplicated=duplicated,
+    )
 
 
 def score(videos, captions, *, lenient: bool = False) -> dict:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import jax
 import numpy as np
@@ -26,12 +26,16 @@ def resolve_mesh_shape(axes: Mapping[str, int], num_devices: int) -> dict[str, i
     fixed = math.prod(size for size in axes.values() if size != -1)
     if unknown:
         if num_devices % fixed:
-            raise ValueError(f"mesh {axes}: the fixed axes use {fixed} devices, which does not divide the "
-                             f"{num_devices} devices present; change the fixed sizes so they divide {num_devices}.")
+            raise ValueError(
+                f"mesh {axes}: the fixed axes use {fixed} devices, which does not divide the "
+                f"{num_devices} devices present; change the fixed sizes so they divide {num_devices}."
+            )
         axes[unknown[0]] = num_devices // fixed
     elif fixed != num_devices:
-        raise ValueError(f"mesh {axes} needs {fixed} devices but {num_devices} are present; set one axis to -1 "
-                         "to fill the rest, or change the sizes.")
+        raise ValueError(
+            f"mesh {axes} needs {fixed} devices but {num_devices} are present; set one axis to -1 "
+            "to fill the rest, or change the sizes."
+        )
     return axes
 
 
@@ -46,7 +50,9 @@ def make_mesh(axes: Mapping[str, int] | None = None, devices: Sequence[jax.Devic
     names = tuple(shape)
     if len(devices) == len(jax.devices()):
         return jax.make_mesh(tuple(shape.values()), names, axis_types=(AxisType.Auto,) * len(names))
-    return Mesh(np.asarray(devices).reshape(tuple(shape.values())), names, axis_types=(AxisType.Auto,) * len(names))
+    return Mesh(
+        np.asarray(devices).reshape(tuple(shape.values())), names, axis_types=(AxisType.Auto,) * len(names)
+    )
 
 
 def batch_axes(mesh: Mesh) -> tuple[str, ...]:

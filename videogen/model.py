@@ -119,7 +119,8 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -271,8 +272,15 @@ class TransformerConfig:
         problems = []
         if len(self.video_grid) != 3 or min(self.video_grid) < 1:
             problems.append(f"video_grid={self.video_grid} must be three positive sizes (t, h, w)")
-        for name in ("text_vocab_size", "codebook_size", "num_layers", "d_model", "num_heads", "num_kv_heads",
-                     "mlp_dim"):
+        for name in (
+            "text_vocab_size",
+            "codebook_size",
+            "num_layers",
+            "d_model",
+            "num_heads",
+            "num_kv_heads",
+            "mlp_dim",
+        ):
             if getattr(self, name) < 1:
                 problems.append(f"{name}={getattr(self, name)} must be >= 1")
         if self.max_text_len < 0:
@@ -280,8 +288,10 @@ class TransformerConfig:
         if self.num_kv_heads >= 1 and self.num_heads % self.num_kv_heads:
             problems.append(f"num_kv_heads={self.num_kv_heads} must divide num_heads={self.num_heads}")
         if self.head_dim is None and self.num_heads >= 1 and self.d_model % self.num_heads:
-            problems.append(f"d_model={self.d_model} is not divisible by num_heads={self.num_heads}: "
-                            "set head_dim explicitly")
+            problems.append(
+                f"d_model={self.d_model} is not divisible by num_heads={self.num_heads}: "
+                "set head_dim explicitly"
+            )
         hd = self.resolved_head_dim if self.num_heads >= 1 else 0
         if hd % 2 or hd < 6:
             problems.append(f"head_dim={hd} must be even and >= 6 (rotary pairs over 3 axes)")
@@ -290,8 +300,10 @@ class TransformerConfig:
         if self.rope_video not in ROPE_LADDERS:
             problems.append(f"rope_video={self.rope_video!r} must be one of {ROPE_LADDERS}")
         if self.text_bidirectional and self.text_loss:
-            problems.append("text_bidirectional=True with text_loss=True: a caption that sees all of itself "
-                            "cannot be trained on next-token text prediction; turn one off")
+            problems.append(
+                "text_bidirectional=True with text_loss=True: a caption that sees all of itself "
+                "cannot be trained on next-token text prediction; turn one off"
+            )
         if self.attention_impl not in ATTENTION_IMPLS:
             problems.append(f"attention_impl={self.attention_impl!r} must be one of {ATTENTION_IMPLS}")
         if self.head not in HEAD_KINDS:
@@ -304,8 +316,9 @@ class TransformerConfig:
                 k = c.bit_length() - 1
                 if self.group_bits < 1 or k % self.group_bits:
                     divs = [g for g in range(1, k + 1) if k % g == 0]
-                    problems.append(f"group_bits={self.group_bits} must divide K={k} (codebook 2^{k}): use one of "
-                                    f"{divs}")
+                    problems.append(
+                        f"group_bits={self.group_bits} must divide K={k} (codebook 2^{k}): use one of {divs}"
+                    )
         if not 0 <= self.text_pad_id < max(1, self.text_vocab_size):
             problems.append(f"text_pad_id={self.text_pad_id} must be a text id")
         if self.codebook_size + self.text_vocab_size + 1 >= 2**31:
@@ -354,11 +367,22 @@ class TransformerConfig:
         return self.max_text_len + self.num_video_tokens
 
     @classmethod
-    def tiny(cls, **overrides) -> "TransformerConfig":
+    def tiny(cls, **overrides) -> TransformerConfig:
         """A CPU-test-sized config: 2 layers, d 32, 4 heads / 2 kv heads, K=6 bits in 2 groups of 3."""
         kw: dict[str, Any] = dict(
-            text_vocab_size=16, codebook_size=64, num_layers=2, d_model=32, num_heads=4, num_kv_heads=2,
-            mlp_dim=64, max_text_len=4, video_grid=(2, 2, 2), dtype="float32", head="bitgroups", group_bits=3)
+            text_vocab_size=16,
+            codebook_size=64,
+            num_layers=2,
+            d_model=32,
+            num_heads=4,
+            num_kv_heads=2,
+            mlp_dim=64,
+            max_text_len=4,
+            video_grid=(2, 2, 2),
+            dtype="float32",
+            head="bitgroups",
+            group_bits=3,
+        )
         kw.update(overrides)
         return cls(**kw)
 
@@ -444,8 +468,14 @@ def is_video_token(config: TransformerConfig, tokens: jax.Array) -> jax.Array:
     return tokens >= config.video_offset
 
 
-def make_positions(config: TransformerConfig, batch: int = 1, *, text_len: int | None = None,
-                   num_frames: int | None = None, t_offset: int = 0) -> jax.Array:
+def make_positions(
+    config: TransformerConfig,
+    batch: int = 1,
+    *,
+    text_len: int | None = None,
+    num_frames: int | None = None,
+    t_offset: int = 0,
+) -> jax.Array:
     """``[batch, text_len + num_frames*h*w, 3]`` int32 positions of ``[text | video (raster t, h, w)]``.
 
     Text ``i`` -> ``(i, i, i)``; video ``(t, h, w)`` -> ``(L + t_offset + t, L + h, L + w)`` with
@@ -475,7 +505,9 @@ def _pair_mask(mode: str, q_idx, q_vid, q_blk, k_idx, k_vid, k_blk) -> jax.Array
     if mode == "block_causal":
         return k_blk <= q_blk
     if mode in ("prefix_bidirectional_video", "prefix_bidirectional"):
-        text_rule = (k_idx <= q_idx) if mode == "prefix_bidirectional_video" else jnp.ones_like(k_idx <= q_idx)
+        text_rule = (
+            (k_idx <= q_idx) if mode == "prefix_bidirectional_video" else jnp.ones_like(k_idx <= q_idx)
+        )
         return q_vid | (~k_vid & text_rule)
     raise ValueError(f"mode={mode!r}: must be one of {MASK_MODES}")
 
@@ -496,14 +528,18 @@ def prefix_bidirectional_video_mask(is_video: jax.Array, *, text_bidirectional: 
     return m[:, None]
 
 
-def block_ids(config: TransformerConfig, tokens: jax.Array, positions: jax.Array,
-              index: jax.Array | None = None) -> jax.Array:
+def block_ids(
+    config: TransformerConfig, tokens: jax.Array, positions: jax.Array, index: jax.Array | None = None
+) -> jax.Array:
     """Block of each token for ``'block_causal'``: text -> its sequence index (``index``, default
     ``arange(S)``), video -> ``2^30 + positions[..., 0]`` (its frame), so frames follow all text."""
     if index is None:
         index = jnp.arange(tokens.shape[-1], dtype=jnp.int32)
-    return jnp.where(is_video_token(config, tokens), _BLOCK_OFFSET + positions[..., 0].astype(jnp.int32),
-                     jnp.broadcast_to(index, tokens.shape))
+    return jnp.where(
+        is_video_token(config, tokens),
+        _BLOCK_OFFSET + positions[..., 0].astype(jnp.int32),
+        jnp.broadcast_to(index, tokens.shape),
+    )
 
 
 def block_causal_mask(blocks: jax.Array) -> jax.Array:
@@ -526,16 +562,24 @@ def _mode_mask(config, mode, q_tok, q_pos, q_idx, k_tok, k_pos, k_idx) -> jax.Ar
     q_vid, k_vid = is_video_token(config, q_tok), is_video_token(config, k_tok)
     q_blk = block_ids(config, q_tok, q_pos, q_idx)
     k_blk = block_ids(config, k_tok, k_pos, k_idx)
-    m = _pair_mask(mode, q_idx[None, :, None], q_vid[:, :, None], q_blk[:, :, None],
-                   k_idx[None, None, :], k_vid[:, None, :], k_blk[:, None, :])
+    m = _pair_mask(
+        mode,
+        q_idx[None, :, None],
+        q_vid[:, :, None],
+        q_blk[:, :, None],
+        k_idx[None, None, :],
+        k_vid[:, None, :],
+        k_blk[:, None, :],
+    )
     if config.text_bidirectional:  # a prefix-LM caption: text sees all text (key padding still applies)
         m = m | (~q_vid[:, :, None] & ~k_vid[:, None, :])
     k_valid = ((k_tok != config.text_pad_id) | (k_idx == 0)[None, :]) & (k_tok >= 0)
     return (m & k_valid[:, None, :])[:, None]
 
 
-def make_attention_mask(config: TransformerConfig, tokens: jax.Array, positions: jax.Array,
-                        mode: str = "causal") -> jax.Array:
+def make_attention_mask(
+    config: TransformerConfig, tokens: jax.Array, positions: jax.Array, mode: str = "causal"
+) -> jax.Array:
     """``[B, 1, S, S]`` mask of a full sequence: the ``mode`` rule AND :func:`key_padding_mask`."""
     if mode not in MASK_MODES:
         raise ValueError(f"mode={mode!r}: must be one of {MASK_MODES}")
@@ -546,8 +590,9 @@ def make_attention_mask(config: TransformerConfig, tokens: jax.Array, positions:
 # ----------------------------------------------------------------------------- rotary
 
 
-def rope_frequencies(head_dim: int, theta: float, ladder: str = "shared",
-                     extents: tuple[int, int, int] | None = None) -> np.ndarray:
+def rope_frequencies(
+    head_dim: int, theta: float, ladder: str = "shared", extents: tuple[int, int, int] | None = None
+) -> np.ndarray:
     """``[head_dim/2]`` rad per position step of each rotary pair (pair ``k`` turns with axis ``k % 3``).
 
     ``'shared'``: ``theta^(-2k/head_dim)``. ``'grid'``: the ``n`` pairs of axis ``a`` get ``1 ... (pi/2) /
@@ -565,8 +610,13 @@ def rope_frequencies(head_dim: int, theta: float, ladder: str = "shared",
     return freq
 
 
-def rope_angles(positions: jax.Array, head_dim: int, theta: float, ladder: str = "shared",
-                extents: tuple[int, int, int] | None = None) -> tuple[jax.Array, jax.Array]:
+def rope_angles(
+    positions: jax.Array,
+    head_dim: int,
+    theta: float,
+    ladder: str = "shared",
+    extents: tuple[int, int, int] | None = None,
+) -> tuple[jax.Array, jax.Array]:
     """``(cos, sin) [B, S, 1, head_dim/2]`` float32; pair ``k`` uses frequency :func:`rope_frequencies`
     and coordinate ``positions[..., k % 3]`` (interleaved t/h/w; equal coordinates = 1-D RoPE)."""
     half = head_dim // 2
@@ -683,7 +733,9 @@ def _chunked_softmax_attention(q, k, v, mask, scale):
         return x.reshape((n, rows) + x.shape[1:])
 
     if mask.shape[0] == b:
-        out = jax.lax.map(lambda a: _softmax_attention(*a, scale), (split(q), split(k), split(v), split(mask)))
+        out = jax.lax.map(
+            lambda a: _softmax_attention(*a, scale), (split(q), split(k), split(v), split(mask))
+        )
     else:  # a mask shared by the batch ([1, 1, M, T]) is not copied per chunk
         out = jax.lax.map(lambda a: _softmax_attention(*a, mask, scale), (split(q), split(k), split(v)))
     return out.reshape(q.shape)
@@ -698,8 +750,9 @@ class Attention(nnx.Module):
         self.wk = _param(_normal(rngs, (d, hkv, hd), d**-0.5), ("embed", "kv_heads", "head_dim"))
         self.wv = _param(_normal(rngs, (d, hkv, hd), d**-0.5), ("embed", "kv_heads", "head_dim"))
         # Output projections scaled by 1/sqrt(2 L) (GPT-2): the residual stream's variance stays O(1).
-        self.wo = _param(_normal(rngs, (h, hd, d), (h * hd * 2 * cfg.num_layers) ** -0.5),
-                         ("heads", "head_dim", "embed"))
+        self.wo = _param(
+            _normal(rngs, (h, hd, d), (h * hd * 2 * cfg.num_layers) ** -0.5), ("heads", "head_dim", "embed")
+        )
         if cfg.qk_norm:
             self.q_norm = RMSNorm(hd, eps=cfg.norm_eps, dtype=self.dtype)
             self.k_norm = RMSNorm(hd, eps=cfg.norm_eps, dtype=self.dtype)
@@ -714,8 +767,9 @@ class Attention(nnx.Module):
         if self.q_norm is not None:
             q, k = self.q_norm(q), self.k_norm(k)
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
-        q = with_logical_constraint(q, ("activation_batch", "activation_length", "activation_heads",
-                                        "activation_head_dim"))
+        q = with_logical_constraint(
+            q, ("activation_batch", "activation_length", "activation_heads", "activation_head_dim")
+        )
         kv_names = ("activation_batch", "activation_length", "activation_kv_heads", "activation_head_dim")
         new_cache = None
         if layer_cache is not None:
@@ -817,20 +871,31 @@ class Transformer(nnx.Module):
         self.blocks = nnx.List([Block(cfg, rngs=rngs) for _ in range(cfg.num_layers)])
         self.final_norm = RMSNorm(cfg.d_model, eps=cfg.norm_eps, dtype=cfg.compute_dtype)
         d = cfg.d_model
-        self.video_head = _param(_normal(rngs, (d, cfg.num_groups * cfg.group_size), d**-0.5), ("embed", "vocab"))
-        self.text_head = (_param(_normal(rngs, (d, cfg.text_vocab_size), d**-0.5), ("embed", "vocab"))
-                          if cfg.text_loss else None)
+        self.video_head = _param(
+            _normal(rngs, (d, cfg.num_groups * cfg.group_size), d**-0.5), ("embed", "vocab")
+        )
+        self.text_head = (
+            _param(_normal(rngs, (d, cfg.text_vocab_size), d**-0.5), ("embed", "vocab"))
+            if cfg.text_loss
+            else None
+        )
         # [t + h + w, d]: rows of the frame, row and column embeddings, summed per video token.
-        self.video_pos = (_param(_normal(rngs, (sum(cfg.video_grid), d), 0.02), ("position", "embed"))
-                          if cfg.video_pos_emb else None)
+        self.video_pos = (
+            _param(_normal(rngs, (sum(cfg.video_grid), d), 0.02), ("position", "embed"))
+            if cfg.video_pos_emb
+            else None
+        )
 
     def _video_position_embedding(self, tokens: jax.Array, positions: jax.Array) -> jax.Array:
         """``[B, S, d]``: frame + row + column embeddings of video tokens (zero for text)."""
         cfg = self.config
         t, h, w = cfg.video_grid
         local = positions - cfg.max_text_len  # video coordinates from 0 (window-relative t)
-        rows = (jnp.clip(local[..., 0], 0, t - 1), t + jnp.clip(local[..., 1], 0, h - 1),
-                t + h + jnp.clip(local[..., 2], 0, w - 1))
+        rows = (
+            jnp.clip(local[..., 0], 0, t - 1),
+            t + jnp.clip(local[..., 1], 0, h - 1),
+            t + h + jnp.clip(local[..., 2], 0, w - 1),
+        )
         table = self.video_pos[...]
         e = sum(jnp.take(table, r, axis=0) for r in rows)
         return jnp.where(is_video_token(cfg, tokens)[..., None], e, 0.0).astype(cfg.compute_dtype)
@@ -848,8 +913,16 @@ class Transformer(nnx.Module):
             "positions": jnp.zeros((batch, m, 3), jnp.int32),
         }
 
-    def __call__(self, tokens: jax.Array, positions: jax.Array, *, attn_mask: jax.Array | None = None,
-                 mode: str = "causal", cache: dict | None = None, cache_index: Any = None):
+    def __call__(
+        self,
+        tokens: jax.Array,
+        positions: jax.Array,
+        *,
+        attn_mask: jax.Array | None = None,
+        mode: str = "causal",
+        cache: dict | None = None,
+        cache_index: Any = None,
+    ):
         """Forward pass.
 
         Args:
@@ -869,8 +942,9 @@ class Transformer(nnx.Module):
         """
         cfg = self.config
         if tokens.ndim != 2 or positions.shape != tokens.shape + (3,):
-            raise ValueError(f"tokens must be [B, S] and positions [B, S, 3]; got {tokens.shape} and "
-                             f"{positions.shape}.")
+            raise ValueError(
+                f"tokens must be [B, S] and positions [B, S, 3]; got {tokens.shape} and {positions.shape}."
+            )
         if attn_mask is None and mode not in MASK_MODES:
             raise ValueError(f"mode={mode!r}: must be one of {MASK_MODES}")
         tokens = tokens.astype(jnp.int32)
@@ -879,7 +953,6 @@ class Transformer(nnx.Module):
         if cache is None:
             if cache_index is not None:
                 raise ValueError("cache_index given without a cache.")
-            idx = jnp.arange(s, dtype=jnp.int32)
             mask = make_attention_mask(cfg, tokens, positions, mode) if attn_mask is None else attn_mask
             layer_caches = [None] * cfg.num_layers
             start = None
@@ -888,8 +961,9 @@ class Transformer(nnx.Module):
                 raise ValueError("cache given without cache_index (the slot of the first new token).")
             max_len = cache["tokens"].shape[1]
             if isinstance(cache_index, (int, np.integer)) and not 0 <= cache_index <= max_len - s:
-                raise ValueError(f"cache_index={cache_index} with {s} new tokens overflows the cache of "
-                                 f"{max_len} slots.")
+                raise ValueError(
+                    f"cache_index={cache_index} with {s} new tokens overflows the cache of {max_len} slots."
+                )
             start = jnp.asarray(cache_index, jnp.int32)
             all_tokens = jax.lax.dynamic_update_slice(cache["tokens"], tokens, (0, start))
             all_pos = jax.lax.dynamic_update_slice(cache["positions"], positions, (0, start, 0))
@@ -903,8 +977,9 @@ class Transformer(nnx.Module):
             layer_caches = cache["layers"]
 
         t, h, w = cfg.video_grid
-        cos, sin = rope_angles(positions, cfg.resolved_head_dim, cfg.rope_theta, cfg.rope_video,
-                               (cfg.max_text_len + t, h, w))
+        cos, sin = rope_angles(
+            positions, cfg.resolved_head_dim, cfg.rope_theta, cfg.rope_video, (cfg.max_text_len + t, h, w)
+        )
         x = self.embed(tokens)
         if self.video_pos is not None:
             x = x + self._video_position_embedding(tokens, positions)
@@ -919,14 +994,19 @@ class Transformer(nnx.Module):
             new_layers.append(new)
         h = self.final_norm(x)
         dt = cfg.compute_dtype
-        logits = jnp.einsum("bsd,dv->bsv", h, self.video_head[...].astype(dt), preferred_element_type=jnp.float32)
-        logits = with_logical_constraint(logits, ("activation_batch", "activation_length", "activation_vocab"))
+        logits = jnp.einsum(
+            "bsd,dv->bsv", h, self.video_head[...].astype(dt), preferred_element_type=jnp.float32
+        )
+        logits = with_logical_constraint(
+            logits, ("activation_batch", "activation_length", "activation_vocab")
+        )
         if cfg.head == "bitgroups":
             logits = logits.reshape(b, s, cfg.num_groups, cfg.group_size)
         logits = logits.astype(jnp.float32)
         if self.text_head is not None:
-            text_logits = jnp.einsum("bsd,dv->bsv", h, self.text_head[...].astype(dt),
-                                     preferred_element_type=jnp.float32).astype(jnp.float32)
+            text_logits = jnp.einsum(
+                "bsd,dv->bsv", h, self.text_head[...].astype(dt), preferred_element_type=jnp.float32
+            ).astype(jnp.float32)
             logits = {"video": logits, "text": text_logits}
         new_cache = None
         if cache is not None:
@@ -982,8 +1062,9 @@ def full_code_log_probs(config: TransformerConfig, logits: jax.Array) -> jax.Arr
     return sum(jnp.take(logp[..., j, :], groups[:, j], axis=-1) for j in range(groups.shape[1]))
 
 
-def sample_codes(config: TransformerConfig, key: jax.Array, logits: jax.Array,
-                 temperature: float = 1.0) -> jax.Array:
+def sample_codes(
+    config: TransformerConfig, key: jax.Array, logits: jax.Array, temperature: float = 1.0
+) -> jax.Array:
     """Samples codes ``[...]`` from head logits; bitgroups draws every group independently (exact
     for the factorised model; see the module docstring). ``temperature == 0`` is argmax (for
     bitgroups the per-group argmaxes are the joint argmax of the product)."""

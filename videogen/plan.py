@@ -25,7 +25,6 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import ml_collections
-import numpy as np
 
 from videogen.errors import UsageError
 
@@ -44,8 +43,10 @@ def _memory(compiled) -> dict[str, int]:
     m = compiled.memory_analysis()
     if m is None:
         return {}
-    out = {k: int(getattr(m, f"{k}_size_in_bytes", 0) or 0)
-           for k in ("argument", "output", "alias", "temp", "generated_code")}
+    out = {
+        k: int(getattr(m, f"{k}_size_in_bytes", 0) or 0)
+        for k in ("argument", "output", "alias", "temp", "generated_code")
+    }
     out["peak"] = out["argument"] + out["output"] - out["alias"] + out["temp"]
     return out
 
@@ -96,13 +97,24 @@ def plan_tokenizer(config) -> dict[str, Any]:
     abstract = T._abstract_state(config, mesh, tx, shardings)
     step = T.make_train_step(config, graphdef, tx, shardings, mesh)
     d = config.data
-    video = jax.ShapeDtypeStruct((int(config.batch_size), int(d.num_frames), int(d.resolution), int(d.resolution), 3),
-                                 jnp.uint8, sharding=T.batch_sharding(mesh))
+    video = jax.ShapeDtypeStruct(
+        (int(config.batch_size), int(d.num_frames), int(d.resolution), int(d.resolution), 3),
+        jnp.uint8,
+        sharding=T.batch_sharding(mesh),
+    )
     lr = jax.ShapeDtypeStruct((), jnp.float32)
     compiled = step.lower(abstract, video, lr).compile()
     ae = T.autoencoder_config(config)
-    return _finish("tokenizer", config, mesh, abstract, shardings, compiled, T.describe_shardings(abstract, shardings),
-                   {"compression": list(ae.compression), "quantizer": config.quantizer.kind})
+    return _finish(
+        "tokenizer",
+        config,
+        mesh,
+        abstract,
+        shardings,
+        compiled,
+        T.describe_shardings(abstract, shardings),
+        {"compression": list(ae.compression), "quantizer": config.quantizer.kind},
+    )
 
 
 def _lm_codebook_and_grid(config) -> tuple[int, tuple[int, int, int]]:
@@ -117,9 +129,11 @@ def _lm_codebook_and_grid(config) -> tuple[int, tuple[int, int, int]]:
 
     wd = config.get("tokenizer_workdir")
     if not wd or not (Path(wd) / "config.json").is_file():
-        raise UsageError(f"plan: tokenizer_workdir={wd!r} has no config.json; pass --config.tokenizer_workdir=DIR "
-                         "of a tokenizer run, or set --config.model.codebook_size=N and "
-                         "--config.model.video_grid=(t,h,w) to plan without one.")
+        raise UsageError(
+            f"plan: tokenizer_workdir={wd!r} has no config.json; pass --config.tokenizer_workdir=DIR "
+            "of a tokenizer run, or set --config.model.codebook_size=N and "
+            "--config.model.video_grid=(t,h,w) to plan without one."
+        )
     tc = ml_collections.ConfigDict(json.loads((Path(wd) / "config.json").read_text()))
     q_kw = T.quantizer_kwargs(tc)
     kind = q_kw.pop("kind")
@@ -129,8 +143,10 @@ def _lm_codebook_and_grid(config) -> tuple[int, tuple[int, int, int]]:
     try:
         check_input_shape(ae, nf, res, res)
     except ValueError as e:
-        raise UsageError(f"data ({nf} frames of {res}x{res}) is incompatible with the tokenizer in {wd} "
-                         f"(compression {ae.compression}): {e}") from e
+        raise UsageError(
+            f"data ({nf} frames of {res}x{res}) is incompatible with the tokenizer in {wd} "
+            f"(compression {ae.compression}): {e}"
+        ) from e
     ct, cs, _ = ae.compression
     return int(codebook), (1 + (nf - 1) // ct, res // cs, res // cs)
 
@@ -147,9 +163,11 @@ def plan_lm(config, devices=None) -> dict[str, Any]:
     dp = mesh_lib.data_parallel_size(mesh)
     accum = int(config.get("grad_accum_steps", 1))
     if int(config.batch_size) % (dp * accum):
-        raise UsageError(f"batch_size={config.batch_size} must be a multiple of the data-parallel size {dp} x "
-                         f"grad_accum_steps={accum} of mesh {dict(mesh.shape)}; use "
-                         f"{math.ceil(int(config.batch_size) / (dp * accum)) * dp * accum}.")
+        raise UsageError(
+            f"batch_size={config.batch_size} must be a multiple of the data-parallel size {dp} x "
+            f"grad_accum_steps={accum} of mesh {dict(mesh.shape)}; use "
+            f"{math.ceil(int(config.batch_size) / (dp * accum)) * dp * accum}."
+        )
     codebook, grid = _lm_codebook_and_grid(config)
     config_checks.check_lm_vocab(config, codebook, config.get("tokenizer_workdir"))
     tcfg = LM.transformer_config(config, codebook, grid)
@@ -166,11 +184,26 @@ def plan_lm(config, devices=None) -> dict[str, Any]:
     with LM._sharding_context(mesh, rules):
         compiled = step.lower(abstract, codes, text, lr).compile()
     seq_len = tcfg.max_seq_len - (1 if config.objective == "next_token" else 0)
-    return _finish("lm", config, mesh, abstract, shardings, compiled, T.describe_shardings(
-        {**abstract, "rest": {}}, shardings), {
-        "objective": config.objective, "codebook_size": codebook, "video_grid": list(grid), "seq_len": seq_len,
-        "model_flops_per_step": flops_per_token(tcfg, seq_len, causal=LM.attention_is_causal(config.objective)) * seq_len * b,
-    })
+    return _finish(
+        "lm",
+        config,
+        mesh,
+        abstract,
+        shardings,
+        compiled,
+        T.describe_shardings({**abstract, "rest": {}}, shardings),
+        {
+            "objective": config.objective,
+            "codebook_size": codebook,
+            "video_grid": list(grid),
+            "seq_len": seq_len,
+            "model_flops_per_step": flops_per_token(
+                tcfg, seq_len, causal=LM.attention_is_causal(config.objective)
+            )
+            * seq_len
+            * b,
+        },
+    )
 
 
 def plan(config, devices=None) -> dict[str, Any]:
@@ -195,15 +228,25 @@ def format_plan(p: dict[str, Any]) -> str:
         f"device {_gib(p['state_bytes_per_device'])}",
     ]
     if mem:
-        lines.append(f"per-device memory (compiled train step): arguments {_gib(mem['argument'])}, outputs "
-                     f"{_gib(mem['output'])} (aliased {_gib(mem['alias'])}), temporaries {_gib(mem['temp'])}, code "
-                     f"{_gib(mem['generated_code'])}; peak {_gib(mem['peak'])}")
+        lines.append(
+            f"per-device memory (compiled train step): arguments {_gib(mem['argument'])}, outputs "
+            f"{_gib(mem['output'])} (aliased {_gib(mem['alias'])}), temporaries {_gib(mem['temp'])}, code "
+            f"{_gib(mem['generated_code'])}; peak {_gib(mem['peak'])}"
+        )
     if p["device_memory_limit"] is not None:
-        lines.append(f"device memory limit {_gib(p['device_memory_limit'])}: "
-                     + ("fits" if p["fits"] else "DOES NOT FIT -- raise mesh.fsdp, lower batch_size, "
-                        "set model.remat=dots or grad_accum_steps"))
+        lines.append(
+            f"device memory limit {_gib(p['device_memory_limit'])}: "
+            + (
+                "fits"
+                if p["fits"]
+                else "DOES NOT FIT -- raise mesh.fsdp, lower batch_size, "
+                "set model.remat=dots or grad_accum_steps"
+            )
+        )
     else:
-        lines.append("device memory limit: not reported by this runtime (CPU); compare the peak with the target")
+        lines.append(
+            "device memory limit: not reported by this runtime (CPU); compare the peak with the target"
+        )
     if p.get("step_flops_per_device"):
         lines.append(f"XLA cost analysis: {p['step_flops_per_device'] / 1e9:.3g} GFLOP per device per step")
     lines.append("shardings (param, shape, sharding, optimizer slots):")

@@ -34,8 +34,9 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -55,20 +56,35 @@ FILES = (TOKENIZER_NPZ, LM_NPZ, TEXT_MODEL, TOKENIZER_CONFIG, LM_CONFIG)
 FORMAT = 1
 MAX_BYTES = 10 * 2**20  # the issue's budget for the shipped folder (and for each refresh of it)
 
-FIX = "reinstall the package (pip install --force-reinstall videogen, or `git checkout videogen/pretrained_data` " \
-      "in a clone) or rebuild it with `make pretrained`"
+FIX = (
+    "reinstall the package (pip install --force-reinstall videogen, or `git checkout videogen/pretrained_data` "
+    "in a clone) or rebuild it with `make pretrained`"
+)
 
 # The regression figures: the judge's fully-correct count on these prompts, sampled in one batch with this seed
 # and guidance, and the count of their objects whose colour it finds (which still moves when a weak model's
 # fully-correct count sits near 0); tests/test_pretrained.py computes both again with regression_figures and
 # compares them with the manifest's within these tolerances (clips, objects).
-REGRESSION = {"split": "test", "num_prompts": 32, "seed": 0, "guidance": 3.0, "tolerance": 4,
-              "colour_tolerance": 8}
+REGRESSION = {
+    "split": "test",
+    "num_prompts": 32,
+    "seed": 0,
+    "guidance": 3.0,
+    "tolerance": 4,
+    "colour_tolerance": 8,
+}
 
 # Evaluation sizes of the manifest's figures, chosen for ~3 minutes on an idle 2-core CPU (I3D is most of it:
 # ~1 s per clip there); the manifest's figures.seconds records what each part took where it was packed.
-EVAL_SIZES = {"judge_clips": 64, "fvd_clips": 32, "tokenizer_clips": 64, "batch_size": 32, "seed": 0,
-              "guidance": 3.0, "fvd_frames": 16}
+EVAL_SIZES = {
+    "judge_clips": 64,
+    "fvd_clips": 32,
+    "tokenizer_clips": 64,
+    "batch_size": 32,
+    "seed": 0,
+    "guidance": 3.0,
+    "fvd_frames": 16,
+}
 
 
 # ============================================================================================
@@ -102,11 +118,24 @@ def flatten_state(tree, prefix: str = "") -> dict[str, np.ndarray]:
     for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
         name = prefix + _flat_name(path)
         arr = np.asarray(jax.random.key_data(leaf) if _is_prng_key(leaf) else leaf)
-        if arr.dtype.kind not in "biuf" or arr.dtype.name not in ("bool", "float16", "float32", "float64", "int8",
-                                                                   "int16", "int32", "int64", "uint8", "uint16",
-                                                                   "uint32", "uint64"):
-            raise ValueError(f"{name}: dtype {arr.dtype} cannot be stored as a plain .npz array; cast the model to "
-                             "float32 before packing it.")
+        if arr.dtype.kind not in "biuf" or arr.dtype.name not in (
+            "bool",
+            "float16",
+            "float32",
+            "float64",
+            "int8",
+            "int16",
+            "int32",
+            "int64",
+            "uint8",
+            "uint16",
+            "uint32",
+            "uint64",
+        ):
+            raise ValueError(
+                f"{name}: dtype {arr.dtype} cannot be stored as a plain .npz array; cast the model to "
+                "float32 before packing it."
+            )
         out[name] = arr
     return out
 
@@ -123,18 +152,24 @@ def _unflatten(abstract, arrays: dict[str, np.ndarray], *, file: str, prefix: st
     def fill(path, leaf):
         name = prefix + _flat_name(path)
         if name not in arrays:
-            raise UsageError(f"{file} has no array {name!r}: it does not match its config (a mismatched file); {FIX}.")
+            raise UsageError(
+                f"{file} has no array {name!r}: it does not match its config (a mismatched file); {FIX}."
+            )
         arr = arrays[name]
         used.add(name)
         if _is_prng_key(leaf):
             want = jax.eval_shape(jax.random.key_data, leaf)
             if arr.shape != want.shape or arr.dtype != want.dtype:
-                raise UsageError(f"{file}: {name} is {arr.dtype}{list(arr.shape)}, its config needs "
-                                 f"{want.dtype}{list(want.shape)} (a mismatched file); {FIX}.")
+                raise UsageError(
+                    f"{file}: {name} is {arr.dtype}{list(arr.shape)}, its config needs "
+                    f"{want.dtype}{list(want.shape)} (a mismatched file); {FIX}."
+                )
             return jax.random.wrap_key_data(jnp.asarray(arr), impl=INIT_KEY_IMPL)
         if arr.shape != tuple(leaf.shape) or arr.dtype != leaf.dtype:
-            raise UsageError(f"{file}: {name} is {arr.dtype}{list(arr.shape)}, its config needs "
-                             f"{leaf.dtype}{list(leaf.shape)} (a mismatched file); {FIX}.")
+            raise UsageError(
+                f"{file}: {name} is {arr.dtype}{list(arr.shape)}, its config needs "
+                f"{leaf.dtype}{list(leaf.shape)} (a mismatched file); {FIX}."
+            )
         return jnp.asarray(arr)
 
     tree = jax.tree_util.tree_map_with_path(fill, abstract)
@@ -171,7 +206,9 @@ def read_manifest(folder: str | Path | None = None) -> dict:
     folder = Path(folder) if folder is not None else SHIPPED
     path = folder / MANIFEST
     if not path.is_file():
-        raise UsageError(f"the pretrained model in {folder} has no {MANIFEST} (missing or not installed); {FIX}.")
+        raise UsageError(
+            f"the pretrained model in {folder} has no {MANIFEST} (missing or not installed); {FIX}."
+        )
     try:
         manifest = json.loads(path.read_text())
     except (ValueError, UnicodeDecodeError) as e:
@@ -179,7 +216,9 @@ def read_manifest(folder: str | Path | None = None) -> dict:
     if not isinstance(manifest, dict) or not isinstance(manifest.get("files"), dict):
         raise UsageError(f"{path} is damaged (no 'files' table); {FIX}.")
     if manifest.get("format") != FORMAT:
-        raise UsageError(f"{path} is format {manifest.get('format')!r}, this videogen reads format {FORMAT}; {FIX}.")
+        raise UsageError(
+            f"{path} is format {manifest.get('format')!r}, this videogen reads format {FORMAT}; {FIX}."
+        )
     return manifest
 
 
@@ -191,15 +230,19 @@ def verify(folder: str | Path | None = None) -> dict:
     files = manifest["files"]
     if set(files) != set(FILES):
         wrong = sorted(set(files) ^ set(FILES))
-        raise UsageError(f"{folder / MANIFEST} lists other files than a pretrained model has ({', '.join(wrong)}: a "
-                         f"mismatched manifest); {FIX}.")
+        raise UsageError(
+            f"{folder / MANIFEST} lists other files than a pretrained model has ({', '.join(wrong)}: a "
+            f"mismatched manifest); {FIX}."
+        )
     for name in FILES:
         entry, path = files[name], folder / name
         if not path.is_file():
             raise UsageError(f"{path} is missing from the pretrained model; {FIX}.")
         if path.stat().st_size != entry.get("bytes") or sha256(path) != entry.get("sha256"):
-            raise UsageError(f"{path} is damaged or does not belong to this model (its sha256 differs from "
-                             f"{MANIFEST}'s); {FIX}.")
+            raise UsageError(
+                f"{path} is damaged or does not belong to this model (its sha256 differs from "
+                f"{MANIFEST}'s); {FIX}."
+            )
     return manifest
 
 
@@ -225,7 +268,6 @@ def load(folder: str | Path | None = None):
     device. Every file's sha256 is checked first (:func:`verify`); a damaged or mismatched file is one
     UsageError naming it and the fix."""
     import ml_collections
-    from flax import nnx
 
     from tokenizer import api as tok_train
     from videogen import train as lm_train
@@ -248,8 +290,10 @@ def load(folder: str | Path | None = None):
 
     tcfg = lm_train.transformer_config(config, config.model.codebook_size, config.model.video_grid)
     if int(quantizer.codebook_size) != tcfg.codebook_size:
-        raise UsageError(f"{folder / LM_CONFIG}: the LM reads {tcfg.codebook_size} codes, the tokenizer has "
-                         f"{quantizer.codebook_size} (mismatched files); {FIX}.")
+        raise UsageError(
+            f"{folder / LM_CONFIG}: the LM reads {tcfg.codebook_size} codes, the tokenizer has "
+            f"{quantizer.codebook_size} (mismatched files); {FIX}."
+        )
     model = _module_from_npz(*lm_train.abstract_model(tcfg), folder / LM_NPZ)
     text_tok = TextTokenizer(folder / TEXT_MODEL, int(config.text.max_length))
     return model, (ae, quantizer, tok_config), text_tok, config
@@ -258,8 +302,9 @@ def load(folder: str | Path | None = None):
 def _no_extra(arrays: dict, used: set, path: Path) -> None:
     extra = sorted(set(arrays) - used)
     if extra:
-        raise UsageError(f"{path} holds arrays its config has no place for ({extra[:3]}...: a mismatched file); "
-                         f"{FIX}.")
+        raise UsageError(
+            f"{path} holds arrays its config has no place for ({extra[:3]}...: a mismatched file); {FIX}."
+        )
 
 
 def describe(folder: str | Path | None = None) -> str:
@@ -272,8 +317,11 @@ def describe(folder: str | Path | None = None) -> str:
     manifest = read_manifest(folder)
     figs = manifest.get("figures") or {}
     test = (figs.get("judge") or {}).get("test") or {}
-    score = f", judge {test['all_correct']:.0%} fully correct on {test['num_clips']} test prompts" \
-        if "all_correct" in test else ""
+    score = (
+        f", judge {test['all_correct']:.0%} fully correct on {test['num_clips']} test prompts"
+        if "all_correct" in test
+        else ""
+    )
     return f"the pretrained {manifest.get('name', 'tiny')} model shipped in {shown}{score}"
 
 
@@ -305,8 +353,12 @@ def regression_prompts(config, num: int | None = None) -> list[str]:
     from videogen.data import world
 
     d = config.data
-    wcfg = world.WorldConfig(resolution=int(d.resolution), num_frames=int(d.num_frames),
-                             max_objects=int(d.get("max_objects", 2)), seed=int(d.get("seed", 0)))
+    wcfg = world.WorldConfig(
+        resolution=int(d.resolution),
+        num_frames=int(d.num_frames),
+        max_objects=int(d.get("max_objects", 2)),
+        seed=int(d.get("seed", 0)),
+    )
     n = int(num or REGRESSION["num_prompts"])
     return [world.sample_clip(wcfg, REGRESSION["split"], i).caption for i in range(n)]
 
@@ -320,12 +372,24 @@ def regression_figures(lm) -> dict:
 
     model, bundle, text_tok, config = lm
     prompts = regression_prompts(config)
-    videos = np.asarray(sample(model, bundle, text_tok, prompts, objective=config.objective,
-                               guidance=REGRESSION["guidance"], seed=REGRESSION["seed"]))
+    videos = np.asarray(
+        sample(
+            model,
+            bundle,
+            text_tok,
+            prompts,
+            objective=config.objective,
+            guidance=REGRESSION["guidance"],
+            seed=REGRESSION["seed"],
+        )
+    )
     verdicts = [judge.judge_video(v, p) for v, p in zip(videos, prompts)]
     objects = [o for v in verdicts for o in v.objects]
-    return {"fully_correct": int(sum(v.all_correct for v in verdicts)),
-            "colour_found": int(sum(o.colour_found for o in objects)), "objects": len(objects)}
+    return {
+        "fully_correct": int(sum(v.all_correct for v in verdicts)),
+        "colour_found": int(sum(o.colour_found for o in objects)),
+        "objects": len(objects),
+    }
 
 
 def measure(lm, sizes: dict | None = None, *, fvd: bool = True, log=print) -> dict:
@@ -342,40 +406,79 @@ def measure(lm, sizes: dict | None = None, *, fvd: bool = True, log=print) -> di
     out["regression"] = {**REGRESSION, **regression_figures(lm)}
     out["seconds"]["regression"] = time.perf_counter() - t0
     r = out["regression"]
-    log(f"[pretrained] regression: {r['fully_correct']} of {REGRESSION['num_prompts']} clips fully correct, colour "
-        f"found for {r['colour_found']} of {r['objects']} objects ({out['seconds']['regression']:.0f} s)")
+    log(
+        f"[pretrained] regression: {r['fully_correct']} of {REGRESSION['num_prompts']} clips fully correct, colour "
+        f"found for {r['colour_found']} of {r['objects']} objects ({out['seconds']['regression']:.0f} s)"
+    )
 
     t0 = time.perf_counter()
-    gen = ev.GenSettings(num_clips=s["judge_clips"], batch_size=s["batch_size"], guidance=s["guidance"],
-                         seed=s["seed"], fvd=False)
+    gen = ev.GenSettings(
+        num_clips=s["judge_clips"],
+        batch_size=s["batch_size"],
+        guidance=s["guidance"],
+        seed=s["seed"],
+        fvd=False,
+    )
     world = ev.protocol_world(lm, spec, ["test", "heldout"], gen, None)
-    out["judge"] = {split: {k: r["judge"][k] for k in ("num_clips", "all_correct", "colour", "shape", "size",
-                                                       "motion", "all_correct_lenient")}
-                    for split, r in world.items()}
+    out["judge"] = {
+        split: {
+            k: r["judge"][k]
+            for k in ("num_clips", "all_correct", "colour", "shape", "size", "motion", "all_correct_lenient")
+        }
+        for split, r in world.items()
+    }
     out["seconds"]["judge"] = time.perf_counter() - t0
-    log(f"[pretrained] judge: test {out['judge']['test']['all_correct']:.1%}, held-out "
-        f"{out['judge']['heldout']['all_correct']:.1%} fully correct ({out['seconds']['judge']:.0f} s)")
+    log(
+        f"[pretrained] judge: test {out['judge']['test']['all_correct']:.1%}, held-out "
+        f"{out['judge']['heldout']['all_correct']:.1%} fully correct ({out['seconds']['judge']:.0f} s)"
+    )
 
     if fvd:
         t0 = time.perf_counter()
-        gen = ev.GenSettings(num_clips=s["fvd_clips"], batch_size=s["batch_size"], guidance=s["guidance"],
-                             seed=s["seed"], fvd=True, fvd_frames=s["fvd_frames"])
+        gen = ev.GenSettings(
+            num_clips=s["fvd_clips"],
+            batch_size=s["batch_size"],
+            guidance=s["guidance"],
+            seed=s["seed"],
+            fvd=True,
+            fvd_frames=s["fvd_frames"],
+        )
         r = ev.protocol_world(lm, spec, ["test"], gen, ev.i3d_feature_fn(8))["test"]
-        out["fvd"] = {"test": r["fvd"], "num_clips": r["num_clips"],
-                      "frames": min(int(s["fvd_frames"]), int(config.data.num_frames))}
+        out["fvd"] = {
+            "test": r["fvd"],
+            "num_clips": r["num_clips"],
+            "frames": min(int(s["fvd_frames"]), int(config.data.num_frames)),
+        }
         out["seconds"]["fvd"] = time.perf_counter() - t0
-        log(f"[pretrained] FVD vs {r['num_clips']} test clips: {r['fvd']:.1f} ({out['seconds']['fvd']:.0f} s)")
+        log(
+            f"[pretrained] FVD vs {r['num_clips']} test clips: {r['fvd']:.1f} ({out['seconds']['fvd']:.0f} s)"
+        )
 
     t0 = time.perf_counter()
     ae, quantizer, tok_config = bundle
-    r = ev.evaluate_tokenizer(ae, quantizer, tok_config, splits=["test"], num_clips=s["tokenizer_clips"],
-                              batch_size=s["batch_size"], fvd=False)["splits"]["test"]
-    out["tokenizer"] = {"num_clips": r["num_clips"], "psnr": r["psnr"], "ssim": r["ssim"], "usage": r["usage"],
-                        "used_codes": r["used_codes"], "codebook_size": r["codebook_size"],
-                        "judge_all_correct": (r.get("judge") or {}).get("all_correct")}
+    r = ev.evaluate_tokenizer(
+        ae,
+        quantizer,
+        tok_config,
+        splits=["test"],
+        num_clips=s["tokenizer_clips"],
+        batch_size=s["batch_size"],
+        fvd=False,
+    )["splits"]["test"]
+    out["tokenizer"] = {
+        "num_clips": r["num_clips"],
+        "psnr": r["psnr"],
+        "ssim": r["ssim"],
+        "usage": r["usage"],
+        "used_codes": r["used_codes"],
+        "codebook_size": r["codebook_size"],
+        "judge_all_correct": (r.get("judge") or {}).get("all_correct"),
+    }
     out["seconds"]["tokenizer"] = time.perf_counter() - t0
-    log(f"[pretrained] tokenizer: PSNR {r['psnr']:.2f} dB, code usage {r['usage']:.1%} ({r['used_codes']} of "
-        f"{r['codebook_size']}) ({out['seconds']['tokenizer']:.0f} s)")
+    log(
+        f"[pretrained] tokenizer: PSNR {r['psnr']:.2f} dB, code usage {r['usage']:.1%} ({r['used_codes']} of "
+        f"{r['codebook_size']}) ({out['seconds']['tokenizer']:.0f} s)"
+    )
     return out
 
 
@@ -394,19 +497,22 @@ def _finite(x):
 
 def figures_table(columns: Sequence[tuple[str, dict]]) -> str:
     """A markdown table of the headline figures of one or more manifests' ``figures``, side by side."""
+
     def get(f, *keys):
         for k in keys:
             f = (f or {}).get(k) if isinstance(f, dict) else None
         return f
 
-    rows = [("judge test, fully correct", ("judge", "test", "all_correct"), "{:.1%}"),
-            ("judge held-out, fully correct", ("judge", "heldout", "all_correct"), "{:.1%}"),
-            ("judge test: colour / shape", None, None),
-            ("FVD vs test clips", ("fvd", "test"), "{:.1f}"),
-            ("tokenizer PSNR (dB)", ("tokenizer", "psnr"), "{:.2f}"),
-            ("tokenizer code usage", ("tokenizer", "usage"), "{:.1%}"),
-            (f"regression: fully correct of {REGRESSION['num_prompts']}", ("regression", "fully_correct"), "{}"),
-            ("regression: objects with their colour", ("regression", "colour_found"), "{}")]
+    rows = [
+        ("judge test, fully correct", ("judge", "test", "all_correct"), "{:.1%}"),
+        ("judge held-out, fully correct", ("judge", "heldout", "all_correct"), "{:.1%}"),
+        ("judge test: colour / shape", None, None),
+        ("FVD vs test clips", ("fvd", "test"), "{:.1f}"),
+        ("tokenizer PSNR (dB)", ("tokenizer", "psnr"), "{:.2f}"),
+        ("tokenizer code usage", ("tokenizer", "usage"), "{:.1%}"),
+        (f"regression: fully correct of {REGRESSION['num_prompts']}", ("regression", "fully_correct"), "{}"),
+        ("regression: objects with their colour", ("regression", "colour_found"), "{}"),
+    ]
     head = "| figure | " + " | ".join(name for name, _ in columns) + " |"
     lines = [head, "|---|" + "---|" * len(columns)]
     for label, keys, fmt in rows:
@@ -427,8 +533,10 @@ def figures_table(columns: Sequence[tuple[str, dict]]) -> str:
 # ============================================================================================
 
 
-_CONFIG_FILES = {"tokenizer": ("experiments/tokenizer_world.py", ("tiny", "default")),
-                 "lm": ("experiments/lm_world.py", ("tiny", "default", "1b"))}
+_CONFIG_FILES = {
+    "tokenizer": ("experiments/tokenizer_world.py", ("tiny", "default")),
+    "lm": ("experiments/lm_world.py", ("tiny", "default", "1b")),
+}
 _MODULES = {"tokenizer": "tokenizer.train", "lm": "videogen.train"}
 # Filled in by the trainer when the config leaves them None (from the tokenizer): not part of the command.
 _DERIVED = {"tokenizer": (), "lm": ("model.codebook_size", "model.video_grid", "model.group_bits")}
@@ -469,8 +577,14 @@ def _display_path(path: str | Path) -> str:
         return str(p)
 
 
-def reconstruct_command(workdir: str | Path, kind: str, *, tokenizer_workdir: str | Path | None = None,
-                        config: dict | None = None, variants: Sequence[str] | None = None) -> dict:
+def reconstruct_command(
+    workdir: str | Path,
+    kind: str,
+    *,
+    tokenizer_workdir: str | Path | None = None,
+    config: dict | None = None,
+    variants: Sequence[str] | None = None,
+) -> dict:
     """The trainer command that wrote ``workdir`` (or that writes ``config``, a config.json's dict, into
     ``workdir``): the config against each variant of the experiment's config file; the variant that needs
     the fewest ``--config.KEY=VALUE`` overrides wins. Checked: the command's config equals the saved one
@@ -486,9 +600,13 @@ def reconstruct_command(workdir: str | Path, kind: str, *, tokenizer_workdir: st
     for variant in variants or names:
         spec = f"{file}:{variant}"
         base = _leaves(_plain(load_config(str(REPO / spec))))
-        overrides = [f"--config.{k}={_literal(v)}" for k, v in sorted(have.items())
-                     if k != "tokenizer_workdir" and (k not in base or base[k] != v)
-                     and not (k in _DERIVED[kind] and base.get(k) is None)]
+        overrides = [
+            f"--config.{k}={_literal(v)}"
+            for k, v in sorted(have.items())
+            if k != "tokenizer_workdir"
+            and (k not in base or base[k] != v)
+            and not (k in _DERIVED[kind] and base.get(k) is None)
+        ]
         if best is None or len(overrides) < len(best[1]):
             best = (spec, overrides)
     spec, overrides = best
@@ -499,12 +617,23 @@ def reconstruct_command(workdir: str | Path, kind: str, *, tokenizer_workdir: st
         tw = tokenizer_workdir if tokenizer_workdir is not None else saved["tokenizer_workdir"]
         overrides.insert(0, f"--config.tokenizer_workdir={_display_path(tw)}")
     rebuilt = _leaves(_plain(apply_overrides(load_config(str(REPO / spec)), overrides)))
-    mismatch = sorted(k for k, v in have.items() if k != "tokenizer_workdir" and rebuilt.get(k) != v
-                      and not (k in _DERIVED[kind] and rebuilt.get(k) is None))
+    mismatch = sorted(
+        k
+        for k, v in have.items()
+        if k != "tokenizer_workdir"
+        and rebuilt.get(k) != v
+        and not (k in _DERIVED[kind] and rebuilt.get(k) is None)
+    )
     if mismatch:
         raise ValueError(f"cannot rebuild the command of {workdir}: {mismatch} differ after the overrides.")
     argv = ["python", "-m", _MODULES[kind], "--config", spec, "--workdir", _display_path(workdir), *overrides]
-    return {"command": shlex.join(argv), "argv": argv, "config": spec, "overrides": overrides, "new_keys": new_keys}
+    return {
+        "command": shlex.join(argv),
+        "argv": argv,
+        "config": spec,
+        "overrides": overrides,
+        "new_keys": new_keys,
+    }
 
 
 def training_time(workdir: str | Path, log: str | Path | None = None) -> dict:
@@ -535,8 +664,10 @@ def training_time(workdir: str | Path, log: str | Path | None = None) -> dict:
     out["steps"] = prev
     out["steps_s"] = steps_s
     out["eval_s"] = sum(float(r.get("eval_seconds") or 0) for r in records if r.get("kind") == "eval")
-    first = min((p.stat().st_mtime for p in (workdir / "config.json", workdir / TEXT_MODEL) if p.is_file()),
-                default=None)
+    first = min(
+        (p.stat().st_mtime for p in (workdir / "config.json", workdir / TEXT_MODEL) if p.is_file()),
+        default=None,
+    )
     if first is not None:
         out["wall_s"] = path.stat().st_mtime - first
     log = Path(log) if log else workdir.with_name(workdir.name + ".log")
@@ -547,7 +678,9 @@ def training_time(workdir: str | Path, log: str | Path | None = None) -> dict:
                     final = json.loads(line)
                 except ValueError:
                     break
-                out.update(first_step_s=final.get("first_step_s"), s_per_step=final.get("s_per_step"), log=str(log))
+                out.update(
+                    first_step_s=final.get("first_step_s"), s_per_step=final.get("s_per_step"), log=str(log)
+                )
                 break
     out["seconds"] = out.get("wall_s", steps_s + out["eval_s"])
     return out
@@ -555,8 +688,9 @@ def training_time(workdir: str | Path, log: str | Path | None = None) -> dict:
 
 def _git(*args: str) -> str | None:
     try:
-        return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, check=True,
-                              timeout=20).stdout.strip()
+        return subprocess.run(
+            ["git", *args], cwd=REPO, capture_output=True, text=True, check=True, timeout=20
+        ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return None
 
@@ -567,13 +701,24 @@ def provenance() -> dict:
     dirty = None
     if commit:  # read-only: diff-index writes nothing, unlike `git status`
         try:
-            dirty = subprocess.run(["git", "diff-index", "--quiet", "HEAD", "--"], cwd=REPO,
-                                   capture_output=True, timeout=20).returncode != 0
+            dirty = (
+                subprocess.run(
+                    ["git", "diff-index", "--quiet", "HEAD", "--"], cwd=REPO, capture_output=True, timeout=20
+                ).returncode
+                != 0
+            )
         except (OSError, subprocess.SubprocessError):
             dirty = None
-    return {"commit": commit, "tracked_files_modified": dirty,
-            "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-            "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "python": platform.python_version()}}
+    return {
+        "commit": commit,
+        "tracked_files_modified": dirty,
+        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "machine": {
+            "platform": platform.platform(),
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+        },
+    }
 
 
 # ============================================================================================
@@ -581,10 +726,20 @@ def provenance() -> dict:
 # ============================================================================================
 
 
-def pack(tokenizer_workdir: str | Path, lm_workdir: str | Path, out_dir: str | Path, *,
-         commands: dict | None = None, sizes: dict | None = None, fvd: bool = True, name: str = "tiny",
-         tokenizer_step: int | None = None, lm_step: int | None = None, note: str | None = None,
-         log=print) -> dict:
+def pack(
+    tokenizer_workdir: str | Path,
+    lm_workdir: str | Path,
+    out_dir: str | Path,
+    *,
+    commands: dict | None = None,
+    sizes: dict | None = None,
+    fvd: bool = True,
+    name: str = "tiny",
+    tokenizer_step: int | None = None,
+    lm_step: int | None = None,
+    note: str | None = None,
+    log=print,
+) -> dict:
     """Writes the pretrained folder ``out_dir`` from two trained workdirs and returns its manifest.
 
     The EMA weights of both (``tokenizer.train.load_tokenizer``, ``videogen.train.load_lm``) are flattened to
@@ -604,14 +759,18 @@ def pack(tokenizer_workdir: str | Path, lm_workdir: str | Path, out_dir: str | P
     lm_cfg = checks.lm_workdir(lm_workdir, "--lm-workdir", step=lm_step)
     named = Path(lm_train._saved_tokenizer_workdir(lm_cfg["tokenizer_workdir"], lm_workdir)).resolve()
     if named != tokenizer_workdir.resolve():
-        raise UsageError(f"--lm-workdir {lm_workdir} was trained on the tokenizer in {named}, not "
-                         f"--tokenizer-workdir {tokenizer_workdir}: pack the pair that was trained together.")
+        raise UsageError(
+            f"--lm-workdir {lm_workdir} was trained on the tokenizer in {named}, not "
+            f"--tokenizer-workdir {tokenizer_workdir}: pack the pair that was trained together."
+        )
     t_start = time.perf_counter()
     log(f"[pretrained] packing {tokenizer_workdir} + {lm_workdir} into {out_dir}")
     ae, quantizer, tok_config = tok_train.load_tokenizer(tokenizer_workdir, step=tokenizer_step)
     model, _, _, config = lm_train.load_lm(lm_workdir, step=lm_step)
-    tok_arrays = {**flatten_state(nnx.as_pure(nnx.state(ae)), "autoencoder/"),
-                  **flatten_state(nnx.as_pure(nnx.state(quantizer)), "quantizer/")}
+    tok_arrays = {
+        **flatten_state(nnx.as_pure(nnx.state(ae)), "autoencoder/"),
+        **flatten_state(nnx.as_pure(nnx.state(quantizer)), "quantizer/"),
+    }
     lm_arrays = flatten_state(nnx.as_pure(nnx.state(model)))
 
     work = out_dir.with_name(out_dir.name + ".packing")
@@ -630,24 +789,36 @@ def pack(tokenizer_workdir: str | Path, lm_workdir: str | Path, out_dir: str | P
         files = {n: {"sha256": sha256(work / n), "bytes": (work / n).stat().st_size} for n in FILES}
         total = sum(f["bytes"] for f in files.values())
         if total > MAX_BYTES:
-            raise UsageError(f"the packed model is {total / 2**20:.1f} MiB, over the {MAX_BYTES / 2**20:.0f} MiB the "
-                             "package may carry: pack a smaller model.")
+            raise UsageError(
+                f"the packed model is {total / 2**20:.1f} MiB, over the {MAX_BYTES / 2**20:.0f} MiB the "
+                "package may carry: pack a smaller model."
+            )
         manifest: dict[str, Any] = {"format": FORMAT, "name": name, **provenance(), "files": files}
         (work / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
 
         tok_step = tokenizer_step if tokenizer_step is not None else tok_train.latest_step(tokenizer_workdir)
         step = lm_step if lm_step is not None else tok_train.latest_step(lm_workdir)
-        rebuilt = {"tokenizer": reconstruct_command(tokenizer_workdir, "tokenizer"),
-                   "lm": reconstruct_command(lm_workdir, "lm", tokenizer_workdir=tokenizer_workdir)}
+        rebuilt = {
+            "tokenizer": reconstruct_command(tokenizer_workdir, "tokenizer"),
+            "lm": reconstruct_command(lm_workdir, "lm", tokenizer_workdir=tokenizer_workdir),
+        }
         manifest["commands"] = {k: (commands or {}).get(k) or v["command"] for k, v in rebuilt.items()}
         manifest["configs"] = {k: v["config"] for k, v in rebuilt.items()}
         manifest["overrides"] = {k: v["overrides"] for k, v in rebuilt.items()}
-        manifest["workdirs"] = {"tokenizer": _display_path(tokenizer_workdir), "lm": _display_path(lm_workdir)}
+        manifest["workdirs"] = {
+            "tokenizer": _display_path(tokenizer_workdir),
+            "lm": _display_path(lm_workdir),
+        }
         manifest["steps"] = {"tokenizer": tok_step, "lm": step}
-        manifest["params"] = {"tokenizer": int(sum(a.size for a in tok_arrays.values())),
-                              "lm": int(sum(a.size for a in lm_arrays.values()))}
+        manifest["params"] = {
+            "tokenizer": int(sum(a.size for a in tok_arrays.values())),
+            "lm": int(sum(a.size for a in lm_arrays.values())),
+        }
         manifest["seeds"] = {"tokenizer": tok_json.get("seed"), "lm": lm_json.get("seed")}
-        manifest["training"] = {"tokenizer": training_time(tokenizer_workdir), "lm": training_time(lm_workdir)}
+        manifest["training"] = {
+            "tokenizer": training_time(tokenizer_workdir),
+            "lm": training_time(lm_workdir),
+        }
         if note:
             manifest["note"] = note
         # Measured on the copy as it loads back (hash checks included).
@@ -668,8 +839,10 @@ def pack(tokenizer_workdir: str | Path, lm_workdir: str | Path, out_dir: str | P
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
         raise
-    log(f"[pretrained] wrote {out_dir} ({total / 2**20:.2f} MiB, {len(FILES) + 1} files) in "
-        f"{time.perf_counter() - t_start:.0f} s")
+    log(
+        f"[pretrained] wrote {out_dir} ({total / 2**20:.2f} MiB, {len(FILES) + 1} files) in "
+        f"{time.perf_counter() - t_start:.0f} s"
+    )
     return manifest
 
 
@@ -682,15 +855,19 @@ def main(argv: list[str] | None = None) -> None:
     parser = errors.ArgumentParser(prog="python -m videogen.pretrained", description=__doc__.split("\n\n")[0])
     errors.add_verbose(parser)
     sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("pack", help="pack two trained workdirs into a pretrained folder (measures its figures)")
+    p = sub.add_parser(
+        "pack", help="pack two trained workdirs into a pretrained folder (measures its figures)"
+    )
     p.add_argument("--tokenizer-workdir", required=True)
     p.add_argument("--lm-workdir", required=True)
     p.add_argument("--out", default=str(SHIPPED))
     p.add_argument("--no-fvd", action="store_true", help="skip the FVD figure (I3D)")
     p.add_argument("--note", help="a line of context kept in the manifest")
     errors.add_verbose(p, top_level=False)
-    for name, text in (("verify", "check every file's sha256 against the manifest"),
-                       ("show", "the manifest's commands and figures")):
+    for name, text in (
+        ("verify", "check every file's sha256 against the manifest"),
+        ("show", "the manifest's commands and figures"),
+    ):
         p = sub.add_parser(name, help=text)
         p.add_argument("--folder", default=str(SHIPPED))
         errors.add_verbose(p, top_level=False)

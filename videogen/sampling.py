@@ -83,7 +83,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -138,8 +139,10 @@ def _schedule_fn(schedule: Schedule) -> Callable[[jax.Array], jax.Array]:
             p = -1.0
         if p > 0:
             return lambda r: 1.0 - r**p
-    raise ValueError(f"unknown mask schedule {schedule!r}; expected one of {SCHEDULES}, "
-                     f"'uniform', 'pow<p>' with p > 0, or a callable r -> ratio.")
+    raise ValueError(
+        f"unknown mask schedule {schedule!r}; expected one of {SCHEDULES}, "
+        f"'uniform', 'pow<p>' with p > 0, or a callable r -> ratio."
+    )
 
 
 def mask_ratio(r, schedule: Schedule = "cosine") -> jax.Array:
@@ -287,8 +290,9 @@ def _gather_last(x, idx):
     return jnp.take_along_axis(x, idx[..., None], axis=-1)[..., 0]
 
 
-def sample_logits(rng: jax.Array, logits: jax.Array, temperature=1.0, top_k=None, top_p=None, *,
-                  factorised: bool = False) -> jax.Array:
+def sample_logits(
+    rng: jax.Array, logits: jax.Array, temperature=1.0, top_k=None, top_p=None, *, factorised: bool = False
+) -> jax.Array:
     """Sample token ids [...] int32 from ``logits`` [..., V] (usually [B, V]).
 
     ``factorised=True``: ``logits`` are ``[..., G, n]`` (a bit-group head: ``V = n^G`` ids, digit ``j``
@@ -315,8 +319,10 @@ def cfg_logits(cond: jax.Array, uncond: jax.Array, scale) -> jax.Array:
 
 def _split_doubled(x: jax.Array, batch: int, what: str) -> tuple[jax.Array, jax.Array]:
     if x.shape[0] != 2 * batch:
-        raise ValueError(f"guidance: {what} returned batch {x.shape[0]} for a doubled batch of {2 * batch}; "
-                         "it must return [cond; uncond] stacked along axis 0.")
+        raise ValueError(
+            f"guidance: {what} returned batch {x.shape[0]} for a doubled batch of {2 * batch}; "
+            "it must return [cond; uncond] stacked along axis 0."
+        )
     return x[:batch], x[batch:]
 
 
@@ -327,9 +333,12 @@ def guided(logits_fn_2b: LogitsFn, scale) -> LogitsFn:
     unconditional (e.g. its text embeddings are ``[text; null_text]``); the returned function feeds
     it ``[tokens; tokens]`` and combines the halves with :func:`cfg_logits`. ``scale`` may be traced.
     """
+
     def logits_fn(tokens: jax.Array) -> jax.Array:
         batch = tokens.shape[0]
-        cond, uncond = _split_doubled(logits_fn_2b(jnp.concatenate([tokens, tokens], axis=0)), batch, "logits_fn")
+        cond, uncond = _split_doubled(
+            logits_fn_2b(jnp.concatenate([tokens, tokens], axis=0)), batch, "logits_fn"
+        )
         return cfg_logits(cond, uncond, scale)
 
     return logits_fn
@@ -341,6 +350,7 @@ def guided_step(step_fn_2b: StepFn, scale) -> StepFn:
     ``step_fn_2b(state, token [2B], index) -> (logits [2B, V], state)`` with rows ``[cond; uncond]``;
     the sampled token is fed to both halves, so both continue the same sequence.
     """
+
     def step_fn(state, token: jax.Array, index: jax.Array):
         batch = token.shape[0]
         logits, state = step_fn_2b(state, jnp.concatenate([token, token], axis=0), index)
@@ -423,12 +433,16 @@ def maskgit_decode(
         unknown = state.tokens == mask_id
         logits = logits_fn(state.tokens).astype(jnp.float32)
         if logits.shape[:2] != state.tokens.shape or logits.ndim != (4 if factorised else 3):
-            raise ValueError(f"logits_fn returned {logits.shape} for tokens {state.tokens.shape}; "
-                             f"expected {'[B, N, G, n]' if factorised else '[B, N, V]'}.")
+            raise ValueError(
+                f"logits_fn returned {logits.shape} for tokens {state.tokens.shape}; "
+                f"expected {'[B, N, G, n]' if factorised else '[B, N, V]'}."
+            )
         if factorised:
             if 0 <= mask_id < _check_factorised(logits):
-                raise ValueError(f"mask_id {mask_id} is a token id of the factorised vocabulary "
-                                 f"{logits.shape[-1]}^{logits.shape[-2]}: use an id outside it.")
+                raise ValueError(
+                    f"mask_id {mask_id} is a token id of the factorised vocabulary "
+                    f"{logits.shape[-1]}^{logits.shape[-2]}: use an id outside it."
+                )
         elif 0 <= mask_id < logits.shape[-1]:
             logits = logits.at[..., mask_id].set(-jnp.inf)
         sampled, logprob = _sample_with_logprob(k_sample, logits, temperature, top_k, top_p, factorised)
@@ -447,11 +461,16 @@ def maskgit_decode(
         # Exactly mask_len lowest-confidence positions; given/decided ones (+inf) rank last.
         remask = _ranks(confidence) < mask_len[:, None]
         tokens = jnp.where(remask, mask_id, sampled)
-        return MaskGITState(step=step + 1, tokens=tokens, rng=rng,
-                            num_masked=state.num_masked.at[:, step].set(mask_len))
+        return MaskGITState(
+            step=step + 1, tokens=tokens, rng=rng, num_masked=state.num_masked.at[:, step].set(mask_len)
+        )
 
-    init = MaskGITState(step=jnp.zeros((), jnp.int32), tokens=init_tokens, rng=rng,
-                        num_masked=jnp.zeros((batch, num_steps), jnp.int32))
+    init = MaskGITState(
+        step=jnp.zeros((), jnp.int32),
+        tokens=init_tokens,
+        rng=rng,
+        num_masked=jnp.zeros((batch, num_steps), jnp.int32),
+    )
     return jax.lax.while_loop(lambda s: s.step < num_steps, body, init)
 
 
@@ -497,8 +516,17 @@ def maskgit_decode_frames(
     def commit(tokens, frame, f):
         return jax.lax.dynamic_update_slice_in_dim(tokens, frame, f * p, axis=1)
 
-    state, _ = _decode_frames(frame_logits, commit, init_tokens.astype(jnp.int32), init_tokens, p, rng=rng,
-                              mask_id=mask_id, num_steps=num_steps, decode_kwargs=decode_kwargs)
+    state, _ = _decode_frames(
+        frame_logits,
+        commit,
+        init_tokens.astype(jnp.int32),
+        init_tokens,
+        p,
+        rng=rng,
+        mask_id=mask_id,
+        num_steps=num_steps,
+        decode_kwargs=decode_kwargs,
+    )
     return state
 
 
@@ -535,19 +563,31 @@ def maskgit_decode_frames_cached(
     def commit(state, frame, f):  # the last frame's keys and values are never needed
         return jax.lax.cond(f < num_frames - 1, lambda s: frame_step_fn(s, frame, f)[1], lambda s: s, state)
 
-    return _decode_frames(frame_logits, commit, init_state, init_tokens, p, rng=rng, mask_id=mask_id,
-                          num_steps=num_steps, decode_kwargs=decode_kwargs)
+    return _decode_frames(
+        frame_logits,
+        commit,
+        init_state,
+        init_tokens,
+        p,
+        rng=rng,
+        mask_id=mask_id,
+        num_steps=num_steps,
+        decode_kwargs=decode_kwargs,
+    )
 
 
 def _check_frames(init_tokens: jax.Array, tokens_per_frame: int) -> int:
     if init_tokens.ndim != 2 or init_tokens.shape[1] % tokens_per_frame:
-        raise ValueError(f"init_tokens must be [B, F * tokens_per_frame] with tokens_per_frame={tokens_per_frame}, "
-                         f"got shape {init_tokens.shape}.")
+        raise ValueError(
+            f"init_tokens must be [B, F * tokens_per_frame] with tokens_per_frame={tokens_per_frame}, "
+            f"got shape {init_tokens.shape}."
+        )
     return int(tokens_per_frame)
 
 
-def _decode_frames(frame_logits, commit, init_state, init_tokens, p: int, *, rng, mask_id, num_steps,
-                   decode_kwargs) -> tuple[MaskGITState, Any]:
+def _decode_frames(
+    frame_logits, commit, init_state, init_tokens, p: int, *, rng, mask_id, num_steps, decode_kwargs
+) -> tuple[MaskGITState, Any]:
     """The frame loop of both frame-causal decoders: ``frame_logits(state, frame, f)`` gives frame
     ``f``'s logits with frames ``< f`` committed to ``state``; ``commit(state, frame, f)`` adds one."""
     batch, n = init_tokens.shape
@@ -561,8 +601,14 @@ def _decode_frames(frame_logits, commit, init_state, init_tokens, p: int, *, rng
         frame = jax.lax.dynamic_slice_in_dim(tokens, start, p, axis=1)  # [B, P]
 
         def decode(frame):
-            out = maskgit_decode(lambda fr: frame_logits(state, fr, f), frame, rng=k_frame, mask_id=mask_id,
-                                 num_steps=num_steps, **decode_kwargs)
+            out = maskgit_decode(
+                lambda fr: frame_logits(state, fr, f),
+                frame,
+                rng=k_frame,
+                mask_id=mask_id,
+                num_steps=num_steps,
+                **decode_kwargs,
+            )
             return out.tokens, out.num_masked
 
         def keep(frame):
@@ -575,9 +621,12 @@ def _decode_frames(frame_logits, commit, init_state, init_tokens, p: int, *, rng
         return tokens, state, key, history
 
     history = jnp.zeros((batch, num_frames * num_steps), jnp.int32)
-    tokens, state, key, history = jax.lax.fori_loop(0, num_frames, frame_body, (init_tokens, init_state, rng, history))
-    return MaskGITState(step=jnp.asarray(num_frames * num_steps, jnp.int32), tokens=tokens, rng=key,
-                        num_masked=history), state
+    tokens, state, key, history = jax.lax.fori_loop(
+        0, num_frames, frame_body, (init_tokens, init_state, rng, history)
+    )
+    return MaskGITState(
+        step=jnp.asarray(num_frames * num_steps, jnp.int32), tokens=tokens, rng=key, num_masked=history
+    ), state
 
 
 # ----------------------------------------------------------------------------------------------
@@ -621,8 +670,9 @@ def ar_decode(
         forced = jnp.full((num_tokens, batch), -1, jnp.int32)
     else:
         if forced_tokens.shape != (batch, num_tokens):
-            raise ValueError(f"forced_tokens must be [B, num_tokens] = {(batch, num_tokens)}, "
-                             f"got {forced_tokens.shape}.")
+            raise ValueError(
+                f"forced_tokens must be [B, num_tokens] = {(batch, num_tokens)}, got {forced_tokens.shape}."
+            )
         forced = jnp.asarray(forced_tokens, jnp.int32).T
     keys = jax.random.split(rng, num_tokens)
     start = jnp.asarray(start_index, jnp.int32)
@@ -632,12 +682,15 @@ def ar_decode(
         i, key, forced_i = xs
         logits, state = step_fn(state, token, start + i)
         if logits.shape[0] != batch or logits.ndim != (3 if factorised else 2):
-            raise ValueError(f"step_fn returned logits {logits.shape}; expected "
-                             f"{'[B, G, n]' if factorised else '[B, V]'} with B = {batch}.")
+            raise ValueError(
+                f"step_fn returned logits {logits.shape}; expected "
+                f"{'[B, G, n]' if factorised else '[B, V]'} with B = {batch}."
+            )
         token = sample_logits(key, logits, temperature, top_k, top_p, factorised=factorised)
         token = jnp.where(forced_i >= 0, forced_i, token)
         return (state, token), token
 
-    (state, _), tokens = jax.lax.scan(body, (init_state, first_token),
-                                      (jnp.arange(num_tokens, dtype=jnp.int32), keys, forced))
+    (state, _), tokens = jax.lax.scan(
+        body, (init_state, first_token), (jnp.arange(num_tokens, dtype=jnp.int32), keys, forced)
+    )
     return tokens.T, state

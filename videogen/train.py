@@ -69,8 +69,9 @@ import json
 import os
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -85,17 +86,26 @@ from tokenizer import codes as tok_codes
 from tokenizer import evaluate as tok_eval
 from tokenizer import train as tok_train
 from tokenizer.train import _Log, _to_plain, apply_overrides, load_config
-from videogen import checkpointing, config_checks
+from videogen import checkpointing, config_checks, sampling
 from videogen import mesh as mesh_lib
-from videogen import sampling
 from videogen.data import code_cache
 from videogen.data.pipeline import Pipeline, PipelineConfig, resume_step
-from videogen.data.sources import build_source, eval_spec as make_eval_spec
+from videogen.data.sources import build_source
+from videogen.data.sources import eval_spec as make_eval_spec
 from videogen.data.text import MODEL_FILENAME, PAD_ID, TextTokenizer, train_text_tokenizer
 from videogen.errors import UsageError
-from videogen.model import (DEFAULT_LOGICAL_AXIS_RULES, Transformer, TransformerConfig, code_log_prob,
-                            flops_per_token, make_positions, param_shardings, sample_codes, video_logits,
-                            video_token_ids)
+from videogen.model import (
+    DEFAULT_LOGICAL_AXIS_RULES,
+    Transformer,
+    TransformerConfig,
+    code_log_prob,
+    flops_per_token,
+    make_positions,
+    param_shardings,
+    sample_codes,
+    video_logits,
+    video_token_ids,
+)
 
 __all__ = [
     "OBJECTIVES",
@@ -118,8 +128,18 @@ INIT_KEY_IMPL = tok_train.INIT_KEY_IMPL  # rbg: fast to compile, and sharding-in
 _MODES = {"next_token": "causal", "maskgit": "prefix_bidirectional_video", "maskgit_frames": "block_causal"}
 
 
-def maskgit_video_codes(model: Transformer, objective: str, text2: jax.Array, init_codes: jax.Array, *, guidance,
-                       rng: jax.Array, num_steps: int, kv_cache: bool = True, **decode_kwargs) -> jax.Array:
+def maskgit_video_codes(
+    model: Transformer,
+    objective: str,
+    text2: jax.Array,
+    init_codes: jax.Array,
+    *,
+    guidance,
+    rng: jax.Array,
+    num_steps: int,
+    kv_cache: bool = True,
+    **decode_kwargs,
+) -> jax.Array:
     """MaskGIT decoding of video codes the way ``objective`` was trained, with classifier-free guidance.
 
     ``text2`` [2B, L] = ``[cond; null]`` text; ``init_codes`` [B, n] codes, ``codebook_size`` where
@@ -150,8 +170,9 @@ def maskgit_video_codes(model: Transformer, objective: str, text2: jax.Array, in
     _, h, w = tcfg.video_grid
     p = h * w
     if not kv_cache:
-        return sampling.maskgit_decode_frames(sampling.guided(logits_fn_2b, guidance), init_codes,
-                                              tokens_per_frame=p, **kwargs).tokens
+        return sampling.maskgit_decode_frames(
+            sampling.guided(logits_fn_2b, guidance), init_codes, tokens_per_frame=p, **kwargs
+        ).tokens
     cache = model.init_cache(b2, L + init_codes.shape[1])
     _, cache = model(text2, positions[:, :L], mode=mode, cache=cache, cache_index=0)
 
@@ -161,8 +182,9 @@ def maskgit_video_codes(model: Transformer, objective: str, text2: jax.Array, in
         logits, cache = model(video_ids(frame2), pos, mode=mode, cache=cache, cache_index=start)
         return _code_logits(tcfg, video_logits(logits)), cache
 
-    state, _ = sampling.maskgit_decode_frames_cached(sampling.guided_step(frame_step_2b, guidance), cache,
-                                                     init_codes, tokens_per_frame=p, **kwargs)
+    state, _ = sampling.maskgit_decode_frames_cached(
+        sampling.guided_step(frame_step_2b, guidance), cache, init_codes, tokens_per_frame=p, **kwargs
+    )
     return state.tokens
 
 
@@ -171,11 +193,28 @@ def attention_is_causal(objective: str) -> bool:
     (:func:`videogen.model.flops_per_token`)."""
     return _MODES[_check_objective(objective)] in ("causal", "block_causal")
 
+
 # Compiled programs are kept per process, keyed by every config entry they depend on, so train() called
 # again (a resume, tests) does not recompile. Entries below are left out of the key.
-_NOT_IN_PROGRAM = ("steps", "batch_size", "data", "data_threads", "eval", "sample", "log_every", "ckpt_every", "code_cache",
-                   "max_to_keep", "quiet", "peak_flops", "tokenizer_workdir", "text.num_captions",
-                   "optim.lr", "optim.warmup_steps", "optim.min_lr_ratio")
+_NOT_IN_PROGRAM = (
+    "steps",
+    "batch_size",
+    "data",
+    "data_threads",
+    "eval",
+    "sample",
+    "log_every",
+    "ckpt_every",
+    "code_cache",
+    "max_to_keep",
+    "quiet",
+    "peak_flops",
+    "tokenizer_workdir",
+    "text.num_captions",
+    "optim.lr",
+    "optim.warmup_steps",
+    "optim.min_lr_ratio",
+)
 _COMPILED: dict[tuple, Any] = {}
 
 
@@ -205,8 +244,10 @@ def _rules(config) -> tuple:
     rules = config.get("logical_axis_rules", None)
     if not rules:
         return DEFAULT_LOGICAL_AXIS_RULES
-    return tuple((name, None if axis is None else (axis if isinstance(axis, str) else tuple(axis)))
-                 for name, axis in rules)
+    return tuple(
+        (name, None if axis is None else (axis if isinstance(axis, str) else tuple(axis)))
+        for name, axis in rules
+    )
 
 
 def _check_objective(objective: str) -> str:
@@ -246,18 +287,24 @@ def batch_sharding(mesh) -> NamedSharding:
 def load_tokenizer_for_lm(tokenizer_workdir, *, mesh=None):
     """``(autoencoder, quantizer, tokenizer_config)`` (EMA weights), with errors that say what to do."""
     if not tokenizer_workdir:
-        raise ValueError("config.tokenizer_workdir is required: the workdir of a trained video tokenizer, e.g. "
-                         "--config.tokenizer_workdir=runs/tok_tiny (train one with `python -m tokenizer.train "
-                         "--config experiments/tokenizer_world.py:tiny --workdir runs/tok_tiny`).")
+        raise ValueError(
+            "config.tokenizer_workdir is required: the workdir of a trained video tokenizer, e.g. "
+            "--config.tokenizer_workdir=runs/tok_tiny (train one with `python -m tokenizer.train "
+            "--config experiments/tokenizer_world.py:tiny --workdir runs/tok_tiny`)."
+        )
     wd = Path(tokenizer_workdir)
     if not (wd / "config.json").is_file():
-        raise FileNotFoundError(f"tokenizer_workdir {str(wd)!r} is not a tokenizer workdir (no config.json"
-                                f"{'' if wd.is_dir() else '; the folder does not exist'}). Train one with "
-                                f"`python -m tokenizer.train --config experiments/tokenizer_world.py:tiny "
-                                f"--workdir {wd}` or point --config.tokenizer_workdir at an existing one.")
+        raise FileNotFoundError(
+            f"tokenizer_workdir {str(wd)!r} is not a tokenizer workdir (no config.json"
+            f"{'' if wd.is_dir() else '; the folder does not exist'}). Train one with "
+            f"`python -m tokenizer.train --config experiments/tokenizer_world.py:tiny "
+            f"--workdir {wd}` or point --config.tokenizer_workdir at an existing one."
+        )
     if tok_train.latest_step(wd) is None:
-        raise FileNotFoundError(f"tokenizer_workdir {str(wd)!r} has no checkpoint in {wd / 'checkpoints'}: "
-                                "its training has not saved yet.")
+        raise FileNotFoundError(
+            f"tokenizer_workdir {str(wd)!r} has no checkpoint in {wd / 'checkpoints'}: "
+            "its training has not saved yet."
+        )
     return tok_train.load_tokenizer(wd, mesh=mesh)
 
 
@@ -266,8 +313,10 @@ def latent_grid(autoencoder, num_frames: int, resolution: int) -> tuple[int, int
     try:
         return tuple(autoencoder.latent_shape(int(num_frames), int(resolution), int(resolution))[:3])
     except ValueError as e:
-        raise UsageError(f"data ({num_frames} frames of {resolution}x{resolution}) is incompatible with the "
-                         f"tokenizer (compression {autoencoder.config.compression}): {e}") from e
+        raise UsageError(
+            f"data ({num_frames} frames of {resolution}x{resolution}) is incompatible with the "
+            f"tokenizer (compression {autoencoder.config.compression}): {e}"
+        ) from e
 
 
 def transformer_config(config, codebook_size: int, grid: tuple[int, int, int]) -> TransformerConfig:
@@ -280,9 +329,11 @@ def transformer_config(config, codebook_size: int, grid: tuple[int, int, int]) -
     for name, want in (("codebook_size", int(codebook_size)), ("video_grid", tuple(int(g) for g in grid))):
         have = kw.get(name)
         if have is not None and (tuple(have) if isinstance(have, (list, tuple)) else have) != want:
-            raise UsageError(f"model.{name}={have} is incompatible with the tokenizer in "
-                             f"{config.tokenizer_workdir!r}, which gives {name}={want} for this data; leave "
-                             f"model.{name}=None to take it from the tokenizer.")
+            raise UsageError(
+                f"model.{name}={have} is incompatible with the tokenizer in "
+                f"{config.tokenizer_workdir!r}, which gives {name}={want} for this data; leave "
+                f"model.{name}=None to take it from the tokenizer."
+            )
         kw[name] = want
     kw["text_vocab_size"] = int(config.text.vocab_size)
     kw["max_text_len"] = int(config.text.max_length)
@@ -309,8 +360,9 @@ def text_tokenizer_for(config, workdir: Path, source) -> TextTokenizer:
     path = Path(workdir) / MODEL_FILENAME
     if not path.is_file() and jax.process_index() == 0:  # one writer; other processes wait below
         t0 = time.perf_counter()
-        train_text_tokenizer(_captions(source, int(config.text.num_captions)), path,
-                             vocab_size=int(config.text.vocab_size))
+        train_text_tokenizer(
+            _captions(source, int(config.text.num_captions)), path, vocab_size=int(config.text.vocab_size)
+        )
         print(f"[lm] trained text tokenizer {path} in {time.perf_counter() - t0:.1f}s")
     if jax.process_count() > 1:
         from jax.experimental import multihost_utils
@@ -318,8 +370,10 @@ def text_tokenizer_for(config, workdir: Path, source) -> TextTokenizer:
         multihost_utils.sync_global_devices("videogen_text_tokenizer")
     tt = TextTokenizer(path, int(config.text.max_length))
     if tt.vocab_size > int(config.text.vocab_size):
-        raise ValueError(f"{path} has {tt.vocab_size} pieces > text.vocab_size={config.text.vocab_size}; "
-                         "raise text.vocab_size or delete the model to retrain it.")
+        raise ValueError(
+            f"{path} has {tt.vocab_size} pieces > text.vocab_size={config.text.vocab_size}; "
+            "raise text.vocab_size or delete the model to retrain it."
+        )
     return tt
 
 
@@ -362,7 +416,11 @@ def state_shardings(tcfg, mesh, tx, rules):
     abs_opt = jax.eval_shape(tx.init, nnx.as_pure(abs_params))
     rep = NamedSharding(mesh, PartitionSpec())
     opt_sh = optax.tree_map_params(tx, lambda _, s: s, abs_opt, param_sh, transform_non_params=lambda _: rep)
-    return graphdef, nnx.as_pure(abs_rest), {"step": rep, "params": param_sh, "opt_state": opt_sh, "ema": param_sh}
+    return (
+        graphdef,
+        nnx.as_pure(abs_rest),
+        {"step": rep, "params": param_sh, "opt_state": opt_sh, "ema": param_sh},
+    )
 
 
 def init_state(tcfg, tx, shardings, seed: int, key=None):
@@ -371,8 +429,12 @@ def init_state(tcfg, tx, shardings, seed: int, key=None):
     def init(seed):
         model = Transformer(tcfg, rngs=nnx.Rngs(jax.random.key(seed, impl=INIT_KEY_IMPL)))
         params = nnx.as_pure(nnx.state(model, nnx.Param))
-        return {"step": jnp.zeros((), jnp.int32), "params": params, "opt_state": tx.init(params),
-                "ema": jax.tree.map(lambda p: p + 0.0, params)}
+        return {
+            "step": jnp.zeros((), jnp.int32),
+            "params": params,
+            "opt_state": tx.init(params),
+            "ema": jax.tree.map(lambda p: p + 0.0, params),
+        }
 
     if key is None:
         return jax.jit(init, out_shardings=shardings)(seed)
@@ -389,10 +451,21 @@ def describe_shardings(state, shardings) -> str:
 # ============================================================================================
 
 
-def build_sequences(tcfg: TransformerConfig, objective: str, codes, text_ids, key, *, drop_prob: float,
-                    schedule: str = "cosine", context_frames: int = 0, context_prob: float = 0.0,
-                    context_corruption: float = 0.0, corruption_kind: str = "replace",
-                    no_prefix_prob: float = 0.0):
+def build_sequences(
+    tcfg: TransformerConfig,
+    objective: str,
+    codes,
+    text_ids,
+    key,
+    *,
+    drop_prob: float,
+    schedule: str = "cosine",
+    context_frames: int = 0,
+    context_prob: float = 0.0,
+    context_corruption: float = 0.0,
+    corruption_kind: str = "replace",
+    no_prefix_prob: float = 0.0,
+):
     """``(tokens, positions, targets, weights)`` for a batch.
 
     codes ``[B, t, h, w]`` int, text_ids ``[B, L]``. Captions are replaced by PAD with probability
@@ -432,11 +505,17 @@ def build_sequences(tcfg: TransformerConfig, objective: str, codes, text_ids, ke
     context = jnp.zeros((b, n), bool)  # given context tokens of continuation examples
     if context_frames > 0 and context_prob > 0:
         if not 0 < context_frames < t:
-            raise ValueError(f"continuation.context_frames={context_frames} must be in [1, {t - 1}] (the model's "
-                             f"window has {t} latent frames); 0 turns continuation training off.")
-        if corruption_kind not in ("replace", "mask") or (corruption_kind == "mask" and objective == "next_token"):
-            raise ValueError(f"continuation.corruption_kind={corruption_kind!r}: 'replace' (random codes) or, "
-                             "for the MaskGIT objectives only, 'mask'.")
+            raise ValueError(
+                f"continuation.context_frames={context_frames} must be in [1, {t - 1}] (the model's "
+                f"window has {t} latent frames); 0 turns continuation training off."
+            )
+        if corruption_kind not in ("replace", "mask") or (
+            corruption_kind == "mask" and objective == "next_token"
+        ):
+            raise ValueError(
+                f"continuation.corruption_kind={corruption_kind!r}: 'replace' (random codes) or, "
+                "for the MaskGIT objectives only, 'mask'."
+            )
         k_ex, k_cor, k_code = jax.random.split(jax.random.fold_in(key, 2), 3)
         is_cont = jax.random.bernoulli(k_ex, context_prob, (b,))
         context = is_cont[:, None] & (jnp.arange(n) < context_frames * h * w)[None]
@@ -459,7 +538,9 @@ def build_sequences(tcfg: TransformerConfig, objective: str, codes, text_ids, ke
     return tokens, positions, codes, mask.astype(jnp.float32)
 
 
-def _frame_masks(key, batch: int, grid: tuple[int, int], schedule: str, no_prefix_prob: float = 0.0) -> jax.Array:
+def _frame_masks(
+    key, batch: int, grid: tuple[int, int], schedule: str, no_prefix_prob: float = 0.0
+) -> jax.Array:
     """``maskgit_frames`` training masks ``[B, t * P]``: per example a clean prefix of ``k ~ U{0..t-1}``
     latent frames (never masked: the context every frame has when sampled frame after frame), then an
     independent MaskGIT mask per later frame, each with its own schedule ratio. So frame ``k`` learns
@@ -479,15 +560,21 @@ def _frame_masks(key, batch: int, grid: tuple[int, int], schedule: str, no_prefi
 def _mask_kwargs(config) -> dict:
     """build_sequences' MaskGIT mask options from ``config.maskgit`` (absent -> cosine, no extra k = 0)."""
     m = config.get("maskgit", None) or {}
-    return {"schedule": str(m.get("schedule", "cosine")), "no_prefix_prob": float(m.get("no_prefix_prob", 0.0))}
+    return {
+        "schedule": str(m.get("schedule", "cosine")),
+        "no_prefix_prob": float(m.get("no_prefix_prob", 0.0)),
+    }
 
 
 def _continuation_kwargs(config) -> dict:
     """build_sequences' long-video options from ``config.continuation`` (absent -> off)."""
     c = config.get("continuation", None) or {}
-    return {"context_frames": int(c.get("context_frames", 0)), "context_prob": float(c.get("prob", 0.0)),
-            "context_corruption": float(c.get("corruption", 0.0)),
-            "corruption_kind": str(c.get("corruption_kind", "replace"))}
+    return {
+        "context_frames": int(c.get("context_frames", 0)),
+        "context_prob": float(c.get("prob", 0.0)),
+        "context_corruption": float(c.get("corruption", 0.0)),
+        "corruption_kind": str(c.get("corruption_kind", "replace")),
+    }
 
 
 def motion_emphasis(tcfg: TransformerConfig, targets: jax.Array, motion_weight: float) -> jax.Array:
@@ -506,7 +593,7 @@ def _text_targets(tcfg, tokens):
     """Next-token targets of the text slots ``[B, L - 1]`` (slot i predicts text token i + 1) and their
     weights (PAD is not scored: no text loss on padding or on captions dropped for guidance). The text is
     causal in both attention modes, so this is an honest language-model loss on the captions."""
-    targets = tokens[:, 1:tcfg.max_text_len]
+    targets = tokens[:, 1 : tcfg.max_text_len]
     return targets, (targets != PAD_ID).astype(jnp.float32)
 
 
@@ -517,11 +604,13 @@ def _loss_terms(model, tcfg, objective, tokens, positions, targets, weights):
     text_nll = jnp.zeros((), jnp.float32)
     if isinstance(logits, dict):  # text_loss: {'video': ..., 'text': [B, S, text_vocab]}
         text_targets, text_w = _text_targets(tcfg, tokens)
-        text_logp = jax.nn.log_softmax(logits["text"][:, :tcfg.max_text_len - 1].astype(jnp.float32), axis=-1)
+        text_logp = jax.nn.log_softmax(
+            logits["text"][:, : tcfg.max_text_len - 1].astype(jnp.float32), axis=-1
+        )
         text_nll = -jnp.sum(jnp.take_along_axis(text_logp, text_targets[..., None], axis=-1)[..., 0] * text_w)
         logits = logits["video"]
     start = tcfg.max_text_len - 1 if objective == "next_token" else tcfg.max_text_len
-    logits = logits[:, start:start + tcfg.num_video_tokens]
+    logits = logits[:, start : start + tcfg.num_video_tokens]
     nll = -code_log_prob(tcfg, logits, targets)
     correct = (sample_codes(tcfg, None, logits, temperature=0) == targets).astype(jnp.float32)
     return jnp.sum(nll * weights), jnp.sum(correct * weights), text_nll
@@ -551,8 +640,9 @@ def make_train_step(config, tcfg, graphdef, rest, tx, shardings, mesh):
     def train_step(state, codes, text_ids, lr):
         step = state["step"]
         key = jax.random.fold_in(jax.random.key(seed), step)
-        tokens, positions, targets, weights = build_sequences(tcfg, objective, codes, text_ids, key,
-                                                              drop_prob=drop_prob, **masks, **cont)
+        tokens, positions, targets, weights = build_sequences(
+            tcfg, objective, codes, text_ids, key, drop_prob=drop_prob, **masks, **cont
+        )
         if motion_weight:  # training only: eval losses stay the plain mean NLL, comparable across runs
             weights = weights * motion_emphasis(tcfg, targets, motion_weight)
         total = jnp.maximum(jnp.sum(weights), 1.0)
@@ -585,16 +675,22 @@ def make_train_step(config, tcfg, graphdef, rest, tx, shardings, mesh):
         stepf = step.astype(jnp.float32)
         decay = jnp.minimum(ema_decay, (1.0 + stepf) / (10.0 + stepf))
         ema = jax.tree.map(lambda e, p: decay * e + (1.0 - decay) * p, state["ema"], params)
-        metrics = {"loss": loss, "accuracy": correct / total, "grad_norm": optax.tree.norm(grads), "lr": lr,
-                   "scored_frac": total / weights.size}
+        metrics = {
+            "loss": loss,
+            "accuracy": correct / total,
+            "grad_norm": optax.tree.norm(grads),
+            "lr": lr,
+            "scored_frac": total / weights.size,
+        }
         if tcfg.text_loss:  # "loss" is then video NLL + text_weight * text NLL
             metrics["text_loss"] = text_nll / text_total
         return {"step": step + 1, "params": params, "opt_state": opt_state, "ema": ema}, metrics
 
     rep = NamedSharding(mesh, PartitionSpec())
     bsh = batch_sharding(mesh)
-    fn = jax.jit(train_step, in_shardings=(shardings, bsh, bsh, rep), out_shardings=(shardings, rep),
-                 donate_argnums=0)
+    fn = jax.jit(
+        train_step, in_shardings=(shardings, bsh, bsh, rep), out_shardings=(shardings, rep), donate_argnums=0
+    )
     _COMPILED[key] = fn
     return fn
 
@@ -606,7 +702,9 @@ def make_eval_step(config, tcfg, graphdef, rest, mesh):
     cont = _continuation_kwargs(config)
 
     def eval_step(params, codes, text_ids, key):
-        tok, pos, tgt, w = build_sequences(tcfg, objective, codes, text_ids, key, drop_prob=0.0, **masks, **cont)
+        tok, pos, tgt, w = build_sequences(
+            tcfg, objective, codes, text_ids, key, drop_prob=0.0, **masks, **cont
+        )
         nll, correct, _ = _loss_terms(nnx.merge(graphdef, params, rest), tcfg, objective, tok, pos, tgt, w)
         return nll, correct, jnp.sum(w)
 
@@ -619,17 +717,25 @@ def make_eval_step(config, tcfg, graphdef, rest, mesh):
 
 
 def save_checkpoint(mngr, step: int, state, pipeline_state: dict, *, force: bool = False) -> bool:
-    return checkpointing.save(mngr, step, model={"ema": state["ema"]},
-                              train={k: state[k] for k in ("step", "params", "opt_state")},
-                              pipeline_state=pipeline_state, force=force)
+    return checkpointing.save(
+        mngr,
+        step,
+        model={"ema": state["ema"]},
+        train={k: state[k] for k in ("step", "params", "opt_state")},
+        pipeline_state=pipeline_state,
+        force=force,
+    )
 
 
 def restore_checkpoint(mngr, step: int, abstract_state):
     """The train state in the shardings that ``abstract_state``'s leaves carry (any mesh), and the pipeline
     JSON; fingerprints verified (videogen.checkpointing.restore)."""
     r_model, r_train, pipe = checkpointing.restore(
-        mngr, step, model={"ema": abstract_state["ema"]},
-        train={k: abstract_state[k] for k in ("step", "params", "opt_state")})
+        mngr,
+        step,
+        model={"ema": abstract_state["ema"]},
+        train={k: abstract_state[k] for k in ("step", "params", "opt_state")},
+    )
     return {**r_train, "ema": r_model["ema"]}, pipe
 
 
@@ -640,13 +746,31 @@ def abstract_state(tcfg, tx, shardings, seed: int = 0):
 
 
 # Config entries that fix the checkpoint's array shapes: a resumed run must keep them.
-_RESUME_KEYS = tuple(f"model.{k}" for k in ("num_layers", "d_model", "num_heads", "num_kv_heads", "mlp_dim", "head",
-                                            "group_bits", "codebook_size", "video_grid", "qk_norm", "head_dim",
-                                            "text_loss", "video_pos_emb", "rope_video",
-                                            "text_bidirectional")) + ("text.vocab_size", "text.max_length", "objective")
-_RESUME_HINTS = {k: "set by the tokenizer: tokenizer_workdir now points at a tokenizer other than the one this LM "
-                    "was trained on; point it back, or start a new --workdir"
-                 for k in ("model.codebook_size", "model.video_grid", "model.group_bits")}
+_RESUME_KEYS = tuple(
+    f"model.{k}"
+    for k in (
+        "num_layers",
+        "d_model",
+        "num_heads",
+        "num_kv_heads",
+        "mlp_dim",
+        "head",
+        "group_bits",
+        "codebook_size",
+        "video_grid",
+        "qk_norm",
+        "head_dim",
+        "text_loss",
+        "video_pos_emb",
+        "rope_video",
+        "text_bidirectional",
+    )
+) + ("text.vocab_size", "text.max_length", "objective")
+_RESUME_HINTS = {
+    k: "set by the tokenizer: tokenizer_workdir now points at a tokenizer other than the one this LM "
+    "was trained on; point it back, or start a new --workdir"
+    for k in ("model.codebook_size", "model.video_grid", "model.group_bits")
+}
 # Same shapes, but another attention mask and loss: resuming would train (and sample) the model as what it is not.
 _RESUME_HINTS["objective"] = "each objective has its own attention mask and loss"
 
@@ -685,8 +809,12 @@ def _throughput(config, tcfg, n_steps: int, dt: float, peak: float | None) -> di
     return m
 
 
-def train(config: ml_collections.ConfigDict, workdir: str | os.PathLike, *,
-          devices: Sequence[jax.Device] | None = None) -> dict:
+def train(
+    config: ml_collections.ConfigDict,
+    workdir: str | os.PathLike,
+    *,
+    devices: Sequence[jax.Device] | None = None,
+) -> dict:
     """Trains (or resumes) the LM in ``workdir``; returns the final metrics. ``devices``: the mesh's
     devices (default all).
 
@@ -700,7 +828,9 @@ def train(config: ml_collections.ConfigDict, workdir: str | os.PathLike, *,
         return _train(config, workdir, devices, preemption, stack)
 
 
-def _train(config, workdir, devices, preemption: checkpointing.Preemption, stack: contextlib.ExitStack) -> dict:
+def _train(
+    config, workdir, devices, preemption: checkpointing.Preemption, stack: contextlib.ExitStack
+) -> dict:
     from tqdm import tqdm
 
     if not isinstance(config, ml_collections.ConfigDict):
@@ -715,9 +845,11 @@ def _train(config, workdir, devices, preemption: checkpointing.Preemption, stack
     dp = mesh_lib.data_parallel_size(mesh)
     if int(config.batch_size) % (dp * int(config.get("grad_accum_steps", 1))):
         unit = dp * int(config.get("grad_accum_steps", 1))
-        raise UsageError(f"batch_size={config.batch_size} must be a multiple of data-parallel size {dp} x "
-                         f"grad_accum_steps={config.get('grad_accum_steps', 1)} (mesh {dict(mesh.shape)}): use "
-                         f"{-(-int(config.batch_size) // unit) * unit}, or change config.mesh / grad_accum_steps.")
+        raise UsageError(
+            f"batch_size={config.batch_size} must be a multiple of data-parallel size {dp} x "
+            f"grad_accum_steps={config.get('grad_accum_steps', 1)} (mesh {dict(mesh.shape)}): use "
+            f"{-(-int(config.batch_size) // unit) * unit}, or change config.mesh / grad_accum_steps."
+        )
     print(f"[lm] mesh {dict(mesh.shape)} on {mesh.devices.size} {mesh.devices.flat[0].platform} devices")
 
     # --- 2. tokenizers (the video tokenizer first: a bad tokenizer_workdir fails before anything is written)
@@ -728,7 +860,9 @@ def _train(config, workdir, devices, preemption: checkpointing.Preemption, stack
     config_checks.check_lm_vocab(config, quantizer.codebook_size, config.get("tokenizer_workdir"))
     tcfg = transformer_config(config, quantizer.codebook_size, grid)
     workdir.mkdir(parents=True, exist_ok=True)
-    stack.enter_context(checkpointing.WorkdirLock(workdir, tag="lm"))  # released when train() returns or raises
+    stack.enter_context(
+        checkpointing.WorkdirLock(workdir, tag="lm")
+    )  # released when train() returns or raises
     source = build_source(_to_plain(config.data), "train")
     eval_spec = make_eval_spec(_to_plain(config.data), _to_plain(config.eval.get("data", {})))
     text_tok = text_tokenizer_for(config, workdir, source)
@@ -742,14 +876,25 @@ def _train(config, workdir, devices, preemption: checkpointing.Preemption, stack
     tx, schedule = make_optimizer(config)
     graphdef, rest, shardings = state_shardings(tcfg, mesh, tx, rules)
     mngr = tok_train.checkpoint_manager(workdir, config)
-    config_checks.check_resume_compatible(workdir, _to_plain(config), _RESUME_KEYS, tag="lm", hints=_RESUME_HINTS,
-                                          has_checkpoint=bool(mngr.all_steps()))
+    config_checks.check_resume_compatible(
+        workdir,
+        _to_plain(config),
+        _RESUME_KEYS,
+        tag="lm",
+        hints=_RESUME_HINTS,
+        has_checkpoint=bool(mngr.all_steps()),
+    )
     resumed_from, restored = checkpointing.restore_latest(  # newest good step, into this mesh's shardings
-        mngr, lambda s: restore_checkpoint(mngr, s, abstract_state(tcfg, tx, shardings, int(config.seed))),
-        workdir=workdir, tag="lm")
+        mngr,
+        lambda s: restore_checkpoint(mngr, s, abstract_state(tcfg, tx, shardings, int(config.seed))),
+        workdir=workdir,
+        tag="lm",
+    )
     t0 = time.perf_counter()
     if resumed_from is None:
-        state = init_state(tcfg, tx, shardings, int(config.seed), key=_program_key(config, mesh, "init", tcfg))
+        state = init_state(
+            tcfg, tx, shardings, int(config.seed), key=_program_key(config, mesh, "init", tcfg)
+        )
         data_step = 0
     else:
         state, pipe_state = restored
@@ -759,18 +904,22 @@ def _train(config, workdir, devices, preemption: checkpointing.Preemption, stack
     start = int(jax.device_get(state["step"]))
     n_params = sum(x.size for x in jax.tree.leaves(state["params"]))
     seq_len = tcfg.max_seq_len - (1 if config.objective == "next_token" else 0)
-    print(f"[lm] {'resumed from step ' + str(start) if resumed_from is not None else 'initialised'} in "
-          f"{time.perf_counter() - t0:.1f}s; data pipeline at step {data_step}\n"
-          f"[lm] {n_params:,} params; objective {config.objective}; {tcfg.num_layers} layers d={tcfg.d_model} "
-          f"{tcfg.dtype} remat={tcfg.remat}; head {tcfg.head}; codebook {tcfg.codebook_size}; grid {tcfg.video_grid}"
-          f"; sequence {tcfg.max_text_len} text + {tcfg.num_video_tokens} video; "
-          f"{flops_per_token(tcfg, seq_len, causal=attention_is_causal(config.objective)) / 1e6:.2f} MFLOP/token\n"
-          + describe_shardings(state, shardings))
+    print(
+        f"[lm] {'resumed from step ' + str(start) if resumed_from is not None else 'initialised'} in "
+        f"{time.perf_counter() - t0:.1f}s; data pipeline at step {data_step}\n"
+        f"[lm] {n_params:,} params; objective {config.objective}; {tcfg.num_layers} layers d={tcfg.d_model} "
+        f"{tcfg.dtype} remat={tcfg.remat}; head {tcfg.head}; codebook {tcfg.codebook_size}; grid {tcfg.video_grid}"
+        f"; sequence {tcfg.max_text_len} text + {tcfg.num_video_tokens} video; "
+        f"{flops_per_token(tcfg, seq_len, causal=attention_is_causal(config.objective)) / 1e6:.2f} MFLOP/token\n"
+        + describe_shardings(state, shardings)
+    )
     peak = config.get("peak_flops")
     if peak == "measure":
         peak = measure_matmul_flops(mesh, dtype=tcfg.dtype)
-        print(f"[lm] peak_flops=measure: {peak / 1e12:.3g} TFLOP/s ({tcfg.dtype} matmul x {mesh.devices.size} "
-              "devices)")
+        print(
+            f"[lm] peak_flops=measure: {peak / 1e12:.3g} TFLOP/s ({tcfg.dtype} matmul x {mesh.devices.size} "
+            "devices)"
+        )
     peak = float(peak) if peak else None
     if not peak:
         print("[lm] MFU n/a (set --config.peak_flops to the mesh's peak FLOP/s; on CPU: measure)")
@@ -782,17 +931,34 @@ def _train(config, workdir, devices, preemption: checkpointing.Preemption, stack
     cache_cfg = config.get("code_cache", None) or {}
     if int(cache_cfg.get("num_clips", 0)) > 0:  # codes encoded once per tokenizer, reused by every LM on it
         if jax.process_count() > 1:
-            raise UsageError("code_cache.num_clips > 0 is single-process for now: set --config.code_cache."
-                             "num_clips=0 on a multi-host run (each step then encodes its batch).")
+            raise UsageError(
+                "code_cache.num_clips > 0 is single-process for now: set --config.code_cache."
+                "num_clips=0 on a multi-host run (each step then encodes its batch)."
+            )
         bsh = batch_sharding(mesh)
         train_source, _ = code_cache.load_or_build(
-            source, lambda video: jax.device_get(encode(jax.device_put(video, bsh))),
-            num_clips=int(cache_cfg.num_clips), batch_size=int(config.batch_size), data_spec=_to_plain(config.data),
+            source,
+            lambda video: jax.device_get(encode(jax.device_put(video, bsh))),
+            num_clips=int(cache_cfg.num_clips),
+            batch_size=int(config.batch_size),
+            data_spec=_to_plain(config.data),
             weights_hash=tok_codes.weights_hash(ae, quantizer),
-            directory=config.tokenizer_workdir, fallback_directory=workdir, path=cache_cfg.get("path", None))
-    pipeline = Pipeline(train_source, PipelineConfig(global_batch_size=int(config.batch_size), seed=int(config.seed),
-                                               num_threads=int(config.get("data_threads", 0))),
-                        mesh=mesh, text_tokenizer=text_tok, start_step=data_step, transform=_text_only)
+            directory=config.tokenizer_workdir,
+            fallback_directory=workdir,
+            path=cache_cfg.get("path", None),
+        )
+    pipeline = Pipeline(
+        train_source,
+        PipelineConfig(
+            global_batch_size=int(config.batch_size),
+            seed=int(config.seed),
+            num_threads=int(config.get("data_threads", 0)),
+        ),
+        mesh=mesh,
+        text_tokenizer=text_tok,
+        start_step=data_step,
+        transform=_text_only,
+    )
     train_step = make_train_step(config, tcfg, graphdef, rest, tx, shardings, mesh)
     lrs = np.asarray(jax.vmap(schedule)(jnp.arange(max(steps, 1))), np.float32)
 
@@ -800,18 +966,26 @@ def _train(config, workdir, devices, preemption: checkpointing.Preemption, stack
         e = config.eval
         if int(e.num_batches) <= 0 and int(config.sample.num_prompts) <= 0:
             return {}
-        if jax.process_count() > 1:  # sampling gathers whole videos on one host: sample the workdir afterwards
+        if (
+            jax.process_count() > 1
+        ):  # sampling gathers whole videos on one host: sample the workdir afterwards
             return {}
         out: dict[str, Any] = {}
         if int(e.num_batches) > 0:
-            ev_pipe = Pipeline(build_source(eval_spec, e.split), PipelineConfig(
-                global_batch_size=int(config.batch_size), seed=0, shuffle=False), mesh=mesh, text_tokenizer=text_tok,
-                transform=_text_only)
+            ev_pipe = Pipeline(
+                build_source(eval_spec, e.split),
+                PipelineConfig(global_batch_size=int(config.batch_size), seed=0, shuffle=False),
+                mesh=mesh,
+                text_tokenizer=text_tok,
+                transform=_text_only,
+            )
             ev_step = make_eval_step(config, tcfg, graphdef, rest, mesh)
             tot = np.zeros(3)
             for i, batch in zip(range(int(e.num_batches)), ev_pipe):
                 with _sharding_context(mesh, rules):
-                    r = ev_step(state["ema"], encode(batch["video"]), batch["text_ids"], jax.random.key(1000 + i))
+                    r = ev_step(
+                        state["ema"], encode(batch["video"]), batch["text_ids"], jax.random.key(1000 + i)
+                    )
                 tot += np.asarray(jax.device_get(r), np.float64)
             out.update(loss=tot[0] / max(tot[2], 1), accuracy=tot[1] / max(tot[2], 1))
         if int(config.sample.num_prompts) > 0:
@@ -821,15 +995,27 @@ def _train(config, workdir, devices, preemption: checkpointing.Preemption, stack
             prompts = _captions(build_source(eval_spec, e.split), int(s.num_prompts))
             model = nnx.merge(graphdef, state["ema"], rest)
             t_s = time.perf_counter()
-            videos = sample(model, (ae, quantizer), text_tok, prompts, objective=config.objective,
-                            num_steps=int(s.num_steps), guidance=float(s.guidance), temperature=float(s.temperature),
-                            top_k=s.top_k, top_p=s.get("top_p", None), seed=int(s.seed))
+            videos = sample(
+                model,
+                (ae, quantizer),
+                text_tok,
+                prompts,
+                objective=config.objective,
+                num_steps=int(s.num_steps),
+                guidance=float(s.guidance),
+                temperature=float(s.temperature),
+                top_k=s.top_k,
+                top_p=s.get("top_p", None),
+                seed=int(s.seed),
+            )
             out["sample_s"] = time.perf_counter() - t_s
             if bool(e.get("judge", True)) and config.data.get("kind", "world") == "world":
                 from videogen import judge
 
                 verdicts = judge.score(list(videos), prompts)
-                out.update({f"judge_{k}": v for k, v in verdicts.items() if k not in ("num_clips", "verdicts")})
+                out.update(
+                    {f"judge_{k}": v for k, v in verdicts.items() if k not in ("num_clips", "verdicts")}
+                )
             (workdir / "samples").mkdir(exist_ok=True)
             gif_grid(videos, workdir / "samples" / f"step_{step:06d}.gif")
             contact_sheet(list(videos), prompts, path=workdir / "samples" / f"step_{step:06d}.png")
@@ -841,8 +1027,14 @@ def _train(config, workdir, devices, preemption: checkpointing.Preemption, stack
     pending: list[dict] = []
     timing = {"first_step_s": None, "train_s": 0.0, "timed_steps": 0}
     eval_every = int(config.eval.every)
-    pbar = tqdm(total=steps, initial=start, desc="lm", unit="step", dynamic_ncols=True,
-                disable=bool(config.get("quiet", False)) or jax.process_index() > 0)
+    pbar = tqdm(
+        total=steps,
+        initial=start,
+        desc="lm",
+        unit="step",
+        dynamic_ncols=True,
+        disable=bool(config.get("quiet", False)) or jax.process_index() > 0,
+    )
     watch = checkpointing.FiniteWatch()  # loss / grad_norm of every step, checked at log and save points
 
     def run_eval(step: int) -> None:
@@ -855,8 +1047,12 @@ def _train(config, workdir, devices, preemption: checkpointing.Preemption, stack
 
     batches = iter(pipeline)
     try:
-        if (start and (start >= steps or (eval_every and start % eval_every == 0)) and jax.process_count() == 1
-                and not log.has(start, "eval")):
+        if (
+            start
+            and (start >= steps or (eval_every and start % eval_every == 0))
+            and jax.process_count() == 1
+            and not log.has(start, "eval")
+        ):
             # The run before saved this step's checkpoint and stopped (preempted) before its eval.
             pbar.write(f"[lm] step {start} was saved but not evaluated: evaluating it first.")
             run_eval(start)
@@ -887,9 +1083,12 @@ def _train(config, workdir, devices, preemption: checkpointing.Preemption, stack
                 log(done, "train", m)
                 watch.check(last_saved=mngr.latest_step, workdir=workdir)
                 final.update({f"train/{k}": v for k, v in m.items()})
-                pbar.set_postfix(loss=f"{m['loss']:.4f}", acc=f"{m['accuracy']:.3f}",
-                                 tflops=f"{m.get('tflops_per_sec', float('nan')):.3g}",
-                                 mfu=f"{m['mfu']:.1%}" if "mfu" in m else "n/a")
+                pbar.set_postfix(
+                    loss=f"{m['loss']:.4f}",
+                    acc=f"{m['accuracy']:.3f}",
+                    tflops=f"{m.get('tflops_per_sec', float('nan')):.3g}",
+                    mfu=f"{m['mfu']:.1%}" if "mfu" in m else "n/a",
+                )
                 t_mark, n_mark = time.perf_counter(), 0
             preempted = preemption.requested(done)
             if mngr.should_save(done) or done == steps or preempted:
@@ -897,7 +1096,9 @@ def _train(config, workdir, devices, preemption: checkpointing.Preemption, stack
                 save_checkpoint(mngr, done, state, pipeline.state(), force=True)
             if preempted:
                 final["preempted"] = True
-                pbar.write(f"[lm] preempted: saved step {done} in {workdir / 'checkpoints'}; rerun to resume.")
+                pbar.write(
+                    f"[lm] preempted: saved step {done} in {workdir / 'checkpoints'}; rerun to resume."
+                )
                 break
             if (eval_every and done % eval_every == 0) or done == steps:
                 run_eval(done)
@@ -948,9 +1149,20 @@ def _sampler(graphdef, tcfg, objective, num_steps, temperature, top_k, schedule,
         b2 = text2.shape[0]
         if objective != "next_token":
             init = jnp.full((b2 // 2, n), c, jnp.int32)
-            return maskgit_video_codes(model, objective, text2, init, guidance=guidance, rng=rng, num_steps=num_steps,
-                                       kv_cache=kv_cache, schedule=schedule, temperature=temperature, top_k=top_k,
-                                       top_p=top_p)
+            return maskgit_video_codes(
+                model,
+                objective,
+                text2,
+                init,
+                guidance=guidance,
+                rng=rng,
+                num_steps=num_steps,
+                kv_cache=kv_cache,
+                schedule=schedule,
+                temperature=temperature,
+                top_k=top_k,
+                top_p=top_p,
+            )
         positions = make_positions(tcfg, b2)
         # next_token: prefill the text, sample video token 0 from the last text slot, then one cached step
         # per token (the fed token is the same for both halves, as guided_step requires).
@@ -959,9 +1171,15 @@ def _sampler(graphdef, tcfg, objective, num_steps, temperature, top_k, schedule,
         logits = video_logits(logits)
         lp = _code_logits(tcfg, logits[:, L - 1])
         k0, rng = jax.random.split(rng)
-        cond, uncond = lp[: b2 // 2], lp[b2 // 2:]
-        first = sampling.sample_logits(k0, sampling.cfg_logits(cond, uncond, guidance), temperature, top_k, top_p,
-                                       factorised=_factorised(tcfg))
+        cond, uncond = lp[: b2 // 2], lp[b2 // 2 :]
+        first = sampling.sample_logits(
+            k0,
+            sampling.cfg_logits(cond, uncond, guidance),
+            temperature,
+            top_k,
+            top_p,
+            factorised=_factorised(tcfg),
+        )
         pos_table = positions[0]  # [L + n, 3]
 
         def step_fn_2b(cache, codes_b, index):
@@ -971,9 +1189,18 @@ def _sampler(graphdef, tcfg, objective, num_steps, temperature, top_k, schedule,
             logits = video_logits(logits)
             return _code_logits(tcfg, logits[:, 0]), cache
 
-        rest_codes, _ = sampling.ar_decode(sampling.guided_step(step_fn_2b, guidance), cache, first_token=first,
-                                           rng=rng, num_tokens=n - 1, temperature=temperature, top_k=top_k,
-                                           top_p=top_p, start_index=L, factorised=_factorised(tcfg))
+        rest_codes, _ = sampling.ar_decode(
+            sampling.guided_step(step_fn_2b, guidance),
+            cache,
+            first_token=first,
+            rng=rng,
+            num_tokens=n - 1,
+            temperature=temperature,
+            top_k=top_k,
+            top_p=top_p,
+            start_index=L,
+            factorised=_factorised(tcfg),
+        )
         return jnp.concatenate([first[:, None], rest_codes], axis=1)
 
     fn = jax.jit(run)
@@ -981,10 +1208,22 @@ def _sampler(graphdef, tcfg, objective, num_steps, temperature, top_k, schedule,
     return fn
 
 
-def sample(model: Transformer, tokenizer_bundle, text_tokenizer: TextTokenizer, prompts: Sequence[str | None], *,
-           objective: str, num_steps: int = 12, guidance: float = 3.0, temperature: float = 1.0,
-           top_k: int | None = None, top_p: float | None = None, seed: int = 0,
-           schedule: str = "cosine", kv_cache: bool = True) -> np.ndarray:
+def sample(
+    model: Transformer,
+    tokenizer_bundle,
+    text_tokenizer: TextTokenizer,
+    prompts: Sequence[str | None],
+    *,
+    objective: str,
+    num_steps: int = 12,
+    guidance: float = 3.0,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    seed: int = 0,
+    schedule: str = "cosine",
+    kv_cache: bool = True,
+) -> np.ndarray:
     """Generates one clip per prompt -> uint8 ``[N, T, H, W, 3]``.
 
     ``objective='next_token'``: KV-cached autoregressive decoding (:func:`videogen.sampling.ar_decode`)
@@ -1004,20 +1243,32 @@ def sample(model: Transformer, tokenizer_bundle, text_tokenizer: TextTokenizer, 
     tcfg = model.config
     ae, quantizer = tokenizer_bundle[0], tokenizer_bundle[1]
     if text_tokenizer.max_length != tcfg.max_text_len:
-        raise ValueError(f"text tokenizer max_length={text_tokenizer.max_length} != model max_text_len="
-                         f"{tcfg.max_text_len}.")
+        raise ValueError(
+            f"text tokenizer max_length={text_tokenizer.max_length} != model max_text_len="
+            f"{tcfg.max_text_len}."
+        )
     L = tcfg.max_text_len
-    cond = np.stack([text_tokenizer.encode(p)[0] if p is not None else np.full(L, PAD_ID, np.int32)
-                     for p in prompts])
+    cond = np.stack(
+        [text_tokenizer.encode(p)[0] if p is not None else np.full(L, PAD_ID, np.int32) for p in prompts]
+    )
     text2 = jnp.asarray(np.concatenate([cond, np.full_like(cond, PAD_ID)], axis=0))
     if tcfg.remat != "none":  # no backward pass here, and nnx.remat cannot run inside the decode loops
-        model = nnx.merge(abstract_model(dataclasses.replace(tcfg, remat="none"))[0],
-                          *nnx.split(model, nnx.Param, ...)[1:])
+        model = nnx.merge(
+            abstract_model(dataclasses.replace(tcfg, remat="none"))[0], *nnx.split(model, nnx.Param, ...)[1:]
+        )
         tcfg = model.config
     graphdef, state = nnx.split(model)
-    fn = _sampler(graphdef, tcfg, objective, int(num_steps), float(temperature),
-                  None if top_k is None else int(top_k), schedule, None if top_p is None else float(top_p),
-                  bool(kv_cache))
+    fn = _sampler(
+        graphdef,
+        tcfg,
+        objective,
+        int(num_steps),
+        float(temperature),
+        None if top_k is None else int(top_k),
+        schedule,
+        None if top_p is None else float(top_p),
+        bool(kv_cache),
+    )
     codes = fn(state, text2, jax.random.key(int(seed)), jnp.float32(guidance))
     ids = codes.reshape((len(prompts),) + tcfg.video_grid)
     return np.asarray(tok_train.decode_indices(ae, quantizer, ids))
@@ -1038,10 +1289,12 @@ def _saved_tokenizer_workdir(saved: str, lm_workdir: Path) -> str:
     for base in Path(lm_workdir).resolve().parents:
         if (base / path / "config.json").is_file():
             return str(base / path)
-    raise FileNotFoundError(f"{Path(lm_workdir) / 'config.json'} names tokenizer_workdir {saved!r}, relative to the "
-                            f"folder it was trained in, and it is found neither from here ({Path.cwd()}) nor above "
-                            f"{lm_workdir}: run from that folder, or set \"tokenizer_workdir\" in that config.json "
-                            "to the tokenizer's absolute path.")
+    raise FileNotFoundError(
+        f"{Path(lm_workdir) / 'config.json'} names tokenizer_workdir {saved!r}, relative to the "
+        f"folder it was trained in, and it is found neither from here ({Path.cwd()}) nor above "
+        f'{lm_workdir}: run from that folder, or set "tokenizer_workdir" in that config.json '
+        "to the tokenizer's absolute path."
+    )
 
 
 def load_lm(workdir: str | os.PathLike, *, step: int | None = None, ema: bool = True):
@@ -1050,23 +1303,35 @@ def load_lm(workdir: str | os.PathLike, *, step: int | None = None, ema: bool = 
     workdir = Path(workdir)
     cfg_path = workdir / "config.json"
     if not cfg_path.is_file():
-        raise FileNotFoundError(f"{cfg_path} not found: is {workdir} an LM workdir (python -m videogen.train)?")
+        raise FileNotFoundError(
+            f"{cfg_path} not found: is {workdir} an LM workdir (python -m videogen.train)?"
+        )
     config = ml_collections.ConfigDict(json.loads(cfg_path.read_text()))
     tok_bundle = load_tokenizer_for_lm(_saved_tokenizer_workdir(config.tokenizer_workdir, workdir))
     tcfg = transformer_config(config, config.model.codebook_size, config.model.video_grid)
     text_tok = TextTokenizer(workdir / MODEL_FILENAME, int(config.text.max_length))
     graphdef, abs_params, rest = abstract_model(tcfg)
     dev = jax.sharding.SingleDeviceSharding(jax.devices()[0])
-    abs_pure = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=dev), nnx.as_pure(abs_params))
+    abs_pure = jax.tree.map(
+        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=dev), nnx.as_pure(abs_params)
+    )
+
     def load(step: int):  # restored and checked against the fingerprints saved with it
         if ema:
-            model = mngr.restore(step, args=ocp.args.Composite(model=ocp.args.StandardRestore({"ema": abs_pure}))).model
+            model = mngr.restore(
+                step, args=ocp.args.Composite(model=ocp.args.StandardRestore({"ema": abs_pure}))
+            ).model
             checkpointing.verify_restored(mngr, step, "model", model)
             return model["ema"]
         tx, _ = make_optimizer(config)
-        abs_opt = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=dev),
-                               jax.eval_shape(tx.init, abs_pure))
-        item = {"step": jax.ShapeDtypeStruct((), jnp.int32, sharding=dev), "params": abs_pure, "opt_state": abs_opt}
+        abs_opt = jax.tree.map(
+            lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=dev), jax.eval_shape(tx.init, abs_pure)
+        )
+        item = {
+            "step": jax.ShapeDtypeStruct((), jnp.int32, sharding=dev),
+            "params": abs_pure,
+            "opt_state": abs_opt,
+        }
         train = mngr.restore(step, args=ocp.args.Composite(train=ocp.args.StandardRestore(item))).train
         checkpointing.verify_restored(mngr, step, "train", train)
         return train["params"]
@@ -1084,10 +1349,14 @@ def load_lm(workdir: str | os.PathLike, *, step: int | None = None, ema: bool = 
 def main(argv: list[str] | None = None) -> dict:
     from tokenizer.train import run_cli
 
-    return run_cli(argv, prog="python -m videogen.train",
-                   description="Train the text-to-video transformer on tokenizer codes.",
-                   example_config="experiments/lm_world.py:tiny --config.tokenizer_workdir=runs/tok_tiny",
-                   train_fn=train, kind="lm")
+    return run_cli(
+        argv,
+        prog="python -m videogen.train",
+        description="Train the text-to-video transformer on tokenizer codes.",
+        example_config="experiments/lm_world.py:tiny --config.tokenizer_workdir=runs/tok_tiny",
+        train_fn=train,
+        kind="lm",
+    )
 
 
 if __name__ == "__main__":

@@ -30,8 +30,9 @@ import os
 import re
 import subprocess
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
@@ -99,8 +100,10 @@ def _imageio_ffmpeg():
     try:
         import imageio_ffmpeg
     except ImportError as e:
-        raise ImportError("reading videos and writing mp4 need the imageio-ffmpeg package, which ships ffmpeg: "
-                          "`pip install imageio-ffmpeg` (GIF and .npy outputs work without it)") from e
+        raise ImportError(
+            "reading videos and writing mp4 need the imageio-ffmpeg package, which ships ffmpeg: "
+            "`pip install imageio-ffmpeg` (GIF and .npy outputs work without it)"
+        ) from e
     return imageio_ffmpeg
 
 
@@ -128,15 +131,10 @@ def _check_video(video: Any, name: str = "video") -> np.ndarray:
     arr = np.asarray(video)
     if arr.dtype != np.uint8:
         if np.issubdtype(arr.dtype, np.floating):
-            hint = (
-                "if it holds values in [0, 1], convert with "
-                "`(x*255).round().astype(np.uint8)`"
-            )
+            hint = "if it holds values in [0, 1], convert with `(x*255).round().astype(np.uint8)`"
         else:
             hint = "convert with `np.clip(x, 0, 255).astype(np.uint8)`"
-        raise TypeError(
-            f"{name} must have dtype uint8 with values 0..255, got {arr.dtype}; {hint}."
-        )
+        raise TypeError(f"{name} must have dtype uint8 with values 0..255, got {arr.dtype}; {hint}.")
     if arr.ndim != 4 or arr.shape[-1] != 3:
         hint = ""
         if arr.ndim == 3:

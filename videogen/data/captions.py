@@ -49,26 +49,68 @@ _SHAPE_WORDS: dict[str, tuple[str, ...]] = {
     "triangle": ("triangle",),
 }
 _MOTION_PHRASES: dict[str, tuple[str, ...]] = {
-    "left": ("moves to the left", "moves left", "slides to the left", "drifts left", "travels leftward",
-             "heads left"),
-    "right": ("moves to the right", "moves right", "slides to the right", "drifts right",
-              "travels rightward", "heads right"),
+    "left": (
+        "moves to the left",
+        "moves left",
+        "slides to the left",
+        "drifts left",
+        "travels leftward",
+        "heads left",
+    ),
+    "right": (
+        "moves to the right",
+        "moves right",
+        "slides to the right",
+        "drifts right",
+        "travels rightward",
+        "heads right",
+    ),
     "up": ("moves up", "moves upward", "rises", "drifts up", "travels upward", "heads up"),
     "down": ("moves down", "moves downward", "sinks", "drifts down", "travels downward", "heads down"),
-    "up-left": ("moves up and to the left", "moves diagonally up and left", "drifts toward the top left",
-                "heads to the upper left"),
-    "up-right": ("moves up and to the right", "moves diagonally up and right",
-                 "drifts toward the top right", "heads to the upper right"),
-    "down-left": ("moves down and to the left", "moves diagonally down and left",
-                  "drifts toward the bottom left", "heads to the lower left"),
-    "down-right": ("moves down and to the right", "moves diagonally down and right",
-                   "drifts toward the bottom right", "heads to the lower right"),
-    "still": ("stays still", "does not move", "remains still", "sits still", "stays in place",
-              "rests in place"),
-    "bounce-horizontal": ("bounces left and right", "bounces from side to side",
-                          "bounces back and forth horizontally", "bounces between the left and right walls"),
-    "bounce-vertical": ("bounces up and down", "bounces vertically", "bounces back and forth vertically",
-                        "bounces between the top and bottom walls"),
+    "up-left": (
+        "moves up and to the left",
+        "moves diagonally up and left",
+        "drifts toward the top left",
+        "heads to the upper left",
+    ),
+    "up-right": (
+        "moves up and to the right",
+        "moves diagonally up and right",
+        "drifts toward the top right",
+        "heads to the upper right",
+    ),
+    "down-left": (
+        "moves down and to the left",
+        "moves diagonally down and left",
+        "drifts toward the bottom left",
+        "heads to the lower left",
+    ),
+    "down-right": (
+        "moves down and to the right",
+        "moves diagonally down and right",
+        "drifts toward the bottom right",
+        "heads to the lower right",
+    ),
+    "still": (
+        "stays still",
+        "does not move",
+        "remains still",
+        "sits still",
+        "stays in place",
+        "rests in place",
+    ),
+    "bounce-horizontal": (
+        "bounces left and right",
+        "bounces from side to side",
+        "bounces back and forth horizontally",
+        "bounces between the left and right walls",
+    ),
+    "bounce-vertical": (
+        "bounces up and down",
+        "bounces vertically",
+        "bounces back and forth vertically",
+        "bounces between the top and bottom walls",
+    ),
 }
 _JOINERS: tuple[str, ...] = (" and ", " while ", ", and ", ", while ")
 _PREFIXES: tuple[str, ...] = ("", "", "", "in this video ", "here ")
@@ -106,8 +148,11 @@ def write_caption(objects: list[ObjectPhrase], rng) -> str:
         shape_word = str(rng.choice(_SHAPE_WORDS[obj.shape]))
         first = size_word or obj.colour
         article = _article_for(first, str(rng.choice(_ARTICLES)))
-        words = [article] + ([size_word] if size_word else []) + [obj.colour, shape_word,
-                                                                   str(rng.choice(_MOTION_PHRASES[obj.motion]))]
+        words = (
+            [article]
+            + ([size_word] if size_word else [])
+            + [obj.colour, shape_word, str(rng.choice(_MOTION_PHRASES[obj.motion]))]
+        )
         clauses.append(" ".join(words))
     caption = clauses[0]
     for clause in clauses[1:]:
@@ -126,7 +171,8 @@ _PHRASE_TO_MOTION = {p: m for m, ps in _MOTION_PHRASES.items() for p in ps}
 _CLAUSE_RE = re.compile(
     rf"(?:an|a|the|one) (?:(?P<size>{_alternation(_WORD_TO_SIZE)}) )?"
     rf"(?P<colour>{_alternation(COLOURS)}) (?P<shape>{_alternation(_WORD_TO_SHAPE)}) "
-    rf"(?P<motion>{_alternation(_PHRASE_TO_MOTION)})")
+    rf"(?P<motion>{_alternation(_PHRASE_TO_MOTION)})"
+)
 _JOINER_RE = re.compile(_alternation(_JOINERS))
 _PREFIX_RE = re.compile(_alternation([p for p in _PREFIXES if p]))
 
@@ -147,13 +193,19 @@ def parse_caption(caption: str) -> list[ObjectPhrase]:
         m = _CLAUSE_RE.match(text, pos)
         if not m:
             raise CaptionParseError(
-                f"Cannot parse caption {caption!r} at {text[pos:pos + 30]!r}: expected "
+                f"Cannot parse caption {caption!r} at {text[pos : pos + 30]!r}: expected "
                 "'<a|the> [small|large] <colour> <circle|square|triangle> <motion>', e.g. "
                 "'a small red circle moves to the left while a blue square stays still'. "
-                f"Colours: {', '.join(COLOURS)}.")
-        objects.append(ObjectPhrase(colour=m["colour"], shape=_WORD_TO_SHAPE[m["shape"]],
-                                    size=_WORD_TO_SIZE[m["size"]] if m["size"] else None,
-                                    motion=_PHRASE_TO_MOTION[m["motion"]]))
+                f"Colours: {', '.join(COLOURS)}."
+            )
+        objects.append(
+            ObjectPhrase(
+                colour=m["colour"],
+                shape=_WORD_TO_SHAPE[m["shape"]],
+                size=_WORD_TO_SIZE[m["size"]] if m["size"] else None,
+                motion=_PHRASE_TO_MOTION[m["motion"]],
+            )
+        )
         pos = m.end()
         if pos == len(text):
             break
@@ -161,12 +213,15 @@ def parse_caption(caption: str) -> list[ObjectPhrase]:
         if not j:
             raise CaptionParseError(
                 f"Cannot parse caption {caption!r}: after {text[:pos]!r} expected end of caption or one of "
-                f"{[s.strip() for s in _JOINERS]} joining another object, found {text[pos:pos + 20]!r}.")
+                f"{[s.strip() for s in _JOINERS]} joining another object, found {text[pos : pos + 20]!r}."
+            )
         pos = j.end()
     colours = [o.colour for o in objects]
     if len(set(colours)) != len(colours):
-        raise CaptionParseError(f"Caption {caption!r} names the colour of two objects the same; in the built-in "
-                                "world every object in a clip has its own colour.")
+        raise CaptionParseError(
+            f"Caption {caption!r} names the colour of two objects the same; in the built-in "
+            "world every object in a clip has its own colour."
+        )
     return objects
 
 

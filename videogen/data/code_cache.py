@@ -19,8 +19,8 @@ import json
 import os
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -50,7 +50,11 @@ class CodesSource:
 
     def __getitem__(self, index: int) -> dict:
         index = int(index)
-        return {"codes": self.codes[index].astype(np.int32), "caption": str(self.captions[index]), "index": index}
+        return {
+            "codes": self.codes[index].astype(np.int32),
+            "caption": str(self.captions[index]),
+            "index": index,
+        }
 
     def __repr__(self) -> str:
         return f"CodesSource({len(self)} clips, grid {self.codes.shape[1:]})"
@@ -58,20 +62,35 @@ class CodesSource:
 
 def _check(meta: dict, path: Path, *, weights_hash: str, data_spec: str, num_clips: int) -> None:
     if str(meta.get("format")) != FORMAT:
-        raise UsageError(f"{path} is not a videogen code cache; delete it or set --config.code_cache.path elsewhere.")
+        raise UsageError(
+            f"{path} is not a videogen code cache; delete it or set --config.code_cache.path elsewhere."
+        )
     if str(meta["weights_hash"]) != weights_hash:
-        raise UsageError(f"{path} holds codes of another tokenizer (weights hash {meta['weights_hash']}, this one "
-                         f"{weights_hash}): its codes mean different things here. Delete it, or point "
-                         "--config.code_cache.path at a new file.")
+        raise UsageError(
+            f"{path} holds codes of another tokenizer (weights hash {meta['weights_hash']}, this one "
+            f"{weights_hash}): its codes mean different things here. Delete it, or point "
+            "--config.code_cache.path at a new file."
+        )
     if str(meta["data_spec"]) != data_spec or int(meta["num_clips"]) != num_clips:
-        raise UsageError(f"{path} caches {int(meta['num_clips'])} clips of data {meta['data_spec']}, not "
-                         f"{num_clips} of {data_spec}. Delete it, or point --config.code_cache.path at a new file.")
+        raise UsageError(
+            f"{path} caches {int(meta['num_clips'])} clips of data {meta['data_spec']}, not "
+            f"{num_clips} of {data_spec}. Delete it, or point --config.code_cache.path at a new file."
+        )
 
 
-def load_or_build(source, encode: Callable[[np.ndarray], np.ndarray], *, num_clips: int, batch_size: int,
-                  data_spec: dict, weights_hash: str, directory: str | os.PathLike,
-                  fallback_directory: str | os.PathLike | None = None, path: str | os.PathLike | None = None,
-                  log: Callable[[str], None] = print) -> tuple[CodesSource, Path]:
+def load_or_build(
+    source,
+    encode: Callable[[np.ndarray], np.ndarray],
+    *,
+    num_clips: int,
+    batch_size: int,
+    data_spec: dict,
+    weights_hash: str,
+    directory: str | os.PathLike,
+    fallback_directory: str | os.PathLike | None = None,
+    path: str | os.PathLike | None = None,
+    log: Callable[[str], None] = print,
+) -> tuple[CodesSource, Path]:
     """The cached codes of the first ``num_clips`` items of ``source`` (built and saved if absent).
 
     ``encode`` maps uint8 ``[batch_size, T, H, W, 3]`` to codes ``[batch_size, t, h, w]`` (the LM's jitted
@@ -80,7 +99,9 @@ def load_or_build(source, encode: Callable[[np.ndarray], np.ndarray], *, num_cli
     """
     num_clips = int(num_clips)
     if num_clips < batch_size:
-        raise UsageError(f"code_cache.num_clips={num_clips} must be 0 (off) or at least batch_size={batch_size}.")
+        raise UsageError(
+            f"code_cache.num_clips={num_clips} must be 0 (off) or at least batch_size={batch_size}."
+        )
     spec = _canonical(data_spec)
     name = cache_file_name(data_spec, num_clips, weights_hash)
     if path is not None:
@@ -92,8 +113,13 @@ def load_or_build(source, encode: Callable[[np.ndarray], np.ndarray], *, num_cli
     if target.is_file():
         with np.load(target, allow_pickle=False) as z:
             meta = {k: z[k] for k in z.files}
-        _check({k: (v.item() if v.ndim == 0 else v) for k, v in meta.items() if k not in ("codes", "captions")},
-               target, weights_hash=weights_hash, data_spec=spec, num_clips=num_clips)
+        _check(
+            {k: (v.item() if v.ndim == 0 else v) for k, v in meta.items() if k not in ("codes", "captions")},
+            target,
+            weights_hash=weights_hash,
+            data_spec=spec,
+            num_clips=num_clips,
+        )
         log(f"[lm] code cache: {num_clips} clips from {target}")
         return CodesSource(meta["codes"], meta["captions"]), target
 
@@ -111,15 +137,23 @@ def load_or_build(source, encode: Callable[[np.ndarray], np.ndarray], *, num_cli
     os.close(fd)
     try:
         with open(tmp, "wb") as f:  # a file object: savez would append ".npz" to the temporary name
-            np.savez(f, codes=codes_arr, captions=captions_arr, format=np.asarray(FORMAT),
-                     weights_hash=np.asarray(weights_hash),
-                     data_spec=np.asarray(spec), num_clips=np.asarray(num_clips))
+            np.savez(
+                f,
+                codes=codes_arr,
+                captions=captions_arr,
+                format=np.asarray(FORMAT),
+                weights_hash=np.asarray(weights_hash),
+                data_spec=np.asarray(spec),
+                num_clips=np.asarray(num_clips),
+            )
         os.replace(tmp, target)
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
     skipped = f", {reader.num_skipped} unreadable items skipped" if reader.num_skipped else ""
-    log(f"[lm] code cache: encoded {num_clips} clips in {time.perf_counter() - t0:.0f}s into {target}{skipped}")
+    log(
+        f"[lm] code cache: encoded {num_clips} clips in {time.perf_counter() - t0:.0f}s into {target}{skipped}"
+    )
     return CodesSource(codes_arr, captions_arr), target
 
 

@@ -16,7 +16,9 @@ def blur(video: np.ndarray, sigma: float = 0.8) -> np.ndarray:
 
 
 def noise(video: np.ndarray, rng: np.random.Generator, std: float = 8.0) -> np.ndarray:
-    return np.clip(video.astype(np.float32) + rng.normal(0, std, video.shape), 0, 255).round().astype(np.uint8)
+    return (
+        np.clip(video.astype(np.float32) + rng.normal(0, std, video.shape), 0, 255).round().astype(np.uint8)
+    )
 
 
 def jpeg(video: np.ndarray, quality: int = 40) -> np.ndarray:

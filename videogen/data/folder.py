@@ -101,7 +101,9 @@ def _load_captions_jsonl(path: Path, root: Path) -> dict[str, str]:
             try:
                 entry = json.loads(line)
             except json.JSONDecodeError as err:
-                raise UsageError(f"{path}:{lineno}: invalid JSON ({err.msg}): {line.strip()[:200]!r}") from None
+                raise UsageError(
+                    f"{path}:{lineno}: invalid JSON ({err.msg}): {line.strip()[:200]!r}"
+                ) from None
             if not isinstance(entry, dict):
                 raise UsageError(f"{path}:{lineno}: expected a JSON object, got {type(entry).__name__}.")
             if not isinstance(entry.get("file"), str) or not isinstance(entry.get("caption"), str):
@@ -180,7 +182,9 @@ class FolderSource:
             raise ValueError(f"resolution must be an int >= 1, got {resolution!r}.")
         if not (isinstance(fps, (int, float, np.number)) and math.isfinite(fps) and fps > 0):
             raise ValueError(f"fps must be a positive number, got {fps!r}.")
-        if clips_per_video is not None and (not isinstance(clips_per_video, (int, np.integer)) or clips_per_video < 1):
+        if clips_per_video is not None and (
+            not isinstance(clips_per_video, (int, np.integer)) or clips_per_video < 1
+        ):
             raise ValueError(f"clips_per_video must be None or an int >= 1, got {clips_per_video!r}.")
         self.num_frames = int(num_frames)
         self.resolution = int(resolution)
@@ -353,7 +357,9 @@ class FolderSource:
                 path, fps=self.fps, size=self.resolution, max_frames=self.num_frames, start_time=start
             )  # [t <= num_frames, R, R, 3]
         except FileNotFoundError:
-            raise VideoReadError(f"Cannot read video {path}: file disappeared after FolderSource indexed it") from None
+            raise VideoReadError(
+                f"Cannot read video {path}: file disappeared after FolderSource indexed it"
+            ) from None
         t = video.shape[0]
         if t < self.num_frames:
             missing = self.num_frames - t

@@ -16,7 +16,8 @@ from __future__ import annotations
 import dataclasses
 import logging
 import threading
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import grain
 import jax
@@ -57,10 +58,17 @@ class SkippingSource:
                 with self._lock:
                     if i not in self.failed:
                         self.failed[i] = f"{type(e).__name__}: {e}"
-                        log.warning("Skipping unreadable item %d of %s (%d skipped so far): %s", i,
-                                    type(self.source).__name__, len(self.failed), e)
-        raise RuntimeError(f"{MAX_CONSECUTIVE_FAILURES} consecutive items of {self.source!r} from index {index} "
-                           f"failed to load; last errors: {list(self.failed.values())[-3:]}. Check the data.")
+                        log.warning(
+                            "Skipping unreadable item %d of %s (%d skipped so far): %s",
+                            i,
+                            type(self.source).__name__,
+                            len(self.failed),
+                            e,
+                        )
+        raise RuntimeError(
+            f"{MAX_CONSECUTIVE_FAILURES} consecutive items of {self.source!r} from index {index} "
+            f"failed to load; last errors: {list(self.failed.values())[-3:]}. Check the data."
+        )
 
     @property
     def num_skipped(self) -> int:
@@ -92,22 +100,35 @@ class Pipeline:
       transform: optional per-example function applied after loading (e.g. augmentation).
     """
 
-    def __init__(self, source, config: PipelineConfig, *, mesh: Mesh | None = None, text_tokenizer=None,
-                 start_step: int = 0, transform: Callable[[dict], dict] | None = None,
-                 process_index: int | None = None, process_count: int | None = None):
+    def __init__(
+        self,
+        source,
+        config: PipelineConfig,
+        *,
+        mesh: Mesh | None = None,
+        text_tokenizer=None,
+        start_step: int = 0,
+        transform: Callable[[dict], dict] | None = None,
+        process_index: int | None = None,
+        process_count: int | None = None,
+    ):
         self.config = config
         self.mesh = mesh
         self.process_index = jax.process_index() if process_index is None else process_index
         self.process_count = jax.process_count() if process_count is None else process_count
         B = config.global_batch_size
         if B % self.process_count:
-            raise ValueError(f"global_batch_size={B} is not divisible by the {self.process_count} processes; "
-                             f"use a multiple of {self.process_count}.")
+            raise ValueError(
+                f"global_batch_size={B} is not divisible by the {self.process_count} processes; "
+                f"use a multiple of {self.process_count}."
+            )
         if mesh is not None:
             dp = mesh_lib.data_parallel_size(mesh)
             if B % dp:
-                raise ValueError(f"global_batch_size={B} is not divisible by the data-parallel size {dp} of mesh "
-                                 f"{dict(mesh.shape)} (axes {mesh_lib.batch_axes(mesh)}); use a multiple of {dp}.")
+                raise ValueError(
+                    f"global_batch_size={B} is not divisible by the data-parallel size {dp} of mesh "
+                    f"{dict(mesh.shape)} (axes {mesh_lib.batch_axes(mesh)}); use a multiple of {dp}."
+                )
         if len(source) == 0:
             raise ValueError(f"Data source {source!r} is empty.")
         self.local_batch_size = B // self.process_count
@@ -120,7 +141,7 @@ class Pipeline:
         if config.shuffle:
             ds = ds.shuffle(seed=config.seed)
         ds = ds.repeat()  # endless; each epoch reshuffled
-        ds = ds[self.process_index::self.process_count]
+        ds = ds[self.process_index :: self.process_count]
         ds = ds.map(self._prepare)
         self._batches = ds.batch(self.local_batch_size, drop_remainder=True)
 
@@ -136,7 +157,11 @@ class Pipeline:
     # ---- state -------------------------------------------------------------------------------------
     def state(self) -> dict[str, Any]:
         """The whole position: save it with the checkpoint, pass `start_step=state['step']` to resume."""
-        return {"step": self._step, "seed": self.config.seed, "global_batch_size": self.config.global_batch_size}
+        return {
+            "step": self._step,
+            "seed": self.config.seed,
+            "global_batch_size": self.config.global_batch_size,
+        }
 
     @property
     def num_skipped(self) -> int:
@@ -163,10 +188,15 @@ class Pipeline:
 
     def __iter__(self) -> Iterator[dict]:
         """Yields global batches from the current step on; the step advances as batches are taken."""
-        batches = self._batches[self._step:]
+        batches = self._batches[self._step :]
         if self.config.num_threads > 0:
-            stream = iter(batches.to_iter_dataset(grain.ReadOptions(
-                num_threads=self.config.num_threads, prefetch_buffer_size=self.config.prefetch)))
+            stream = iter(
+                batches.to_iter_dataset(
+                    grain.ReadOptions(
+                        num_threads=self.config.num_threads, prefetch_buffer_size=self.config.prefetch
+                    )
+                )
+            )
         else:
             stream = (batches[i] for i in range(len(batches)))
         for host in stream:
@@ -190,10 +220,14 @@ def resume_step(saved: dict, global_batch_size: int, seed: int) -> tuple[int, st
     notes = []
     if old_batch != int(global_batch_size):
         skipped = new_step * int(global_batch_size) - examples
-        notes.append(f"batch size {old_batch} -> {global_batch_size}: data step {step} -> {new_step} (the same "
-                     f"{examples} examples seen" + (f", {skipped} skipped to the next batch boundary)" if skipped
-                                                     else ")"))
+        notes.append(
+            f"batch size {old_batch} -> {global_batch_size}: data step {step} -> {new_step} (the same "
+            f"{examples} examples seen"
+            + (f", {skipped} skipped to the next batch boundary)" if skipped else ")")
+        )
     if old_seed != seed:
-        notes.append(f"seed {old_seed} -> {seed}: another shuffle of the data; {examples} examples counted as seen, "
-                     "but not the same ones")
+        notes.append(
+            f"seed {old_seed} -> {seed}: another shuffle of the data; {examples} examples counted as seen, "
+            "but not the same ones"
+        )
     return new_step, ("; ".join(notes) or None)

@@ -11,7 +11,8 @@ shape, {"video": uint8 [T, R, R, 3], "caption": str, ...}.
 from __future__ import annotations
 
 import logging
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from videogen.data import world
 from videogen.errors import UsageError
@@ -40,9 +41,11 @@ def eval_spec(data: Mapping[str, Any], eval_data: Mapping[str, Any] | None = Non
     spec.pop("split", None)
     spec.update(extra)
     if kind == "folder" and spec.get("root") == data.get("root"):
-        logger.warning("eval reads the training folder %s (a folder source has no splits): set eval.data.root "
-                       "(--config.eval.data='{\"root\": \"DIR\"}') to a folder of held-out videos for an honest eval.",
-                       spec.get("root"))
+        logger.warning(
+            "eval reads the training folder %s (a folder source has no splits): set eval.data.root "
+            '(--config.eval.data=\'{"root": "DIR"}\') to a folder of held-out videos for an honest eval.',
+            spec.get("root"),
+        )
     return spec
 
 
@@ -68,8 +71,10 @@ def build_source(spec: Mapping[str, Any], split: str = "train"):
         try:
             cfg = world.WorldConfig(**cfg_fields)
         except TypeError as e:
-            raise UsageError(f"data spec {dict(kind=kind, **spec)}: {e}; world fields are "
-                             f"{[f.name for f in world.dataclasses.fields(world.WorldConfig)]} + num_clips.") from e
+            raise UsageError(
+                f"data spec {dict(kind=kind, **spec)}: {e}; world fields are "
+                f"{[f.name for f in world.dataclasses.fields(world.WorldConfig)]} + num_clips."
+            ) from e
         except ValueError as e:  # the world's own range checks (resolution, objects, held-out combinations)
             raise UsageError(f"data spec: {e}") from e
         try:
@@ -84,8 +89,13 @@ def build_source(spec: Mapping[str, Any], split: str = "train"):
             raise UsageError(f"data spec: {extra} only apply to kind='world'.")
         if "name" not in spec:
             raise UsageError("data spec kind='tfds' needs 'name', e.g. 'ucf101/ucf101_1_256'.")
-        return TfdsSource(spec.pop("name"), split=spec.pop("split", split), num_frames=num_frames,
-                          resolution=resolution, **spec)
+        return TfdsSource(
+            spec.pop("name"),
+            split=spec.pop("split", split),
+            num_frames=num_frames,
+            resolution=resolution,
+            **spec,
+        )
     if kind == "folder":
         from videogen.data.folder import FolderSource
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 import io
 import logging
 import os
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 import numpy as np
 import sentencepiece as spm
@@ -33,16 +33,31 @@ def train_text_tokenizer(captions: Iterable[str], path: str | os.PathLike, *, vo
     """
     captions = [c.strip().lower() for c in captions if c and c.strip()]
     if not captions:
-        raise ValueError("train_text_tokenizer: no captions given; pass the dataset's captions (a non-empty list).")
+        raise ValueError(
+            "train_text_tokenizer: no captions given; pass the dataset's captions (a non-empty list)."
+        )
     if vocab_size < MIN_VOCAB_SIZE:
-        raise ValueError(f"vocab_size={vocab_size}: must be >= {MIN_VOCAB_SIZE} (256 byte pieces + specials + some "
-                         "words).")
+        raise ValueError(
+            f"vocab_size={vocab_size}: must be >= {MIN_VOCAB_SIZE} (256 byte pieces + specials + some words)."
+        )
     model = io.BytesIO()
     spm.SentencePieceTrainer.train(
-        sentence_iterator=iter(captions), model_writer=model, vocab_size=vocab_size, model_type="bpe",
-        byte_fallback=True, hard_vocab_limit=False, character_coverage=1.0, normalization_rule_name="identity",
-        pad_id=PAD_ID, unk_id=UNK_ID, bos_id=BOS_ID, eos_id=EOS_ID, num_threads=1,
-        split_digits=True, minloglevel=2)
+        sentence_iterator=iter(captions),
+        model_writer=model,
+        vocab_size=vocab_size,
+        model_type="bpe",
+        byte_fallback=True,
+        hard_vocab_limit=False,
+        character_coverage=1.0,
+        normalization_rule_name="identity",
+        pad_id=PAD_ID,
+        unk_id=UNK_ID,
+        bos_id=BOS_ID,
+        eos_id=EOS_ID,
+        num_threads=1,
+        split_digits=True,
+        minloglevel=2,
+    )
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")
@@ -57,9 +72,11 @@ class TextTokenizer:
     def __init__(self, path: str | os.PathLike, max_length: int = 32):
         path = Path(path)
         if not path.is_file():
-            raise FileNotFoundError(f"Text tokenizer model {path} not found: train one with "
-                                    "`videogen train-text-tokenizer --out DIR` or pass the path of an existing "
-                                    f"sentencepiece model ({MODEL_FILENAME} in the experiment's workdir).")
+            raise FileNotFoundError(
+                f"Text tokenizer model {path} not found: train one with "
+                "`videogen train-text-tokenizer --out DIR` or pass the path of an existing "
+                f"sentencepiece model ({MODEL_FILENAME} in the experiment's workdir)."
+            )
         self.path = path
         self.max_length = int(max_length)
         self._sp = spm.SentencePieceProcessor(model_file=str(path))
@@ -87,8 +104,13 @@ class TextTokenizer:
                 self._warned.add(text)
                 # A sampler cannot change the model's text length, so the line only says what is lost; the
                 # prompt is quoted shortened (a pasted page would fill the terminal).
-                log.warning("Prompt truncated from %d to %d tokens, the most this model reads (its text.max_length "
-                            "at training); the rest is ignored: %s", len(ids), self.max_length, shorten(text))
+                log.warning(
+                    "Prompt truncated from %d to %d tokens, the most this model reads (its text.max_length "
+                    "at training); the rest is ignored: %s",
+                    len(ids),
+                    self.max_length,
+                    shorten(text),
+                )
             ids = ids[: self.max_length - 1] + [EOS_ID]
         out = np.full(self.max_length, PAD_ID, np.int32)
         out[: len(ids)] = ids

@@ -98,15 +98,20 @@ def _prepare_hint(dataset: str, config: str | None, data_dir: str) -> str:
     if dataset == WORLD_DATASET:
         m = _WORLD_CONFIG_RE.match(config or "")
         resolution, num_frames = (m["resolution"], m["num_frames"]) if m else ("64", "17")
-        return (f"python -m videogen.data.tfds_world --data_dir {data_dir} --resolution {resolution} "
-                f"--num_frames {num_frames}")
+        return (
+            f"python -m videogen.data.tfds_world --data_dir {data_dir} --resolution {resolution} "
+            f"--num_frames {num_frames}"
+        )
     name = f"{dataset}/{config}" if config else dataset
-    return (f"tfds build {name} --data_dir {data_dir} --file_format array_record  "
-            "(needs TensorFlow and the dataset's downloads; for manual datasets also --manual_dir)")
+    return (
+        f"tfds build {name} --data_dir {data_dir} --file_format array_record  "
+        "(needs TensorFlow and the dataset's downloads; for manual datasets also --manual_dir)"
+    )
 
 
-def _find_prepared(data_dir: str, dataset: str, config: str | None, version: str | None
-                   ) -> list[tuple[str | None, str, str]]:
+def _find_prepared(
+    data_dir: str, dataset: str, config: str | None, version: str | None
+) -> list[tuple[str | None, str, str]]:
     """(config, version, directory) of every complete prepared copy of `dataset` in `data_dir`."""
     root = os.path.join(data_dir, dataset)
     found = []
@@ -197,8 +202,11 @@ class TfdsSource:
                 is not installed.
             ValueError: Ambiguous config, unknown split, or no video feature.
         """
-        self.data_dir = os.path.abspath(os.path.expanduser(os.fspath(
-            data_dir or os.environ.get("TFDS_DATA_DIR") or "~/tensorflow_datasets")))
+        self.data_dir = os.path.abspath(
+            os.path.expanduser(
+                os.fspath(data_dir or os.environ.get("TFDS_DATA_DIR") or "~/tensorflow_datasets")
+            )
+        )
         self.split = split
         self.num_frames = num_frames
         self.resolution = resolution
@@ -222,12 +230,15 @@ class TfdsSource:
             raise DatasetNotPreparedError(
                 f"TFDS dataset {name!r} is not prepared in data_dir={self.data_dir!r}{also}. videogen never "
                 f"downloads datasets; prepare it first with:\n  "
-                f"{_prepare_hint(self.dataset, config, self.data_dir)}")
+                f"{_prepare_hint(self.dataset, config, self.data_dir)}"
+            )
         configs = sorted({p[0] for p in prepared}, key=str)
         if len(configs) > 1:
-            raise ValueError(f"TFDS dataset {self.dataset!r} has several prepared configs in "
-                             f"{self.data_dir!r}: {configs}; name one, e.g. "
-                             f"{self.dataset + '/' + str(configs[0])!r}.")
+            raise ValueError(
+                f"TFDS dataset {self.dataset!r} has several prepared configs in "
+                f"{self.data_dir!r}: {configs}; name one, e.g. "
+                f"{self.dataset + '/' + str(configs[0])!r}."
+            )
         self.config, self.version, self.dataset_dir = prepared[-1]
         self.name = self._full_name(self.config, self.version)
 
@@ -240,7 +251,8 @@ class TfdsSource:
                 "has no random access. Re-prepare it as ArrayRecord into another data_dir:\n  "
                 f"{_prepare_hint(self.dataset, self.config, '<new_data_dir>')}\nor convert it in place: "
                 f"tfds convert_format --dataset_version_dir {self.dataset_dir} "
-                "--out_file_format array_record")
+                "--out_file_format array_record"
+            )
         features_path = os.path.join(self.dataset_dir, "features.json")
         video_features = []
         if os.path.isfile(features_path):  # absent only in very old TFDS versions: let TFDS decide then
@@ -253,7 +265,8 @@ class TfdsSource:
                 "it cannot be read here. Fix: `pip install tensorflow` (the CPU build is enough; TFDS "
                 "then decodes the frames with Pillow/OpenCV), or re-encode the dataset once, in an "
                 "environment with TensorFlow, into a dataset of uint8 tfds.features.Tensor clips "
-                "(ZLIB-encoded, as videogen_world stores them), which reads without TensorFlow.")
+                "(ZLIB-encoded, as videogen_world stores them), which reads without TensorFlow."
+            )
 
         self._source = None
         source = self._open()
@@ -273,12 +286,14 @@ class TfdsSource:
                 # An explicit version makes TFDS read features and splits from the prepared files rather
                 # than from builder code, so configs unknown to the code (`make_builder` worlds) and
                 # datasets whose code moved on to a newer version both open.
-                self._source = tfds.data_source(self.name, split=self.split, data_dir=self.data_dir,
-                                                download=False, try_gcs=False)
+                self._source = tfds.data_source(
+                    self.name, split=self.split, data_dir=self.data_dir, download=False, try_gcs=False
+                )
             except ModuleNotFoundError as e:
                 if e.name and e.name.split(".")[0] == "tensorflow":
-                    raise TensorFlowRequiredError(f"TFDS needs TensorFlow to read dataset {self.name!r}: "
-                                                  "`pip install tensorflow`.") from e
+                    raise TensorFlowRequiredError(
+                        f"TFDS needs TensorFlow to read dataset {self.name!r}: `pip install tensorflow`."
+                    ) from e
                 raise
         return self._source
 
@@ -292,18 +307,22 @@ class TfdsSource:
         if video_key is None:
             video_key = next((k for k in VIDEO_KEYS if k in keys), None)
         if video_key not in keys:
-            raise ValueError(f"TFDS dataset {self.name!r} has no video feature "
-                             f"{video_key or 'among ' + str(list(VIDEO_KEYS))}; its features are {keys}. "
-                             "Pass video_key=...")
+            raise ValueError(
+                f"TFDS dataset {self.name!r} has no video feature "
+                f"{video_key or 'among ' + str(list(VIDEO_KEYS))}; its features are {keys}. "
+                "Pass video_key=..."
+            )
         self.video_key = video_key
-        self.caption_key = ("caption" if "caption" in keys and isinstance(top["caption"], tfds.features.Text)
-                            else None)
+        self.caption_key = (
+            "caption" if "caption" in keys and isinstance(top["caption"], tfds.features.Text) else None
+        )
         labels = [k for k in keys if isinstance(top[k], tfds.features.ClassLabel)]
         if label_key is None:
             label_key = "label" if "label" in labels else (labels[0] if len(labels) == 1 else None)
         elif label_key not in labels:
-            raise ValueError(f"label_key={label_key!r} is not a ClassLabel feature of {self.name!r} "
-                             f"({labels}).")
+            raise ValueError(
+                f"label_key={label_key!r} is not a ClassLabel feature of {self.name!r} ({labels})."
+            )
         self.label_key = label_key
         self.label_names = list(top[label_key].names) if label_key else None
 
@@ -346,7 +365,7 @@ class TfdsSource:
         start = 0
         if self.random_window and L > T:
             start = int(np.random.default_rng([self.seed, index]).integers(0, L - T + 1))
-        return video[start:start + T]
+        return video[start : start + T]
 
     def __getstate__(self) -> dict:
         state = dict(self.__dict__)
@@ -354,8 +373,10 @@ class TfdsSource:
         return state
 
     def __repr__(self) -> str:
-        return (f"TfdsSource({self.name!r}, split={self.split!r}, data_dir={self.data_dir!r}, "
-                f"num_frames={self.num_frames}, resolution={self.resolution})")
+        return (
+            f"TfdsSource({self.name!r}, split={self.split!r}, data_dir={self.data_dir!r}, "
+            f"num_frames={self.num_frames}, resolution={self.resolution})"
+        )
 
 
 def _as_video(frames: Any) -> np.ndarray:
@@ -396,6 +417,7 @@ def resize_centre_crop(video: np.ndarray, resolution: int) -> np.ndarray:
     box = ((W - side) / 2, (H - side) / 2, (W + side) / 2, (H + side) / 2)
     out = np.empty((T, resolution, resolution, 3), np.uint8)
     for t in range(T):
-        out[t] = np.asarray(Image.fromarray(video[t]).resize(
-            (resolution, resolution), Image.Resampling.BICUBIC, box=box))
+        out[t] = np.asarray(
+            Image.fromarray(video[t]).resize((resolution, resolution), Image.Resampling.BICUBIC, box=box)
+        )
     return out

@@ -44,9 +44,9 @@ import re
 import time
 from collections.abc import Iterator, Mapping
 
-from etils import epath
 import numpy as np
 import tensorflow_datasets as tfds
+from etils import epath
 
 from videogen.data import world
 
@@ -112,28 +112,34 @@ def _normalise_split_sizes(split_sizes: Mapping[str, int] | None) -> dict[str, i
         return dict(DEFAULT_SPLIT_SIZES)
     unknown = set(split_sizes) - set(world.SPLITS)
     if unknown:
-        raise ValueError(f"split_sizes has unknown splits {sorted(unknown)}; the world's splits are "
-                         f"{world.SPLITS}.")
+        raise ValueError(
+            f"split_sizes has unknown splits {sorted(unknown)}; the world's splits are {world.SPLITS}."
+        )
     sizes = {s: int(split_sizes.get(s, 0)) for s in world.SPLITS}
     if any(n < 0 for n in sizes.values()) or not any(sizes.values()):
         raise ValueError(f"split_sizes={dict(split_sizes)}: sizes must be >= 0 and at least one > 0.")
     return sizes
 
 
-def world_builder_config(cfg: world.WorldConfig, split_sizes: Mapping[str, int] | None = None
-                         ) -> VideogenWorldConfig:
+def world_builder_config(
+    cfg: world.WorldConfig, split_sizes: Mapping[str, int] | None = None
+) -> VideogenWorldConfig:
     """The `VideogenWorldConfig` for a world (name from `config_name`, world config in the description)."""
     sizes = _normalise_split_sizes(split_sizes)
     if sizes["heldout"] and not cfg.held_out:
         # The world cannot draw heldout clips without held-out combinations; fail before preparing.
-        raise ValueError("split_sizes asks for 'heldout' clips but WorldConfig.held_out is empty; "
-                         "set split_sizes['heldout'] = 0.")
+        raise ValueError(
+            "split_sizes asks for 'heldout' clips but WorldConfig.held_out is empty; "
+            "set split_sizes['heldout'] = 0."
+        )
     sizes_text = ", ".join(f"{s}={n}" for s, n in sizes.items())
     return VideogenWorldConfig(
         name=config_name(cfg, sizes),
-        description=(f"{cfg.resolution}x{cfg.resolution} pixels, {cfg.num_frames} frames, up to "
-                     f"{cfg.max_objects} objects; clips per split: {sizes_text}. "
-                     f"{_WORLD_CONFIG_MARKER}{cfg.to_json()}"),
+        description=(
+            f"{cfg.resolution}x{cfg.resolution} pixels, {cfg.num_frames} frames, up to "
+            f"{cfg.max_objects} objects; clips per split: {sizes_text}. "
+            f"{_WORLD_CONFIG_MARKER}{cfg.to_json()}"
+        ),
         world_config_json=cfg.to_json(),
         split_sizes=tuple(sizes.items()),
     )
@@ -168,18 +174,21 @@ class VideogenWorld(tfds.core.GeneratorBasedBuilder, skip_registration=__name__ 
     def _info(self) -> tfds.core.DatasetInfo:
         cfg = self.world_config
         T, R, K = cfg.num_frames, cfg.resolution, world.MAX_OBJECTS
-        features = tfds.features.FeaturesDict({
-            # [T, R, R, 3]
-            "video": tfds.features.Tensor(shape=(T, R, R, 3), dtype=np.uint8,
-                                          encoding=tfds.features.Encoding.ZLIB),
-            "caption": tfds.features.Text(),
-            "index": tfds.features.Tensor(shape=(), dtype=np.int64),
-            # [T, MAX_OBJECTS, 2] (x, y) pixel centres, NaN for absent objects
-            "positions": tfds.features.Tensor(shape=(T, K, 2), dtype=np.float32),
-            # [MAX_OBJECTS, 4] colour, shape, size, motion ids; -1 for absent objects
-            "attributes": tfds.features.Tensor(shape=(K, 4), dtype=np.int32),
-            "num_objects": tfds.features.Tensor(shape=(), dtype=np.int32),
-        })
+        features = tfds.features.FeaturesDict(
+            {
+                # [T, R, R, 3]
+                "video": tfds.features.Tensor(
+                    shape=(T, R, R, 3), dtype=np.uint8, encoding=tfds.features.Encoding.ZLIB
+                ),
+                "caption": tfds.features.Text(),
+                "index": tfds.features.Tensor(shape=(), dtype=np.int64),
+                # [T, MAX_OBJECTS, 2] (x, y) pixel centres, NaN for absent objects
+                "positions": tfds.features.Tensor(shape=(T, K, 2), dtype=np.float32),
+                # [MAX_OBJECTS, 4] colour, shape, size, motion ids; -1 for absent objects
+                "attributes": tfds.features.Tensor(shape=(K, 4), dtype=np.int32),
+                "num_objects": tfds.features.Tensor(shape=(), dtype=np.int32),
+            }
+        )
         return tfds.core.DatasetInfo(
             builder=self,
             description=(
@@ -187,7 +196,8 @@ class VideogenWorld(tfds.core.GeneratorBasedBuilder, skip_registration=__name__ 
                 "straight lines, bouncing or standing still on a black canvas, rendered by "
                 "videogen.data.world. Each clip comes with its caption and exact ground truth (object "
                 "positions per frame and attribute ids). The 'heldout' split contains attribute "
-                "combinations that 'train' never shows. " + (self.builder_config.description or "")),
+                "combinations that 'train' never shows. " + (self.builder_config.description or "")
+            ),
             features=features,
             # Generation order == world index order, so ds[i] is WorldSource(cfg, split)[i].
             disable_shuffling=True,
@@ -199,25 +209,35 @@ class VideogenWorld(tfds.core.GeneratorBasedBuilder, skip_registration=__name__ 
 
     def _split_generators(self, dl_manager: tfds.download.DownloadManager):
         del dl_manager  # Nothing to download: every clip is rendered.
-        return {split: self._generate_examples(split, n)
-                for split, n in self.builder_config.split_sizes if n > 0}
+        return {
+            split: self._generate_examples(split, n) for split, n in self.builder_config.split_sizes if n > 0
+        }
 
     def _generate_examples(self, split: str, num_clips: int) -> Iterator[tuple[int, dict]]:
         source = world.WorldSource(self.world_config, split=split, num_clips=num_clips)
         for i in range(num_clips):
             ex = source[i]
-            yield i, {
-                "video": ex["video"],
-                "caption": ex["caption"],
-                "index": np.int64(ex["index"]),
-                "positions": ex["positions"],
-                "attributes": ex["attributes"],
-                "num_objects": np.int32(ex["num_objects"]),
-            }
+            yield (
+                i,
+                {
+                    "video": ex["video"],
+                    "caption": ex["caption"],
+                    "index": np.int64(ex["index"]),
+                    "positions": ex["positions"],
+                    "attributes": ex["attributes"],
+                    "num_objects": np.int32(ex["num_objects"]),
+                },
+            )
 
 
-def make_builder(data_dir: str, resolution: int, num_frames: int, max_objects: int = 2, seed: int = 0,
-                 split_sizes: Mapping[str, int] | None = None) -> VideogenWorld:
+def make_builder(
+    data_dir: str,
+    resolution: int,
+    num_frames: int,
+    max_objects: int = 2,
+    seed: int = 0,
+    split_sizes: Mapping[str, int] | None = None,
+) -> VideogenWorld:
     """A `videogen_world` builder for any world size, writing ArrayRecord into `data_dir`.
 
     Configs outside `BUILDER_CONFIGS` are fine: TFDS reads them back from the prepared files
@@ -239,11 +259,13 @@ def make_builder(data_dir: str, resolution: int, num_frames: int, max_objects: i
     return builder_for_world(data_dir, cfg, split_sizes)
 
 
-def builder_for_world(data_dir: str, cfg: world.WorldConfig, split_sizes: Mapping[str, int] | None = None
-                      ) -> VideogenWorld:
+def builder_for_world(
+    data_dir: str, cfg: world.WorldConfig, split_sizes: Mapping[str, int] | None = None
+) -> VideogenWorld:
     """Like `make_builder`, for an arbitrary `WorldConfig` (e.g. custom held-out combinations)."""
-    return VideogenWorld(config=world_builder_config(cfg, split_sizes), data_dir=str(data_dir),
-                         file_format="array_record")
+    return VideogenWorld(
+        config=world_builder_config(cfg, split_sizes), data_dir=str(data_dir), file_format="array_record"
+    )
 
 
 def prepare(builder: VideogenWorld) -> VideogenWorld:
@@ -290,17 +312,24 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--num_frames", type=int, default=DEFAULT_NUM_FRAMES)
     parser.add_argument("--max_objects", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--split_sizes", type=_parse_split_sizes, default=None,
-                        help="e.g. train=20000,test=1000,heldout=1000 (the default)")
+    parser.add_argument(
+        "--split_sizes",
+        type=_parse_split_sizes,
+        default=None,
+        help="e.g. train=20000,test=1000,heldout=1000 (the default)",
+    )
     args = parser.parse_args(argv)
-    builder = make_builder(args.data_dir, args.resolution, args.num_frames, args.max_objects, args.seed,
-                           args.split_sizes)
+    builder = make_builder(
+        args.data_dir, args.resolution, args.num_frames, args.max_objects, args.seed, args.split_sizes
+    )
     start = time.perf_counter()
     prepare(builder)
     seconds = time.perf_counter() - start
     total = sum(n for _, n in builder.builder_config.split_sizes)
-    print(f"videogen_world/{builder.builder_config.name} in {builder.data_dir}: {total} clips, "
-          f"{seconds:.1f} s ({total / max(seconds, 1e-9):.0f} clips/s if freshly written)")
+    print(
+        f"videogen_world/{builder.builder_config.name} in {builder.data_dir}: {total} clips, "
+        f"{seconds:.1f} s ({total / max(seconds, 1e-9):.0f} clips/s if freshly written)"
+    )
 
 
 if __name__ == "__main__":

