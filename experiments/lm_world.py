@@ -90,6 +90,7 @@ def get_config(arg=None):
             video_pos_emb=True,
             rope_video="grid",
             text_bidirectional=False,
+            scan_layers=False,
         )
     else:
         c.model = dict(
@@ -109,9 +110,11 @@ def get_config(arg=None):
             video_pos_emb=True,
             rope_video="grid",
             text_bidirectional=False,
+            scan_layers=False,
         )
     # video_pos_emb: learned (t, h, w) embeddings on video inputs; rope_video: 'shared' one rotary ladder or
     # 'grid' per-axis ladders sized to the grid; text_bidirectional: the caption attends to all of itself.
+    # scan_layers: blocks stacked on a 'layers' axis and run with nnx.scan (one compiled block; for deep models).
     # model.text_loss=True adds a text head trained on next-token prediction of the captions (PAD not
     # scored), weighted by text_loss_weight against the video NLL; logged as train/text_loss.
     c.text_loss_weight = 0.1

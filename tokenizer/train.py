@@ -306,8 +306,9 @@ def make_mesh(config):
 # ============================================================================================
 
 
-def make_optimizer(config) -> tuple[optax.GradientTransformation, optax.Schedule]:
-    """Global-norm clipping -> AdamW (decay on kernels only); linear warmup + cosine decay schedule.
+def make_optimizer(config, decay_mask=None) -> tuple[optax.GradientTransformation, optax.Schedule]:
+    """Global-norm clipping -> AdamW (decay on kernels only: ``decay_mask(params)``, default ``ndim > 1``);
+    linear warmup + cosine decay schedule.
 
     The transformation runs at learning rate 1 and the step multiplies its updates by the schedule's
     value, passed in from the host each step (``-lr * (adam + wd * p)`` is exactly ``optax.adamw(lr)``):
@@ -324,7 +325,8 @@ def make_optimizer(config) -> tuple[optax.GradientTransformation, optax.Schedule
         decay_steps=steps,
         end_value=o.lr * o.min_lr_ratio,
     )
-    decay_mask = lambda params: jax.tree.map(lambda p: p.ndim > 1, params)  # noqa: E731
+    if decay_mask is None:
+        decay_mask = lambda params: jax.tree.map(lambda p: p.ndim > 1, params)  # noqa: E731
     tx = optax.chain(
         optax.clip_by_global_norm(o.grad_clip) if o.grad_clip > 0 else optax.identity(),
         optax.adamw(1.0, b1=o.b1, b2=o.b2, weight_decay=o.weight_decay, mask=decay_mask),

@@ -79,6 +79,16 @@ the whole sequence. The same cache serves MaskGIT: prefill the text once, then r
 tokens at ``cache_index = text_len`` with ``mode='prefix_bidirectional_video'`` on every step,
 reusing the prefilled (unchanged) cache.
 
+Scanned layers
+--------------
+With ``scan_layers=True`` the blocks are one ``Block`` whose params carry a leading ``[num_layers]`` axis
+(logical name ``'layers'``, :data:`LAYER_AXIS`, mapped to no mesh axis: replicated), run with ``nnx.scan``
+(``remat`` applies per layer as in the loop), so XLA compiles one block instead of ``num_layers`` copies;
+the KV cache's ``'layers'`` is then one ``{'k', 'v'} [L, B, M, Hkv, Dh]``. Same values as the unrolled
+default (the same rng draws, stacked); the unrolled loop compiles and runs faster for a few small layers.
+:func:`stack_layer_params` / :func:`unstack_layer_params` convert params (states or checkpoint dicts)
+between the two layouts, and :func:`weight_decay_mask` keeps the stacked norm scales undecayed.
+
 Heads
 -----
 ``head='softmax'``: one ``codebook_size``-way softmax, logits ``[B, S, C]``.
@@ -149,6 +159,7 @@ __all__ = [
     "video_logits",
     "is_video_token",
     "key_padding_mask",
+    "LAYER_AXIS",
     "logical_to_mesh_spec",
     "make_attention_mask",
     "make_positions",
@@ -158,7 +169,10 @@ __all__ = [
     "prefix_bidirectional_video_mask",
     "rope_angles",
     "sample_codes",
+    "stack_layer_params",
+    "unstack_layer_params",
     "video_token_ids",
+    "weight_decay_mask",
     "with_logical_constraint",
 ]
 
@@ -237,6 +251,8 @@ class TransformerConfig:
             for t), so every pair turns a useful amount across the grid.
         text_bidirectional: Text tokens attend to all text (a prefix-LM caption encoder) in every mask
             mode; video attention is unchanged. Not with ``text_loss`` (its targets would be visible).
+        scan_layers: Stack the blocks' params on a leading ``'layers'`` axis and run them with ``nnx.scan``
+            (one compiled block, not ``num_layers`` copies; see "Scanned layers" in the module docstring).
     """
 
     text_vocab_size: int = 512
@@ -262,6 +278,9 @@ class TransformerConfig:
     video_pos_emb: bool = False
     rope_video: str = "shared"
     text_bidirectional: bool = False
+    scan_layers: bool = (
+        False  # blocks stacked on a 'layers' axis + nnx.scan (big models); False: unrolled loop
+    )
 
     def __post_init__(self):
         object.__setattr__(self, "video_grid", tuple(int(x) for x in self.video_grid))
@@ -828,6 +847,99 @@ def _block_forward(block, x, cos, sin, mask, layer_cache, cache_index):
 
 _REMAT_POLICY = {"full": None, "dots": jax.checkpoint_policies.dots_with_no_batch_dims_saveable}
 
+# ----------------------------------------------------------------------------- scanned layers
+
+LAYER_AXIS = "layers"  # logical name of the stacked blocks' leading axis; no rule maps it: replicated
+_SCAN_METADATA = {nnx.PARTITION_NAME: LAYER_AXIS}
+
+
+def _is_variable(x) -> bool:
+    return isinstance(x, nnx.Variable)
+
+
+def _stack_leaves(*leaves):
+    """One stacked leaf from the same leaf of every layer; a ``Variable`` keeps its type and metadata,
+    with ``'layers'`` prepended to its ``out_sharding`` names."""
+    if not _is_variable(leaves[0]):
+        return jnp.stack([jnp.asarray(x) for x in leaves])
+    v = leaves[0].replace(jnp.stack([x[...] for x in leaves]))
+    return nnx.spmd.add_axis(v, 0, _SCAN_METADATA)
+
+
+def _unstack_leaf(leaf, i: int):
+    if not _is_variable(leaf):
+        return leaf[i]
+    v = leaf.replace(leaf[...][i])
+    names = v.get_metadata().get("out_sharding")
+    if names and names[0] == LAYER_AXIS:
+        v.set_metadata(out_sharding=tuple(names[1:]))
+    return v
+
+
+def _plain(tree):
+    """Nested ``nnx.State`` / mappings -> nested dicts (leaves kept)."""
+    if isinstance(tree, (nnx.State, dict)):
+        return {k: _plain(v) for k, v in tree.items()}
+    return tree
+
+
+def _rebuild(params, blocks):
+    """``params`` (a dict or ``nnx.State``) with its ``'blocks'`` entry replaced, same container type."""
+    out = {k: _plain(v) for k, v in params.items() if k != "blocks"}
+    out["blocks"] = blocks
+    return nnx.State(out) if isinstance(params, nnx.State) else out
+
+
+def stack_layer_params(params):
+    """Unrolled layout -> scanned layout: ``params['blocks'][i][...]`` (``i = 0 .. L-1``; int or str keys, as
+    in a model's state or a restored checkpoint) -> ``params['blocks'][...]`` with a leading ``[L]`` axis.
+
+    ``params``: ``nnx.state(model)`` (or its ``nnx.Param`` part), or the pure nested dict of a checkpoint
+    (``nnx.as_pure``); ``Variable`` leaves get ``'layers'`` prepended to their ``out_sharding``. Load the
+    result with ``nnx.update(scanned_model, ...)`` (a state) or as a ``scan_layers=True`` checkpoint."""
+    blocks = _plain(params["blocks"])
+    layers = [blocks[k] for k in sorted(blocks, key=int)]
+    if [int(k) for k in sorted(blocks, key=int)] != list(range(len(layers))):
+        raise ValueError(f"params['blocks'] keys must be 0 .. L-1; got {sorted(blocks, key=int)}")
+    stacked = jax.tree.map(_stack_leaves, *layers, is_leaf=_is_variable)
+    return _rebuild(params, stacked)
+
+
+def unstack_layer_params(params):
+    """Inverse of :func:`stack_layer_params`: ``params['blocks'][...] [L, ...]`` -> ``params['blocks'][i]``
+    (int keys, as in an unrolled model's state)."""
+    blocks = _plain(params["blocks"])
+    leaves = jax.tree.leaves(blocks, is_leaf=_is_variable)
+    n = (leaves[0][...] if _is_variable(leaves[0]) else leaves[0]).shape[0]
+    layers = {
+        i: jax.tree.map(lambda x, i=i: _unstack_leaf(x, i), blocks, is_leaf=_is_variable) for i in range(n)
+    }
+    return _rebuild(params, layers)
+
+
+def _key_name(k) -> Any:
+    return getattr(k, "key", getattr(k, "idx", getattr(k, "name", k)))
+
+
+def weight_decay_mask(params):
+    """True for weight matrices: leaves with ``ndim > 1`` not counting the stacked ``'layers'`` axis of
+    scanned blocks (``params['blocks'][name]...`` rather than ``params['blocks'][i]...``), so the norm
+    scales ``[L, d]`` of a ``scan_layers`` model are not decayed, exactly as their ``[d]`` per-layer copies."""
+
+    def matrix(path, x):
+        names = [_key_name(k) for k in path]
+        stacked = len(names) > 1 and names[0] == "blocks" and not str(names[1]).isdigit()
+        return x.ndim - (1 if stacked else 0) > 1
+
+    return jax.tree_util.tree_map_with_path(matrix, params)
+
+
+def _stacked_blocks(blocks: list) -> nnx.Module:
+    """One ``Block`` whose params are those of ``blocks`` stacked on a leading ``'layers'`` axis."""
+    graphdef = nnx.graphdef(blocks[0])
+    states = [nnx.state(b) for b in blocks]
+    return nnx.merge(graphdef, jax.tree.map(_stack_leaves, *states, is_leaf=_is_variable))
+
 
 class TokenEmbedding(nnx.Module):
     """Text table ``[V_text, d]``; video table ``[C, d]`` (softmax) or ``[G * 2^g, d]`` summed over the
@@ -868,7 +980,9 @@ class Transformer(nnx.Module):
         cfg = config
         self.config = cfg
         self.embed = TokenEmbedding(cfg, rngs=rngs)
-        self.blocks = nnx.List([Block(cfg, rngs=rngs) for _ in range(cfg.num_layers)])
+        blocks = [Block(cfg, rngs=rngs) for _ in range(cfg.num_layers)]
+        # scan_layers: the same initial values (same rng draws), stacked on a leading 'layers' axis.
+        self.blocks = _stacked_blocks(blocks) if cfg.scan_layers else nnx.List(blocks)
         self.final_norm = RMSNorm(cfg.d_model, eps=cfg.norm_eps, dtype=cfg.compute_dtype)
         d = cfg.d_model
         self.video_head = _param(
@@ -902,16 +1016,40 @@ class Transformer(nnx.Module):
 
     def init_cache(self, batch: int, max_len: int | None = None, dtype: Any = None) -> dict:
         """Empty static KV cache: ``{'layers': [{'k', 'v'} [B, M, Hkv, Dh]] * L, 'tokens' [B, M] = -1,
-        'positions' [B, M, 3]}``; ``max_len`` defaults to ``config.max_seq_len``, dtype to the compute dtype."""
+        'positions' [B, M, 3]}`` (``scan_layers``: ``'layers'`` is one ``{'k', 'v'} [L, B, M, Hkv, Dh]``);
+        ``max_len`` defaults to ``config.max_seq_len``, dtype to the compute dtype."""
         cfg = self.config
         m = cfg.max_seq_len if max_len is None else int(max_len)
         dt = cfg.compute_dtype if dtype is None else jnp.dtype(dtype)
         shape = (batch, m, cfg.num_kv_heads, cfg.resolved_head_dim)
+        if cfg.scan_layers:  # one {'k', 'v'} [L, B, M, Hkv, Dh], scanned with the stacked blocks
+            full = (cfg.num_layers,) + shape
+            layers = {"k": jnp.zeros(full, dt), "v": jnp.zeros(full, dt)}
+        else:
+            layers = [{"k": jnp.zeros(shape, dt), "v": jnp.zeros(shape, dt)} for _ in range(cfg.num_layers)]
         return {
-            "layers": [{"k": jnp.zeros(shape, dt), "v": jnp.zeros(shape, dt)} for _ in range(cfg.num_layers)],
+            "layers": layers,
             "tokens": jnp.full((batch, m), -1, jnp.int32),
             "positions": jnp.zeros((batch, m, 3), jnp.int32),
         }
+
+    def _scan_blocks(self, x, cos, sin, mask, layer_caches, start):
+        """The stacked blocks over ``x`` with ``nnx.scan`` (params and cache sliced on their leading layer
+        axis; each layer rematerialised as in the unrolled loop when ``remat != 'none'``)."""
+        remat = self.config.remat
+
+        def layer(x, block, layer_cache):
+            return _block_forward(block, x, cos, sin, mask, layer_cache, start)
+
+        if remat != "none":
+            layer = nnx.remat(layer, policy=_REMAT_POLICY[remat])
+        scanned = nnx.scan(  # layer_caches None (no cache): an empty pytree, scanned as such
+            layer,
+            in_axes=(nnx.Carry, 0, 0),
+            out_axes=(nnx.Carry, 0),
+            transform_metadata=_SCAN_METADATA,
+        )
+        return scanned(x, self.blocks, layer_caches)
 
     def __call__(
         self,
@@ -984,14 +1122,19 @@ class Transformer(nnx.Module):
         if self.video_pos is not None:
             x = x + self._video_position_embedding(tokens, positions)
         x = with_logical_constraint(x, _BATCH_LEN_EMBED)
-        new_layers = []
-        for block, layer_cache in zip(self.blocks, layer_caches):
-            if cfg.remat == "none":
-                x, new = block(x, cos, sin, mask, layer_cache, start)
-            else:
-                fwd = nnx.remat(_block_forward, policy=_REMAT_POLICY[cfg.remat])
-                x, new = fwd(block, x, cos, sin, mask, layer_cache, start)
-            new_layers.append(new)
+        if cfg.scan_layers:
+            x, new_layers = self._scan_blocks(
+                x, cos, sin, mask, None if cache is None else layer_caches, start
+            )
+        else:
+            new_layers = []
+            for block, layer_cache in zip(self.blocks, layer_caches):
+                if cfg.remat == "none":
+                    x, new = block(x, cos, sin, mask, layer_cache, start)
+                else:
+                    fwd = nnx.remat(_block_forward, policy=_REMAT_POLICY[cfg.remat])
+                    x, new = fwd(block, x, cos, sin, mask, layer_cache, start)
+                new_layers.append(new)
         h = self.final_norm(x)
         dt = cfg.compute_dtype
         logits = jnp.einsum(

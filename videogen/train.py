@@ -105,6 +105,7 @@ from videogen.model import (
     sample_codes,
     video_logits,
     video_token_ids,
+    weight_decay_mask,
 )
 
 __all__ = [
@@ -398,8 +399,9 @@ def make_encoder(autoencoder, quantizer, mesh):
 
 def make_optimizer(config) -> tuple[optax.GradientTransformation, optax.Schedule]:
     """Clip by global norm -> AdamW at lr 1 (decay on matrices only); warmup + cosine schedule applied
-    by the step from a host-side value (see tokenizer.train.make_optimizer)."""
-    return tok_train.make_optimizer(config)
+    by the step from a host-side value (see tokenizer.train.make_optimizer). Stacked (``scan_layers``)
+    blocks' norm scales are not decayed either (:func:`videogen.model.weight_decay_mask`)."""
+    return tok_train.make_optimizer(config, decay_mask=weight_decay_mask)
 
 
 def abstract_model(tcfg: TransformerConfig):
@@ -764,6 +766,7 @@ _RESUME_KEYS = tuple(
         "video_pos_emb",
         "rope_video",
         "text_bidirectional",
+        "scan_layers",
     )
 ) + ("text.vocab_size", "text.max_length", "objective")
 _RESUME_HINTS = {
@@ -771,6 +774,9 @@ _RESUME_HINTS = {
     "was trained on; point it back, or start a new --workdir"
     for k in ("model.codebook_size", "model.video_grid", "model.group_bits")
 }
+_RESUME_HINTS["model.scan_layers"] = (
+    "stacked and per-layer blocks are different checkpoint layouts (videogen.model.stack_layer_params converts)"
+)
 # Same shapes, but another attention mask and loss: resuming would train (and sample) the model as what it is not.
 _RESUME_HINTS["objective"] = "each objective has its own attention mask and loss"
 
