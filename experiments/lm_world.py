@@ -157,7 +157,15 @@ def get_config(arg=None):
     }
 
     if variant == "1b":  # the cluster size: ~1.1B params, FSDP over every device, GQA, remat
-        c.model.update(num_layers=24, d_model=2048, num_heads=16, num_kv_heads=8, mlp_dim=5632, remat="dots")
+        c.model.update(
+            num_layers=24,
+            d_model=2048,
+            num_heads=16,
+            num_kv_heads=8,
+            mlp_dim=5632,
+            remat="dots",
+            scan_layers=True,
+        )
         c.mesh = {"data": 1, "fsdp": -1, "tensor": 1}
         c.batch_size = 256
         c.steps = 100_000
