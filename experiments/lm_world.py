@@ -70,90 +70,64 @@ def get_config(arg=None):
         "num_captions": 5000,  # captions the text tokenizer is trained on (when absent from the workdir)
         "drop_prob": 0.1,  # caption -> all PAD (classifier-free guidance)
     }
-    # TransformerConfig fields; codebook_size / video_grid come from the tokenizer (set them only to assert),
-    # group_bits=None -> K/2 for the bit-group head.
-    if tiny:
-        c.model = dict(
-            num_layers=4,
-            d_model=128,
-            num_heads=4,
-            num_kv_heads=4,
-            mlp_dim=384,
-            head="bitgroups",
-            group_bits=None,
-            dtype="float32",
-            remat="none",
-            qk_norm=True,
-            text_loss=False,
-            codebook_size=None,
-            video_grid=None,
-            video_pos_emb=True,
-            rope_video="grid",
-            text_bidirectional=False,
-            scan_layers=False,
-        )
-    else:
-        c.model = dict(
-            num_layers=12,
-            d_model=512,
-            num_heads=8,
-            num_kv_heads=8,
-            mlp_dim=1536,
-            head="bitgroups",
-            group_bits=None,
-            dtype="bfloat16",
-            remat="none",
-            qk_norm=True,
-            text_loss=False,
-            codebook_size=None,
-            video_grid=None,
-            video_pos_emb=True,
-            rope_video="grid",
-            text_bidirectional=False,
-            scan_layers=False,
-        )
-    # video_pos_emb: learned (t, h, w) embeddings on video inputs; rope_video: 'shared' one rotary ladder or
-    # 'grid' per-axis ladders sized to the grid; text_bidirectional: the caption attends to all of itself.
-    # scan_layers: blocks stacked on a 'layers' axis and run with nnx.scan (one compiled block; for deep models).
-    # model.text_loss=True adds a text head trained on next-token prediction of the captions (PAD not
-    # scored), weighted by text_loss_weight against the video NLL; logged as train/text_loss.
+    # TransformerConfig fields (videogen/model.py).
+    c.model = dict(
+        num_layers=4 if tiny else 12,  # transformer blocks
+        d_model=128 if tiny else 512,  # residual width
+        num_heads=4 if tiny else 8,  # query heads (head_dim = d_model / num_heads)
+        num_kv_heads=4 if tiny else 8,  # key/value heads (< num_heads: grouped-query attention)
+        mlp_dim=384 if tiny else 1536,  # SwiGLU hidden width
+        head="bitgroups",  # video head: 'bitgroups' (LFQ bits in groups) or 'softmax' (one joint softmax)
+        group_bits=None,  # bits per group of the bit-group head; None -> half the code's bits
+        dtype="float32" if tiny else "bfloat16",  # activation dtype (params stay float32)
+        remat="none",  # activation checkpointing per block: 'none' | 'dots' | 'full'
+        qk_norm=True,  # RMSNorm on queries and keys (stable attention logits at high lr)
+        text_loss=False,  # a text head trained on next-token prediction of the captions (text_loss_weight)
+        codebook_size=None,  # from the tokenizer; set only to assert it
+        video_grid=None,  # (t, h, w) latent grid, from the tokenizer; set only to assert it
+        video_pos_emb=True,  # learned (t, h, w) embeddings added to video inputs
+        rope_video="grid",  # rotary on video: 'grid' (per-axis ladders sized to the grid) | 'shared'
+        text_bidirectional=False,  # the caption attends to all of itself (prefix-LM)
+        scan_layers=False,  # blocks stacked on a 'layers' axis, run by nnx.scan (one compiled block; deep models)
+    )
+    # Weight of the caption's next-token loss against the video NLL, when model.text_loss (train/text_loss).
     c.text_loss_weight = 0.1
     # Loss weight 1 + motion_weight on video tokens whose code differs from the same position one latent
     # frame earlier (training only; eval losses stay unweighted). 0 = off.
     c.motion_weight = 0.0
     # no_prefix_prob (objective maskgit_frames): extra probability that an example has no clean prefix, so
-    # frame 0 (drawn from nothing when sampling) is trained; 0 = prefix uniform over 0..t-1 frames. 0.5 found
-    # the prompted colour for 64 % of objects vs 24 % with 0 at 600 tiny steps (BENCHMARKS.md).
+    # frame 0 (drawn from nothing when sampling) is trained; 0 = prefix uniform over 0..t-1 frames
+    # (BENCHMARKS.md "Frame-causal MaskGIT" for the measurement behind 0.5).
     c.maskgit = {"schedule": "cosine", "no_prefix_prob": 0.5}
-    # tiny: lr 3e-3 / warmup 40 reached eval loss 3.00 after 240 steps vs 3.49 with 1e-3 / 100 (6e-3: 3.05).
+    # AdamW with warmup then cosine decay to min_lr_ratio * lr (tiny lr: the sweep in BENCHMARKS.md).
     c.optim = {
-        "lr": 3e-3 if tiny else 3e-4,
-        "warmup_steps": 40 if tiny else 2000,
-        "min_lr_ratio": 0.1,
-        "b1": 0.9,
-        "b2": 0.95,
-        "weight_decay": 0.05,
-        "grad_clip": 1.0,
+        "lr": 3e-3 if tiny else 3e-4,  # peak learning rate
+        "warmup_steps": 40 if tiny else 2000,  # linear warmup from 0
+        "min_lr_ratio": 0.1,  # cosine decay ends at this fraction of lr
+        "b1": 0.9,  # Adam first-moment decay
+        "b2": 0.95,  # Adam second-moment decay
+        "weight_decay": 0.05,  # decoupled, on matrices only (not norms or biases)
+        "grad_clip": 1.0,  # global gradient-norm clip
     }
-    c.ema_decay = 0.99 if tiny else 0.999
+    c.ema_decay = 0.99 if tiny else 0.999  # EMA of the weights (sampling and eval use the EMA)
 
-    # judge: score the sample.num_prompts eval samples with the world's judge (eval/judge_all_correct and per
-    # attribute; built-in world data only). A curve of what the targets measure, at ~0.1 s per clip.
     c.eval = {
-        "split": "test",
-        "every": 500 if tiny else 5000,
-        "num_batches": 4,
-        "data": {"num_clips": 256},
+        "split": "test",  # world split the eval loss and samples use (train / test / heldout)
+        "every": 500 if tiny else 5000,  # steps between evals (eval loss, samples, judge); 0 = never
+        "num_batches": 4,  # eval-loss batches
+        "data": {"num_clips": 256},  # entries replacing c.data's for the eval source
+        # Score the sample.num_prompts eval samples with the world's judge (eval/judge_all_correct and per
+        # attribute; built-in world data only), ~0.1 s per clip.
         "judge": True,
     }
     c.sample = {
-        "num_prompts": 8,
-        "num_steps": 12,
-        "guidance": 3.0,
-        "temperature": 1.0,
-        "top_k": None,
-        "top_p": None,
-        "seed": 0,
+        "num_prompts": 8,  # samples drawn at each eval (and judged)
+        "num_steps": 12,  # MaskGIT decoding steps (per latent frame for maskgit_frames)
+        "guidance": 3.0,  # classifier-free guidance scale (1 = none)
+        "temperature": 1.0,  # sampling temperature
+        "top_k": None,  # keep the k most likely codes (None = all)
+        "top_p": None,  # nucleus sampling mass (None = off)
+        "seed": 0,  # sampling seed (fixed: the same prompts and noise at every eval)
     }
 
     if variant == "1b":  # the cluster size: ~1.1B params, FSDP over every device, GQA, remat
