@@ -37,18 +37,18 @@ def get_config(arg=None):
         raise ValueError(f"unknown variant {variant!r}: use experiments/lm_world.py, ...:tiny or ...:1b")
     tiny = variant == "tiny"
     c = ml_collections.ConfigDict()
-    c.seed = 0
+    c.seed = 0  # init, data order, masks and caption drop
     c.tokenizer_workdir = None  # required: --config.tokenizer_workdir=runs/tok_tiny
     # 'maskgit_frames' (frame-causal MaskGIT: learns motion first) | 'next_token' | 'maskgit' (fixed for a
     # workdir: resumes refuse another).
     c.objective = "maskgit_frames"
-    c.steps = 2000 if tiny else 50_000
-    c.batch_size = 16 if tiny else 64
+    c.steps = 2000 if tiny else 50_000  # optimizer steps (the lr schedule spans them)
+    c.batch_size = 16 if tiny else 64  # clips per step, over the whole mesh
     c.grad_accum_steps = 1  # microbatches per step (lax.scan); batch_size / grad_accum_steps per microbatch
     c.mesh = {"data": -1, "fsdp": 1, "tensor": 1}
     # Logical axis -> mesh axis (videogen/model.py); e.g. FSDP: --config.mesh.fsdp=N (embed -> fsdp already).
     c.logical_axis_rules = tuple(DEFAULT_LOGICAL_AXIS_RULES)
-    c.data_threads = 0
+    c.data_threads = 0  # background threads rendering clips (0 = in the train loop)
     # Train on the codes of the first num_clips training clips, encoded once per tokenizer into
     # <tokenizer_workdir>/code_cache/ and reused by every LM on it (videogen/data/code_cache.py); 0 = render and
     # encode every batch. path: an explicit cache file instead.
@@ -146,8 +146,8 @@ def get_config(arg=None):
         c.optim.update(lr=2e-4, warmup_steps=5000)
         c.eval.every = c.ckpt_every = 10_000
 
-    c.log_every = 50 if tiny else 100
-    c.ckpt_every = 500 if tiny else 5000
-    c.max_to_keep = 3
-    c.quiet = False
+    c.log_every = 50 if tiny else 100  # steps between metric lines (metrics.jsonl, TensorBoard)
+    c.ckpt_every = 500 if tiny else 5000  # steps between checkpoints (atomic; resumes are exact)
+    c.max_to_keep = 3  # checkpoints kept
+    c.quiet = False  # True: no progress bar
     return c
