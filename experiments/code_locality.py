@@ -25,7 +25,7 @@ import json
 import numpy as np
 from scipy import ndimage
 
-from tokenizer.train import encode_video, load_tokenizer
+from tokenizer.api import encode_video, load_tokenizer
 from videogen.data import world
 
 

@@ -10,7 +10,7 @@ seeds -- rebuilt from the shipped configs against today's experiment files, so t
 shipped ones even if a default moved since; a changed override is printed) are run one after the other into
 ``OUT/tokenizer`` and ``OUT/lm`` (a rerun resumes them; a finished one is not retrained), their logs in
 ``OUT/*.log``. The pair is then packed into ``OUT/model`` exactly as the shipped one was
-(``videogen.pretrained.pack``: the same evaluation sizes), and both sets of figures are printed side by side,
+(``videogen.pretrained_pack.pack``: the same evaluation sizes), and both sets of figures are printed side by side,
 with the training times and this machine's measured matmul peak; ``OUT/compare.json`` keeps them.
 
 Refresh (``--pack-into``): packs the given workdirs into the folder (the shipped one: commit the result; the
@@ -31,7 +31,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from videogen import errors, pretrained  # noqa: E402
+from videogen import errors, pretrained, pretrained_pack  # noqa: E402
 
 KINDS = ("tokenizer", "lm")
 JUDGE_POINTS = 5.0  # the tolerance: the reproduced judge figures within +-5 points of the manifest's
@@ -78,9 +78,9 @@ def same_config(kind: str, config: dict) -> bool:
 
 
 def _finished(workdir: Path, steps: int) -> bool:
-    from tokenizer import train as tok_train
+    from tokenizer.api import latest_step
 
-    return (workdir / "config.json").is_file() and (tok_train.latest_step(workdir) or 0) >= steps
+    return (workdir / "config.json").is_file() and (latest_step(workdir) or 0) >= steps
 
 
 def _train(kind: str, item: dict, out: Path) -> float:
@@ -166,7 +166,7 @@ def reproduce(out: Path, *, dry_run: bool = False, fvd: bool = True) -> dict:
                 "reproduction (a workdir left from another run? remove it and rerun)."
             )
     model = out / "model"
-    new = pretrained.pack(
+    new = pretrained_pack.pack(
         plan["tokenizer"]["workdir"],
         plan["lm"]["workdir"],
         model,
@@ -216,7 +216,7 @@ def refresh(
         old = pretrained.read_manifest(into)
     except errors.UsageError:
         pass
-    new = pretrained.pack(tokenizer_workdir, lm_workdir, into, fvd=fvd, note=note)
+    new = pretrained_pack.pack(tokenizer_workdir, lm_workdir, into, fvd=fvd, note=note)
     cols = ([("before", old.get("figures") or {})] if old else []) + [("now", new.get("figures") or {})]
     print("\n" + pretrained.figures_table(cols))
     print(f"{into}: {new['total_bytes'] / 2**20:.2f} MiB; commands:")

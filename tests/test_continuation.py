@@ -18,7 +18,7 @@ from flax import nnx
 
 from tokenizer import train as T
 from videogen import continuation as C
-from videogen import drift, sampling
+from videogen import drift, lm, sampling
 from videogen import train as LM
 from videogen.data import text as text_lib
 from videogen.data import world
@@ -168,12 +168,12 @@ def test_next_token_window_matches_uncached_reference(parts, greedy_next_token, 
     seq[:, : c * P] = np.asarray(video_token_ids(tcfg, jnp.concatenate([ctx[:, : c * P]] * 2, axis=0)))
     for i in range(c * P, c * P + n):
         logits = forward(jnp.concatenate([text2, jnp.asarray(seq)], axis=1))
-        lp = LM._code_logits(tcfg, logits[:, L + i - 1])
+        lp = lm.code_logits(tcfg, logits[:, L + i - 1])
         guided = sampling.cfg_logits(
             lp[:2], lp[2:], 2.0
         )  # [2, G, 2^g]: the joint argmax is the groups' argmaxes
         nxt = np.asarray(
-            sampling.sample_logits(jax.random.key(0), guided, 0.0, factorised=LM._factorised(tcfg))
+            sampling.sample_logits(jax.random.key(0), guided, 0.0, factorised=lm.factorised(tcfg))
         )
         seq[:, i] = np.concatenate([nxt, nxt]) + tcfg.video_offset
     assert full == L + seq.shape[1]
@@ -260,7 +260,7 @@ def test_maskgit_frames_masks_per_frame_behind_a_clean_prefix():
     frame0_masked = np.asarray(w).reshape(b, t, p)[:, 0].any(-1).mean()
     assert abs(frame0_masked - (0.5 + 0.5 / t)) < 0.07, frame0_masked
     with pytest.raises(ValueError, match="objective"):
-        LM._check_objective("maskgit_all")
+        lm.check_objective("maskgit_all")
     assert C.OBJECTIVES == LM.OBJECTIVES
 
 

@@ -38,6 +38,21 @@ LM_CONFIG = str(ROOT / "experiments/lm_world.py") + ":tiny"
 CLIP = world.WorldSource(world.WorldConfig(resolution=64), "test")[3]
 
 
+def _forbid(monkeypatch, function, message: str) -> None:
+    """Replaces ``function`` by a test failure under every name it is bound to in the package's loaded modules
+    (its defining module and each module that imported it), so a call from anywhere fails the test."""
+
+    def fail(*a, **k):
+        pytest.fail(message)
+
+    for module in list(sys.modules.values()):
+        if getattr(module, "__name__", "").partition(".")[0] not in ("videogen", "tokenizer"):
+            continue
+        for name, value in list(vars(module).items()):
+            if value is function:
+                monkeypatch.setattr(module, name, fail)
+
+
 def _damaged_checkpoint(workdir: Path, step: int = 1) -> None:
     """A checkpoint step folder as orbax lists it, whose model item is garbage (a disk error, a bad copy)."""
     path = workdir / "checkpoints" / str(step)
@@ -181,7 +196,7 @@ def _probe_writes(path: Path) -> bool:
 )
 def test_sample_refuses_bad_numbers_before_loading(paths, capsys, monkeypatch, flag, value):
     """NaN guidance used to sample the same video for every seed and write NaN into judge.json (exit 0)."""
-    monkeypatch.setattr(lm_train, "load_lm", lambda *a, **k: pytest.fail("loaded the model before the check"))
+    _forbid(monkeypatch, lm_train.load_lm, "loaded the model before the check")
     err = _usage_error(capsys, cli.main, ["sample", "--workdir", paths["lm"], "--prompt", "x", flag, value])
     assert flag in err and value in err
 
@@ -239,7 +254,7 @@ def test_damaged_checkpoints_are_one_line(paths, tmp_path, capsys):
 def test_sample_on_a_read_only_workdir_is_refused_before_sampling(paths, capsys, monkeypatch):
     if _probe_writes(paths["ro_lm"]):
         pytest.skip("cannot make a folder read-only here")
-    monkeypatch.setattr(lm_train, "load_lm", lambda *a, **k: pytest.fail("loaded the model before the check"))
+    _forbid(monkeypatch, lm_train.load_lm, "loaded the model before the check")
     err = _usage_error(capsys, cli.main, ["sample", "--workdir", paths["ro_lm"], "--prompt", "x"])
     assert "the default --out" in err and "not writable" in err and str(paths["ro_lm"]) in err
     assert not (paths["ro_lm"] / "samples").exists()
@@ -642,13 +657,8 @@ def test_bad_flag_values_are_usage_errors(paths, capsys, monkeypatch, name, argv
     if any(str(paths["ro"]) in a for a in argv) and _probe_writes(paths["ro"]):
         pytest.skip("cannot make a folder read-only here")
     # Nothing expensive may start for any of these: each would fail the test rather than run.
-    for module, function in (
-        (tok_train, "train"),
-        (lm_train, "train"),
-        (lm_train, "load_lm"),
-        (tok_train, "load_tokenizer"),
-    ):
-        monkeypatch.setattr(module, function, lambda *a, **k: pytest.fail("started work on a bad request"))
+    for function in (tok_train.train, lm_train.train, lm_train.load_lm, tok_train.load_tokenizer):
+        _forbid(monkeypatch, function, "started work on a bad request")
     _usage_error(capsys, cli.main, argv)
     assert not (paths["root"] / "wd").exists()
 

@@ -191,21 +191,7 @@ def test_generator_protocols(lm_dir):
         E.evaluate_generator(lm_dir, protocols=("bair",), settings=s, feature_fn=pixel_features)
 
 
-def test_drift_without_long_video_modules_says_so(lm_dir, monkeypatch):
-    real = importlib.util.find_spec
-    monkeypatch.setattr(
-        importlib.util, "find_spec", lambda name, *a: None if name == "videogen.drift" else real(name, *a)
-    )
-    with pytest.raises(SystemExit, match="needs videogen.drift"):
-        cli.main(["eval", "--workdir", str(lm_dir), "--drift", "--no-fvd", "--num-clips", "2"])
-
-
 def test_drift_curve(lm_dir, tmp_path):
-    if (
-        importlib.util.find_spec("videogen.drift") is None
-        or importlib.util.find_spec("videogen.continuation") is None
-    ):
-        pytest.skip("videogen.continuation / videogen.drift (issue #5) are not in this checkout")
     out = tmp_path / "e.json"
     cli.main(
         [

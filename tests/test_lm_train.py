@@ -16,6 +16,8 @@ import numpy as np
 import pytest
 from workdirs import save_initialised_tokenizer, tensorboard_tags, tiny_tokenizer_config
 
+from videogen import checks
+from videogen import lm as lm_lib
 from videogen import train as LM
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -138,7 +140,7 @@ def test_sample(trained, objective):
     np.testing.assert_array_equal(g0, uncond)
     # Prompts of other lengths, other guidance scales and seeds reuse the one compiled sampler.
     LM.sample(model, tok, text_tok, ["a small green triangle moves down", "blue"], guidance=5.0, seed=7, **kw)
-    samplers = [fn for key, fn in LM._SAMPLERS.items() if key[2] == objective and key[3] == 4]
+    samplers = [fn for key, fn in lm_lib._SAMPLERS.items() if key[2] == objective and key[3] == 4]
     assert len(samplers) == 1 and samplers[0]._cache_size() == 1
     if objective == "maskgit":  # a remat model samples like the plain one (remat is dropped for decoding)
         import dataclasses
@@ -169,10 +171,10 @@ def test_saved_tokenizer_path_is_found_from_any_folder(tmp_path, monkeypatch):
     lm = tmp_path / "runs" / "lm"
     lm.mkdir()
     monkeypatch.chdir("/")
-    assert LM._saved_tokenizer_workdir("runs/tok", lm) == str(tmp_path / "runs" / "tok")
-    assert LM._saved_tokenizer_workdir("/abs/tok", lm) == "/abs/tok"
+    assert checks.saved_tokenizer_workdir("runs/tok", lm) == str(tmp_path / "runs" / "tok")
+    assert checks.saved_tokenizer_workdir("/abs/tok", lm) == "/abs/tok"
     with pytest.raises(FileNotFoundError, match="names tokenizer_workdir 'runs/other'.*absolute path"):
-        LM._saved_tokenizer_workdir("runs/other", lm)
+        checks.saved_tokenizer_workdir("runs/other", lm)
 
 
 def test_incompatible_tokenizer(tok_dir, tmp_path):

@@ -167,7 +167,7 @@ def test_reproduction_plan_uses_the_manifests_commands(tmp_path, manifest, capsy
     finally:
         sys.path.remove(str(ROOT / "experiments"))
     plan = experiment.reproduction_plan(tmp_path / "pre")
-    from tokenizer.train import apply_overrides, load_config
+    from videogen.config import apply_overrides, load_config
 
     for kind in ("tokenizer", "lm"):
         rebuilt = apply_overrides(load_config(str(ROOT / plan[kind]["config"])), plan[kind]["overrides"])
@@ -256,7 +256,7 @@ def test_reproduce_flow_trains_packs_and_compares(tmp_path, monkeypatch, capsys)
         return {"figures": figures}
 
     monkeypatch.setattr(experiment, "_train", fake_train)
-    monkeypatch.setattr(experiment.pretrained, "pack", fake_pack)
+    monkeypatch.setattr(experiment.pretrained_pack, "pack", fake_pack)
     monkeypatch.setattr(lm_train, "measure_matmul_flops", lambda *a, **k: 5e10)
     result = experiment.reproduce(tmp_path)
     assert [argv[2] for argv in ran] == ["tokenizer.train", "videogen.train"]

@@ -1,11 +1,11 @@
 """The tokenizer's public API: load a trained tokenizer, encode clips to codes, decode codes to clips.
 
-Library code (codes files, sampling, evaluation) imports this module, never the trainer. The definitions
-still live in tokenizer/train.py for now; moving them here is issue 25's restructure, and callers of this
-module will not change when that happens.
+The definitions live in tokenizer/core.py (the tokenizer as a library); this module names the part of it that
+callers outside the tokenizer use. Library code (codes files, sampling, evaluation) imports this module or
+tokenizer.core, never the trainer (tokenizer/train.py).
 """
 
-from tokenizer.train import (  # noqa: F401  (re-exported)
+from tokenizer.core import (
     COMPUTE_ONLY_MODEL_KEYS,
     Tokenizer,
     abstract_tokenizer,

@@ -38,10 +38,12 @@ import numpy as np
 from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec
 
+from tokenizer.core import eval_data_spec, latest_step, load_tokenizer, to_float, to_uint8
 from tokenizer.quantizers import CodeUsage
 from videogen import checks, errors, video_io
 from videogen import judge as judge_lib
 from videogen import mesh as mesh_lib
+from videogen.data.sources import build_source
 from videogen.errors import UsageError
 
 __all__ = [
@@ -54,19 +56,6 @@ __all__ = [
     "to_uint8",
     "write_samples",
 ]
-
-
-# ----------------------------------------------------------------------------- pixel conversions
-
-
-def to_float(video: jax.Array) -> jax.Array:
-    """uint8 ``[0, 255]`` -> float32 ``[-1, 1]`` (the autoencoder's input range)."""
-    return video.astype(jnp.float32) / 127.5 - 1.0
-
-
-def to_uint8(video: jax.Array) -> jax.Array:
-    """float ``[-1, 1]`` -> uint8 ``[0, 255]`` (rounded, clipped)."""
-    return jnp.clip(jnp.round((video.astype(jnp.float32) + 1.0) * 127.5), 0, 255).astype(jnp.uint8)
 
 
 # ----------------------------------------------------------------------------- PSNR / SSIM
@@ -288,10 +277,7 @@ def eval_source(config, split: str, num_clips: int | None = None, *, strict: boo
     source is sized to ``n``. A TFDS or folder source has what it has: asking for more is an error naming
     its size when ``strict`` (an explicit ``--num-clips``), otherwise ``n`` is cut to it with a line saying so
     (a config's default eval size against a small folder)."""
-    from tokenizer import train as train_lib  # the trainer imports this module: import it lazily
-    from videogen.data.sources import build_source
-
-    spec = train_lib.eval_data_spec(config)
+    spec = eval_data_spec(config)
     n = int(num_clips or config.eval.num_clips)
     kind = spec.get("kind", "world")
     if kind == "world":
@@ -354,19 +340,17 @@ def main(argv: list[str] | None = None) -> dict:
 
 def _evaluate_workdir(args) -> dict:
     """`python -m tokenizer.evaluate`: the workdir and its eval folder checked, then the evaluation."""
-    from tokenizer import train as train_lib  # the trainer imports this module: import it lazily
-
     workdir = Path(args.workdir)
     checks.trained_workdir(workdir, "--workdir", expect="tokenizer", step=args.step)
     checks.output_folder(workdir / "eval", "the workdir's eval folder")
     mesh = mesh_lib.make_mesh({"data": -1})
-    model, quantizer, config = train_lib.load_tokenizer(workdir, step=args.step, mesh=mesh, ema=not args.raw)
+    model, quantizer, config = load_tokenizer(workdir, step=args.step, mesh=mesh, ema=not args.raw)
     split = args.split or config.eval.split
     source, num_clips = eval_source(config, split, args.num_clips, strict=bool(args.num_clips))
     dp = mesh_lib.data_parallel_size(mesh)
     bs = args.batch_size or config.eval.batch_size
     bs = math.ceil(bs / dp) * dp
-    step = train_lib.latest_step(workdir) if args.step is None else args.step
+    step = latest_step(workdir) if args.step is None else args.step
     out_dir = workdir / "eval"
     out_dir.mkdir(parents=True, exist_ok=True)
     stem = out_dir / f"{split}_step{step}"

@@ -26,27 +26,25 @@ Workdir::
                           the same as a still (one row per clip), also in TensorBoard's Images tab
     metrics.jsonl         every logged and evaluated metric, one JSON object per line
 
-Library use (later stages)::
+Library use::
 
     metrics = train(config, workdir)                        # final metrics dict
-    model, quantizer, config = load_tokenizer(workdir)      # EMA weights
-    ids = encode_video(model, quantizer, video_uint8)       # [B, T, H, W, 3] -> [B, t, h, w] int32
-    video = decode_indices(model, quantizer, ids)           # -> [B, T, H, W, 3] uint8
 
-Sections below: config loading, 1 mesh, 2 model + optimizer born sharded, 3 shard & transfer,
-4 update step, 5 checkpoints, 6 train loop, 7 loading a trained tokenizer, CLI.
+A trained tokenizer is loaded, and clips encoded and decoded, by tokenizer/core.py (public part:
+tokenizer/api.py); config files are read by videogen/config.py, the command line is videogen/trainer_cli.py.
+
+Sections below: 1 mesh, 2 model + optimizer born sharded, 3 shard & transfer, 4 update step, 5 checkpoints,
+6 train loop, CLI.
 """
 
 from __future__ import annotations
 
-import ast
-import importlib.util
 import json
 import math
 import os
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -55,209 +53,73 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
-import orbax.checkpoint as ocp
 from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec
+from tqdm import tqdm
 
 from tokenizer import evaluate as eval_lib
 from tokenizer import losses as losses_lib
-from tokenizer.losses import Discriminator3D
-from tokenizer.model import (
-    LOGICAL_AXIS_RULES,
-    Autoencoder,
-    AutoencoderConfig,
-    amplify_chroma,
-    check_input_shape,
+from tokenizer.core import (
+    COMPUTE_ONLY_MODEL_KEYS,
+    INIT_KEY_IMPL,
+    Tokenizer,
+    abstract_storable,
+    abstract_tokenizer,
+    autoencoder_config,
+    checkpoint_manager,
+    decode_indices,
+    encode_video,
+    eval_data_spec,
+    latest_step,
+    load_tokenizer,
+    quantizer_kwargs,
+    storable,
+    to_float,
+    train_data_spec,
+    unstore,
 )
-from tokenizer.quantizers import LFQ, make_quantizer
-from videogen import checkpointing, config_checks, distributed, errors
+from tokenizer.losses import Discriminator3D
+from tokenizer.model import LOGICAL_AXIS_RULES, amplify_chroma, check_input_shape
+from tokenizer.quantizers import LFQ
+from videogen import checkpointing, config_checks, errors
 from videogen import mesh as mesh_lib
-from videogen.data import sources
+from videogen.config import apply_overrides, load_config, to_plain
 from videogen.data.pipeline import Pipeline, PipelineConfig, resume_step
 from videogen.data.sources import build_source
+from videogen.mesh import describe_shardings
+from videogen.metrics_log import MetricsLog
+from videogen.optim import make_optimizer
+from videogen.trainer_cli import run_cli
 
+# The library this trainer builds on (tokenizer/core.py, videogen/config.py, ...), re-exported: `from
+# tokenizer.train import load_tokenizer` and the like keep working.
 __all__ = [
+    "COMPUTE_ONLY_MODEL_KEYS",
+    "INIT_KEY_IMPL",
     "Tokenizer",
+    "abstract_tokenizer",
     "apply_overrides",
+    "autoencoder_config",
+    "check_input_shape",
+    "checkpoint_manager",
     "decode_indices",
+    "describe_shardings",
     "encode_video",
     "eval_data_spec",
     "latest_step",
     "load_config",
     "load_tokenizer",
     "main",
+    "make_optimizer",
+    "quantizer_kwargs",
     "train",
+    "train_data_spec",
 ]
 
-# Parameter init draws with XLA's RngBitGenerator ("rbg") inside one jit: threefry samplers take
-# XLA:CPU seconds to compile per kernel shape (17 s vs 2.7 s for the tiny model on 2 cores).
-INIT_KEY_IMPL = "rbg"
-# Config sections whose keys are open (constructor kwargs that differ between choices).
-_OPEN_SECTIONS = ("quantizer",)
-
 
 # ============================================================================================
-# Config loading: big_vision-style Python files + `key=value` overrides
+# Sharding helpers
 # ============================================================================================
-
-
-def load_config(spec: str) -> ml_collections.ConfigDict:
-    """``'path/to/file.py'`` or ``'path/to/file.py:arg'`` -> ``get_config(arg)`` of that file."""
-    path, _, arg = spec.partition(":")
-    if not Path(path).is_file():
-        raise errors.UsageError(
-            f"--config {spec}: config file {path!r} not found"
-            + (" (it is a folder)" if Path(path).is_dir() else "")
-            + "."
-        )
-    module_spec = importlib.util.spec_from_file_location(f"_config_{Path(path).stem}", path)
-    module = importlib.util.module_from_spec(module_spec)
-    module_spec.loader.exec_module(module)
-    if not hasattr(module, "get_config"):
-        raise errors.UsageError(f"--config {spec}: {path} has no get_config(arg=None) function.")
-    try:
-        return module.get_config(arg or None)
-    except ValueError as e:  # the config file's own refusal, e.g. an unknown variant
-        raise errors.UsageError(f"--config {spec}: {e}") from e
-
-
-def _parse_value(text: str) -> Any:
-    low = text.strip().lower()
-    if low in ("true", "false"):
-        return low == "true"
-    if low in ("none", "null"):
-        return None
-    try:
-        return ast.literal_eval(text)
-    except (ValueError, SyntaxError):
-        return text
-
-
-def apply_overrides(config: ml_collections.ConfigDict, overrides: Sequence[str]) -> ml_collections.ConfigDict:
-    """Applies ``['--config.a.b=1', 'c=x', ...]`` to ``config`` in place (and returns it)."""
-    for item in overrides:
-        text = item[len("--config.") :] if item.startswith("--config.") else item
-        if "=" not in text or text.startswith("-"):
-            raise errors.UsageError(
-                f"override {item!r}: write --config.KEY=VALUE (or KEY=VALUE), e.g. --config.steps=200."
-            )
-        key, value = text.split("=", 1)
-        path = key.strip().split(".")
-        node = config
-        for i, name in enumerate(path[:-1]):
-            if not hasattr(node, "keys"):
-                raise errors.UsageError(
-                    f"override {item!r}: {'.'.join(path[:i])} is a value ({node!r}), not a config section."
-                )
-            if name not in node:
-                raise errors.UnknownKeyError(
-                    f"override {item!r}: no config section {'.'.join(path[: i + 1])!r}"
-                    + _close_keys(name, node, path[:i])
-                )
-            node = node[name]
-        leaf = path[-1]
-        parsed = _parse_value(value)
-        if not hasattr(node, "keys"):
-            raise errors.UsageError(
-                f"override {item!r}: {'.'.join(path[:-1])} is a value ({node!r}), not a config section."
-            )
-        if leaf not in node:
-            if path[0] not in _OPEN_SECTIONS:
-                raise errors.UnknownKeyError(
-                    f"override {item!r}: unknown key {key!r}" + _close_keys(leaf, node, path[:-1])
-                )
-            with node.unlocked():
-                node[leaf] = parsed
-            continue
-        old = node[leaf]
-        if isinstance(old, str) and not isinstance(parsed, str):
-            parsed = value  # e.g. --config.model.dtype=float32 stays a string
-        elif isinstance(old, tuple) and isinstance(parsed, list):
-            parsed = tuple(parsed)
-        elif isinstance(old, float) and isinstance(parsed, int) and not isinstance(parsed, bool):
-            parsed = float(parsed)
-        try:
-            node[leaf] = parsed
-        except TypeError as e:
-            raise errors.UsageError(
-                f"override {item!r}: {key} is {type(old).__name__} ({old!r}); got {parsed!r}."
-            ) from e
-    return config
-
-
-def _close_keys(name: str, node, parents: Sequence[str]) -> str:
-    """The end of an unknown-key message: the keys of ``node`` spelled like ``name`` (or all of them)."""
-    import difflib
-
-    keys = sorted(str(k) for k in node.keys())
-    prefix = "".join(f"{p}." for p in parents)
-    close = difflib.get_close_matches(name, keys, n=3, cutoff=0.6)
-    if close:
-        return f"; did you mean {' or '.join(f'--config.{prefix}{k}' for k in close)}?"
-    return f"; keys here: {keys}."
-
-
-def _to_plain(x: Any) -> Any:
-    if isinstance(x, (ml_collections.ConfigDict, dict)):
-        return {k: _to_plain(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_to_plain(v) for v in x]
-    return x
-
-
-def eval_data_spec(config) -> dict:
-    """The eval source spec: ``config.data`` with ``config.eval.data`` entries on top
-    (:func:`videogen.data.sources.eval_spec`)."""
-    return sources.eval_spec(train_data_spec(config), _to_plain(config.eval.get("data", {})))
-
-
-def train_data_spec(config) -> dict:
-    """``config.data`` as a source spec. A tokenizer reads no captions, so a folder of uncaptioned videos is
-    fine (an empty ``default_caption`` unless one is set)."""
-    spec = _to_plain(config.data)
-    if spec.get("kind", "world") == "folder":
-        spec.setdefault("default_caption", "")
-    return spec
-
-
-def quantizer_kwargs(config) -> dict:
-    """``{'kind': k, **config.quantizer[k]}`` for ``k = config.quantizer.kind`` (the make_quantizer call)."""
-    q = _to_plain(config.quantizer)
-    kind = q["kind"]
-    if kind not in q:
-        raise ValueError(
-            f"quantizer.kind={kind!r} but the config has no quantizer.{kind} section; sections: "
-            f"{sorted(k for k in q if k != 'kind')}."
-        )
-    return {"kind": kind, **q[kind]}
-
-
-def autoencoder_config(config) -> AutoencoderConfig:
-    """``config.model`` as an AutoencoderConfig; ``code_dim`` comes from the quantizer."""
-    q_kw = quantizer_kwargs(config)
-    kind = q_kw.pop("kind")
-    code_dim = nnx.eval_shape(lambda: make_quantizer(kind, **q_kw, rngs=nnx.Rngs(0))).code_dim
-    model_kw = _to_plain(config.model)
-    if model_kw.get("code_dim", code_dim) != code_dim:
-        raise ValueError(
-            f"model.code_dim={model_kw['code_dim']} but the {kind} quantizer needs {code_dim} "
-            "channels; leave model.code_dim out (it is set from the quantizer)."
-        )
-    model_kw["code_dim"] = code_dim
-    return AutoencoderConfig(**model_kw)
-
-
-class Tokenizer(nnx.Module):
-    """What is trained: the autoencoder and its quantizer (VQ keeps codebook state in the quantizer)."""
-
-    def __init__(self, ae_config: AutoencoderConfig, quantizer: dict, *, rngs: nnx.Rngs):
-        q_kw = dict(quantizer)
-        self.autoencoder = Autoencoder(ae_config, rngs=rngs)
-        self.quantizer = make_quantizer(q_kw.pop("kind"), **q_kw, rngs=rngs)
-
-
-def _is_key(x) -> bool:
-    return hasattr(x, "dtype") and jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key)
 
 
 def _replicate_indivisible(sharding: NamedSharding, shape: tuple[int, ...], mesh) -> NamedSharding:
@@ -276,19 +138,6 @@ def _replicated(mesh) -> NamedSharding:
     return NamedSharding(mesh, PartitionSpec())
 
 
-def _spec_str(sharding) -> str:
-    spec = tuple(sharding.spec) if isinstance(sharding, NamedSharding) else ()
-    if not any(spec):
-        return "replicated"
-    return (
-        "(" + ",".join("·" if s is None else (s if isinstance(s, str) else "+".join(s)) for s in spec) + ")"
-    )
-
-
-def _path_str(path) -> str:
-    return "/".join(str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k)))) for k in path)
-
-
 # ============================================================================================
 # 1. Set up mesh
 # ============================================================================================
@@ -296,7 +145,7 @@ def _path_str(path) -> str:
 
 def make_mesh(config):
     """Mesh from ``config.mesh`` (``{'data': -1, 'fsdp': 1, 'tensor': 1}``: pure data parallelism)."""
-    axes = _to_plain(config.mesh)
+    axes = to_plain(config.mesh)
     config_checks.check_mesh(axes, jax.device_count())  # names config.mesh and the fix
     return mesh_lib.make_mesh(axes)
 
@@ -304,42 +153,6 @@ def make_mesh(config):
 # ============================================================================================
 # 2. Model + optimizer born sharded
 # ============================================================================================
-
-
-def make_optimizer(config, decay_mask=None) -> tuple[optax.GradientTransformation, optax.Schedule]:
-    """Global-norm clipping -> AdamW (decay on kernels only: ``decay_mask(params)``, default ``ndim > 1``);
-    linear warmup + cosine decay schedule.
-
-    The transformation runs at learning rate 1 and the step multiplies its updates by the schedule's
-    value, passed in from the host each step (``-lr * (adam + wd * p)`` is exactly ``optax.adamw(lr)``):
-    the compiled step then does not depend on ``steps``/``lr``/``warmup_steps``, so extending a run's
-    ``steps`` on resume, or calling :func:`train` again in one process, reuses it.
-    """
-    o = config.optim
-    steps = max(1, int(config.steps))
-    warmup = min(int(o.warmup_steps), steps - 1)
-    schedule = optax.warmup_cosine_decay_schedule(
-        init_value=0.0,
-        peak_value=o.lr,
-        warmup_steps=warmup,
-        decay_steps=steps,
-        end_value=o.lr * o.min_lr_ratio,
-    )
-    if decay_mask is None:
-        decay_mask = lambda params: jax.tree.map(lambda p: p.ndim > 1, params)  # noqa: E731
-    tx = optax.chain(
-        optax.clip_by_global_norm(o.grad_clip) if o.grad_clip > 0 else optax.identity(),
-        optax.adamw(1.0, b1=o.b1, b2=o.b2, weight_decay=o.weight_decay, mask=decay_mask),
-    )
-    return tx, schedule
-
-
-def abstract_tokenizer(config):
-    """``(graphdef, abstract params, abstract rest)`` without allocating anything (nnx.eval_shape)."""
-    ae_config = autoencoder_config(config)
-    rngs = lambda: nnx.Rngs(jax.random.key(0, impl=INIT_KEY_IMPL))  # noqa: E731  (same key type as init_state)
-    abstract = nnx.eval_shape(lambda: Tokenizer(ae_config, quantizer_kwargs(config), rngs=rngs()))
-    return nnx.split(abstract, nnx.Param, ...)
 
 
 def state_shardings(config, mesh, tx):
@@ -383,7 +196,7 @@ def gan_config(config) -> ml_collections.ConfigDict:
             "b2": 0.99,
         }
     )
-    g.update(_to_plain(config.loss.get("gan", {})))
+    g.update(to_plain(config.loss.get("gan", {})))
     return g
 
 
@@ -456,42 +269,6 @@ def init_state(config, mesh, tx, shardings):
     return _COMPILED[key](int(config.seed))
 
 
-def describe_shardings(state, shardings) -> str:
-    """One line per param: path, shape, sharding, and the shardings of its optimizer slots."""
-    params_flat = jax.tree_util.tree_flatten_with_path(state["params"])[0]
-    psh = jax.tree.leaves(shardings["params"])
-    opt_flat = jax.tree_util.tree_flatten_with_path(state["opt_state"])[0]
-    osh = jax.tree.leaves(shardings["opt_state"])
-    slots: dict[tuple, list[str]] = {}
-    others = []
-    param_paths = {tuple(p): _path_str(p) for p, _ in params_flat}
-    for (path, leaf), sh in zip(opt_flat, osh):
-        for n in range(len(path)):
-            if tuple(path[n:]) in param_paths:
-                slot = next(
-                    (str(getattr(k, "name", "")) for k in reversed(path[:n]) if getattr(k, "name", "")), "?"
-                )
-                slots.setdefault(tuple(path[n:]), []).append(f"{slot} {_spec_str(sh)}")
-                break
-        else:
-            others.append(f"{_path_str(path)} {tuple(leaf.shape)} {_spec_str(sh)}")
-    width = max(len(s) for s in param_paths.values())
-    lines = [f"{'param':<{width}}  {'shape':<18} {'sharding':<16} optimizer slots"]
-    for (path, leaf), sh in zip(params_flat, psh):
-        lines.append(
-            f"{param_paths[tuple(path)]:<{width}}  {str(tuple(leaf.shape)):<18} {_spec_str(sh):<16} "
-            + ", ".join(slots.get(tuple(path), ["-"]))
-        )
-    lines.append("optimizer scalars: " + ("; ".join(others) if others else "-"))
-    rest = jax.tree_util.tree_flatten_with_path(state["rest"])[0]
-    if rest:
-        lines.append(
-            "quantizer state: "
-            + "; ".join(f"{_path_str(p)} {tuple(x.shape)} {_spec_str(x.sharding)}" for p, x in rest)
-        )
-    return "\n".join(lines)
-
-
 # ============================================================================================
 # 3. Shard & transfer
 # ============================================================================================
@@ -536,7 +313,7 @@ _COMPILED: dict[tuple, Any] = {}
 
 
 def _program_key(config, mesh, what: str) -> tuple:
-    c = _to_plain(config)
+    c = to_plain(config)
     for dotted in _NOT_IN_PROGRAM:
         *parents, leaf = dotted.split(".")
         node = c
@@ -583,7 +360,7 @@ def make_train_step(config, graphdef, tx, shardings, mesh):
 
     def train_step(state, video, lr):
         step = state["step"]
-        x = eval_lib.to_float(video)
+        x = to_float(video)
         # 0 before gan.start_step: the decoder first learns to reconstruct; then the adversarial terms.
         gan_on = (step >= int(gan.start_step)).astype(jnp.float32) if use_gan else None
 
@@ -698,53 +475,10 @@ _ITEMS = (
 )  # model / train / pipeline / integrity (fingerprints), see videogen/checkpointing.py
 
 
-def checkpoint_manager(workdir: Path, config=None, *, read_only: bool = False) -> ocp.CheckpointManager:
-    """The workdir's orbax manager (shared with the LM trainer: videogen.checkpointing.make_manager)."""
-    if config is None:
-        return checkpointing.make_manager(workdir, read_only=read_only)
-    return checkpointing.make_manager(
-        workdir, save_every=int(config.ckpt_every), max_to_keep=int(config.max_to_keep), read_only=read_only
-    )
-
-
-def latest_step(workdir) -> int | None:
-    path = Path(workdir) / "checkpoints"
-    if not path.is_dir():
-        return None
-    with checkpoint_manager(workdir, read_only=True) as mngr:
-        return mngr.latest_step()
-
-
-def _storable(tree):
-    """Typed PRNG keys (VQ restart stream) are stored as their raw uint32 key data."""
-    return jax.tree.map(lambda x: jax.random.key_data(x) if _is_key(x) else x, tree)
-
-
-def _abstract_storable(abstract):
-    def f(x):
-        if _is_key(x):
-            data = jax.eval_shape(jax.random.key_data, x)
-            return jax.ShapeDtypeStruct(data.shape, data.dtype, sharding=x.sharding)
-        return x
-
-    return jax.tree.map(f, abstract)
-
-
-def _unstore(tree, abstract):
-    return jax.tree.map(
-        lambda x, a: jax.random.wrap_key_data(x, impl=INIT_KEY_IMPL) if _is_key(a) else x, tree, abstract
-    )
-
-
 def _abstract_state(config, mesh, tx, shardings):
     """The train state as ``jax.ShapeDtypeStruct`` leaves carrying ``shardings`` (the restore target)."""
     abstract = jax.eval_shape(lambda: init_state(config, mesh, tx, shardings))
     return jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, shardings)
-
-
-# model.* entries that change how the function is computed, not the function or its arrays: free to change on
-# a resume, and left out of a tokenizer's identity in codes files (tokenizer/codes.py).
-COMPUTE_ONLY_MODEL_KEYS = ("dtype", "remat", "conv_impl")
 
 
 def _resume_keys(config) -> list[str]:
@@ -765,7 +499,7 @@ def _split_items(state) -> tuple[dict, dict]:
 def save_checkpoint(mngr, step: int, state, pipeline_state: dict, *, force: bool = False) -> bool:
     model, train_item = _split_items(state)
     return checkpointing.save(
-        mngr, step, model=_storable(model), train=train_item, pipeline_state=pipeline_state, force=force
+        mngr, step, model=storable(model), train=train_item, pipeline_state=pipeline_state, force=force
     )
 
 
@@ -801,9 +535,9 @@ def restore_checkpoint(
             ),
         }
     r_model, r_train, pipe = checkpointing.restore(
-        mngr, step, model=_abstract_storable(model), train=train_item
+        mngr, step, model=abstract_storable(model), train=train_item
     )
-    state = {**r_train, "ema": r_model["ema"], "rest": _unstore(r_model["rest"], abstract_state["rest"])}
+    state = {**r_train, "ema": r_model["ema"], "rest": unstore(r_model["rest"], abstract_state["rest"])}
     if want_disc and not has_disc:
         state["disc"] = init_disc()
         log(
@@ -822,55 +556,6 @@ def restore_checkpoint(
 # ============================================================================================
 # 6. Train loop
 # ============================================================================================
-
-
-class _Log:
-    """TensorBoard scalars + metrics.jsonl, one call per logging point."""
-
-    def __init__(self, workdir: Path):
-        from tensorboardX import SummaryWriter
-
-        self.enabled = jax.process_index() == 0  # one writer per run, not one per process
-        self.writer = SummaryWriter(str(workdir / "tb")) if self.enabled else None
-        self.jsonl = open(workdir / "metrics.jsonl", "a") if self.enabled else None
-
-    def __call__(self, step: int, prefix: str, metrics: dict) -> None:
-        if not self.enabled:
-            return
-        for k, v in metrics.items():
-            if isinstance(v, (int, float)) and math.isfinite(v):
-                self.writer.add_scalar(f"{prefix}/{k}", v, step)
-        self.jsonl.write(json.dumps({"step": step, "kind": prefix, **metrics}) + "\n")
-        self.jsonl.flush()
-
-    def has(self, step: int, kind: str) -> bool:
-        """Whether metrics.jsonl holds a ``kind`` row for ``step`` (e.g. an eval a preempted run never did)."""
-        if not self.enabled:
-            return True
-        self.jsonl.flush()
-        with open(self.jsonl.name) as f:
-            for line in f:
-                try:
-                    row = json.loads(line)
-                except ValueError:  # a line cut by a crash mid-write
-                    continue
-                if row.get("step") == step and row.get("kind") == kind:
-                    return True
-        return False
-
-    def image(self, step: int, tag: str, path: Path) -> None:
-        """A still written by this run (e.g. samples/step_N.png, a contact sheet) into TensorBoard's Images."""
-        if not self.enabled or not Path(path).is_file():
-            return
-        import imageio.v3 as iio
-
-        self.writer.add_image(tag, np.asarray(iio.imread(path))[..., :3], step, dataformats="HWC")
-        self.writer.flush()
-
-    def close(self) -> None:
-        if self.enabled:
-            self.writer.close()
-            self.jsonl.close()
 
 
 def _check_config(config, mesh) -> None:
@@ -922,8 +607,6 @@ def train(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict
 
 
 def _train(config, workdir, preemption: checkpointing.Preemption) -> dict:
-    from tqdm import tqdm
-
     if not isinstance(config, ml_collections.ConfigDict):
         config = ml_collections.ConfigDict(config)
     workdir = Path(workdir)
@@ -943,7 +626,7 @@ def _train(config, workdir, preemption: checkpointing.Preemption) -> dict:
     mngr = checkpoint_manager(workdir, config)
     config_checks.check_resume_compatible(
         workdir,
-        _to_plain(config),
+        to_plain(config),
         _resume_keys(config),
         tag="tokenizer",
         has_checkpoint=bool(mngr.all_steps()),
@@ -1003,7 +686,7 @@ def _train(config, workdir, preemption: checkpointing.Preemption) -> dict:
     lrs = np.asarray(jax.vmap(schedule)(jnp.arange(max(steps, 1))), np.float32)  # the schedule, on the host
 
     # --- 6. loop --------------------------------------------------------------------------------
-    log = _Log(workdir)
+    log = MetricsLog(workdir)
     final: dict[str, Any] = {"resumed_from": resumed_from, "start_step": start, "data_start_step": data_step}
     pending: list[dict] = []
     eval_every = int(config.eval.every)
@@ -1104,141 +787,8 @@ def _train(config, workdir, preemption: checkpointing.Preemption) -> dict:
 
 
 # ============================================================================================
-# 7. Loading a trained tokenizer (for the LM stages)
-# ============================================================================================
-
-
-def load_tokenizer(workdir: str | os.PathLike, *, step: int | None = None, mesh=None, ema: bool = True):
-    """``(autoencoder, quantizer, config)`` from a training workdir, with EMA (default) or raw params.
-
-    Arrays are placed replicated on ``mesh`` if given, else on the default device.
-    """
-    workdir = Path(workdir)
-    cfg_path = workdir / "config.json"
-    if not cfg_path.is_file():
-        raise FileNotFoundError(
-            f"{cfg_path} not found: is {workdir} a tokenizer workdir (python -m tokenizer.train)?"
-        )
-    config = ml_collections.ConfigDict(json.loads(cfg_path.read_text()))
-    graphdef, abs_params, abs_rest = abstract_tokenizer(config)
-    sharding = _replicated(mesh) if mesh is not None else jax.sharding.SingleDeviceSharding(jax.devices()[0])
-    to_abstract = lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding)  # noqa: E731
-    abs_params = jax.tree.map(to_abstract, nnx.as_pure(abs_params))
-    abs_rest = jax.tree.map(to_abstract, nnx.as_pure(abs_rest))
-
-    def load(step: int):
-        model_item = {"ema": abs_params, "rest": abs_rest}
-        r = mngr.restore(
-            step, args=ocp.args.Composite(model=ocp.args.StandardRestore(_abstract_storable(model_item)))
-        )
-        checkpointing.verify_restored(mngr, step, "model", r.model)  # damaged files fail here, not in results
-        params = r.model["ema"]
-        if not ema:  # the raw params live in the train item, next to the optimizer state
-            tx, _ = make_optimizer(config)
-            abs_opt = jax.tree.map(to_abstract, jax.eval_shape(tx.init, abs_params))
-            train_item = {
-                "step": to_abstract(jax.ShapeDtypeStruct((), jnp.int32)),
-                "params": abs_params,
-                "opt_state": abs_opt,
-            }
-            saved = mngr.item_metadata(step)["train"]
-            if "disc" in saved:  # a GAN run's discriminator: read (the tree must match), not used
-                train_item["disc"] = jax.tree.map(
-                    lambda m: to_abstract(jax.ShapeDtypeStruct(tuple(m.shape), m.dtype)), saved["disc"]
-                )
-            train = mngr.restore(
-                step, args=ocp.args.Composite(train=ocp.args.StandardRestore(train_item))
-            ).train
-            checkpointing.verify_restored(mngr, step, "train", train)
-            params = train["params"]
-        return params, _unstore(r.model["rest"], abs_rest)
-
-    with checkpoint_manager(workdir, read_only=True) as mngr:
-        _, (params, rest) = checkpointing.load_step(mngr, step, load, what="tokenizer")
-    tok = nnx.merge(graphdef, params, rest)
-    return tok.autoencoder, tok.quantizer, config
-
-
-@nnx.jit
-def _encode(model, quantizer, video):
-    _, indices, _ = quantizer(model.encode(eval_lib.to_float(video)), train=False)
-    return indices
-
-
-@nnx.jit
-def _decode(model, quantizer, indices):
-    return eval_lib.to_uint8(model.decode(quantizer.indices_to_codes(indices)))
-
-
-def encode_video(model, quantizer, video) -> jax.Array:
-    """uint8 video ``[B, T, H, W, 3]`` (or one clip ``[T, H, W, 3]``) -> int32 token ids ``[B, t, h, w]``."""
-    video = jnp.asarray(video)
-    if video.dtype != jnp.uint8:
-        raise TypeError(f"encode_video expects uint8 pixels, got {video.dtype}.")
-    single = video.ndim == 4
-    ids = _encode(model, quantizer, video[None] if single else video)
-    return ids[0] if single else ids
-
-
-def decode_indices(model, quantizer, indices) -> jax.Array:
-    """int token ids ``[B, t, h, w]`` (or ``[t, h, w]``) -> uint8 video ``[B, T, H, W, 3]``."""
-    indices = jnp.asarray(indices, jnp.int32)
-    single = indices.ndim == 3
-    video = _decode(model, quantizer, indices[None] if single else indices)
-    return video[0] if single else video
-
-
-# ============================================================================================
 # CLI
 # ============================================================================================
-
-
-def run_cli(
-    argv, *, prog: str, description: str, example_config: str, train_fn, kind: str = "tokenizer"
-) -> dict:
-    """`--config FILE[:VARIANT] --workdir DIR [--config.KEY=VALUE ...]` → train_fn(config, workdir).
-
-    Shared by both trainers (tokenizer.train and videogen.train, ``kind`` 'tokenizer' / 'lm') so they parse
-    overrides the same way. The config and the workdir are checked before anything is built or written; a
-    mistake is one line on stderr and exit code 2 (``-v``: with its traceback).
-    """
-    p = errors.ArgumentParser(
-        prog=prog,
-        description=description,
-        epilog="Overrides: --config.KEY=VALUE (dotted keys), e.g. --config.steps=200 --config.model.dtype=bfloat16",
-    )
-    p.add_argument("--config", required=True, help=f"config file and variant, e.g. {example_config}")
-    p.add_argument(
-        "--workdir", required=True, help="output folder; re-running resumes from its latest checkpoint"
-    )
-    errors.add_verbose(p)
-    distributed.add_arguments(p)
-    args, overrides = p.parse_known_args(argv)
-    bad = [o for o in overrides if not (o.startswith("--config.") or (not o.startswith("-") and "=" in o))]
-    if bad:
-        p.error(f"unrecognised arguments {bad}; overrides look like --config.steps=200")
-    errors.configure_logging(args.verbose)
-    with errors.reported(prog, args.verbose):
-        distributed.initialize_from_args(
-            args
-        )  # jax.distributed first (explicit flags, SLURM, TPU pod), then JAX
-        config = apply_overrides(load_config(args.config), overrides)
-        config_checks.check_training_request(
-            config, args.workdir, kind
-        )  # before anything is built or written
-        try:
-            metrics = train_fn(config, args.workdir)
-        except (checkpointing.WorkdirBusyError, checkpointing.NonFiniteError) as e:
-            print(f"{prog}: error: {errors.one_line(e)}", file=sys.stderr)
-            sys.exit(1)
-    print(
-        json.dumps(
-            {k: v for k, v in metrics.items() if isinstance(v, (int, float, type(None)))}, sort_keys=True
-        )
-    )
-    if metrics.get("preempted"):
-        sys.exit(143)  # 128 + SIGTERM: the checkpoint is saved; rerun the same command to resume
-    return metrics
 
 
 def main(argv: list[str] | None = None) -> dict:

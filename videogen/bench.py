@@ -31,6 +31,8 @@ compiling); its figures are for smoke tests, not for BENCHMARKS.md.
 from __future__ import annotations
 
 import argparse
+import copy
+import dataclasses
 import json
 import os
 import platform
@@ -44,6 +46,15 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax import nnx
+from jax.sharding import AxisType, Mesh
+
+from tokenizer import train as tok_train
+from videogen import bench_data
+from videogen import lm as lm_lib
+from videogen import train as LM
+from videogen.config import apply_overrides, load_config
+from videogen.data import pipeline, world
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -108,14 +119,12 @@ def memory_bandwidth(dev, *, num_bytes: int, repeats: int) -> float:
 
 
 def tokenizer_config(on_gpu: bool, quick: bool):
-    from tokenizer import train as tok_train
-
-    c = tok_train.load_config(str(REPO / "experiments/tokenizer_world.py") + ("" if on_gpu else ":tiny"))
+    c = load_config(str(REPO / "experiments/tokenizer_world.py") + ("" if on_gpu else ":tiny"))
     # What conv_impl='auto' picks on each backend, said explicitly: 'auto' follows the default backend,
     # and on a GPU host the CPU column must still get the CPU's choice.
     c.model.conv_impl = "lax" if on_gpu else "matmul"
     if quick:  # the test suite's tiny shapes: 16x16x9, 2x8x8 compression
-        tok_train.apply_overrides(
+        apply_overrides(
             c,
             [
                 "data.resolution=16",
@@ -134,11 +143,9 @@ def tokenizer_config(on_gpu: bool, quick: bool):
 
 
 def lm_config(on_gpu: bool, quick: bool):
-    from tokenizer import train as tok_train
-
-    c = tok_train.load_config(str(REPO / "experiments/lm_world.py") + ("" if on_gpu else ":tiny"))
+    c = load_config(str(REPO / "experiments/lm_world.py") + ("" if on_gpu else ":tiny"))
     if quick:
-        tok_train.apply_overrides(
+        apply_overrides(
             c,
             [
                 "batch_size=8",
@@ -156,10 +163,6 @@ def tokenizer_grid(tok_config, resolution: int | None = None, num_frames: int | 
     """``((t, h, w), codebook_size)`` that ``tok_config``'s tokenizer gives a clip of its data shape (or the one
     given), from the config alone (abstract model: no weights, no compile) -- what ``bench_tokenizer``'s
     encode yields, for benchmarking the LM without timing the tokenizer."""
-    from flax import nnx
-
-    from tokenizer import train as tok_train
-
     tok = nnx.merge(*tok_train.abstract_tokenizer(tok_config))
     r = int(tok_config.data.resolution if resolution is None else resolution)
     t = int(tok_config.data.num_frames if num_frames is None else num_frames)
@@ -169,16 +172,12 @@ def tokenizer_grid(tok_config, resolution: int | None = None, num_frames: int | 
 def _one_device_mesh(dev):
     """A (1, 1, 1) mesh on exactly ``dev``; mesh_lib.make_mesh would take the default backend's device
     whenever the counts match (on a 1-GPU machine the CPU rows would run on the GPU)."""
-    from jax.sharding import AxisType, Mesh
-
     return Mesh(
         np.asarray([dev]).reshape(1, 1, 1), ("data", "fsdp", "tensor"), axis_types=(AxisType.Auto,) * 3
     )
 
 
 def _world_batch(data: dict, batch: int) -> np.ndarray:
-    from videogen.data import world
-
     src = world.WorldSource(
         world.WorldConfig(resolution=int(data["resolution"]), num_frames=int(data["num_frames"])), "train"
     )
@@ -192,8 +191,6 @@ def _world_batch(data: dict, batch: int) -> np.ndarray:
 
 def _tokenizer_step_seconds(dev, config, steps: int):
     """Mean seconds of the jitted tokenizer train step on one untrained batch; also the last state."""
-    from tokenizer import train as tok_train
-
     mesh = _one_device_mesh(dev)
     tx, _ = tok_train.make_optimizer(config)
     graphdef, shardings = tok_train.state_shardings(config, mesh, tx)
@@ -217,12 +214,6 @@ def bench_tokenizer(dev, config, *, steps: int) -> tuple[dict, Any]:
 
     Where the config's convs run as matmuls (``model.conv_impl='matmul'``, the CPU column), the same step
     with XLA's native conv (``'lax'``) is timed too, as the reference for that choice."""
-    import copy
-
-    from flax import nnx
-
-    from tokenizer import train as tok_train
-
     t_step, (graphdef, state, video, video_np) = _tokenizer_step_seconds(dev, config, steps)
     b = int(config.batch_size)
     frames = b * video_np.shape[1]
@@ -255,8 +246,6 @@ class LMTrainStep:
     shared state (donated and replaced) and returns the loss; ``cfg`` is the config with that objective."""
 
     def __init__(self, dev, config, grid, codebook_size: int):
-        from videogen import train as LM
-
         self.config = config
         self.mesh = _one_device_mesh(dev)
         self.rules = LM._rules(config)
@@ -275,10 +264,6 @@ class LMTrainStep:
         )
 
     def runner(self, objective: str = "next_token", *, attention_impl: str | None = None):
-        import dataclasses
-
-        from videogen import train as LM
-
         cfg = self.config.copy_and_resolve_references()
         cfg.objective = objective
         tcfg, graphdef = self.tcfg, self.graphdef
@@ -299,12 +284,6 @@ def bench_lm(
     dev, config, grid, codebook_size: int, peak: float, bandwidth: float, *, steps: int, quick: bool
 ) -> dict:
     """LM train tokens/s + MFU; AR sampling at batch 1 and 8 vs the bandwidth bound; MaskGIT s/clip."""
-    import dataclasses
-
-    from flax import nnx
-
-    from videogen import train as LM
-
     lm = LMTrainStep(dev, config, grid, codebook_size)
     tcfg = lm.tcfg
     rows: dict[str, Any] = {}
@@ -345,7 +324,7 @@ def bench_lm(
     itemsize = jnp.dtype(tcfg.dtype).itemsize
     rows["lm_weight_bytes"] = int(weight_bytes)
     for batch in (1, 8):
-        fn = LM._sampler(gdef, tcfg, "next_token", 12, 1.0, None, "cosine")
+        fn = lm_lib._sampler(gdef, tcfg, "next_token", 12, 1.0, None, "cosine")
         text2 = jnp.ones((2 * batch, tcfg.max_text_len), jnp.int32)
         dt = _timed(lambda: fn(mstate, text2, jax.random.key(0), jnp.float32(3.0)), 1 if quick else 2)  # noqa: B023 (called at once)
         # The static cache holds 2B sequences of L + n slots; a decode step reads all of it and every weight.
@@ -362,7 +341,7 @@ def bench_lm(
         rows[f"ar_sampling_b{batch}_tokens_per_s"] = batch * n / dt
         rows[f"ar_sampling_b{batch}_bound_tokens_per_s"] = batch * bandwidth / (weight_bytes + kv_bytes)
         rows[f"ar_sampling_b{batch}_kv_cache_bytes"] = int(kv_bytes)
-    fn = LM._sampler(gdef, tcfg, "maskgit", 12, 1.0, None, "cosine")
+    fn = lm_lib._sampler(gdef, tcfg, "maskgit", 12, 1.0, None, "cosine")
     text2 = jnp.ones((16, tcfg.max_text_len), jnp.int32)
     rows["maskgit_seconds_per_clip"] = (
         _timed(lambda: fn(mstate, text2, jax.random.key(0), jnp.float32(3.0)), 1 if quick else 2) / 8
@@ -371,7 +350,7 @@ def bench_lm(
         not quick
     ):  # frame-causal MaskGIT (12 steps per latent frame): KV-cached vs the whole sequence per step
         for cached in (True, False):
-            fn = LM._sampler(gdef, tcfg, "maskgit_frames", 12, 1.0, None, "cosine", kv_cache=cached)
+            fn = lm_lib._sampler(gdef, tcfg, "maskgit_frames", 12, 1.0, None, "cosine", kv_cache=cached)
             rows[f"maskgit_frames_{'cached' if cached else 'uncached'}_seconds_per_clip"] = (
                 _timed(lambda: fn(mstate, text2, jax.random.key(0), jnp.float32(3.0)), 2) / 8  # noqa: B023
             )
@@ -380,9 +359,6 @@ def bench_lm(
 
 
 def bench_pipeline(*, quick: bool) -> dict:
-    from videogen import bench_data
-    from videogen.data import pipeline, world
-
     r, t, b = 64, 17, 32
     steps = 2 if quick else 10
     src = world.WorldSource(world.WorldConfig(resolution=r, num_frames=t), "train", num_clips=100_000)

@@ -15,7 +15,9 @@ from typing import Any
 
 import numpy as np
 
+from videogen.data.folder import video_files
 from videogen.errors import UsageError
+from videogen.video_io import VIDEO_EXTENSIONS
 
 # ============================================================================================
 # Flag values: argparse types (a bad value is refused while parsing, with the flag's name)
@@ -147,9 +149,6 @@ def output_file(path: str | Path, what: str, suffixes: Sequence[str] | None = No
 def video_folder(root: str | Path | None, what: str) -> Path:
     """A folder source's root: an existing folder holding at least one video file (readability is the
     source's own check, one probe per file)."""
-    from videogen.data.folder import video_files
-    from videogen.video_io import VIDEO_EXTENSIONS
-
     if not root:
         raise UsageError(f"{what} is required for a folder source: the folder of your videos.")
     p = Path(root)
@@ -267,10 +266,26 @@ def trained_workdir(
     return kind, config
 
 
+def saved_tokenizer_workdir(saved: str, lm_workdir: Path) -> str:
+    """The tokenizer an LM workdir's config.json names. LMs trained before the path was saved absolute hold it
+    as typed, relative to the folder training ran in (``runs/tok``): that is tried from here, then from the
+    LM workdir's parent folders (``runs/lm`` next to ``runs/tok``, sampled from elsewhere)."""
+    path = Path(saved)
+    if path.is_absolute() or (path / "config.json").is_file():
+        return saved
+    for base in Path(lm_workdir).resolve().parents:
+        if (base / path / "config.json").is_file():
+            return str(base / path)
+    raise FileNotFoundError(
+        f"{Path(lm_workdir) / 'config.json'} names tokenizer_workdir {saved!r}, relative to the "
+        f"folder it was trained in, and it is found neither from here ({Path.cwd()}) nor above "
+        f'{lm_workdir}: run from that folder, or set "tokenizer_workdir" in that config.json '
+        "to the tokenizer's absolute path."
+    )
+
+
 def lm_workdir(path: str | Path, what: str = "--workdir", *, step: int | None = None) -> dict:
     """An LM workdir to sample or evaluate, and the tokenizer workdir its config.json names; its config."""
-    from videogen.train import _saved_tokenizer_workdir
-
     _, config = trained_workdir(path, what, expect="lm", step=step)
     saved = config.get("tokenizer_workdir")
     if not saved:
@@ -278,7 +293,7 @@ def lm_workdir(path: str | Path, what: str = "--workdir", *, step: int | None = 
             f"{what} {path}: its config.json names no tokenizer_workdir; the workdir is damaged."
         )
     try:
-        tokenizer = Path(_saved_tokenizer_workdir(saved, Path(path)))
+        tokenizer = Path(saved_tokenizer_workdir(saved, Path(path)))
     except FileNotFoundError as err:
         raise UsageError(str(err)) from None
     if not (tokenizer / "config.json").is_file():

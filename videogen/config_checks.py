@@ -2,7 +2,7 @@
 
 The trainers call these (the other checks live next to what they check: batch size vs data-parallel size
 in each trainer, clip shape vs compression in ``tokenizer.model.check_input_shape`` /
-``videogen.train.latent_grid``, tokenizer workdir in ``videogen.train.load_tokenizer_for_lm``). Each failure
+``videogen.train.latent_grid``, tokenizer workdir in ``videogen.lm.load_tokenizer_for_lm``). Each failure
 is a UsageError: the command lines report it in one line.
 """
 
@@ -15,6 +15,7 @@ from pathlib import Path
 
 import jax
 
+from tokenizer.core import train_data_spec
 from videogen import checks
 from videogen import mesh as mesh_lib
 from videogen.data.sources import build_source
@@ -93,8 +94,6 @@ def check_training_request(config, workdir, kind: str) -> None:
     check_values(config)
     checks.training_workdir(workdir, "--workdir", kind)
     if kind == "tokenizer":
-        from tokenizer.train import train_data_spec
-
         data = train_data_spec(config)  # a tokenizer reads no captions
     else:
         data = config.data.to_dict() if hasattr(config.data, "to_dict") else dict(config.data)

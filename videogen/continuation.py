@@ -53,6 +53,12 @@ training and the drift measurement: experiments/long_video.py and videogen/drift
 from __future__ import annotations
 
 import dataclasses
+import json
+import os
+import sys
+import tempfile
+import threading
+import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -61,14 +67,18 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from videogen import checks, sampling
+from tokenizer.core import Tokenizer, autoencoder_config, decode_indices, encode_video, quantizer_kwargs
+from videogen import checks, drift, lm, pretrained, sampling, video_io
+from videogen.config import apply_overrides, load_config
+from videogen.data import text as text_lib
+from videogen.data import world
 from videogen.data.text import PAD_ID
 from videogen.errors import UsageError
-from videogen.model import make_positions, video_logits, video_token_ids
+from videogen.lm import OBJECTIVES
+from videogen.model import Transformer, TransformerConfig, make_positions, video_logits, video_token_ids
+from videogen.samples import judge_samples, write_samples
 
 __all__ = ["Continuation", "StreamDecoder", "decoder_reach", "latents_for_frames", "plan_windows"]
-
-OBJECTIVES = ("next_token", "maskgit", "maskgit_frames")  # = videogen.train.OBJECTIVES (tested)
 
 
 def latents_for_frames(num_frames: int, temporal_compression: int = 4) -> int:
@@ -113,9 +123,7 @@ def plan_windows(
 
 
 def _decode_fn(ae, quantizer):
-    from tokenizer import train as tok_train
-
-    return lambda codes: tok_train.decode_indices(ae, quantizer, codes)
+    return lambda codes: decode_indices(ae, quantizer, codes)
 
 
 def decoder_reach(
@@ -210,7 +218,7 @@ class Continuation:
     """Sliding-window long-video generation with a trained LM; see the module docstring.
 
     Args:
-        model: the :class:`videogen.model.Transformer` (e.g. from ``videogen.train.load_lm``).
+        model: the :class:`videogen.model.Transformer` (e.g. from ``videogen.lm.load_lm``).
         tokenizer_bundle: ``(autoencoder, quantizer, ...)``.
         text_tokenizer: the LM's :class:`videogen.data.text.TextTokenizer`.
         objective: ``'maskgit'`` or ``'next_token'`` (how the model was trained).
@@ -239,10 +247,8 @@ class Continuation:
             raise ValueError(f"objective={objective!r}: must be one of {OBJECTIVES}.")
         tcfg = model.config
         if tcfg.remat != "none":  # no backward pass; nnx.remat cannot run inside the decode loops
-            from videogen.train import abstract_model
-
             model = nnx.merge(
-                abstract_model(dataclasses.replace(tcfg, remat="none"))[0],
+                lm.abstract_model(dataclasses.replace(tcfg, remat="none"))[0],
                 *nnx.split(model, nnx.Param, ...)[1:],
             )
             tcfg = model.config
@@ -298,9 +304,7 @@ class Continuation:
         L, C = tcfg.max_text_len, tcfg.codebook_size
         b2 = text2.shape[0]
         b = b2 // 2
-        from videogen.train import _code_logits, _factorised, maskgit_video_codes
-
-        factorised = _factorised(tcfg)  # bit-group head: codes drawn group by group (videogen/sampling.py)
+        factorised = lm.factorised(tcfg)  # bit-group head: codes drawn group by group (videogen/sampling.py)
 
         if self.objective != "next_token":
             frame = jnp.arange(W * P) // P
@@ -308,7 +312,7 @@ class Continuation:
             init = jnp.where(frame[None] < c, init, C)
             # maskgit_frames skips the given context frames (committing them to its KV cache) and draws
             # the rest frame after frame.
-            return maskgit_video_codes(
+            return lm.maskgit_video_codes(
                 model,
                 self.objective,
                 text2,
@@ -334,7 +338,7 @@ class Continuation:
         )
         logits = video_logits(logits)
         last = jax.lax.dynamic_index_in_dim(logits, L + c * P - 1, axis=1, keepdims=False)
-        lp = _code_logits(tcfg, last)
+        lp = lm.code_logits(tcfg, last)
         k0, rng = jax.random.split(rng)
         first = sampling.sample_logits(
             k0,
@@ -354,7 +358,7 @@ class Continuation:
                 tok, jnp.broadcast_to(p, (b2, 1, 3)), mode="causal", cache=cache, cache_index=index
             )
             logits = video_logits(logits)
-            return _code_logits(tcfg, logits[:, 0]), cache
+            return lm.code_logits(tcfg, logits[:, 0]), cache
 
         def skip_step(cache, codes_b, index):  # past this window's tokens: no model call
             return jnp.zeros((b2,) + head_shape, jnp.float32), cache
@@ -392,8 +396,6 @@ class Continuation:
     def encode(self, video: np.ndarray) -> tuple[np.ndarray, int]:
         """uint8 ``[B, T, H, W, 3]`` -> (codes ``[B, 1 + (T' - 1) / c_t, h, w]``, frames dropped at the
         start ``T - T'`` so that ``T' = 1 + c_t m``)."""
-        from tokenizer import train as tok_train
-
         video = np.asarray(video)
         if video.ndim != 5 or video.shape[-1] != 3 or video.dtype != np.uint8:
             raise ValueError(
@@ -409,7 +411,7 @@ class Continuation:
                 f"does, or read_video(path, size={want[0]}))."
             )
         drop = (video.shape[1] - 1) % ct
-        codes = np.asarray(tok_train.encode_video(self.ae, self.quantizer, video[:, drop:]), np.int32)
+        codes = np.asarray(encode_video(self.ae, self.quantizer, video[:, drop:]), np.int32)
         return codes, drop
 
     # -- the generator ---------------------------------------------------------------------------------
@@ -551,11 +553,8 @@ def from_workdir(workdir, *, objective: str | None = None, step: int | None = No
     """A :class:`Continuation` from an LM workdir (EMA weights of ``step``, default the latest), or from the
     pretrained model shipped in the package when ``workdir`` is None; ``objective`` defaults to the trained
     one."""
-    from videogen import pretrained
-    from videogen.train import load_lm
-
     model, bundle, text_tok, config = (
-        load_lm(workdir, step=step) if workdir is not None else pretrained.load()
+        lm.load_lm(workdir, step=step) if workdir is not None else pretrained.load()
     )
     return Continuation(model, bundle, text_tok, objective=objective or config.objective, **kwargs)
 
@@ -655,16 +654,11 @@ def _read_video(path: str, resolution: int) -> np.ndarray:
                 f"{v.dtype} {list(v.shape)}; give a video file instead (it is resized) or resize it."
             )
         return v
-    from videogen import video_io
 
     return video_io.read_video(path, size=resolution)
 
 
 def continue_command(args) -> None:
-    import json
-    import sys
-    import time
-
     if args.bench:
         rows = bench(out_json=None if not args.out else Path(args.out) / "bench.json")
         print(bench_table(rows))
@@ -706,8 +700,6 @@ def continue_command(args) -> None:
         temperature=args.temperature,
         top_k=args.top_k,
     )
-    from videogen.generate import judge_samples, write_samples
-
     train_frames = 1 + eng.ct * (eng.window - 1)
     n = args.frames or 1 + args.length_factor * (train_frames - 1)
     resolution = eng.h * eng.ae.config.spatial_compression
@@ -749,9 +741,6 @@ def continue_command(args) -> None:
 def _model_config(workdir) -> tuple[dict, Path]:
     """``(the LM's config.json, the folder its outputs go under by default)`` of ``--workdir``, or of the
     pretrained model shipped in the package when none is given (said in one line, its files' hashes checked)."""
-
-    from videogen import pretrained
-
     if workdir:
         return checks.lm_workdir(workdir), Path(workdir)
     pretrained.announce("videogen continue")
@@ -788,14 +777,9 @@ def _check_context_frames(context_frames: int | None, config: dict) -> None:
 def run_drift(args) -> dict:
     """``videogen continue --drift``: generate world test prompts at length-factor x the training length and
     write drift.json + drift.png (``--truth``: the ground-truth renders, no model)."""
-    import time
-
-    from videogen import drift
-
     t0 = time.perf_counter()
     if args.truth:
         res, train_frames = args.resolution or 64, 17
-        from videogen.data import world
 
         try:
             world.WorldConfig(resolution=res)
@@ -855,17 +839,10 @@ def _tiny_setup(workdir, *, objective: str, resolution: int = 32):
     """A random-init tiny tokenizer (experiments/tokenizer_world.py:tiny) + tiny LM + text tokenizer: the
     benchmark's stand-in for trained models (time and memory do not depend on the weights)."""
 
-    from tokenizer import train as tok_train
-    from videogen.data import text as text_lib
-    from videogen.data import world
-    from videogen.model import Transformer, TransformerConfig
-
     repo = Path(__file__).resolve().parents[1]
-    c = tok_train.load_config(str(repo / "experiments/tokenizer_world.py") + ":tiny")
-    tok_train.apply_overrides(c, [f"data.resolution={resolution}"])
-    tok = tok_train.Tokenizer(
-        tok_train.autoencoder_config(c), tok_train.quantizer_kwargs(c), rngs=nnx.Rngs(0)
-    )
+    c = load_config(str(repo / "experiments/tokenizer_world.py") + ":tiny")
+    apply_overrides(c, [f"data.resolution={resolution}"])
+    tok = Tokenizer(autoencoder_config(c), quantizer_kwargs(c), rngs=nnx.Rngs(0))
     ae, q = tok.autoencoder, tok.quantizer
     grid = ae.latent_shape(17, resolution, resolution)[:3]
     path = Path(workdir) / "text.model"
@@ -897,8 +874,6 @@ def _tiny_setup(workdir, *, objective: str, resolution: int = 32):
 def _rss_bytes() -> int:
     try:
         with open("/proc/self/statm") as f:
-            import os
-
             return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
     except OSError:  # not Linux
         return 0
@@ -916,11 +891,6 @@ def bench(
     """Time and peak memory per generated frame at ``factors`` x the training length (17 frames), tiny
     random models on the default device. Memory: the peak of the live JAX arrays (sampled after every
     window) and the peak process RSS (sampled every 2 ms by a thread) while generating."""
-    import json
-    import tempfile
-    import threading
-    import time
-
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for objective in objectives:

@@ -52,9 +52,23 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax import nnx
+from tensorboardX import SummaryWriter
 
-from videogen import checks, errors
+from tokenizer import evaluate as tok_eval
+from tokenizer.api import decode_indices, encode_video, latest_step, load_tokenizer
+from tokenizer.quantizers import CodeUsage
+from videogen import checks, continuation, errors, sampling
+from videogen import drift as drift_lib
+from videogen import judge as judge_lib
+from videogen import mesh as mesh_lib
+from videogen.data import world
+from videogen.data.sources import build_source
+from videogen.data.text import PAD_ID
 from videogen.errors import UsageError
+from videogen.eval import fvd as fvd_lib
+from videogen.lm import abstract_model, code_logits, load_lm, maskgit_video_codes, sample
+from videogen.model import make_positions, video_logits, video_token_ids
 
 __all__ = [
     "PROTOCOLS",
@@ -98,22 +112,18 @@ def workdir_kind(workdir: str | Path) -> str:
 
 def i3d_feature_fn(batch_size: int = 8) -> FeatureFn:
     """The standard FVD embedding: I3D Kinetics-400 logits (weights converted once, then cached)."""
-    from videogen.eval import fvd as fvd_lib
-
     return lambda videos: fvd_lib.i3d_features(videos, batch_size=batch_size)
 
 
 def _fvd_clips(videos: np.ndarray, frames: int) -> np.ndarray:
-    from videogen.eval.fvd import MIN_FRAMES
-
-    if videos.shape[1] < MIN_FRAMES:
+    if videos.shape[1] < fvd_lib.MIN_FRAMES:
         raise ValueError(
-            f"FVD needs clips of at least {MIN_FRAMES} frames (I3D), these have {videos.shape[1]}; "
+            f"FVD needs clips of at least {fvd_lib.MIN_FRAMES} frames (I3D), these have {videos.shape[1]}; "
             "evaluate longer clips or pass --no-fvd."
         )
-    if frames < MIN_FRAMES:
+    if frames < fvd_lib.MIN_FRAMES:
         raise UsageError(
-            f"--fvd-frames={frames} is below I3D's minimum of {MIN_FRAMES}; use 16 (the standard)."
+            f"--fvd-frames={frames} is below I3D's minimum of {fvd_lib.MIN_FRAMES}; use 16 (the standard)."
         )
     return videos[:, :frames]  # shorter clips give all theirs: the results record the count used
 
@@ -139,19 +149,15 @@ class _FeatureBank:
 
 
 def _fvd(a: np.ndarray, b: np.ndarray) -> float:
-    from videogen.eval.fvd import fvd
-
     if len(a) < 2 or len(b) < 2:
         raise ValueError(
             f"FVD needs at least 2 clips per side, got {len(a)} and {len(b)}; raise --num-clips."
         )
-    return float(fvd(a, b))
+    return float(fvd_lib.fvd(a, b))
 
 
 def _judge(videos: Sequence[np.ndarray], captions: Sequence[str]) -> dict:
-    from videogen import judge
-
-    r = judge.score(list(videos), list(captions))
+    r = judge_lib.score(list(videos), list(captions))
     r.pop("verdicts")  # all_correct_lenient: the earlier motion rule, read from the same tracks
     return r
 
@@ -187,12 +193,9 @@ def evaluate_tokenizer_workdir(
     step: int | None = None,
 ) -> dict:
     """PSNR, SSIM, code usage over the whole set, rFVD and (world) judge of a tokenizer workdir, per split."""
-    from tokenizer import train as tok_train
-    from videogen import mesh as mesh_lib
-
     workdir = Path(workdir)
     mesh = mesh_lib.make_mesh({"data": -1})
-    model, quantizer, config = tok_train.load_tokenizer(workdir, step=step, mesh=mesh)
+    model, quantizer, config = load_tokenizer(workdir, step=step, mesh=mesh)
     out = evaluate_tokenizer(
         model,
         quantizer,
@@ -209,7 +212,7 @@ def evaluate_tokenizer_workdir(
     return {
         "kind": "tokenizer",
         "workdir": str(workdir),
-        "step": tok_train.latest_step(workdir) if step is None else step,
+        "step": latest_step(workdir) if step is None else step,
         **out,
     }
 
@@ -231,10 +234,6 @@ def evaluate_tokenizer(
     """:func:`evaluate_tokenizer_workdir` of a loaded tokenizer (e.g. the pretrained one): ``{'splits': {split:
     figures}}`` (+ ``fvd_frames``). ``mesh``: the one its arrays are replicated on (batches split over it);
     None: one device."""
-    from tokenizer import evaluate as tok_eval
-    from tokenizer.quantizers import CodeUsage
-    from videogen import mesh as mesh_lib
-
     dp = mesh_lib.data_parallel_size(mesh) if mesh is not None else 1
     bs = math.ceil(int(batch_size or config.eval.batch_size) / dp) * dp
     judge = judge and _is_world(config.data)  # the eval spec itself is built per split by eval_source
@@ -298,11 +297,6 @@ def _predictor(graphdef, tcfg, objective: str, known: int, num_steps: int, tempe
     key = (graphdef, tcfg, objective, known, num_steps, temperature, top_k)
     if key in _PREDICTORS:
         return _PREDICTORS[key]
-    from flax import nnx
-
-    from videogen import sampling
-    from videogen.model import make_positions, video_logits, video_token_ids
-    from videogen.train import _code_logits, maskgit_video_codes
 
     L, n, c = tcfg.max_text_len, tcfg.num_video_tokens, tcfg.codebook_size
 
@@ -333,7 +327,7 @@ def _predictor(graphdef, tcfg, objective: str, known: int, num_steps: int, tempe
             pos = jnp.broadcast_to(jax.lax.dynamic_slice_in_dim(pos_table, index, 1)[None], (b2, 1, 3))
             logits, cache = model(tok, pos, mode="causal", cache=cache, cache_index=index)
             logits = video_logits(logits)
-            return _code_logits(tcfg, logits[:, 0]), cache
+            return code_logits(tcfg, logits[:, 0]), cache
 
         forced = jnp.where(given[:, 1:], codes[:, 1:], -1)
         rest, _ = sampling.ar_decode(
@@ -375,12 +369,6 @@ def predict_frames(
     ``videos`` uint8 ``[N, T, H, W, 3]`` of the model's clip shape; returns the decoded uint8 clips. With a
     causal tokenizer of temporal compression ``c``, ``1 + c*k`` frames are exactly ``1 + k`` latent frames.
     """
-    from flax import nnx
-
-    from tokenizer import train as tok_train
-    from videogen.data.text import PAD_ID
-    from videogen.train import abstract_model
-
     tcfg = model.config
     ae, quantizer = tokenizer_bundle[0], tokenizer_bundle[1]
     ct = ae.config.temporal_compression
@@ -397,9 +385,7 @@ def predict_frames(
             f"--context-frames={context_frames} covers all {t_lat} latent frames of the clip: "
             "nothing is left to predict; use fewer context frames."
         )
-    codes = (
-        np.asarray(tok_train.encode_video(ae, quantizer, videos)).reshape(len(videos), -1).astype(np.int32)
-    )
+    codes = np.asarray(encode_video(ae, quantizer, videos)).reshape(len(videos), -1).astype(np.int32)
     L = tcfg.max_text_len
     cond = np.stack(
         [text_tokenizer.encode(p)[0] if p is not None else np.full(L, PAD_ID, np.int32) for p in prompts]
@@ -421,7 +407,7 @@ def predict_frames(
         None if top_k is None else int(top_k),
     )
     out = fn(state, text2, jnp.asarray(codes), jax.random.key(int(seed)), jnp.float32(guidance))
-    return np.asarray(tok_train.decode_indices(ae, quantizer, out.reshape((len(videos),) + tcfg.video_grid)))
+    return np.asarray(decode_indices(ae, quantizer, out.reshape((len(videos),) + tcfg.video_grid)))
 
 
 # ============================================================================================
@@ -444,8 +430,6 @@ class GenSettings:
 
 def _generate(lm, prompts: list[str], s: GenSettings, seed_offset: int) -> np.ndarray:
     """Samples one clip per prompt in fixed-size batches (one compiled sampler)."""
-    from videogen.train import sample
-
     model, bundle, text_tok, config = lm
     out = []
     for k, idx in enumerate(_batches(len(prompts), s.batch_size)):
@@ -473,8 +457,6 @@ def _real(source, indices: Sequence[int]) -> tuple[np.ndarray, list[str]]:
 
 def protocol_world(lm, spec: dict, splits: Sequence[str], s: GenSettings, feature_fn) -> dict:
     """Judge + FVD on the world's captions of each split (test: seen combinations; heldout: unseen)."""
-    from videogen.data.sources import build_source
-
     if not _is_world(spec):
         raise UsageError(
             f"--protocol world needs the built-in world as the LM's data, not {spec.get('kind')!r}; "
@@ -497,8 +479,6 @@ def protocol_world(lm, spec: dict, splits: Sequence[str], s: GenSettings, featur
 
 def protocol_ucf(lm, spec: dict, repeats: int, s: GenSettings, feature_fn) -> dict:
     """UCF-101 style: N samples (prompts = captions of random train clips) vs N random train clips, repeated."""
-    from videogen.data.sources import build_source
-
     if not s.fvd:
         raise UsageError("--protocol ucf is an FVD protocol; drop --no-fvd.")
     source = build_source(spec, "train")
@@ -522,8 +502,6 @@ def protocol_ucf(lm, spec: dict, repeats: int, s: GenSettings, feature_fn) -> di
 
 
 def _prompts(source, indices) -> list[str]:
-    from videogen.data import world
-
     if isinstance(source, world.WorldSource):  # captions without rendering
         return [world.sample_clip(source.cfg, source.split, int(i)).caption for i in indices]
     return [str(source[int(i)]["caption"]) for i in indices]
@@ -533,9 +511,6 @@ def protocol_frame_prediction(
     lm, spec: dict, split: str, context_frames: int, s: GenSettings, feature_fn
 ) -> dict:
     """K600/BAIR style: condition on the first frames of real clips, score the whole clips vs the real ones."""
-    from tokenizer import evaluate as tok_eval
-    from videogen.data.sources import build_source
-
     model, bundle, text_tok, config = lm
     source = build_source(spec, split)
     n = min(s.num_clips, len(source))
@@ -597,14 +572,6 @@ def drift(
     """The long-video drift curve: world prompts of ``split`` continued to ``num_frames`` frames
     (:mod:`videogen.continuation`) and scored window by window against the true renders
     (:func:`videogen.drift.measure_videos`)."""
-    try:
-        from videogen import continuation
-        from videogen import drift as drift_lib
-    except ImportError as e:
-        raise SystemExit(
-            f"--drift needs videogen.continuation and videogen.drift (the long-video issue #5), "
-            f"which are not available ({e}); run without --drift."
-        ) from None
     config = json.loads((Path(workdir) / "config.json").read_text())
     data = config.get("data", {})
     if not _is_world(data):
@@ -643,8 +610,6 @@ def evaluate_generator(
     step: int | None = None,
 ) -> dict:
     """Runs the chosen protocols on an LM workdir (EMA weights) and returns one JSON-able dict."""
-    from videogen.train import load_lm
-
     s = settings or GenSettings()
     bad = [p for p in protocols if p not in PROTOCOLS]
     if bad:
@@ -662,9 +627,8 @@ def evaluate_generator(
     }
     # FVD's frames as used: clips shorter than fvd_frames give all theirs (FVD compares equal lengths only).
     out["settings"]["fvd_frames"] = min(int(s.fvd_frames), int(config.data.num_frames))
-    from tokenizer import train as tok_train
 
-    out["step"] = tok_train.latest_step(workdir) if step is None else step
+    out["step"] = latest_step(workdir) if step is None else step
     for p in protocols:
         t0 = time.perf_counter()
         if p == "world":
@@ -736,8 +700,6 @@ def format_table(result: dict) -> str:
 
 
 def _write_tensorboard(result: dict, logdir: Path, step: int) -> None:
-    from tensorboardX import SummaryWriter
-
     with SummaryWriter(str(logdir)) as w:
         for k, v in flat_metrics(result).items():
             if math.isfinite(v) and not k.startswith(("settings/", "data/")):
@@ -815,8 +777,6 @@ def add_eval_args(p: argparse.ArgumentParser) -> None:
 
 def _check_request(args, workdir: Path) -> str:
     """Everything ``videogen eval`` was asked, before a model loads; the workdir's kind."""
-    from videogen.eval.fvd import MIN_FRAMES
-
     kind, config = checks.trained_workdir(workdir, "--workdir", step=args.step)
     if kind == "lm":
         checks.lm_workdir(workdir, "--workdir")
@@ -824,9 +784,9 @@ def _check_request(args, workdir: Path) -> str:
         checks.output_file(args.out, "--out")
     else:
         checks.output_folder(workdir / "eval", "the default --out's folder")
-    if not args.no_fvd and args.fvd_frames < MIN_FRAMES:
+    if not args.no_fvd and args.fvd_frames < fvd_lib.MIN_FRAMES:
         raise UsageError(
-            f"--fvd-frames={args.fvd_frames} is below I3D's minimum of {MIN_FRAMES}; use 16 (the "
+            f"--fvd-frames={args.fvd_frames} is below I3D's minimum of {fvd_lib.MIN_FRAMES}; use 16 (the "
             "standard), or --no-fvd."
         )
     if kind == "tokenizer":
@@ -883,15 +843,6 @@ def run(args) -> dict:
             fvd=not args.no_fvd,
             fvd_frames=args.fvd_frames,
         )
-        if args.drift:  # fail before any sampling when the long-video modules are missing
-            from importlib.util import find_spec
-
-            missing = [m for m in ("videogen.continuation", "videogen.drift") if find_spec(m) is None]
-            if missing:
-                raise SystemExit(
-                    f"--drift needs {' and '.join(missing)} (the long-video issue #5), which is not "
-                    "available; run without --drift."
-                )
         result = evaluate_generator(
             workdir,
             protocols=protocols,
@@ -916,9 +867,7 @@ def run(args) -> dict:
                 step=args.step,
             )
         if args.with_tokenizer:
-            from videogen.train import _saved_tokenizer_workdir
-
-            tok_wd = _saved_tokenizer_workdir(cfg["tokenizer_workdir"], workdir)
+            tok_wd = checks.saved_tokenizer_workdir(cfg["tokenizer_workdir"], workdir)
             result["tokenizer"] = evaluate_tokenizer_workdir(
                 tok_wd,
                 num_clips=args.num_clips,

@@ -5,70 +5,33 @@
     python -m videogen.generate demo --workdir runs/demo      # what `make demo` runs
 
 Each sample is written as mp4, GIF and .npy (uint8 [T, H, W, 3]) plus one contact sheet; when the prompts
-are captions of the built-in world, the judge's verdicts are written to judge.json and printed.
+are captions of the built-in world, the judge's verdicts are written to judge.json and printed (videogen/samples.py).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import re
 import time
 from pathlib import Path
 
 import numpy as np
 
-from videogen import checks, errors
+from tokenizer import train as tok_train
+from videogen import checks, drift, errors
+from videogen import pretrained as pretrained_lib
+from videogen import train as lm_train
+from videogen.config import apply_overrides, load_config
+from videogen.continuation import Continuation
+from videogen.data import world
 from videogen.errors import UsageError
+from videogen.lm import OBJECTIVES, load_lm, sample
+from videogen.samples import judge_samples, write_samples
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _slug(text: str, limit: int = 48) -> str:
-    return re.sub(r"[^a-z0-9]+", "_", text.lower()).strip("_")[:limit] or "unconditional"
-
-
-def write_samples(
-    videos: np.ndarray, prompts: list[str], out_dir: str | Path, *, fps: float = 8
-) -> list[Path]:
-    """Writes sample_{i}_{slug}.{mp4,gif,npy} and contact_sheet.png; returns the mp4 paths."""
-    from videogen import video_io
-
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for i, (video, prompt) in enumerate(zip(videos, prompts)):
-        stem = out / f"sample_{i:02d}_{_slug(prompt or '')}"
-        paths.append(video_io.write_mp4(stem.with_suffix(".mp4"), video, fps=fps))
-        video_io.write_gif(stem.with_suffix(".gif"), video, fps=fps)
-        video_io.write_npy(stem.with_suffix(".npy"), video)
-    video_io.contact_sheet(
-        list(videos), [p or "(unconditional)" for p in prompts], path=out / "contact_sheet.png"
-    )
-    return paths
-
-
-def judge_samples(videos, prompts, out_dir: str | Path) -> dict | None:
-    """The judge's score when every prompt is a caption of the built-in world, else None."""
-    from videogen import judge
-    from videogen.data.captions import CaptionParseError, parse_caption
-
-    try:
-        for p in prompts:
-            parse_caption(p)
-    except CaptionParseError:
-        return None
-    result = judge.score(list(videos), list(prompts))
-    verdicts = result.pop("verdicts")
-    result["clips"] = [v.summary() for v in verdicts]
-    Path(out_dir, "judge.json").write_text(json.dumps(result, indent=2))
-    return result
-
-
 def sample_command(args) -> None:
-    from videogen import pretrained
-    from videogen.train import load_lm, sample
-
     # Flag values were checked while parsing; the workdir and where the samples go are checked here, before
     # the model loads and samples (a read-only workdir would otherwise lose the samples at the end). No
     # --workdir: the pretrained model shipped in the package (its files' hashes checked).
@@ -76,12 +39,12 @@ def sample_command(args) -> None:
         checks.lm_workdir(args.workdir)
         home = Path(args.workdir)
     else:
-        pretrained.announce("videogen sample")
-        pretrained.verify()
-        home = pretrained.DEFAULT_OUT
+        pretrained_lib.announce("videogen sample")
+        pretrained_lib.verify()
+        home = pretrained_lib.DEFAULT_OUT
     out = Path(args.out or home / "samples" / f"seed{args.seed}")
     checks.output_folder(out, "--out" if args.out else "the default --out")
-    model, bundle, text_tok, config = load_lm(args.workdir) if args.workdir else pretrained.load()
+    model, bundle, text_tok, config = load_lm(args.workdir) if args.workdir else pretrained_lib.load()
     prompts = [p for p in args.prompt for _ in range(args.num)]
     start = time.perf_counter()
     # An empty prompt is the null text the model was trained on for guidance (all padding), as in `continue`;
@@ -116,8 +79,6 @@ def sample_command(args) -> None:
 
 
 def add_sample_args(p: argparse.ArgumentParser) -> None:
-    from videogen.continuation import OBJECTIVES
-
     p.add_argument(
         "--workdir",
         help="the LM workdir (python -m videogen.train --workdir ...); default: the "
@@ -178,8 +139,6 @@ LONG_VIDEO_FACTOR = 16  # the long video: 16x the training length (257 frames fo
 
 def _test_prompts(config, num: int) -> list[str]:
     """Captions of the first ``num`` clips of the world's evaluation split: prompts the LM never trained on."""
-    from videogen.data import world
-
     wcfg = world.WorldConfig(resolution=int(config.data.resolution), num_frames=int(config.data.num_frames))
     return [world.sample_clip(wcfg, "test", i).caption for i in range(num)]
 
@@ -200,14 +159,10 @@ def shipped_demo(
     prompts (mp4/GIF/npy + contact sheet, judged) into ``out/samples``, then writes one long video of 16x the
     training length by sliding-window continuation (videogen/continuation.py) and its drift plot
     (videogen/drift.py) into ``out/long``."""
-    from videogen import drift, pretrained
-    from videogen.continuation import Continuation
-    from videogen.train import sample
-
     out = Path(out)
     t0 = time.perf_counter()
-    print(f"make demo: {pretrained.describe()}", flush=True)
-    model, bundle, text_tok, config = lm = pretrained.load()
+    print(f"make demo: {pretrained_lib.describe()}", flush=True)
+    model, bundle, text_tok, config = lm = pretrained_lib.load()
     prompts = _test_prompts(config, num_prompts)
     videos = np.asarray(
         sample(model, bundle, text_tok, prompts, objective=config.objective, guidance=guidance, seed=0)
@@ -292,13 +247,8 @@ def demo(
     ~0.45), MaskGIT's confidence-ordered decoding fills most clips with background codes, while raster-order
     sampling still draws the prompted colours (BENCHMARKS.md "make demo: time vs score").
     """
-    from tokenizer import train as tok_train
-    from videogen import train as lm_train
-
     workdir = Path(workdir)
     t0 = time.perf_counter()
-    from videogen.continuation import OBJECTIVES
-
     if objective not in OBJECTIVES:
         raise UsageError(f"objective={objective!r}: must be one of {OBJECTIVES}.")
     saved = workdir / "lm" / "config.json"
@@ -312,8 +262,6 @@ def demo(
     stages = 5 if pretrained else 3
     shipped = {}
     if pretrained:
-        from videogen import pretrained as pretrained_lib
-
         pretrained_lib.verify()  # a damaged install is said before anything runs
         print(
             f"== 1/{stages} the pretrained model shipped in the package: {num_prompts} test prompts, then one "
@@ -331,34 +279,32 @@ def demo(
         f"{time.perf_counter() - t0:.0f} s so far ==",
         flush=True,
     )
-    tok_cfg = tok_train.load_config(str(REPO / "experiments/tokenizer_world.py") + ":tiny")
-    tok_cfg = tok_train.apply_overrides(tok_cfg, [f"--config.steps={tokenizer_steps}"])
+    tok_cfg = load_config(str(REPO / "experiments/tokenizer_world.py") + ":tiny")
+    tok_cfg = apply_overrides(tok_cfg, [f"--config.steps={tokenizer_steps}"])
     if int(tok_cfg.steps) < EDGE_WEIGHT_MIN_TOKENIZER_STEPS:
-        tok_cfg = tok_train.apply_overrides(tok_cfg, ["--config.loss.edge_weight=0.0"])
+        tok_cfg = apply_overrides(tok_cfg, ["--config.loss.edge_weight=0.0"])
     tok_train.train(tok_cfg, workdir / "tokenizer")
     print(
         f"== {first + 1}/{stages} fresh LM (experiments/lm_world.py:tiny, {objective}, {lm_steps} steps), "
         f"{time.perf_counter() - t0:.0f} s so far ==",
         flush=True,
     )
-    lm_cfg = tok_train.load_config(str(REPO / "experiments/lm_world.py") + ":tiny")
+    lm_cfg = load_config(str(REPO / "experiments/lm_world.py") + ":tiny")
     overrides = [
         f"--config.tokenizer_workdir={(workdir / 'tokenizer').resolve()}",
         f"--config.objective={objective}",
         f"--config.steps={lm_steps}",
     ]
-    lm_cfg = tok_train.apply_overrides(lm_cfg, overrides)
+    lm_cfg = apply_overrides(lm_cfg, overrides)
     lm_train.train(lm_cfg, workdir / "lm")
     print(
         f"== {stages}/{stages} sampling {num_prompts} prompts, {time.perf_counter() - t0:.0f} s so far ==",
         flush=True,
     )
-    model, bundle, text_tok, config = lm_train.load_lm(workdir / "lm")
+    model, bundle, text_tok, config = load_lm(workdir / "lm")
     prompts = _test_prompts(config, num_prompts)
     videos = np.asarray(
-        lm_train.sample(
-            model, bundle, text_tok, prompts, objective=config.objective, guidance=guidance, seed=0
-        )
+        sample(model, bundle, text_tok, prompts, objective=config.objective, guidance=guidance, seed=0)
     )
     out = workdir / "samples"
     write_samples(videos, prompts, out)
@@ -388,8 +334,6 @@ def demo(
 
 
 def main(argv: list[str] | None = None) -> None:
-    from videogen.continuation import OBJECTIVES
-
     parser = errors.ArgumentParser(prog="python -m videogen.generate")
     errors.add_verbose(parser)
     sub = parser.add_subparsers(dest="command", required=True)

@@ -1,4 +1,5 @@
-"""Device meshes with named axes (data, fsdp, tensor), `-1` filling whatever devices are left."""
+"""Device meshes with named axes (data, fsdp, tensor), `-1` filling whatever devices are left; the table of a train
+state's shardings both trainers print."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from collections.abc import Mapping, Sequence
 
 import jax
 import numpy as np
-from jax.sharding import AxisType, Mesh
+from jax.sharding import AxisType, Mesh, NamedSharding
 
 DEFAULT_AXES: dict[str, int] = {"data": -1, "fsdp": 1, "tensor": 1}
 # Axes a batch is split over: every axis that holds a different slice of the data.
@@ -62,3 +63,52 @@ def batch_axes(mesh: Mesh) -> tuple[str, ...]:
 
 def data_parallel_size(mesh: Mesh) -> int:
     return math.prod(mesh.shape[a] for a in batch_axes(mesh))
+
+
+def _spec_str(sharding) -> str:
+    spec = tuple(sharding.spec) if isinstance(sharding, NamedSharding) else ()
+    if not any(spec):
+        return "replicated"
+    return (
+        "(" + ",".join("·" if s is None else (s if isinstance(s, str) else "+".join(s)) for s in spec) + ")"
+    )
+
+
+def _path_str(path) -> str:
+    return "/".join(str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k)))) for k in path)
+
+
+def describe_shardings(state, shardings) -> str:
+    """One line per param: path, shape, sharding, and the shardings of its optimizer slots."""
+    params_flat = jax.tree_util.tree_flatten_with_path(state["params"])[0]
+    psh = jax.tree.leaves(shardings["params"])
+    opt_flat = jax.tree_util.tree_flatten_with_path(state["opt_state"])[0]
+    osh = jax.tree.leaves(shardings["opt_state"])
+    slots: dict[tuple, list[str]] = {}
+    others = []
+    param_paths = {tuple(p): _path_str(p) for p, _ in params_flat}
+    for (path, leaf), sh in zip(opt_flat, osh):
+        for n in range(len(path)):
+            if tuple(path[n:]) in param_paths:
+                slot = next(
+                    (str(getattr(k, "name", "")) for k in reversed(path[:n]) if getattr(k, "name", "")), "?"
+                )
+                slots.setdefault(tuple(path[n:]), []).append(f"{slot} {_spec_str(sh)}")
+                break
+        else:
+            others.append(f"{_path_str(path)} {tuple(leaf.shape)} {_spec_str(sh)}")
+    width = max(len(s) for s in param_paths.values())
+    lines = [f"{'param':<{width}}  {'shape':<18} {'sharding':<16} optimizer slots"]
+    for (path, leaf), sh in zip(params_flat, psh):
+        lines.append(
+            f"{param_paths[tuple(path)]:<{width}}  {str(tuple(leaf.shape)):<18} {_spec_str(sh):<16} "
+            + ", ".join(slots.get(tuple(path), ["-"]))
+        )
+    lines.append("optimizer scalars: " + ("; ".join(others) if others else "-"))
+    rest = jax.tree_util.tree_flatten_with_path(state["rest"])[0]
+    if rest:
+        lines.append(
+            "quantizer state: "
+            + "; ".join(f"{_path_str(p)} {tuple(x.shape)} {_spec_str(x.sharding)}" for p, x in rest)
+        )
+    return "\n".join(lines)

@@ -25,8 +25,18 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import ml_collections
+from flax import nnx
 
+from tokenizer import train as T
+from tokenizer.core import autoencoder_config, quantizer_kwargs
+from tokenizer.model import check_input_shape
+from tokenizer.quantizers import make_quantizer
+from videogen import config_checks
+from videogen import mesh as mesh_lib
+from videogen import train as LM
 from videogen.errors import UsageError
+from videogen.lm import attention_is_causal, check_objective, transformer_config
+from videogen.model import flops_per_token
 
 __all__ = ["format_plan", "plan", "plan_lm", "plan_tokenizer"]
 
@@ -88,8 +98,6 @@ def _finish(kind, config, mesh, abstract, shardings, compiled, table, extra) -> 
 
 
 def plan_tokenizer(config) -> dict[str, Any]:
-    from tokenizer import train as T
-
     mesh = T.make_mesh(config)
     T._check_config(config, mesh)
     tx, _ = T.make_optimizer(config)
@@ -104,7 +112,7 @@ def plan_tokenizer(config) -> dict[str, Any]:
     )
     lr = jax.ShapeDtypeStruct((), jnp.float32)
     compiled = step.lower(abstract, video, lr).compile()
-    ae = T.autoencoder_config(config)
+    ae = autoencoder_config(config)
     return _finish(
         "tokenizer",
         config,
@@ -112,7 +120,7 @@ def plan_tokenizer(config) -> dict[str, Any]:
         abstract,
         shardings,
         compiled,
-        T.describe_shardings(abstract, shardings),
+        mesh_lib.describe_shardings(abstract, shardings),
         {"compression": list(ae.compression), "quantizer": config.quantizer.kind},
     )
 
@@ -121,12 +129,6 @@ def _lm_codebook_and_grid(config) -> tuple[int, tuple[int, int, int]]:
     m = config.model
     if m.get("codebook_size") and m.get("video_grid"):
         return int(m.codebook_size), tuple(int(g) for g in m.video_grid)
-    from flax import nnx
-
-    from tokenizer import train as T
-    from tokenizer.model import check_input_shape
-    from tokenizer.quantizers import make_quantizer
-
     wd = config.get("tokenizer_workdir")
     if not wd or not (Path(wd) / "config.json").is_file():
         raise UsageError(
@@ -135,10 +137,10 @@ def _lm_codebook_and_grid(config) -> tuple[int, tuple[int, int, int]]:
             "--config.model.video_grid=(t,h,w) to plan without one."
         )
     tc = ml_collections.ConfigDict(json.loads((Path(wd) / "config.json").read_text()))
-    q_kw = T.quantizer_kwargs(tc)
+    q_kw = quantizer_kwargs(tc)
     kind = q_kw.pop("kind")
     codebook = nnx.eval_shape(lambda: make_quantizer(kind, **q_kw, rngs=nnx.Rngs(0))).codebook_size
-    ae = T.autoencoder_config(tc)
+    ae = autoencoder_config(tc)
     nf, res = int(config.data.num_frames), int(config.data.resolution)
     try:
         check_input_shape(ae, nf, res, res)
@@ -152,13 +154,7 @@ def _lm_codebook_and_grid(config) -> tuple[int, tuple[int, int, int]]:
 
 
 def plan_lm(config, devices=None) -> dict[str, Any]:
-    from tokenizer import train as T
-    from videogen import config_checks
-    from videogen import mesh as mesh_lib
-    from videogen import train as LM
-    from videogen.model import flops_per_token
-
-    LM._check_objective(config.objective)
+    check_objective(config.objective)
     mesh = LM.make_mesh(config, devices)
     dp = mesh_lib.data_parallel_size(mesh)
     accum = int(config.get("grad_accum_steps", 1))
@@ -170,7 +166,7 @@ def plan_lm(config, devices=None) -> dict[str, Any]:
         )
     codebook, grid = _lm_codebook_and_grid(config)
     config_checks.check_lm_vocab(config, codebook, config.get("tokenizer_workdir"))
-    tcfg = LM.transformer_config(config, codebook, grid)
+    tcfg = transformer_config(config, codebook, grid)
     rules = LM._rules(config)
     tx, _ = LM.make_optimizer(config)
     graphdef, rest, shardings = LM.state_shardings(tcfg, mesh, tx, rules)
@@ -191,14 +187,14 @@ def plan_lm(config, devices=None) -> dict[str, Any]:
         abstract,
         shardings,
         compiled,
-        T.describe_shardings({**abstract, "rest": {}}, shardings),
+        mesh_lib.describe_shardings({**abstract, "rest": {}}, shardings),
         {
             "objective": config.objective,
             "codebook_size": codebook,
             "video_grid": list(grid),
             "seq_len": seq_len,
             "model_flops_per_step": flops_per_token(
-                tcfg, seq_len, causal=LM.attention_is_causal(config.objective)
+                tcfg, seq_len, causal=attention_is_causal(config.objective)
             )
             * seq_len
             * b,

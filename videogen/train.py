@@ -53,18 +53,16 @@ Workdir::
 Library use::
 
     metrics = train(config, workdir)
-    model, tokenizer_bundle, text_tokenizer, config = load_lm(workdir)
-    videos = sample(model, tokenizer_bundle, text_tokenizer, ["a red circle moving left"],
-                    objective=config.objective, guidance=3.0, seed=0)      # uint8 [N, T, H, W, 3]
+
+A trained LM is loaded and sampled by videogen/lm.py (``load_lm``, ``sample``; re-exported here).
 
 Sections: config, 1 mesh, 2 tokenizers, 3 model + optimizer born sharded, 4 batches and the update
-step, 5 checkpoints, 6 train loop, 7 sampling, 8 loading, CLI.
+step, 5 checkpoints, 6 train loop, CLI.
 """
 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import json
 import os
 import sys
@@ -78,22 +76,36 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
-import orbax.checkpoint as ocp
 from flax import nnx
+from jax.experimental import multihost_utils
 from jax.sharding import NamedSharding, PartitionSpec
+from tqdm import tqdm
 
 from tokenizer import codes as tok_codes
-from tokenizer import evaluate as tok_eval
-from tokenizer import train as tok_train
-from tokenizer.train import _Log, _to_plain, apply_overrides, load_config
-from videogen import checkpointing, config_checks, sampling
+from tokenizer.core import INIT_KEY_IMPL, checkpoint_manager, to_float
+from videogen import checkpointing, config_checks, judge, sampling
 from videogen import mesh as mesh_lib
-from videogen.data import code_cache
+from videogen.config import apply_overrides, load_config, to_plain
+from videogen.data import code_cache, world
 from videogen.data.pipeline import Pipeline, PipelineConfig, resume_step
 from videogen.data.sources import build_source
 from videogen.data.sources import eval_spec as make_eval_spec
 from videogen.data.text import MODEL_FILENAME, PAD_ID, TextTokenizer, train_text_tokenizer
 from videogen.errors import UsageError
+from videogen.lm import (
+    ATTENTION_MODES,
+    OBJECTIVES,
+    abstract_model,
+    attention_is_causal,
+    check_objective,
+    load_lm,
+    load_tokenizer_for_lm,
+    make_optimizer,
+    maskgit_video_codes,
+    sample,
+    transformer_config,
+)
+from videogen.metrics_log import MetricsLog
 from videogen.model import (
     DEFAULT_LOGICAL_AXIS_RULES,
     Transformer,
@@ -103,96 +115,28 @@ from videogen.model import (
     make_positions,
     param_shardings,
     sample_codes,
-    video_logits,
     video_token_ids,
-    weight_decay_mask,
 )
+from videogen.trainer_cli import run_cli
+from videogen.video_io import contact_sheet, gif_grid
 
+# The LM library this trainer builds on (videogen/lm.py, videogen/config.py), re-exported: `from videogen.train
+# import sample` and the like keep working.
 __all__ = [
     "OBJECTIVES",
+    "abstract_model",
     "apply_overrides",
+    "attention_is_causal",
     "load_config",
     "load_lm",
     "load_tokenizer_for_lm",
     "main",
+    "make_optimizer",
     "maskgit_video_codes",
     "sample",
     "train",
     "transformer_config",
 ]
-
-# next_token: causal, KV-cached AR sampling. maskgit: bidirectional over the video, all frames decoded together.
-# maskgit_frames: causal across latent frames and bidirectional within one (block-causal), trained on masks
-# drawn per frame behind a clean prefix of frames; sampled frame after frame, each in MaskGIT steps.
-OBJECTIVES = ("next_token", "maskgit", "maskgit_frames")
-INIT_KEY_IMPL = tok_train.INIT_KEY_IMPL  # rbg: fast to compile, and sharding-invariant (tested)
-_MODES = {"next_token": "causal", "maskgit": "prefix_bidirectional_video", "maskgit_frames": "block_causal"}
-
-
-def maskgit_video_codes(
-    model: Transformer,
-    objective: str,
-    text2: jax.Array,
-    init_codes: jax.Array,
-    *,
-    guidance,
-    rng: jax.Array,
-    num_steps: int,
-    kv_cache: bool = True,
-    **decode_kwargs,
-) -> jax.Array:
-    """MaskGIT decoding of video codes the way ``objective`` was trained, with classifier-free guidance.
-
-    ``text2`` [2B, L] = ``[cond; null]`` text; ``init_codes`` [B, n] codes, ``codebook_size`` where
-    unknown (given codes are kept). ``maskgit``: all frames together (:func:`videogen.sampling.maskgit_decode`),
-    ``num_steps`` passes over the whole sequence. ``maskgit_frames``: frame after frame, ``num_steps`` per
-    frame; with ``kv_cache`` (default) the text is prefilled once and each call runs one frame against the
-    cached earlier frames (:func:`videogen.sampling.maskgit_decode_frames_cached`), otherwise every call
-    runs the whole sequence (:func:`videogen.sampling.maskgit_decode_frames`; same samples, the reference
-    it is tested against). ``decode_kwargs``: schedule, temperature, top_k, top_p. Returns codes [B, n].
-    """
-    tcfg = model.config
-    objective = _check_objective(objective)
-    L, C = tcfg.max_text_len, tcfg.codebook_size
-    b2 = text2.shape[0]
-    positions = make_positions(tcfg, b2)  # [2B, L + n, 3]
-    mode = _MODES[objective]
-    kwargs = dict(rng=rng, mask_id=C, num_steps=num_steps, factorised=_factorised(tcfg), **decode_kwargs)
-
-    def video_ids(codes2):
-        return jnp.where(codes2 == C, tcfg.mask_token_id, video_token_ids(tcfg, codes2))
-
-    def logits_fn_2b(codes2):  # [2B, n] -> the whole sequence's video log-probs
-        logits, _ = model(jnp.concatenate([text2, video_ids(codes2)], axis=1), positions, mode=mode)
-        return _code_logits(tcfg, video_logits(logits)[:, L:])
-
-    if objective == "maskgit":
-        return sampling.maskgit_decode(sampling.guided(logits_fn_2b, guidance), init_codes, **kwargs).tokens
-    _, h, w = tcfg.video_grid
-    p = h * w
-    if not kv_cache:
-        return sampling.maskgit_decode_frames(
-            sampling.guided(logits_fn_2b, guidance), init_codes, tokens_per_frame=p, **kwargs
-        ).tokens
-    cache = model.init_cache(b2, L + init_codes.shape[1])
-    _, cache = model(text2, positions[:, :L], mode=mode, cache=cache, cache_index=0)
-
-    def frame_step_2b(cache, frame2, f):  # frame2 [2B, P] -> (its log-probs, cache with frame f written)
-        start = L + f * p
-        pos = jax.lax.dynamic_slice_in_dim(positions, start, p, axis=1)
-        logits, cache = model(video_ids(frame2), pos, mode=mode, cache=cache, cache_index=start)
-        return _code_logits(tcfg, video_logits(logits)), cache
-
-    state, _ = sampling.maskgit_decode_frames_cached(
-        sampling.guided_step(frame_step_2b, guidance), cache, init_codes, tokens_per_frame=p, **kwargs
-    )
-    return state.tokens
-
-
-def attention_is_causal(objective: str) -> bool:
-    """Whether the objective's attention is (block-)causal: its FLOPs count half the attention
-    (:func:`videogen.model.flops_per_token`)."""
-    return _MODES[_check_objective(objective)] in ("causal", "block_causal")
 
 
 # Compiled programs are kept per process, keyed by every config entry they depend on, so train() called
@@ -220,7 +164,7 @@ _COMPILED: dict[tuple, Any] = {}
 
 
 def _program_key(config, mesh, what: str, *extra) -> tuple:
-    c = _to_plain(config)
+    c = to_plain(config)
     for dotted in _NOT_IN_PROGRAM:
         *parents, leaf = dotted.split(".")
         node = c
@@ -251,12 +195,6 @@ def _rules(config) -> tuple:
     )
 
 
-def _check_objective(objective: str) -> str:
-    if objective not in OBJECTIVES:
-        raise UsageError(f"objective={objective!r}: must be one of {OBJECTIVES}.")
-    return objective
-
-
 @contextlib.contextmanager
 def _sharding_context(mesh, rules):
     """Activation constraints (with_logical_constraint) are traced only under a set mesh + rules."""
@@ -271,7 +209,7 @@ def _sharding_context(mesh, rules):
 
 def make_mesh(config, devices: Sequence[jax.Device] | None = None):
     """Mesh from ``config.mesh`` over ``devices`` (default: all)."""
-    axes = _to_plain(config.mesh)
+    axes = to_plain(config.mesh)
     config_checks.check_mesh(axes, jax.device_count() if devices is None else len(devices))
     return mesh_lib.make_mesh(axes, devices=devices)
 
@@ -285,30 +223,6 @@ def batch_sharding(mesh) -> NamedSharding:
 # ============================================================================================
 
 
-def load_tokenizer_for_lm(tokenizer_workdir, *, mesh=None):
-    """``(autoencoder, quantizer, tokenizer_config)`` (EMA weights), with errors that say what to do."""
-    if not tokenizer_workdir:
-        raise ValueError(
-            "config.tokenizer_workdir is required: the workdir of a trained video tokenizer, e.g. "
-            "--config.tokenizer_workdir=runs/tok_tiny (train one with `python -m tokenizer.train "
-            "--config experiments/tokenizer_world.py:tiny --workdir runs/tok_tiny`)."
-        )
-    wd = Path(tokenizer_workdir)
-    if not (wd / "config.json").is_file():
-        raise FileNotFoundError(
-            f"tokenizer_workdir {str(wd)!r} is not a tokenizer workdir (no config.json"
-            f"{'' if wd.is_dir() else '; the folder does not exist'}). Train one with "
-            f"`python -m tokenizer.train --config experiments/tokenizer_world.py:tiny "
-            f"--workdir {wd}` or point --config.tokenizer_workdir at an existing one."
-        )
-    if tok_train.latest_step(wd) is None:
-        raise FileNotFoundError(
-            f"tokenizer_workdir {str(wd)!r} has no checkpoint in {wd / 'checkpoints'}: "
-            "its training has not saved yet."
-        )
-    return tok_train.load_tokenizer(wd, mesh=mesh)
-
-
 def latent_grid(autoencoder, num_frames: int, resolution: int) -> tuple[int, int, int]:
     """Token grid ``(t, h, w)`` of a clip; a clear error when the clip shape does not fit the tokenizer."""
     try:
@@ -320,37 +234,9 @@ def latent_grid(autoencoder, num_frames: int, resolution: int) -> tuple[int, int
         ) from e
 
 
-def transformer_config(config, codebook_size: int, grid: tuple[int, int, int]) -> TransformerConfig:
-    """``config.model`` + the tokenizer's codebook/grid + the text settings -> TransformerConfig.
-
-    ``model.codebook_size`` / ``model.video_grid`` may be left None (filled in) or set, in which case
-    they must match the tokenizer. ``model.group_bits=None`` picks ``K/2`` bits (``K`` if odd).
-    """
-    kw = _to_plain(config.model)
-    for name, want in (("codebook_size", int(codebook_size)), ("video_grid", tuple(int(g) for g in grid))):
-        have = kw.get(name)
-        if have is not None and (tuple(have) if isinstance(have, (list, tuple)) else have) != want:
-            raise UsageError(
-                f"model.{name}={have} is incompatible with the tokenizer in "
-                f"{config.tokenizer_workdir!r}, which gives {name}={want} for this data; leave "
-                f"model.{name}=None to take it from the tokenizer."
-            )
-        kw[name] = want
-    kw["text_vocab_size"] = int(config.text.vocab_size)
-    kw["max_text_len"] = int(config.text.max_length)
-    if kw.get("head", "bitgroups") == "bitgroups" and kw.get("group_bits") is None:
-        k = max(1, (int(codebook_size) - 1).bit_length())
-        kw["group_bits"] = k // 2 if k % 2 == 0 else k
-    elif kw.get("group_bits") is None:
-        kw.pop("group_bits", None)
-    return TransformerConfig(**kw)
-
-
 def _captions(source, n: int) -> list[str]:
     """Up to ``n`` captions of ``source``; the built-in world gives them without rendering."""
     n = min(int(n), len(source))
-    from videogen.data import world
-
     if isinstance(source, world.WorldSource):
         return [world.sample_clip(source.cfg, source.split, i).caption for i in range(n)]
     return [str(source[i]["caption"]) for i in range(n)]
@@ -366,8 +252,6 @@ def text_tokenizer_for(config, workdir: Path, source) -> TextTokenizer:
         )
         print(f"[lm] trained text tokenizer {path} in {time.perf_counter() - t0:.1f}s")
     if jax.process_count() > 1:
-        from jax.experimental import multihost_utils
-
         multihost_utils.sync_global_devices("videogen_text_tokenizer")
     tt = TextTokenizer(path, int(config.text.max_length))
     if tt.vocab_size > int(config.text.vocab_size):
@@ -385,7 +269,7 @@ def make_encoder(autoencoder, quantizer, mesh):
 
     def encode(tok_state, video):
         ae, q = nnx.merge(graphdef, tok_state)
-        _, idx, _ = q(ae.encode(tok_eval.to_float(video)), train=False)
+        _, idx, _ = q(ae.encode(to_float(video)), train=False)
         return idx.astype(jnp.int32)
 
     fn = _cached(("encode", graphdef, mesh), lambda: jax.jit(encode, out_shardings=out_sh))
@@ -395,19 +279,6 @@ def make_encoder(autoencoder, quantizer, mesh):
 # ============================================================================================
 # 3. Model + optimizer born sharded
 # ============================================================================================
-
-
-def make_optimizer(config) -> tuple[optax.GradientTransformation, optax.Schedule]:
-    """Clip by global norm -> AdamW at lr 1 (decay on matrices only); warmup + cosine schedule applied
-    by the step from a host-side value (see tokenizer.train.make_optimizer). Stacked (``scan_layers``)
-    blocks' norm scales are not decayed either (:func:`videogen.model.weight_decay_mask`)."""
-    return tok_train.make_optimizer(config, decay_mask=weight_decay_mask)
-
-
-def abstract_model(tcfg: TransformerConfig):
-    """``(graphdef, abstract params, abstract rest)``: shapes and logical names, nothing allocated."""
-    rngs = lambda: nnx.Rngs(jax.random.key(0, impl=INIT_KEY_IMPL))  # noqa: E731
-    return nnx.split(nnx.eval_shape(lambda: Transformer(tcfg, rngs=rngs())), nnx.Param, ...)
 
 
 def state_shardings(tcfg, mesh, tx, rules):
@@ -445,7 +316,7 @@ def init_state(tcfg, tx, shardings, seed: int, key=None):
 
 def describe_shardings(state, shardings) -> str:
     """Compact table: every param's shape and sharding, with its optimizer slots' shardings."""
-    return tok_train.describe_shardings({**state, "rest": {}}, shardings)
+    return mesh_lib.describe_shardings({**state, "rest": {}}, shardings)
 
 
 # ============================================================================================
@@ -602,7 +473,7 @@ def _text_targets(tcfg, tokens):
 def _loss_terms(model, tcfg, objective, tokens, positions, targets, weights):
     """``(sum of weighted video NLL, sum of weighted correct, sum of text NLL)`` -- the last is 0 unless
     the model has a text head (``model.text_loss``)."""
-    logits, _ = model(tokens, positions, mode=_MODES[objective])
+    logits, _ = model(tokens, positions, mode=ATTENTION_MODES[objective])
     text_nll = jnp.zeros((), jnp.float32)
     if isinstance(logits, dict):  # text_loss: {'video': ..., 'text': [B, S, text_vocab]}
         text_targets, text_w = _text_targets(tcfg, tokens)
@@ -624,7 +495,7 @@ def make_train_step(config, tcfg, graphdef, rest, tx, shardings, mesh):
     The step's randomness (caption drop, MaskGIT masks) is ``fold_in(key(seed), step)``: a resumed
     run draws what the uninterrupted run would have.
     """
-    objective = _check_objective(config.objective)
+    objective = check_objective(config.objective)
     accum = int(config.get("grad_accum_steps", 1))
     if accum < 1 or int(config.batch_size) % accum:
         raise ValueError(f"grad_accum_steps={accum} must be >= 1 and divide batch_size={config.batch_size}.")
@@ -699,7 +570,7 @@ def make_train_step(config, tcfg, graphdef, rest, tx, shardings, mesh):
 
 def make_eval_step(config, tcfg, graphdef, rest, mesh):
     """Jitted ``(params, codes, text_ids, key) -> (nll_sum, correct_sum, weight_sum)`` (no caption drop)."""
-    objective = _check_objective(config.objective)
+    objective = check_objective(config.objective)
     masks = _mask_kwargs(config)
     cont = _continuation_kwargs(config)
 
@@ -837,11 +708,9 @@ def train(
 def _train(
     config, workdir, devices, preemption: checkpointing.Preemption, stack: contextlib.ExitStack
 ) -> dict:
-    from tqdm import tqdm
-
     if not isinstance(config, ml_collections.ConfigDict):
         config = ml_collections.ConfigDict(config)
-    _check_objective(config.objective)
+    check_objective(config.objective)
     workdir = Path(workdir)
     steps = int(config.steps)
     rules = _rules(config)
@@ -869,8 +738,8 @@ def _train(
     stack.enter_context(
         checkpointing.WorkdirLock(workdir, tag="lm")
     )  # released when train() returns or raises
-    source = build_source(_to_plain(config.data), "train")
-    eval_spec = make_eval_spec(_to_plain(config.data), _to_plain(config.eval.get("data", {})))
+    source = build_source(to_plain(config.data), "train")
+    eval_spec = make_eval_spec(to_plain(config.data), to_plain(config.eval.get("data", {})))
     text_tok = text_tokenizer_for(config, workdir, source)
     with config.unlocked():
         config.model.codebook_size = tcfg.codebook_size
@@ -881,10 +750,10 @@ def _train(
     # --- 3. model + optimizer, born sharded (or restored into the same shardings) ---------------
     tx, schedule = make_optimizer(config)
     graphdef, rest, shardings = state_shardings(tcfg, mesh, tx, rules)
-    mngr = tok_train.checkpoint_manager(workdir, config)
+    mngr = checkpoint_manager(workdir, config)
     config_checks.check_resume_compatible(
         workdir,
-        _to_plain(config),
+        to_plain(config),
         _RESUME_KEYS,
         tag="lm",
         hints=_RESUME_HINTS,
@@ -947,7 +816,7 @@ def _train(
             lambda video: jax.device_get(encode(jax.device_put(video, bsh))),
             num_clips=int(cache_cfg.num_clips),
             batch_size=int(config.batch_size),
-            data_spec=_to_plain(config.data),
+            data_spec=to_plain(config.data),
             weights_hash=tok_codes.weights_hash(ae, quantizer),
             directory=config.tokenizer_workdir,
             fallback_directory=workdir,
@@ -995,8 +864,6 @@ def _train(
                 tot += np.asarray(jax.device_get(r), np.float64)
             out.update(loss=tot[0] / max(tot[2], 1), accuracy=tot[1] / max(tot[2], 1))
         if int(config.sample.num_prompts) > 0:
-            from videogen.video_io import contact_sheet, gif_grid
-
             s = config.sample
             prompts = _captions(build_source(eval_spec, e.split), int(s.num_prompts))
             model = nnx.merge(graphdef, state["ema"], rest)
@@ -1016,8 +883,6 @@ def _train(
             )
             out["sample_s"] = time.perf_counter() - t_s
             if bool(e.get("judge", True)) and config.data.get("kind", "world") == "world":
-                from videogen import judge
-
                 verdicts = judge.score(list(videos), prompts)
                 out.update(
                     {f"judge_{k}": v for k, v in verdicts.items() if k not in ("num_clips", "verdicts")}
@@ -1028,7 +893,7 @@ def _train(
         return out
 
     # --- 6. loop -----------------------------------------------------------------------------------
-    log = _Log(workdir)
+    log = MetricsLog(workdir)
     final: dict[str, Any] = {"resumed_from": resumed_from, "start_step": start, "data_start_step": data_step}
     pending: list[dict] = []
     timing = {"first_step_s": None, "train_s": 0.0, "timed_steps": 0}
@@ -1125,236 +990,11 @@ def _train(
 
 
 # ============================================================================================
-# 7. Sampling
-# ============================================================================================
-
-_SAMPLERS: dict[tuple, Any] = {}
-
-
-def _code_logits(tcfg: TransformerConfig, logits):
-    """Head logits -> the log-probs the samplers draw codes from: ``[..., C]`` for the softmax head;
-    ``[..., G, 2^g]`` per bit group for the bit-group head (sampled with ``factorised=True``: each group
-    drawn on its own, exactly the model's product distribution, never a 2^K-wide array per token)."""
-    return jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
-
-
-def _factorised(tcfg: TransformerConfig) -> bool:
-    return tcfg.head == "bitgroups"
-
-
-def _sampler(graphdef, tcfg, objective, num_steps, temperature, top_k, schedule, top_p=None, kv_cache=True):
-    key = (graphdef, tcfg, objective, num_steps, temperature, top_k, schedule, top_p, kv_cache)
-    if key in _SAMPLERS:
-        return _SAMPLERS[key]
-    L, n, c = tcfg.max_text_len, tcfg.num_video_tokens, tcfg.codebook_size
-    mode = _MODES[objective]
-
-    def run(state, text2, rng, guidance):
-        """text2 [2N, L] = [cond; null] -> codes [N, n]."""
-        model = nnx.merge(graphdef, state)
-        b2 = text2.shape[0]
-        if objective != "next_token":
-            init = jnp.full((b2 // 2, n), c, jnp.int32)
-            return maskgit_video_codes(
-                model,
-                objective,
-                text2,
-                init,
-                guidance=guidance,
-                rng=rng,
-                num_steps=num_steps,
-                kv_cache=kv_cache,
-                schedule=schedule,
-                temperature=temperature,
-                top_k=top_k,
-                top_p=top_p,
-            )
-        positions = make_positions(tcfg, b2)
-        # next_token: prefill the text, sample video token 0 from the last text slot, then one cached step
-        # per token (the fed token is the same for both halves, as guided_step requires).
-        cache = model.init_cache(b2, L + n)
-        logits, cache = model(text2, positions[:, :L], mode=mode, cache=cache, cache_index=0)
-        logits = video_logits(logits)
-        lp = _code_logits(tcfg, logits[:, L - 1])
-        k0, rng = jax.random.split(rng)
-        cond, uncond = lp[: b2 // 2], lp[b2 // 2 :]
-        first = sampling.sample_logits(
-            k0,
-            sampling.cfg_logits(cond, uncond, guidance),
-            temperature,
-            top_k,
-            top_p,
-            factorised=_factorised(tcfg),
-        )
-        pos_table = positions[0]  # [L + n, 3]
-
-        def step_fn_2b(cache, codes_b, index):
-            tok = video_token_ids(tcfg, codes_b)[:, None]
-            pos = jnp.broadcast_to(jax.lax.dynamic_slice_in_dim(pos_table, index, 1)[None], (b2, 1, 3))
-            logits, cache = model(tok, pos, mode=mode, cache=cache, cache_index=index)
-            logits = video_logits(logits)
-            return _code_logits(tcfg, logits[:, 0]), cache
-
-        rest_codes, _ = sampling.ar_decode(
-            sampling.guided_step(step_fn_2b, guidance),
-            cache,
-            first_token=first,
-            rng=rng,
-            num_tokens=n - 1,
-            temperature=temperature,
-            top_k=top_k,
-            top_p=top_p,
-            start_index=L,
-            factorised=_factorised(tcfg),
-        )
-        return jnp.concatenate([first[:, None], rest_codes], axis=1)
-
-    fn = jax.jit(run)
-    _SAMPLERS[key] = fn
-    return fn
-
-
-def sample(
-    model: Transformer,
-    tokenizer_bundle,
-    text_tokenizer: TextTokenizer,
-    prompts: Sequence[str | None],
-    *,
-    objective: str,
-    num_steps: int = 12,
-    guidance: float = 3.0,
-    temperature: float = 1.0,
-    top_k: int | None = None,
-    top_p: float | None = None,
-    seed: int = 0,
-    schedule: str = "cosine",
-    kv_cache: bool = True,
-) -> np.ndarray:
-    """Generates one clip per prompt -> uint8 ``[N, T, H, W, 3]``.
-
-    ``objective='next_token'``: KV-cached autoregressive decoding (:func:`videogen.sampling.ar_decode`)
-    of the ``t*h*w`` tokens after a text prefill; ``'maskgit'``: ``num_steps`` MaskGIT steps;
-    ``'maskgit_frames'``: ``num_steps`` MaskGIT steps per latent frame, frame after frame, each step
-    running that frame against a KV cache of the earlier ones (``kv_cache=False``: the whole sequence
-    every step; the same samples, slower). All
-    with classifier-free guidance from one pass over the doubled batch ``[prompts; null text]``:
-    ``guidance`` 1 = conditional, 0 = unconditional (a ``None`` prompt is the null text itself),
-    > 1 = extrapolated. ``temperature`` / ``top_k`` / ``top_p`` as in :func:`videogen.sampling.sample_logits`
-    (per bit group for the bit-group head). ``tokenizer_bundle``: ``(autoencoder, quantizer, ...)`` from
-    :func:`tokenizer.train.load_tokenizer`. A fixed ``seed`` reproduces the sample.
-    """
-    _check_objective(objective)
-    if top_p is not None and not 0 < float(top_p) <= 1:
-        raise ValueError(f"top_p={top_p}: nucleus sampling needs 0 < top_p <= 1 (1 or None = off).")
-    tcfg = model.config
-    ae, quantizer = tokenizer_bundle[0], tokenizer_bundle[1]
-    if text_tokenizer.max_length != tcfg.max_text_len:
-        raise ValueError(
-            f"text tokenizer max_length={text_tokenizer.max_length} != model max_text_len="
-            f"{tcfg.max_text_len}."
-        )
-    L = tcfg.max_text_len
-    cond = np.stack(
-        [text_tokenizer.encode(p)[0] if p is not None else np.full(L, PAD_ID, np.int32) for p in prompts]
-    )
-    text2 = jnp.asarray(np.concatenate([cond, np.full_like(cond, PAD_ID)], axis=0))
-    if tcfg.remat != "none":  # no backward pass here, and nnx.remat cannot run inside the decode loops
-        model = nnx.merge(
-            abstract_model(dataclasses.replace(tcfg, remat="none"))[0], *nnx.split(model, nnx.Param, ...)[1:]
-        )
-        tcfg = model.config
-    graphdef, state = nnx.split(model)
-    fn = _sampler(
-        graphdef,
-        tcfg,
-        objective,
-        int(num_steps),
-        float(temperature),
-        None if top_k is None else int(top_k),
-        schedule,
-        None if top_p is None else float(top_p),
-        bool(kv_cache),
-    )
-    codes = fn(state, text2, jax.random.key(int(seed)), jnp.float32(guidance))
-    ids = codes.reshape((len(prompts),) + tcfg.video_grid)
-    return np.asarray(tok_train.decode_indices(ae, quantizer, ids))
-
-
-# ============================================================================================
-# 8. Loading a trained LM
-# ============================================================================================
-
-
-def _saved_tokenizer_workdir(saved: str, lm_workdir: Path) -> str:
-    """The tokenizer an LM workdir's config.json names. LMs trained before the path was saved absolute hold it
-    as typed, relative to the folder training ran in (``runs/tok``): that is tried from here, then from the
-    LM workdir's parent folders (``runs/lm`` next to ``runs/tok``, sampled from elsewhere)."""
-    path = Path(saved)
-    if path.is_absolute() or (path / "config.json").is_file():
-        return saved
-    for base in Path(lm_workdir).resolve().parents:
-        if (base / path / "config.json").is_file():
-            return str(base / path)
-    raise FileNotFoundError(
-        f"{Path(lm_workdir) / 'config.json'} names tokenizer_workdir {saved!r}, relative to the "
-        f"folder it was trained in, and it is found neither from here ({Path.cwd()}) nor above "
-        f'{lm_workdir}: run from that folder, or set "tokenizer_workdir" in that config.json '
-        "to the tokenizer's absolute path."
-    )
-
-
-def load_lm(workdir: str | os.PathLike, *, step: int | None = None, ema: bool = True):
-    """``(model, (autoencoder, quantizer, tokenizer_config), text_tokenizer, config)`` from a workdir
-    (EMA weights by default), on the default device."""
-    workdir = Path(workdir)
-    cfg_path = workdir / "config.json"
-    if not cfg_path.is_file():
-        raise FileNotFoundError(
-            f"{cfg_path} not found: is {workdir} an LM workdir (python -m videogen.train)?"
-        )
-    config = ml_collections.ConfigDict(json.loads(cfg_path.read_text()))
-    tok_bundle = load_tokenizer_for_lm(_saved_tokenizer_workdir(config.tokenizer_workdir, workdir))
-    tcfg = transformer_config(config, config.model.codebook_size, config.model.video_grid)
-    text_tok = TextTokenizer(workdir / MODEL_FILENAME, int(config.text.max_length))
-    graphdef, abs_params, rest = abstract_model(tcfg)
-    dev = jax.sharding.SingleDeviceSharding(jax.devices()[0])
-    abs_pure = jax.tree.map(
-        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=dev), nnx.as_pure(abs_params)
-    )
-
-    def load(step: int):  # restored and checked against the fingerprints saved with it
-        if ema:
-            model = mngr.restore(
-                step, args=ocp.args.Composite(model=ocp.args.StandardRestore({"ema": abs_pure}))
-            ).model
-            checkpointing.verify_restored(mngr, step, "model", model)
-            return model["ema"]
-        tx, _ = make_optimizer(config)
-        abs_opt = jax.tree.map(
-            lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=dev), jax.eval_shape(tx.init, abs_pure)
-        )
-        item = {
-            "step": jax.ShapeDtypeStruct((), jnp.int32, sharding=dev),
-            "params": abs_pure,
-            "opt_state": abs_opt,
-        }
-        train = mngr.restore(step, args=ocp.args.Composite(train=ocp.args.StandardRestore(item))).train
-        checkpointing.verify_restored(mngr, step, "train", train)
-        return train["params"]
-
-    with tok_train.checkpoint_manager(workdir, read_only=True) as mngr:
-        _, params = checkpointing.load_step(mngr, step, load, what="lm")
-    return nnx.merge(graphdef, params, nnx.as_pure(rest)), tok_bundle, text_tok, config
-
-
-# ============================================================================================
 # CLI
 # ============================================================================================
 
 
 def main(argv: list[str] | None = None) -> dict:
-    from tokenizer.train import run_cli
-
     return run_cli(
         argv,
         prog="python -m videogen.train",
