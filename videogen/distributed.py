@@ -21,6 +21,8 @@ import os
 from collections.abc import Sequence
 
 import jax
+from jax._src import distributed as _dist
+from jax._src import xla_bridge
 
 from videogen import checks
 from videogen.errors import UsageError
@@ -31,8 +33,6 @@ _ENV = ("VIDEOGEN_COORDINATOR", "VIDEOGEN_NUM_PROCESSES", "VIDEOGEN_PROCESS_ID")
 
 
 def is_initialized() -> bool:
-    from jax._src import distributed as _dist
-
     return _dist.global_state.client is not None
 
 
@@ -110,8 +110,6 @@ def initialize(
 
 
 def _check_backend_not_started() -> None:
-    from jax._src import xla_bridge
-
     if xla_bridge.backends_are_initialized():
         raise RuntimeError(
             "jax.distributed must be initialised before the first JAX computation of the process: "

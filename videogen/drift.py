@@ -43,10 +43,12 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+from PIL import Image, ImageDraw, ImageFont
 
 from videogen import judge
 from videogen.data import world
 from videogen.data.captions import COLOUR_NAMES, SHAPES
+from videogen.eval import fvd as fvd_lib
 
 __all__ = [
     "ClipDrift",
@@ -306,8 +308,6 @@ def measure_videos(
             }
         )
     if fvd and len(videos) >= 2:
-        from videogen.eval import fvd as fvd_lib
-
         truth = truth_videos(specs, n)
         for r in rows:
             s, e = r["start"], r["start"] + 16
@@ -368,8 +368,6 @@ def summarize(result: dict, *, last: int = 2) -> dict:
 
 def plot(result: dict, path: str | Path, *, title: str = "") -> Path:
     """PNG of the per-window metrics against the window's start frame (PIL; no matplotlib needed)."""
-    from PIL import Image, ImageDraw, ImageFont
-
     rows = result["windows"]
     series = [
         ("judge", "judge all-correct %", (220, 60, 60)),

@@ -98,7 +98,7 @@ def _imageio_ffmpeg():
     that the trainers, the sampler's GIF/.npy outputs and the benchmarks run on hosts without it (an offline
     GPU node that was given only the wheels it needs, experiments/gpu_check.sh)."""
     try:
-        import imageio_ffmpeg
+        import imageio_ffmpeg  # deferred and optional: see the docstring
     except ImportError as e:
         raise ImportError(
             "reading videos and writing mp4 need the imageio-ffmpeg package, which ships ffmpeg: "

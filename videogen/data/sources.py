@@ -15,6 +15,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from videogen.data import world
+from videogen.data.folder import FolderSource
+from videogen.data.tfds_source import TfdsSource
 from videogen.errors import UsageError
 
 logger = logging.getLogger("videogen.data")
@@ -82,8 +84,6 @@ def build_source(spec: Mapping[str, Any], split: str = "train"):
         except ValueError as e:  # an unknown split, render_frames below num_frames
             raise UsageError(f"data spec: {e}") from e
     if kind == "tfds":
-        from videogen.data.tfds_source import TfdsSource  # imports tensorflow_datasets: only when asked
-
         extra = sorted(set(spec) & _WORLD_ONLY)
         if extra:
             raise UsageError(f"data spec: {extra} only apply to kind='world'.")
@@ -97,8 +97,6 @@ def build_source(spec: Mapping[str, Any], split: str = "train"):
             **spec,
         )
     if kind == "folder":
-        from videogen.data.folder import FolderSource
-
         if "root" not in spec:
             raise UsageError("data spec kind='folder' needs 'root', the folder of videos.")
         return FolderSource(spec.pop("root"), num_frames=num_frames, resolution=resolution, **spec)

@@ -280,7 +280,7 @@ class TfdsSource:
     def _open(self):
         """The `tfds.data_source` of this split (opened once per process)."""
         if self._source is None:
-            import tensorflow_datasets as tfds
+            import tensorflow_datasets as tfds  # deferred: slow to import; only a TFDS source opens it
 
             try:
                 # An explicit version makes TFDS read features and splits from the prepared files rather
@@ -299,7 +299,7 @@ class TfdsSource:
 
     def _resolve_features(self, features, video_key: str | None, label_key: str | None) -> None:
         """Finds the video, caption and label features of the top-level features."""
-        import tensorflow_datasets as tfds
+        import tensorflow_datasets as tfds  # deferred: slow to import; only a TFDS source opens it
 
         # bair_robot_pushing_small's top level is a Sequence of per-frame dicts; its keys are one level down.
         top = features.feature if isinstance(features, tfds.features.Sequence) else features
