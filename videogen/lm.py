@@ -4,9 +4,9 @@
     videos = sample(model, tokenizer_bundle, text_tokenizer, ["a red circle moving left"],
                     objective=config.objective, guidance=3.0, seed=0)      # uint8 [N, T, H, W, 3]
 
-The objectives (:data:`OBJECTIVES`) and how each is trained are described in videogen/train.py, the trainer,
-which builds on this module; everything that uses a trained LM (sampling, continuation, evaluation, the
-shipped model) imports this module, never the trainer.
+The objectives (:data:`OBJECTIVES`) and how each is trained are described in videogen/objectives.py; the
+trainer (videogen/train.py) builds on this module; everything that uses a trained LM (sampling, continuation,
+evaluation, the shipped model) imports this module, never the trainer.
 """
 
 from __future__ import annotations

@@ -10,22 +10,9 @@ Run (configs are Python files with ``get_config(arg)``; ``path:arg`` picks a var
 
 Overrides are ``--config.KEY=VALUE`` (dotted for nested keys), as in ``tokenizer.train``.
 
-Objectives:
-
-* ``next_token`` -- ``[text | video]`` in causal mode; cross-entropy of every video token given all
-  tokens before it (the logits at sequence index ``L - 1 + j`` predict video token ``j``).
-* ``maskgit`` -- a MaskGIT mask (:func:`videogen.sampling.sample_mask`, cosine schedule) over the
-  video tokens, masked tokens replaced by ``[MASK]``, mode ``prefix_bidirectional_video``;
-  cross-entropy on the masked positions only.
-* ``maskgit_frames`` -- MaskGIT within each latent frame, causal across frames (mode ``block_causal``):
-  per example a clean prefix of ``k ~ U{0..t-1}`` frames, then an independent MaskGIT mask per later
-  frame (``_frame_masks``); cross-entropy on the masked positions. Sampled frame after frame
-  (:func:`videogen.sampling.maskgit_decode_frames`), so each frame is drawn after all earlier ones in
-  full, as next-token sampling does, in ``t * num_steps`` model calls.
-
-All use ``code_log_prob`` (exact NLL for the softmax head and the factorised bit-group head).
-Classifier-free guidance training: with probability ``text.drop_prob`` an example's caption is
-replaced by all PAD (the model's learned null text).
+Objectives (``next_token``, ``maskgit``, ``maskgit_frames``): their sequences, masks and losses are
+videogen/objectives.py's, described there; guidance training drops a caption with probability
+``text.drop_prob``.
 
 Gradient accumulation (``grad_accum_steps = A``): the global batch is built (masks, caption drop)
 once, then a ``lax.scan`` over ``A`` microbatches sums ``grad(sum of weighted NLL)``; dividing by
@@ -57,7 +44,7 @@ Library use::
 A trained LM is loaded and sampled by videogen/lm.py (``load_lm``, ``sample``; re-exported here).
 
 Sections: config, 1 mesh, 2 tokenizers, 3 model + optimizer born sharded, 4 batches and the update
-step, 5 checkpoints, 6 train loop, CLI.
+step (on videogen/objectives.py), 5 checkpoints, 6 train loop, CLI.
 """
 
 from __future__ import annotations
@@ -83,17 +70,16 @@ from tqdm import tqdm
 
 from tokenizer import codes as tok_codes
 from tokenizer.core import INIT_KEY_IMPL, checkpoint_manager, to_float
-from videogen import checkpointing, config_checks, judge, sampling
+from videogen import checkpointing, config_checks, judge
 from videogen import mesh as mesh_lib
 from videogen.config import apply_overrides, load_config, to_plain
 from videogen.data import code_cache, world
 from videogen.data.pipeline import Pipeline, PipelineConfig, resume_step
 from videogen.data.sources import build_source
 from videogen.data.sources import eval_spec as make_eval_spec
-from videogen.data.text import MODEL_FILENAME, PAD_ID, TextTokenizer, train_text_tokenizer
+from videogen.data.text import MODEL_FILENAME, TextTokenizer, train_text_tokenizer
 from videogen.errors import UsageError
 from videogen.lm import (
-    ATTENTION_MODES,
     OBJECTIVES,
     abstract_model,
     attention_is_causal,
@@ -109,30 +95,35 @@ from videogen.metrics_log import MetricsLog
 from videogen.model import (
     DEFAULT_LOGICAL_AXIS_RULES,
     Transformer,
-    TransformerConfig,
-    code_log_prob,
     flops_per_token,
-    make_positions,
     param_shardings,
-    sample_codes,
-    video_token_ids,
+)
+from videogen.objectives import (
+    build_sequences,
+    continuation_kwargs,
+    loss_terms,
+    mask_kwargs,
+    motion_emphasis,
+    text_targets,
 )
 from videogen.trainer_cli import run_cli
 from videogen.video_io import contact_sheet, gif_grid
 
-# The LM library this trainer builds on (videogen/lm.py, videogen/config.py), re-exported: `from videogen.train
-# import sample` and the like keep working.
+# The LM library this trainer builds on (videogen/lm.py, videogen/objectives.py, videogen/config.py), re-exported:
+# `from videogen.train import sample` and the like keep working.
 __all__ = [
     "OBJECTIVES",
     "abstract_model",
     "apply_overrides",
     "attention_is_causal",
+    "build_sequences",
     "load_config",
     "load_lm",
     "load_tokenizer_for_lm",
     "main",
     "make_optimizer",
     "maskgit_video_codes",
+    "motion_emphasis",
     "sample",
     "train",
     "transformer_config",
@@ -324,171 +315,6 @@ def describe_shardings(state, shardings) -> str:
 # ============================================================================================
 
 
-def build_sequences(
-    tcfg: TransformerConfig,
-    objective: str,
-    codes,
-    text_ids,
-    key,
-    *,
-    drop_prob: float,
-    schedule: str = "cosine",
-    context_frames: int = 0,
-    context_prob: float = 0.0,
-    context_corruption: float = 0.0,
-    corruption_kind: str = "replace",
-    no_prefix_prob: float = 0.0,
-):
-    """``(tokens, positions, targets, weights)`` for a batch.
-
-    codes ``[B, t, h, w]`` int, text_ids ``[B, L]``. Captions are replaced by PAD with probability
-    ``drop_prob`` (CFG). next_token: tokens ``[B, L + N - 1]`` (the last video token is never an
-    input); maskgit, maskgit_frames: ``[B, L + N]`` with masked video tokens = MASK (the latter's masks
-    drawn per frame behind a clean prefix, :func:`_frame_masks`). targets ``[B, N]`` codes,
-    weights ``[B, N]`` float (1 on scored positions).
-
-    Long-video training (videogen/continuation.py; all off by default):
-
-    * temporal windows: codes may have more latent frames than the model's grid (``config.data.
-      render_frames`` renders clips longer than ``num_frames``); each example then takes a window of the
-      grid's ``t`` latent frames at a random offset in ``[0, t_codes - t]``, so windows that start
-      mid-clip (as continuation windows do) are trained on. Window positions are window-relative.
-    * continuation examples: with probability ``context_prob`` an example's first ``context_frames``
-      latent frames are its given context, as in a continuation window: never masked (maskgit) and not
-      scored (either objective); the rest is masked by the schedule (maskgit) / predicted (next_token).
-    * ``context_corruption`` (exposure bias): in continuation examples each context token is, with this
-      probability, replaced by a random code (``corruption_kind='replace'``) or by ``[MASK]`` (``'mask'``,
-      maskgit only); inputs only, the scored targets stay clean.
-    """
-    b = codes.shape[0]
-    n = tcfg.num_video_tokens
-    t, h, w = tcfg.video_grid
-    codes = codes.astype(jnp.int32)
-    if codes.ndim == 4 and codes.shape[1] > t:  # a random window of t latent frames per example
-        offsets = jax.random.randint(jax.random.fold_in(key, 1), (b,), 0, codes.shape[1] - t + 1)
-        codes = jax.vmap(lambda c, o: jax.lax.dynamic_slice_in_dim(c, o, t, axis=0))(codes, offsets)
-    codes = codes.reshape(b, n)
-    k_drop, k_mask = jax.random.split(key)
-    text = text_ids.astype(jnp.int32)
-    if drop_prob > 0:
-        drop = jax.random.bernoulli(k_drop, drop_prob, (b,))
-        text = jnp.where(drop[:, None], PAD_ID, text)
-    video = video_token_ids(tcfg, codes)
-    positions = make_positions(tcfg, b)
-    context = jnp.zeros((b, n), bool)  # given context tokens of continuation examples
-    if context_frames > 0 and context_prob > 0:
-        if not 0 < context_frames < t:
-            raise ValueError(
-                f"continuation.context_frames={context_frames} must be in [1, {t - 1}] (the model's "
-                f"window has {t} latent frames); 0 turns continuation training off."
-            )
-        if corruption_kind not in ("replace", "mask") or (
-            corruption_kind == "mask" and objective == "next_token"
-        ):
-            raise ValueError(
-                f"continuation.corruption_kind={corruption_kind!r}: 'replace' (random codes) or, "
-                "for the MaskGIT objectives only, 'mask'."
-            )
-        k_ex, k_cor, k_code = jax.random.split(jax.random.fold_in(key, 2), 3)
-        is_cont = jax.random.bernoulli(k_ex, context_prob, (b,))
-        context = is_cont[:, None] & (jnp.arange(n) < context_frames * h * w)[None]
-        if context_corruption > 0:
-            hit = context & jax.random.bernoulli(k_cor, context_corruption, (b, n))
-            if corruption_kind == "replace":
-                noise = video_token_ids(tcfg, jax.random.randint(k_code, (b, n), 0, tcfg.codebook_size))
-            else:
-                noise = jnp.full((b, n), tcfg.mask_token_id, jnp.int32)
-            video = jnp.where(hit, noise, video)
-    scored = (~context).astype(jnp.float32)
-    if objective == "next_token":
-        tokens = jnp.concatenate([text, video], axis=1)[:, :-1]
-        return tokens, positions[:, :-1], codes, scored
-    if objective == "maskgit_frames":
-        mask = _frame_masks(k_mask, b, (t, h * w), schedule, no_prefix_prob) & ~context
-    else:
-        mask = sampling.sample_mask(k_mask, (b, n), schedule) & ~context
-    tokens = jnp.concatenate([text, jnp.where(mask, tcfg.mask_token_id, video)], axis=1)
-    return tokens, positions, codes, mask.astype(jnp.float32)
-
-
-def _frame_masks(
-    key, batch: int, grid: tuple[int, int], schedule: str, no_prefix_prob: float = 0.0
-) -> jax.Array:
-    """``maskgit_frames`` training masks ``[B, t * P]``: per example a clean prefix of ``k ~ U{0..t-1}``
-    latent frames (never masked: the context every frame has when sampled frame after frame), then an
-    independent MaskGIT mask per later frame, each with its own schedule ratio. So frame ``k`` learns
-    to be drawn after clean frames, as in sampling, and the frames after it learn from partly masked
-    context too (more scored tokens per step than scoring frame ``k`` alone). Frame 0 is trained only
-    when ``k = 0``; ``no_prefix_prob`` sets ``k = 0`` with that extra probability (frame 0 is where
-    sampling draws the objects from nothing)."""
-    t, p = grid
-    k_prefix, k_mask, k_none = jax.random.split(key, 3)
-    prefix = jax.random.randint(k_prefix, (batch, 1), 0, t)  # [B, 1] clean frames
-    if no_prefix_prob > 0:
-        prefix = jnp.where(jax.random.bernoulli(k_none, no_prefix_prob, (batch, 1)), 0, prefix)
-    per_frame = sampling.sample_mask(k_mask, (batch * t, p), schedule).reshape(batch, t, p)
-    return (per_frame & (jnp.arange(t)[None, :, None] >= prefix[:, :, None])).reshape(batch, t * p)
-
-
-def _mask_kwargs(config) -> dict:
-    """build_sequences' MaskGIT mask options from ``config.maskgit`` (absent -> cosine, no extra k = 0)."""
-    m = config.get("maskgit", None) or {}
-    return {
-        "schedule": str(m.get("schedule", "cosine")),
-        "no_prefix_prob": float(m.get("no_prefix_prob", 0.0)),
-    }
-
-
-def _continuation_kwargs(config) -> dict:
-    """build_sequences' long-video options from ``config.continuation`` (absent -> off)."""
-    c = config.get("continuation", None) or {}
-    return {
-        "context_frames": int(c.get("context_frames", 0)),
-        "context_prob": float(c.get("prob", 0.0)),
-        "context_corruption": float(c.get("corruption", 0.0)),
-        "corruption_kind": str(c.get("corruption_kind", "replace")),
-    }
-
-
-def motion_emphasis(tcfg: TransformerConfig, targets: jax.Array, motion_weight: float) -> jax.Array:
-    """``[B, N]`` loss weights ``1 + motion_weight`` on video tokens whose code differs from the same
-    position one latent frame earlier (where something moved or appeared), 1 elsewhere and on frame 0.
-
-    Most tokens of the world are static background; without this the loss is dominated by them and a
-    model that draws still frames is cheap (seed 001's motion-promoting loss, in token form)."""
-    t, h, w = tcfg.video_grid
-    frames = targets.reshape(targets.shape[0], t, h * w)
-    changed = jnp.concatenate([jnp.zeros_like(frames[:, :1], bool), frames[:, 1:] != frames[:, :-1]], axis=1)
-    return 1.0 + motion_weight * changed.reshape(targets.shape).astype(jnp.float32)
-
-
-def _text_targets(tcfg, tokens):
-    """Next-token targets of the text slots ``[B, L - 1]`` (slot i predicts text token i + 1) and their
-    weights (PAD is not scored: no text loss on padding or on captions dropped for guidance). The text is
-    causal in both attention modes, so this is an honest language-model loss on the captions."""
-    targets = tokens[:, 1 : tcfg.max_text_len]
-    return targets, (targets != PAD_ID).astype(jnp.float32)
-
-
-def _loss_terms(model, tcfg, objective, tokens, positions, targets, weights):
-    """``(sum of weighted video NLL, sum of weighted correct, sum of text NLL)`` -- the last is 0 unless
-    the model has a text head (``model.text_loss``)."""
-    logits, _ = model(tokens, positions, mode=ATTENTION_MODES[objective])
-    text_nll = jnp.zeros((), jnp.float32)
-    if isinstance(logits, dict):  # text_loss: {'video': ..., 'text': [B, S, text_vocab]}
-        text_targets, text_w = _text_targets(tcfg, tokens)
-        text_logp = jax.nn.log_softmax(
-            logits["text"][:, : tcfg.max_text_len - 1].astype(jnp.float32), axis=-1
-        )
-        text_nll = -jnp.sum(jnp.take_along_axis(text_logp, text_targets[..., None], axis=-1)[..., 0] * text_w)
-        logits = logits["video"]
-    start = tcfg.max_text_len - 1 if objective == "next_token" else tcfg.max_text_len
-    logits = logits[:, start : start + tcfg.num_video_tokens]
-    nll = -code_log_prob(tcfg, logits, targets)
-    correct = (sample_codes(tcfg, None, logits, temperature=0) == targets).astype(jnp.float32)
-    return jnp.sum(nll * weights), jnp.sum(correct * weights), text_nll
-
-
 def make_train_step(config, tcfg, graphdef, rest, tx, shardings, mesh):
     """Jitted ``(state, codes, text_ids, lr) -> (state, metrics)``; the state is donated.
 
@@ -503,10 +329,10 @@ def make_train_step(config, tcfg, graphdef, rest, tx, shardings, mesh):
     if key in _COMPILED:
         return _COMPILED[key]
     drop_prob = float(config.text.drop_prob)
-    masks = _mask_kwargs(config)
+    masks = mask_kwargs(config)
     ema_decay = float(config.ema_decay)
     seed = int(config.seed)
-    cont = _continuation_kwargs(config)
+    cont = continuation_kwargs(config)
     text_weight = float(config.get("text_loss_weight", 0.0)) if tcfg.text_loss else 0.0
     motion_weight = float(config.get("motion_weight", 0.0))
 
@@ -519,11 +345,11 @@ def make_train_step(config, tcfg, graphdef, rest, tx, shardings, mesh):
         if motion_weight:  # training only: eval losses stay the plain mean NLL, comparable across runs
             weights = weights * motion_emphasis(tcfg, targets, motion_weight)
         total = jnp.maximum(jnp.sum(weights), 1.0)
-        text_total = jnp.maximum(jnp.sum(_text_targets(tcfg, tokens)[1]), 1.0)  # whole batch, like `total`
+        text_total = jnp.maximum(jnp.sum(text_targets(tcfg, tokens)[1]), 1.0)  # whole batch, like `total`
 
         def loss_fn(params, tok, pos, tgt, w):
             model = nnx.merge(graphdef, params, rest)
-            nll_sum, correct, text_nll_sum = _loss_terms(model, tcfg, objective, tok, pos, tgt, w)
+            nll_sum, correct, text_nll_sum = loss_terms(model, tcfg, objective, tok, pos, tgt, w)
             return nll_sum / total + text_weight * text_nll_sum / text_total, (correct, text_nll_sum)
 
         grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
@@ -571,14 +397,14 @@ def make_train_step(config, tcfg, graphdef, rest, tx, shardings, mesh):
 def make_eval_step(config, tcfg, graphdef, rest, mesh):
     """Jitted ``(params, codes, text_ids, key) -> (nll_sum, correct_sum, weight_sum)`` (no caption drop)."""
     objective = check_objective(config.objective)
-    masks = _mask_kwargs(config)
-    cont = _continuation_kwargs(config)
+    masks = mask_kwargs(config)
+    cont = continuation_kwargs(config)
 
     def eval_step(params, codes, text_ids, key):
         tok, pos, tgt, w = build_sequences(
             tcfg, objective, codes, text_ids, key, drop_prob=0.0, **masks, **cont
         )
-        nll, correct, _ = _loss_terms(nnx.merge(graphdef, params, rest), tcfg, objective, tok, pos, tgt, w)
+        nll, correct, _ = loss_terms(nnx.merge(graphdef, params, rest), tcfg, objective, tok, pos, tgt, w)
         return nll, correct, jnp.sum(w)
 
     return _cached(_program_key(config, mesh, "eval_step", tcfg), lambda: jax.jit(eval_step))
