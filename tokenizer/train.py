@@ -78,7 +78,15 @@ from tokenizer.core import (
     train_data_spec,
     unstore,
 )
-from tokenizer.losses import Discriminator3D
+from tokenizer.gan import (
+    disc_logits,
+    disc_update,
+    gan_config,
+    gan_enabled,
+    init_disc_state,
+    make_disc,
+    make_disc_optimizer,
+)
 from tokenizer.model import LOGICAL_AXIS_RULES, amplify_chroma, check_input_shape
 from tokenizer.quantizers import LFQ
 from videogen import checkpointing, config_checks, errors
@@ -172,59 +180,10 @@ def state_shardings(config, mesh, tx):
     opt_sh = optax.tree_map_params(tx, lambda _, s: s, abs_opt, param_sh, transform_non_params=lambda _: rep)
     rest_sh = jax.tree.map(lambda _: rep, nnx.as_pure(abs_rest))
     shardings = {"step": rep, "params": param_sh, "opt_state": opt_sh, "ema": param_sh, "rest": rest_sh}
-    if gan_enabled(config):  # the discriminator is small: replicated, trained data-parallel
+    if gan_enabled(config):  # the discriminator (tokenizer/gan.py) is small: replicated, data-parallel
         abs_disc = jax.eval_shape(lambda: init_disc_state(config, 0))
         shardings["disc"] = jax.tree.map(lambda _: rep, abs_disc)
     return graphdef, shardings
-
-
-# --- the optional discriminator (tokenizer/losses.py): its own params, optimizer and LeCAM EMAs -------
-
-
-def gan_config(config) -> ml_collections.ConfigDict:
-    g = ml_collections.ConfigDict(
-        {
-            "weight": 0.0,
-            "start_step": 0,
-            "disc_channels": 32,
-            "disc_channel_multipliers": (1, 2, 4, 4),
-            "lecam_weight": 0.001,
-            "lecam_decay": 0.999,
-            "r1_weight": 0.0,
-            "lr": 1e-4,
-            "b1": 0.0,
-            "b2": 0.99,
-        }
-    )
-    g.update(to_plain(config.loss.get("gan", {})))
-    return g
-
-
-def gan_enabled(config) -> bool:
-    return float(gan_config(config).weight) > 0
-
-
-def make_disc(config, seed: int) -> Discriminator3D:
-    g = gan_config(config)
-    return Discriminator3D(
-        int(g.disc_channels),
-        tuple(g.disc_channel_multipliers),
-        rngs=nnx.Rngs(jax.random.key(seed, impl=INIT_KEY_IMPL)),
-    )
-
-
-def make_disc_optimizer(config) -> optax.GradientTransformation:
-    g = gan_config(config)
-    return optax.adam(float(g.lr), b1=float(g.b1), b2=float(g.b2))
-
-
-def init_disc_state(config, seed) -> dict:
-    params = nnx.as_pure(nnx.state(make_disc(config, seed), nnx.Param))
-    return {
-        "params": params,
-        "opt_state": make_disc_optimizer(config).init(params),
-        "lecam": {"real": jnp.zeros((), jnp.float32), "fake": jnp.zeros((), jnp.float32)},
-    }
 
 
 def _init_disc_sharded(config, shardings) -> dict:
@@ -355,9 +314,6 @@ def make_train_step(config, graphdef, tx, shardings, mesh):
     disc_graphdef = nnx.split(make_disc(config, 0))[0] if use_gan else None
     disc_tx = make_disc_optimizer(config) if use_gan else None
 
-    def disc_logits(disc_params, clips):
-        return nnx.merge(disc_graphdef, disc_params)(clips)
-
     def train_step(state, video, lr):
         step = state["step"]
         x = to_float(video)
@@ -386,7 +342,9 @@ def make_train_step(config, graphdef, tx, shardings, mesh):
                 extra["perceptual_loss"] = losses_lib.perceptual_loss(perceptual_params, x_rec, x)
                 loss = loss + perceptual_weight * extra["perceptual_loss"]
             if use_gan:
-                extra["g_loss"] = losses_lib.hinge_g_loss(disc_logits(state["disc"]["params"], x_rec))
+                extra["g_loss"] = losses_lib.hinge_g_loss(
+                    disc_logits(disc_graphdef, state["disc"]["params"], x_rec)
+                )
                 loss = loss + float(gan.weight) * gan_on * extra["g_loss"]
             mse = jnp.mean(jnp.square(jnp.clip(x_rec, -1, 1) - x))
             metrics = {
@@ -404,7 +362,9 @@ def make_train_step(config, graphdef, tx, shardings, mesh):
         grads, (metrics, params, rest, x_rec) = jax.grad(loss_fn, has_aux=True)(state["params"])
         new_disc = None
         if use_gan:
-            new_disc, d_metrics = _disc_update(state["disc"], x, jax.lax.stop_gradient(x_rec), gan_on)
+            new_disc, d_metrics = disc_update(
+                gan, disc_graphdef, disc_tx, state["disc"], x, jax.lax.stop_gradient(x_rec), gan_on
+            )
             metrics.update(d_metrics)
         updates, opt_state = tx.update(grads, state["opt_state"], params)
         params = optax.apply_updates(params, jax.tree.map(lambda u: lr * u, updates))
@@ -416,44 +376,6 @@ def make_train_step(config, graphdef, tx, shardings, mesh):
         if new_disc is not None:
             new_state["disc"] = new_disc
         return new_state, metrics
-
-    def _disc_update(disc, real, fake, gan_on):
-        """One discriminator step: hinge + LeCAM (+ R1); no update before gan.start_step."""
-
-        def d_loss_fn(dp):
-            real_logits, fake_logits = disc_logits(dp, real), disc_logits(dp, fake)
-            hinge = losses_lib.hinge_d_loss(real_logits, fake_logits)
-            lecam = losses_lib.lecam_loss(
-                real_logits, fake_logits, disc["lecam"]["real"], disc["lecam"]["fake"]
-            )
-            loss = hinge + float(gan.lecam_weight) * lecam
-            r1 = jnp.zeros(())
-            if float(gan.r1_weight) > 0:
-                r1 = losses_lib.r1_penalty(lambda v: disc_logits(dp, v), real)
-                loss = loss + float(gan.r1_weight) * r1
-            return loss, {
-                "d_loss": hinge,
-                "lecam_loss": lecam,
-                "r1": r1,
-                "d_real": jnp.mean(real_logits),
-                "d_fake": jnp.mean(fake_logits),
-            }
-
-        d_grads, d_metrics = jax.grad(d_loss_fn, has_aux=True)(disc["params"])
-        updates, d_opt = disc_tx.update(d_grads, disc["opt_state"], disc["params"])
-        d_params = optax.apply_updates(disc["params"], jax.tree.map(lambda u: gan_on * u, updates))
-        keep = lambda new, old: jnp.where(gan_on > 0, new, old)  # noqa: E731  (frozen optimizer too)
-        d_opt = jax.tree.map(keep, d_opt, disc["opt_state"])
-        decay = float(gan.lecam_decay)
-        lecam = {
-            "real": keep(
-                decay * disc["lecam"]["real"] + (1 - decay) * d_metrics["d_real"], disc["lecam"]["real"]
-            ),
-            "fake": keep(
-                decay * disc["lecam"]["fake"] + (1 - decay) * d_metrics["d_fake"], disc["lecam"]["fake"]
-            ),
-        }
-        return {"params": d_params, "opt_state": d_opt, "lecam": lecam}, d_metrics
 
     rep = _replicated(mesh)
     step_fn = jax.jit(
