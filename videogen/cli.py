@@ -37,7 +37,7 @@ from videogen import bench_data, checkpointing, checks, config_checks, errors, j
 from videogen import plan as plan_lib
 from videogen.config import apply_overrides, load_config
 from videogen.continuation import add_continue_args, continue_command
-from videogen.data import damage, text, world
+from videogen.data import damage, sources, text, world
 from videogen.data.captions import parse_caption
 from videogen.data.sources import build_source
 from videogen.errors import UsageError
@@ -218,11 +218,8 @@ def cmd_train_text_tokenizer(args) -> None:
         )
     checks.output_folder(args.out, "--out")
     source = _source(args)  # the text model of an LM reads its training captions
-    n = min(args.num_captions, len(source))
-    if args.kind == "world":  # captions without rendering
-        captions = [world.sample_clip(source.cfg, args.split, i).caption for i in range(n)]
-    else:
-        captions = [source[i]["caption"] for i in range(n)]
+    captions = sources.captions(source, args.num_captions)  # the world's without rendering
+    n = len(captions)
     path = text.train_text_tokenizer(
         captions, Path(args.out) / text.MODEL_FILENAME, vocab_size=args.vocab_size
     )

@@ -73,9 +73,9 @@ from tokenizer.core import INIT_KEY_IMPL, checkpoint_manager, to_float
 from videogen import checkpointing, config_checks, judge
 from videogen import mesh as mesh_lib
 from videogen.config import apply_overrides, load_config, to_plain
-from videogen.data import code_cache, world
+from videogen.data import code_cache
 from videogen.data.pipeline import Pipeline, PipelineConfig, resume_step
-from videogen.data.sources import build_source
+from videogen.data.sources import build_source, captions
 from videogen.data.sources import eval_spec as make_eval_spec
 from videogen.data.text import MODEL_FILENAME, TextTokenizer, train_text_tokenizer
 from videogen.errors import UsageError
@@ -225,21 +225,13 @@ def latent_grid(autoencoder, num_frames: int, resolution: int) -> tuple[int, int
         ) from e
 
 
-def _captions(source, n: int) -> list[str]:
-    """Up to ``n`` captions of ``source``; the built-in world gives them without rendering."""
-    n = min(int(n), len(source))
-    if isinstance(source, world.WorldSource):
-        return [world.sample_clip(source.cfg, source.split, i).caption for i in range(n)]
-    return [str(source[i]["caption"]) for i in range(n)]
-
-
 def text_tokenizer_for(config, workdir: Path, source) -> TextTokenizer:
     """The workdir's ``text_tokenizer.model``; trained from the source's captions when absent."""
     path = Path(workdir) / MODEL_FILENAME
     if not path.is_file() and jax.process_index() == 0:  # one writer; other processes wait below
         t0 = time.perf_counter()
         train_text_tokenizer(
-            _captions(source, int(config.text.num_captions)), path, vocab_size=int(config.text.vocab_size)
+            captions(source, int(config.text.num_captions)), path, vocab_size=int(config.text.vocab_size)
         )
         print(f"[lm] trained text tokenizer {path} in {time.perf_counter() - t0:.1f}s")
     if jax.process_count() > 1:
@@ -691,7 +683,7 @@ def _train(
             out.update(loss=tot[0] / max(tot[2], 1), accuracy=tot[1] / max(tot[2], 1))
         if int(config.sample.num_prompts) > 0:
             s = config.sample
-            prompts = _captions(build_source(eval_spec, e.split), int(s.num_prompts))
+            prompts = captions(build_source(eval_spec, e.split), int(s.num_prompts))
             model = nnx.merge(graphdef, state["ema"], rest)
             t_s = time.perf_counter()
             videos = sample(

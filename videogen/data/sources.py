@@ -51,6 +51,15 @@ def eval_spec(data: Mapping[str, Any], eval_data: Mapping[str, Any] | None = Non
     return spec
 
 
+def captions(source, n: int) -> list[str]:
+    """The captions of ``source``'s first ``n`` clips (fewer if it has fewer); the built-in world gives them
+    without rendering."""
+    n = min(int(n), len(source))
+    if isinstance(source, world.WorldSource):
+        return [world.sample_clip(source.cfg, source.split, i).caption for i in range(n)]
+    return [str(source[i]["caption"]) for i in range(n)]
+
+
 def build_source(spec: Mapping[str, Any], split: str = "train"):
     """The source `spec` describes (see the module docstring), for `split`."""
     spec = dict(spec)
