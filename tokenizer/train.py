@@ -31,31 +31,27 @@ Library use::
     metrics = train(config, workdir)                        # final metrics dict
 
 A trained tokenizer is loaded, and clips encoded and decoded, by tokenizer/core.py (public part:
-tokenizer/api.py); config files are read by videogen/config.py, the command line is videogen/trainer_cli.py.
+tokenizer/api.py); config files are read by videogen/config.py, the command line is videogen/trainer_cli.py,
+the train loop (logging, non-finite watch, timing, preemption, saving, eval) is videogen/loop.py's, the GAN's
+discriminator tokenizer/gan.py's.
 
-Sections below: 1 mesh, 2 model + optimizer born sharded, 3 shard & transfer, 4 update step, 5 checkpoints,
-6 train loop, CLI.
+Sections below: 1 set up mesh, 2 model + optimizer born sharded, 3 shard & transfer, 4 update step,
+5 checkpoints, 6 train loop, CLI.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import jax
 import jax.numpy as jnp
 import ml_collections
-import numpy as np
 import optax
 from flax import nnx
-from jax.sharding import NamedSharding, PartitionSpec
-from tqdm import tqdm
 
 from tokenizer import evaluate as eval_lib
 from tokenizer import losses as losses_lib
@@ -89,18 +85,17 @@ from tokenizer.gan import (
 )
 from tokenizer.model import LOGICAL_AXIS_RULES, amplify_chroma, check_input_shape
 from tokenizer.quantizers import LFQ
-from videogen import checkpointing, config_checks, errors
+from videogen import checkpointing, errors, loop
 from videogen import mesh as mesh_lib
-from videogen.config import apply_overrides, load_config, to_plain
-from videogen.data.pipeline import Pipeline, PipelineConfig, resume_step
+from videogen.config import apply_overrides, load_config
 from videogen.data.sources import build_source
+from videogen.loop import batch_sharding, make_mesh, replicated
 from videogen.mesh import describe_shardings
-from videogen.metrics_log import MetricsLog
 from videogen.optim import make_optimizer
 from videogen.trainer_cli import run_cli
 
-# The library this trainer builds on (tokenizer/core.py, videogen/config.py, ...), re-exported: `from
-# tokenizer.train import load_tokenizer` and the like keep working.
+# The library this trainer builds on (tokenizer/core.py, videogen/config.py, videogen/loop.py, ...),
+# re-exported: `from tokenizer.train import load_tokenizer` and the like keep working.
 __all__ = [
     "COMPUTE_ONLY_MODEL_KEYS",
     "INIT_KEY_IMPL",
@@ -108,6 +103,7 @@ __all__ = [
     "abstract_tokenizer",
     "apply_overrides",
     "autoencoder_config",
+    "batch_sharding",
     "check_input_shape",
     "checkpoint_manager",
     "decode_indices",
@@ -118,44 +114,55 @@ __all__ = [
     "load_config",
     "load_tokenizer",
     "main",
+    "make_mesh",
     "make_optimizer",
     "quantizer_kwargs",
     "train",
     "train_data_spec",
 ]
 
+# Compiled programs, kept per process (videogen.loop.ProgramCache) and keyed by every config entry they
+# depend on: train() called again -- a resume with more steps, tests, notebooks -- does not recompile. These
+# entries are left out of the key.
+_PROGRAMS = loop.ProgramCache(
+    (
+        "steps",
+        "seed",
+        "batch_size",
+        "data",
+        "data_threads",
+        "eval",
+        "log_every",
+        "ckpt_every",
+        "max_to_keep",
+        "quiet",
+        "optim.lr",
+        "optim.warmup_steps",
+        "optim.min_lr_ratio",
+    )
+)
+
 
 # ============================================================================================
-# Sharding helpers
+# 1. Set up mesh (videogen.loop.make_mesh: config.mesh, {'data': -1, 'fsdp': 1, 'tensor': 1} by default)
 # ============================================================================================
 
 
-def _replicate_indivisible(sharding: NamedSharding, shape: tuple[int, ...], mesh) -> NamedSharding:
-    """``sharding`` with every dim that its mesh axes do not divide left unsharded: FSDP over conv output
-    widths then works for any mesh (the decoder's last conv has 3 outputs, code_dim may be odd); such a
-    weight is replicated on that dim, which the sharding table printed at start shows."""
-    spec = list(sharding.spec) + [None] * (len(shape) - len(sharding.spec))
-    for i, axes in enumerate(spec):
-        names = () if axes is None else ((axes,) if isinstance(axes, str) else tuple(axes))
-        if names and shape[i] % math.prod(mesh.shape[n] for n in names):
-            spec[i] = None
-    return NamedSharding(mesh, PartitionSpec(*spec))
-
-
-def _replicated(mesh) -> NamedSharding:
-    return NamedSharding(mesh, PartitionSpec())
-
-
-# ============================================================================================
-# 1. Set up mesh
-# ============================================================================================
-
-
-def make_mesh(config):
-    """Mesh from ``config.mesh`` (``{'data': -1, 'fsdp': 1, 'tensor': 1}``: pure data parallelism)."""
-    axes = to_plain(config.mesh)
-    config_checks.check_mesh(axes, jax.device_count())  # names config.mesh and the fix
-    return mesh_lib.make_mesh(axes)
+def _check_config(config, mesh) -> None:
+    d = config.data
+    try:
+        ae = autoencoder_config(config)
+        check_input_shape(ae, int(d.num_frames), int(d.resolution), int(d.resolution))
+    except ValueError as e:  # the config's model against its own quantizer and clip shape: the user's to fix
+        raise errors.UsageError(str(e)) from e
+    dp = mesh_lib.data_parallel_size(mesh)
+    for name, bs in (("batch_size", config.batch_size), ("eval.batch_size", config.eval.batch_size)):
+        if bs % dp:
+            raise errors.UsageError(
+                f"{name}={bs} must be a multiple of the data-parallel size {dp} of mesh {dict(mesh.shape)}; use "
+                f"{math.ceil(bs / dp) * dp}, or set --config.mesh.data to a divisor (on CPU, "
+                "XLA_FLAGS=--xla_force_host_platform_device_count=N sets the devices)."
+            )
 
 
 # ============================================================================================
@@ -166,39 +173,29 @@ def make_mesh(config):
 def state_shardings(config, mesh, tx):
     """Shardings of the train state, from the params' logical axis names and LOGICAL_AXIS_RULES.
 
-    Params (and EMA params) get their logical names mapped to mesh axes; every optimizer slot that
-    mirrors a param (Adam mu/nu) gets that param's sharding; scalars (counts, step) and quantizer
-    state are replicated.
+    Params (and EMA params) get their logical names mapped to mesh axes (a dim the axes do not divide stays
+    unsharded); every optimizer slot that mirrors a param (Adam mu/nu) gets that param's sharding; scalars
+    (counts, step) and quantizer state are replicated.
     """
     graphdef, abs_params, abs_rest = abstract_tokenizer(config)
-    with nnx.logical_axis_rules(_to_plain_rules(config)):
+    with nnx.logical_axis_rules(loop.logical_axis_rules(config, LOGICAL_AXIS_RULES)):
         param_sh = nnx.as_pure(nnx.get_named_sharding(abs_params, mesh))
     pure_params = nnx.as_pure(abs_params)
-    param_sh = jax.tree.map(lambda sh, a: _replicate_indivisible(sh, a.shape, mesh), param_sh, pure_params)
-    abs_opt = jax.eval_shape(tx.init, pure_params)
-    rep = _replicated(mesh)
-    opt_sh = optax.tree_map_params(tx, lambda _, s: s, abs_opt, param_sh, transform_non_params=lambda _: rep)
-    rest_sh = jax.tree.map(lambda _: rep, nnx.as_pure(abs_rest))
-    shardings = {"step": rep, "params": param_sh, "opt_state": opt_sh, "ema": param_sh, "rest": rest_sh}
+    param_sh = jax.tree.map(
+        lambda sh, a: mesh_lib.replicate_indivisible(sh, a.shape, mesh), param_sh, pure_params
+    )
+    rep = replicated(mesh)
+    shardings = {
+        "step": rep,
+        "params": param_sh,
+        "opt_state": loop.opt_shardings(tx, pure_params, param_sh, mesh),
+        "ema": param_sh,
+        "rest": jax.tree.map(lambda _: rep, nnx.as_pure(abs_rest)),
+    }
     if gan_enabled(config):  # the discriminator (tokenizer/gan.py) is small: replicated, data-parallel
         abs_disc = jax.eval_shape(lambda: init_disc_state(config, 0))
         shardings["disc"] = jax.tree.map(lambda _: rep, abs_disc)
     return graphdef, shardings
-
-
-def _init_disc_sharded(config, shardings) -> dict:
-    """A fresh discriminator state in its (replicated) shardings: for a GAN switched on at a resume."""
-    return jax.jit(lambda: init_disc_state(config, int(config.seed) + 1), out_shardings=shardings["disc"])()
-
-
-def _to_plain_rules(config) -> tuple:
-    rules = config.get("logical_axis_rules", None)
-    if not rules:
-        return LOGICAL_AXIS_RULES
-    return tuple(
-        (name, None if axis is None else (axis if isinstance(axis, str) else tuple(axis)))
-        for name, axis in rules
-    )
 
 
 def init_state(config, mesh, tx, shardings):
@@ -222,10 +219,18 @@ def init_state(config, mesh, tx, shardings):
             state["disc"] = init_disc_state(config, seed + 1)
         return state
 
-    key = _program_key(config, mesh, "init")
-    if key not in _COMPILED:
-        _COMPILED[key] = jax.jit(init, out_shardings=shardings)
-    return _COMPILED[key](int(config.seed))
+    fn = _PROGRAMS.get(_PROGRAMS.key(config, mesh, "init"), lambda: jax.jit(init, out_shardings=shardings))
+    return fn(int(config.seed))
+
+
+def _init_disc_sharded(config, shardings) -> dict:
+    """A fresh discriminator state in its (replicated) shardings: for a GAN switched on at a resume."""
+    return jax.jit(lambda: init_disc_state(config, int(config.seed) + 1), out_shardings=shardings["disc"])()
+
+
+def _abstract_state(config, mesh, tx, shardings):
+    """The train state as ``jax.ShapeDtypeStruct`` leaves carrying ``shardings`` (the restore target)."""
+    return loop.abstract_like(jax.eval_shape(lambda: init_state(config, mesh, tx, shardings)), shardings)
 
 
 # ============================================================================================
@@ -233,53 +238,17 @@ def init_state(config, mesh, tx, shardings):
 # ============================================================================================
 # The Pipeline (videogen/data/pipeline.py) renders/reads clips on the host and hands each process's
 # slice to jax.make_array_from_process_local_data: batches arrive as global uint8 arrays
-# [B, T, H, W, 3] split over the mesh's ('data', 'fsdp') axes. They travel as uint8 (4x less than
-# float32) and are converted to [-1, 1] float inside the jitted step. Only "video" is kept.
+# [B, T, H, W, 3] split over the mesh's ('data', 'fsdp') axes (videogen.loop.batch_sharding). They travel as
+# uint8 (4x less than float32) and are converted to [-1, 1] float inside the jitted step. Only "video" is kept.
 
 
 def _video_only(example: dict) -> dict:
     return {"video": example["video"], "caption": example["caption"]}
 
 
-def batch_sharding(mesh) -> NamedSharding:
-    return NamedSharding(mesh, PartitionSpec(mesh_lib.batch_axes(mesh)))
-
-
 # ============================================================================================
 # 4. Update step
 # ============================================================================================
-
-
-# Compiled steps are kept per process, keyed by every config entry they depend on (not steps, lr,
-# schedule, data, eval, logging), so train() called again -- a resume with more steps, tests,
-# notebooks -- does not recompile. Entries below are the ones left out of the key.
-_NOT_IN_PROGRAM = (
-    "steps",
-    "seed",
-    "batch_size",
-    "data",
-    "data_threads",
-    "eval",
-    "log_every",
-    "ckpt_every",
-    "max_to_keep",
-    "quiet",
-    "optim.lr",
-    "optim.warmup_steps",
-    "optim.min_lr_ratio",
-)
-_COMPILED: dict[tuple, Any] = {}
-
-
-def _program_key(config, mesh, what: str) -> tuple:
-    c = to_plain(config)
-    for dotted in _NOT_IN_PROGRAM:
-        *parents, leaf = dotted.split(".")
-        node = c
-        for name in parents:
-            node = node.get(name, {})
-        node.pop(leaf, None)
-    return (what, json.dumps(c, sort_keys=True), mesh)
 
 
 def make_train_step(config, graphdef, tx, shardings, mesh):
@@ -293,9 +262,9 @@ def make_train_step(config, graphdef, tx, shardings, mesh):
     :func:`make_optimizer`). EMA of params with decay ``min(ema_decay, (1 + step) / (10 + step))``
     (the warm-up keeps early EMA weights usable).
     """
-    key = _program_key(config, mesh, "train_step")
-    if key in _COMPILED:
-        return _COMPILED[key]
+    key = _PROGRAMS.key(config, mesh, "train_step")
+    if key in _PROGRAMS.programs:
+        return _PROGRAMS.programs[key]
     recon_kind = config.loss.recon
     if recon_kind not in ("l1", "l2"):
         raise ValueError(f"loss.recon={recon_kind!r}: must be 'l1' or 'l2'.")
@@ -368,39 +337,27 @@ def make_train_step(config, graphdef, tx, shardings, mesh):
             metrics.update(d_metrics)
         updates, opt_state = tx.update(grads, state["opt_state"], params)
         params = optax.apply_updates(params, jax.tree.map(lambda u: lr * u, updates))
-        stepf = step.astype(jnp.float32)
-        decay = jnp.minimum(ema_decay, (1.0 + stepf) / (10.0 + stepf))
-        ema = jax.tree.map(lambda e, p: decay * e + (1.0 - decay) * p, state["ema"], params)
+        ema, decay = loop.ema_update(state["ema"], params, step, ema_decay)
         metrics.update(grad_norm=optax.tree.norm(grads), lr=lr, ema_decay=decay)
         new_state = {"step": step + 1, "params": params, "opt_state": opt_state, "ema": ema, "rest": rest}
         if new_disc is not None:
             new_state["disc"] = new_disc
         return new_state, metrics
 
-    rep = _replicated(mesh)
+    rep = replicated(mesh)
     step_fn = jax.jit(
         train_step,
         in_shardings=(shardings, batch_sharding(mesh), rep),
         out_shardings=(shardings, rep),
         donate_argnums=0,
     )
-    _COMPILED[key] = step_fn
+    _PROGRAMS.programs[key] = step_fn
     return step_fn
 
 
 # ============================================================================================
-# 5. Checkpoints (orbax): items model / train / pipeline
+# 5. Checkpoints (orbax, videogen/checkpointing.py): items model / train / pipeline / integrity (fingerprints)
 # ============================================================================================
-
-_ITEMS = (
-    checkpointing.ITEMS
-)  # model / train / pipeline / integrity (fingerprints), see videogen/checkpointing.py
-
-
-def _abstract_state(config, mesh, tx, shardings):
-    """The train state as ``jax.ShapeDtypeStruct`` leaves carrying ``shardings`` (the restore target)."""
-    abstract = jax.eval_shape(lambda: init_state(config, mesh, tx, shardings))
-    return jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, shardings)
 
 
 def _resume_keys(config) -> list[str]:
@@ -476,41 +433,8 @@ def restore_checkpoint(
 
 
 # ============================================================================================
-# 6. Train loop
+# 6. Train loop (videogen/loop.py)
 # ============================================================================================
-
-
-def _check_config(config, mesh) -> None:
-    d = config.data
-    try:
-        ae = autoencoder_config(config)
-        check_input_shape(ae, int(d.num_frames), int(d.resolution), int(d.resolution))
-    except ValueError as e:  # the config's model against its own quantizer and clip shape: the user's to fix
-        raise errors.UsageError(str(e)) from e
-    dp = mesh_lib.data_parallel_size(mesh)
-    for name, bs in (("batch_size", config.batch_size), ("eval.batch_size", config.eval.batch_size)):
-        if bs % dp:
-            raise errors.UsageError(
-                f"{name}={bs} must be a multiple of the data-parallel size {dp} of mesh {dict(mesh.shape)}; use "
-                f"{math.ceil(bs / dp) * dp}, or set --config.mesh.data to a divisor (on CPU, "
-                "XLA_FLAGS=--xla_force_host_platform_device_count=N sets the devices)."
-            )
-
-
-def _evaluate(config, graphdef, state, eval_source, eval_clips: int, mesh, workdir: Path, step: int) -> dict:
-    tok = nnx.merge(graphdef, state["ema"], state["rest"])  # EMA weights (dropped before the next step)
-    e = config.eval
-    return eval_lib.evaluate_tokenizer(
-        tok.autoencoder,
-        tok.quantizer,
-        eval_source,
-        batch_size=int(e.batch_size),
-        mesh=mesh,
-        num_clips=eval_clips,
-        judge=bool(e.judge) and config.data.get("kind", "world") == "world",
-        num_samples=int(e.num_samples),
-        sample_path=workdir / "samples" / f"step_{step:06d}.gif",
-    )
 
 
 def train(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict:
@@ -533,177 +457,93 @@ def _train(config, workdir, preemption: checkpointing.Preemption) -> dict:
         config = ml_collections.ConfigDict(config)
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
-    steps = int(config.steps)
 
-    # --- 1. mesh ----------------------------------------------------------------------------
+    # --- 1. set up mesh -------------------------------------------------------------------------------
     mesh = make_mesh(config)
     _check_config(config, mesh)
     print(
         f"[tokenizer] mesh {dict(mesh.shape)} on {len(mesh.devices.flat)} {jax.devices()[0].platform} devices"
     )
 
-    # --- 2. model + optimizer, born sharded (or restored into the same shardings) -----------
+    # --- 2. model + optimizer, born sharded (or restored into the same shardings) ---------------------
     tx, schedule = make_optimizer(config)
     graphdef, shardings = state_shardings(config, mesh, tx)
     mngr = checkpoint_manager(workdir, config)
-    config_checks.check_resume_compatible(
-        workdir,
-        to_plain(config),
-        _resume_keys(config),
-        tag="tokenizer",
-        has_checkpoint=bool(mngr.all_steps()),
-    )
-    resumed_from, restored = checkpointing.restore_latest(  # newest good step, into this mesh's shardings
+    state, resume = loop.restore_or_init(  # newest good step, into this mesh's shardings
         mngr,
-        lambda s: restore_checkpoint(
+        workdir,
+        config,
+        tag="tokenizer",
+        restore=lambda s: restore_checkpoint(
             mngr,
             s,
             _abstract_state(config, mesh, tx, shardings),
             init_disc=lambda: _init_disc_sharded(config, shardings),
         ),
-        workdir=workdir,
-        tag="tokenizer",
+        init=lambda: init_state(config, mesh, tx, shardings),
+        resume_keys=_resume_keys(config),
     )
-    t0 = time.perf_counter()
-    if resumed_from is None:
-        state = init_state(config, mesh, tx, shardings)
-        data_step = 0
-    else:
-        state, pipe_state = restored
-        data_step, note = resume_step(pipe_state, int(config.batch_size), int(config.seed))
-        if note:
-            print(f"[tokenizer] resume: {note}.")
-    start = int(jax.device_get(state["step"]))
-    print(
-        f"[tokenizer] {'resumed from step ' + str(start) if resumed_from is not None else 'initialised'} in "
-        f"{time.perf_counter() - t0:.1f}s; data pipeline at step {data_step}"
-    )
-    ae_config = autoencoder_config(config)
     n_params = sum(x.size for x in jax.tree.leaves(state["params"]))
     print(
-        f"[tokenizer] {n_params:,} params; compression {ae_config.compression}; quantizer "
+        f"[tokenizer] {n_params:,} params; compression {autoencoder_config(config).compression}; quantizer "
         f"{config.quantizer.kind} ({nnx.merge(graphdef, state['params'], state['rest']).quantizer.codebook_size} "
         f"codes)\n" + describe_shardings(state, shardings)
     )
-    if jax.process_index() == 0:
-        (workdir / "config.json").write_text(config.to_json(indent=1, sort_keys=True) + "\n")
+    loop.write_config(workdir, config)
 
-    # --- 3. data: sharded global batches from the pipeline's saved position -----------------
+    # --- 3. shard & transfer: sharded global batches from the pipeline's saved position ---------------
     source = build_source(train_data_spec(config), "train")
     eval_source, eval_clips = eval_lib.eval_source(config, config.eval.split, strict=False)
-    pipeline = Pipeline(
-        source,
-        PipelineConfig(
-            global_batch_size=int(config.batch_size),
-            seed=int(config.seed),
-            num_threads=int(config.get("data_threads", 0)),
-        ),
-        mesh=mesh,
-        start_step=data_step,
-        transform=_video_only,
-    )
+    pipeline = loop.train_pipeline(config, source, mesh, start_step=resume.data_step, transform=_video_only)
 
-    # --- 4. the update step --------------------------------------------------------------------
+    # --- 4. update step -------------------------------------------------------------------------------
     train_step = make_train_step(config, graphdef, tx, shardings, mesh)
-    lrs = np.asarray(jax.vmap(schedule)(jnp.arange(max(steps, 1))), np.float32)  # the schedule, on the host
+    lrs = loop.lr_table(schedule, int(config.steps))  # the schedule, on the host
 
-    # --- 6. loop --------------------------------------------------------------------------------
-    log = MetricsLog(workdir)
-    final: dict[str, Any] = {"resumed_from": resumed_from, "start_step": start, "data_start_step": data_step}
-    pending: list[dict] = []
-    eval_every = int(config.eval.every)
-    if (
-        jax.process_count() > 1
-    ):  # evaluation gathers whole batches on one host: run it afterwards on one process
+    # --- 6. train loop --------------------------------------------------------------------------------
+    if jax.process_count() > 1:  # evaluation gathers whole batches on one host: run it afterwards, on one
         print(
             "[tokenizer] multi-process run: evaluation during training is off; evaluate the workdir afterwards "
             "with `python -m tokenizer.evaluate --workdir ...` (one process)."
         )
-    timing = {"first_step_s": None, "train_s": 0.0, "timed_steps": 0}
-    pbar = tqdm(
-        total=steps,
-        initial=start,
-        desc="tokenizer",
-        unit="step",
-        dynamic_ncols=True,
-        disable=bool(config.get("quiet", False)) or jax.process_index() > 0,
-    )
-    watch = checkpointing.FiniteWatch()  # loss / grad_norm of every step, checked at log and save points
 
-    def run_eval(step: int) -> None:
-        em = _evaluate(config, graphdef, state, eval_source, eval_clips, mesh, workdir, step)
-        log(step, "eval", em)
-        log.image(step, "eval/reconstructions", workdir / "samples" / f"step_{step:06d}.png")
-        final.update({f"eval/{k}": v for k, v in em.items()})
-        pbar.write(
-            f"[tokenizer] step {step} eval: PSNR {em['psnr']:.2f} dB, SSIM {em['ssim']:.3f}, usage "
-            f"{em['usage']:.3f} ({em['used_codes']:.0f} codes), perplexity {em['perplexity']:.1f}"
-            + (f", judge {em['judge_all_correct']:.3f}" if "judge_all_correct" in em else "")
+    def evaluate(state, step: int) -> dict:
+        tok = nnx.merge(graphdef, state["ema"], state["rest"])  # EMA weights (dropped before the next step)
+        e = config.eval
+        return eval_lib.evaluate_tokenizer(
+            tok.autoencoder,
+            tok.quantizer,
+            eval_source,
+            batch_size=int(e.batch_size),
+            mesh=mesh,
+            num_clips=eval_clips,
+            judge=bool(e.judge) and config.data.get("kind", "world") == "world",
+            num_samples=int(e.num_samples),
+            sample_path=workdir / "samples" / f"step_{step:06d}.gif",
         )
 
-    batches = iter(pipeline)
-    try:
-        if jax.process_count() == 1:
-            if start >= steps:
-                pbar.write(f"[tokenizer] already at step {start} >= steps={steps}: evaluating only.")
-                run_eval(start)
-            elif start and eval_every and start % eval_every == 0 and not log.has(start, "eval"):
-                # The run before saved this step's checkpoint and stopped (preempted) before its eval.
-                pbar.write(f"[tokenizer] step {start} was saved but not evaluated: evaluating it first.")
-                run_eval(start)
-        t_mark, n_mark = time.perf_counter(), 0
-        for step in range(start, steps):
-            batch = next(batches)
-            state, metrics = train_step(state, batch["video"], lrs[step])
-            pending.append(metrics)
-            done = step + 1
-            watch.append(done, metrics)
-            if timing["first_step_s"] is None:  # compile + first step, kept out of steps/s
-                jax.block_until_ready(state["step"])
-                timing["first_step_s"] = time.perf_counter() - t_mark
-                t_mark, n_mark = time.perf_counter(), 0
-            else:
-                n_mark += 1
-            pbar.update(1)
-            if done % int(config.log_every) == 0 or done == steps:
-                m = {k: float(np.mean([float(x[k]) for x in jax.device_get(pending)])) for k in pending[-1]}
-                pending = []
-                dt = time.perf_counter() - t_mark
-                if n_mark:
-                    timing["train_s"] += dt
-                    timing["timed_steps"] += n_mark
-                    m["steps_per_sec"] = n_mark / dt
-                    m["clips_per_sec"] = n_mark * int(config.batch_size) / dt
-                log(done, "train", m)
-                watch.check(last_saved=mngr.latest_step, workdir=workdir)
-                final.update({f"train/{k}": v for k, v in m.items()})
-                pbar.set_postfix(loss=f"{m['loss']:.4f}", psnr=f"{m['psnr']:.1f}")
-                t_mark, n_mark = time.perf_counter(), 0
-            preempted = preemption.requested(done)
-            if mngr.should_save(done) or done == steps or preempted:
-                watch.check(last_saved=mngr.latest_step, workdir=workdir)  # never save non-finite state
-                save_checkpoint(
-                    mngr, done, state, pipeline.state(), force=True
-                )  # async: returns once on host
-            if preempted:
-                final["preempted"] = True
-                pbar.write(
-                    f"[tokenizer] preempted: saved step {done} in {workdir / 'checkpoints'}; rerun to resume."
-                )
-                break
-            if ((eval_every and done % eval_every == 0) or done == steps) and jax.process_count() == 1:
-                run_eval(done)
-                t_mark, n_mark = time.perf_counter(), 0
-    finally:
-        pbar.close()
-        mngr.wait_until_finished()
-        mngr.close()
-        log.close()
-    final["step"] = int(jax.device_get(state["step"]))
-    final["data_step"] = pipeline.state()["step"]
-    final["first_step_s"] = timing["first_step_s"]
-    if timing["timed_steps"]:
-        final["s_per_step"] = timing["train_s"] / timing["timed_steps"]
+    final = loop.run(
+        "tokenizer",
+        config,
+        workdir,
+        state,
+        resume=resume,
+        pipeline=pipeline,
+        mngr=mngr,
+        preemption=preemption,
+        update=lambda state, batch, step: train_step(state, batch["video"], lrs[step]),
+        save=save_checkpoint,
+        evaluate=evaluate,
+        eval_line=lambda em: (
+            f"PSNR {em['psnr']:.2f} dB, SSIM {em['ssim']:.3f}, usage {em['usage']:.3f} "
+            f"({em['used_codes']:.0f} codes), perplexity {em['perplexity']:.1f}"
+            + (f", judge {em['judge_all_correct']:.3f}" if "judge_all_correct" in em else "")
+        ),
+        eval_image="eval/reconstructions",
+        throughput=lambda n, dt: {"steps_per_sec": n / dt, "clips_per_sec": n * int(config.batch_size) / dt},
+        postfix=lambda m: {"loss": f"{m['loss']:.4f}", "psnr": f"{m['psnr']:.1f}"},
+        eval_if_finished=True,
+    )
     final["num_params"] = n_params
     return final
 

@@ -8,7 +8,7 @@ from collections.abc import Mapping, Sequence
 
 import jax
 import numpy as np
-from jax.sharding import AxisType, Mesh, NamedSharding
+from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
 DEFAULT_AXES: dict[str, int] = {"data": -1, "fsdp": 1, "tensor": 1}
 # Axes a batch is split over: every axis that holds a different slice of the data.
@@ -76,6 +76,18 @@ def _spec_str(sharding) -> str:
 
 def _path_str(path) -> str:
     return "/".join(str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k)))) for k in path)
+
+
+def replicate_indivisible(sharding: NamedSharding, shape: tuple[int, ...], mesh: Mesh) -> NamedSharding:
+    """``sharding`` with every dim that its mesh axes do not divide left unsharded: FSDP over conv output
+    widths then works for any mesh (the tokenizer decoder's last conv has 3 outputs, code_dim may be odd); such
+    a weight is replicated on that dim, which the sharding table printed at start shows."""
+    spec = list(sharding.spec) + [None] * (len(shape) - len(sharding.spec))
+    for i, axes in enumerate(spec):
+        names = () if axes is None else ((axes,) if isinstance(axes, str) else tuple(axes))
+        if names and shape[i] % math.prod(mesh.shape[n] for n in names):
+            spec[i] = None
+    return NamedSharding(mesh, PartitionSpec(*spec))
 
 
 def describe_shardings(state, shardings) -> str:

@@ -43,14 +43,15 @@ Library use::
 
 A trained LM is loaded and sampled by videogen/lm.py (``load_lm``, ``sample``; re-exported here).
 
-Sections: config, 1 mesh, 2 tokenizers, 3 model + optimizer born sharded, 4 batches and the update
-step (on videogen/objectives.py), 5 checkpoints, 6 train loop, CLI.
+The train loop (logging, non-finite watch, timing, preemption, saving, eval) is videogen/loop.py's.
+
+Sections: 1 set up mesh, 2 tokenizers, 3 model + optimizer born sharded, 4 shard & transfer, 5 update step,
+6 checkpoints, 7 train loop, CLI.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import sys
 import time
@@ -65,16 +66,14 @@ import numpy as np
 import optax
 from flax import nnx
 from jax.experimental import multihost_utils
-from jax.sharding import NamedSharding, PartitionSpec
-from tqdm import tqdm
 
 from tokenizer import codes as tok_codes
 from tokenizer.core import INIT_KEY_IMPL, checkpoint_manager, to_float
-from videogen import checkpointing, config_checks, judge
+from videogen import checkpointing, config_checks, judge, loop
 from videogen import mesh as mesh_lib
 from videogen.config import apply_overrides, load_config, to_plain
 from videogen.data import code_cache
-from videogen.data.pipeline import Pipeline, PipelineConfig, resume_step
+from videogen.data.pipeline import Pipeline, PipelineConfig
 from videogen.data.sources import build_source, captions
 from videogen.data.sources import eval_spec as make_eval_spec
 from videogen.data.text import MODEL_FILENAME, TextTokenizer, train_text_tokenizer
@@ -91,13 +90,8 @@ from videogen.lm import (
     sample,
     transformer_config,
 )
-from videogen.metrics_log import MetricsLog
-from videogen.model import (
-    DEFAULT_LOGICAL_AXIS_RULES,
-    Transformer,
-    flops_per_token,
-    param_shardings,
-)
+from videogen.loop import batch_sharding, make_mesh, measure_matmul_flops, replicated
+from videogen.model import DEFAULT_LOGICAL_AXIS_RULES, Transformer, flops_per_token, param_shardings
 from videogen.objectives import (
     build_sequences,
     continuation_kwargs,
@@ -109,20 +103,23 @@ from videogen.objectives import (
 from videogen.trainer_cli import run_cli
 from videogen.video_io import contact_sheet, gif_grid
 
-# The LM library this trainer builds on (videogen/lm.py, videogen/objectives.py, videogen/config.py), re-exported:
-# `from videogen.train import sample` and the like keep working.
+# The library this trainer builds on (videogen/lm.py, videogen/objectives.py, videogen/loop.py,
+# videogen/config.py), re-exported: `from videogen.train import sample` and the like keep working.
 __all__ = [
     "OBJECTIVES",
     "abstract_model",
     "apply_overrides",
     "attention_is_causal",
+    "batch_sharding",
     "build_sequences",
     "load_config",
     "load_lm",
     "load_tokenizer_for_lm",
     "main",
+    "make_mesh",
     "make_optimizer",
     "maskgit_video_codes",
+    "measure_matmul_flops",
     "motion_emphasis",
     "sample",
     "train",
@@ -130,60 +127,33 @@ __all__ = [
 ]
 
 
-# Compiled programs are kept per process, keyed by every config entry they depend on, so train() called
-# again (a resume, tests) does not recompile. Entries below are left out of the key.
-_NOT_IN_PROGRAM = (
-    "steps",
-    "batch_size",
-    "data",
-    "data_threads",
-    "eval",
-    "sample",
-    "log_every",
-    "ckpt_every",
-    "code_cache",
-    "max_to_keep",
-    "quiet",
-    "peak_flops",
-    "tokenizer_workdir",
-    "text.num_captions",
-    "optim.lr",
-    "optim.warmup_steps",
-    "optim.min_lr_ratio",
+# Compiled programs, kept per process (videogen.loop.ProgramCache) and keyed by every config entry they
+# depend on, so train() called again (a resume, tests) does not recompile. These entries are left out of the key.
+_PROGRAMS = loop.ProgramCache(
+    (
+        "steps",
+        "batch_size",
+        "data",
+        "data_threads",
+        "eval",
+        "sample",
+        "log_every",
+        "ckpt_every",
+        "code_cache",
+        "max_to_keep",
+        "quiet",
+        "peak_flops",
+        "tokenizer_workdir",
+        "text.num_captions",
+        "optim.lr",
+        "optim.warmup_steps",
+        "optim.min_lr_ratio",
+    )
 )
-_COMPILED: dict[tuple, Any] = {}
-
-
-def _program_key(config, mesh, what: str, *extra) -> tuple:
-    c = to_plain(config)
-    for dotted in _NOT_IN_PROGRAM:
-        *parents, leaf = dotted.split(".")
-        node = c
-        for name in parents:
-            node = node.get(name, {})
-        node.pop(leaf, None)
-    return (what, json.dumps(c, sort_keys=True, default=str), mesh, *extra)
-
-
-def _cached(key, build):
-    if key not in _COMPILED:
-        _COMPILED[key] = build()
-    return _COMPILED[key]
-
-
-# ============================================================================================
-# Config helpers
-# ============================================================================================
 
 
 def _rules(config) -> tuple:
-    rules = config.get("logical_axis_rules", None)
-    if not rules:
-        return DEFAULT_LOGICAL_AXIS_RULES
-    return tuple(
-        (name, None if axis is None else (axis if isinstance(axis, str) else tuple(axis)))
-        for name, axis in rules
-    )
+    return loop.logical_axis_rules(config, DEFAULT_LOGICAL_AXIS_RULES)
 
 
 @contextlib.contextmanager
@@ -194,19 +164,19 @@ def _sharding_context(mesh, rules):
 
 
 # ============================================================================================
-# 1. Mesh
+# 1. Set up mesh (videogen.loop.make_mesh: config.mesh over all devices, or the given ones)
 # ============================================================================================
 
 
-def make_mesh(config, devices: Sequence[jax.Device] | None = None):
-    """Mesh from ``config.mesh`` over ``devices`` (default: all)."""
-    axes = to_plain(config.mesh)
-    config_checks.check_mesh(axes, jax.device_count() if devices is None else len(devices))
-    return mesh_lib.make_mesh(axes, devices=devices)
-
-
-def batch_sharding(mesh) -> NamedSharding:
-    return NamedSharding(mesh, PartitionSpec(mesh_lib.batch_axes(mesh)))
+def _check_batch(config, mesh) -> None:
+    dp = mesh_lib.data_parallel_size(mesh)
+    unit = dp * int(config.get("grad_accum_steps", 1))
+    if int(config.batch_size) % unit:
+        raise UsageError(
+            f"batch_size={config.batch_size} must be a multiple of data-parallel size {dp} x "
+            f"grad_accum_steps={config.get('grad_accum_steps', 1)} (mesh {dict(mesh.shape)}): use "
+            f"{-(-int(config.batch_size) // unit) * unit}, or change config.mesh / grad_accum_steps."
+        )
 
 
 # ============================================================================================
@@ -255,7 +225,7 @@ def make_encoder(autoencoder, quantizer, mesh):
         _, idx, _ = q(ae.encode(to_float(video)), train=False)
         return idx.astype(jnp.int32)
 
-    fn = _cached(("encode", graphdef, mesh), lambda: jax.jit(encode, out_shardings=out_sh))
+    fn = _PROGRAMS.get(("encode", graphdef, mesh), lambda: jax.jit(encode, out_shardings=out_sh))
     return lambda video: fn(tok_state, video)
 
 
@@ -269,9 +239,8 @@ def state_shardings(tcfg, mesh, tx, rules):
     optimizer scalars and the step replicated."""
     graphdef, abs_params, abs_rest = abstract_model(tcfg)
     param_sh = nnx.as_pure(param_shardings(abs_params, mesh, rules))
-    abs_opt = jax.eval_shape(tx.init, nnx.as_pure(abs_params))
-    rep = NamedSharding(mesh, PartitionSpec())
-    opt_sh = optax.tree_map_params(tx, lambda _, s: s, abs_opt, param_sh, transform_non_params=lambda _: rep)
+    opt_sh = loop.opt_shardings(tx, nnx.as_pure(abs_params), param_sh, mesh)
+    rep = replicated(mesh)
     return (
         graphdef,
         nnx.as_pure(abs_rest),
@@ -294,7 +263,7 @@ def init_state(tcfg, tx, shardings, seed: int, key=None):
 
     if key is None:
         return jax.jit(init, out_shardings=shardings)(seed)
-    return _cached(key, lambda: jax.jit(init, out_shardings=shardings))(seed)
+    return _PROGRAMS.get(key, lambda: jax.jit(init, out_shardings=shardings))(seed)
 
 
 def describe_shardings(state, shardings) -> str:
@@ -303,7 +272,49 @@ def describe_shardings(state, shardings) -> str:
 
 
 # ============================================================================================
-# 4. Batches and the update step
+# 4. Shard & transfer
+# ============================================================================================
+# The Pipeline (videogen/data/pipeline.py) hands each process's slice of a global batch to
+# jax.make_array_from_process_local_data: batches arrive split over the mesh's ('data', 'fsdp') axes
+# (videogen.loop.batch_sharding), the clip as uint8 [B, T, H, W, 3] (encoded to codes on the devices by the
+# frozen tokenizer, make_encoder) or, with a code cache, its codes int32 [B, t, h, w]; the caption as text
+# ids [B, L].
+
+
+def _text_only(example: dict) -> dict:
+    """What the LM reads of an example: its clip (or cached codes) and caption (metadata dropped)."""
+    pixels_or_codes = "codes" if "codes" in example else "video"
+    return {pixels_or_codes: example[pixels_or_codes], "caption": example["caption"]}
+
+
+def _train_source(config, source, encode, tokenizer, mesh, workdir: Path):
+    """``source``, or with ``code_cache.num_clips > 0`` its first clips' codes: encoded once per tokenizer
+    (videogen/data/code_cache.py), reused by every LM trained on it."""
+    cache_cfg = config.get("code_cache", None) or {}
+    if int(cache_cfg.get("num_clips", 0)) <= 0:
+        return source
+    if jax.process_count() > 1:
+        raise UsageError(
+            "code_cache.num_clips > 0 is single-process for now: set --config.code_cache."
+            "num_clips=0 on a multi-host run (each step then encodes its batch)."
+        )
+    bsh = batch_sharding(mesh)
+    cached, _ = code_cache.load_or_build(
+        source,
+        lambda video: jax.device_get(encode(jax.device_put(video, bsh))),
+        num_clips=int(cache_cfg.num_clips),
+        batch_size=int(config.batch_size),
+        data_spec=to_plain(config.data),
+        weights_hash=tok_codes.weights_hash(*tokenizer),
+        directory=config.tokenizer_workdir,
+        fallback_directory=workdir,
+        path=cache_cfg.get("path", None),
+    )
+    return cached
+
+
+# ============================================================================================
+# 5. Update step
 # ============================================================================================
 
 
@@ -317,9 +328,9 @@ def make_train_step(config, tcfg, graphdef, rest, tx, shardings, mesh):
     accum = int(config.get("grad_accum_steps", 1))
     if accum < 1 or int(config.batch_size) % accum:
         raise ValueError(f"grad_accum_steps={accum} must be >= 1 and divide batch_size={config.batch_size}.")
-    key = _program_key(config, mesh, "train_step", tcfg)
-    if key in _COMPILED:
-        return _COMPILED[key]
+    key = _PROGRAMS.key(config, mesh, "train_step", tcfg)
+    if key in _PROGRAMS.programs:
+        return _PROGRAMS.programs[key]
     drop_prob = float(config.text.drop_prob)
     masks = mask_kwargs(config)
     ema_decay = float(config.ema_decay)
@@ -363,9 +374,7 @@ def make_train_step(config, tcfg, graphdef, rest, tx, shardings, mesh):
             (grads, loss, correct, text_nll), _ = jax.lax.scan(body, (zeros, 0.0, 0.0, 0.0), mbs)
         updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
         params = optax.apply_updates(state["params"], jax.tree.map(lambda u: lr * u, updates))
-        stepf = step.astype(jnp.float32)
-        decay = jnp.minimum(ema_decay, (1.0 + stepf) / (10.0 + stepf))
-        ema = jax.tree.map(lambda e, p: decay * e + (1.0 - decay) * p, state["ema"], params)
+        ema, _ = loop.ema_update(state["ema"], params, step, ema_decay)
         metrics = {
             "loss": loss,
             "accuracy": correct / total,
@@ -377,12 +386,11 @@ def make_train_step(config, tcfg, graphdef, rest, tx, shardings, mesh):
             metrics["text_loss"] = text_nll / text_total
         return {"step": step + 1, "params": params, "opt_state": opt_state, "ema": ema}, metrics
 
-    rep = NamedSharding(mesh, PartitionSpec())
-    bsh = batch_sharding(mesh)
+    rep, bsh = replicated(mesh), batch_sharding(mesh)
     fn = jax.jit(
         train_step, in_shardings=(shardings, bsh, bsh, rep), out_shardings=(shardings, rep), donate_argnums=0
     )
-    _COMPILED[key] = fn
+    _PROGRAMS.programs[key] = fn
     return fn
 
 
@@ -399,11 +407,11 @@ def make_eval_step(config, tcfg, graphdef, rest, mesh):
         nll, correct, _ = loss_terms(nnx.merge(graphdef, params, rest), tcfg, objective, tok, pos, tgt, w)
         return nll, correct, jnp.sum(w)
 
-    return _cached(_program_key(config, mesh, "eval_step", tcfg), lambda: jax.jit(eval_step))
+    return _PROGRAMS.get(_PROGRAMS.key(config, mesh, "eval_step", tcfg), lambda: jax.jit(eval_step))
 
 
 # ============================================================================================
-# 5. Checkpoints (orbax): items model (EMA) / train / pipeline
+# 6. Checkpoints (orbax, videogen/checkpointing.py): items model (EMA) / train / pipeline / integrity
 # ============================================================================================
 
 
@@ -432,31 +440,14 @@ def restore_checkpoint(mngr, step: int, abstract_state):
 
 def abstract_state(tcfg, tx, shardings, seed: int = 0):
     """The train state as ``jax.ShapeDtypeStruct`` leaves carrying ``shardings`` (the restore target)."""
-    abstract = jax.eval_shape(lambda: init_state(tcfg, tx, shardings, int(seed)))
-    return jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, shardings)
+    return loop.abstract_like(jax.eval_shape(lambda: init_state(tcfg, tx, shardings, int(seed))), shardings)
 
 
 # Config entries that fix the checkpoint's array shapes: a resumed run must keep them.
 _RESUME_KEYS = tuple(
     f"model.{k}"
-    for k in (
-        "num_layers",
-        "d_model",
-        "num_heads",
-        "num_kv_heads",
-        "mlp_dim",
-        "head",
-        "group_bits",
-        "codebook_size",
-        "video_grid",
-        "qk_norm",
-        "head_dim",
-        "text_loss",
-        "video_pos_emb",
-        "rope_video",
-        "text_bidirectional",
-        "scan_layers",
-    )
+    for k in "num_layers d_model num_heads num_kv_heads mlp_dim head group_bits codebook_size video_grid qk_norm "
+    "head_dim text_loss video_pos_emb rope_video text_bidirectional scan_layers".split()
 ) + ("text.vocab_size", "text.max_length", "objective")
 _RESUME_HINTS = {
     k: "set by the tokenizer: tokenizer_workdir now points at a tokenizer other than the one this LM "
@@ -471,27 +462,8 @@ _RESUME_HINTS["objective"] = "each objective has its own attention mask and loss
 
 
 # ============================================================================================
-# 6. Train loop
+# 7. Train loop (videogen/loop.py)
 # ============================================================================================
-
-
-def _text_only(example: dict) -> dict:
-    """What the LM reads of an example: its clip (or cached codes) and caption (metadata dropped)."""
-    pixels_or_codes = "codes" if "codes" in example else "video"
-    return {pixels_or_codes: example[pixels_or_codes], "caption": example["caption"]}
-
-
-def measure_matmul_flops(mesh=None, *, n: int = 2048, dtype: str = "float32", repeats: int = 5) -> float:
-    """Measured dense matmul FLOP/s of one ``[n, n] @ [n, n]`` on the default device, times the number of
-    devices in ``mesh`` (the CPU stand-in for a datasheet peak: ``--config.peak_flops=measure``)."""
-    x = jnp.ones((n, n), dtype)
-    f = jax.jit(lambda a: a @ a)
-    f(x).block_until_ready()
-    t0 = time.perf_counter()
-    for _ in range(repeats):
-        f(x).block_until_ready()
-    per_device = 2 * n**3 * repeats / (time.perf_counter() - t0)
-    return per_device * (1 if mesh is None else mesh.devices.size)
 
 
 def _throughput(config, tcfg, n_steps: int, dt: float, peak: float | None) -> dict:
@@ -530,19 +502,11 @@ def _train(
         config = ml_collections.ConfigDict(config)
     check_objective(config.objective)
     workdir = Path(workdir)
-    steps = int(config.steps)
     rules = _rules(config)
 
-    # --- 1. mesh ----------------------------------------------------------------------------------
+    # --- 1. set up mesh -------------------------------------------------------------------------------
     mesh = make_mesh(config, devices)
-    dp = mesh_lib.data_parallel_size(mesh)
-    if int(config.batch_size) % (dp * int(config.get("grad_accum_steps", 1))):
-        unit = dp * int(config.get("grad_accum_steps", 1))
-        raise UsageError(
-            f"batch_size={config.batch_size} must be a multiple of data-parallel size {dp} x "
-            f"grad_accum_steps={config.get('grad_accum_steps', 1)} (mesh {dict(mesh.shape)}): use "
-            f"{-(-int(config.batch_size) // unit) * unit}, or change config.mesh / grad_accum_steps."
-        )
+    _check_batch(config, mesh)
     print(f"[lm] mesh {dict(mesh.shape)} on {mesh.devices.size} {mesh.devices.flat[0].platform} devices")
 
     # --- 2. tokenizers (the video tokenizer first: a bad tokenizer_workdir fails before anything is written)
@@ -553,9 +517,8 @@ def _train(
     config_checks.check_lm_vocab(config, quantizer.codebook_size, config.get("tokenizer_workdir"))
     tcfg = transformer_config(config, quantizer.codebook_size, grid)
     workdir.mkdir(parents=True, exist_ok=True)
-    stack.enter_context(
-        checkpointing.WorkdirLock(workdir, tag="lm")
-    )  # released when train() returns or raises
+    # One run per workdir: the lock is released when train() returns or raises.
+    stack.enter_context(checkpointing.WorkdirLock(workdir, tag="lm"))
     source = build_source(to_plain(config.data), "train")
     eval_spec = make_eval_spec(to_plain(config.data), to_plain(config.eval.get("data", {})))
     text_tok = text_tokenizer_for(config, workdir, source)
@@ -565,41 +528,25 @@ def _train(
         config.model.group_bits = tcfg.group_bits
     encode = make_encoder(ae, quantizer, mesh)
 
-    # --- 3. model + optimizer, born sharded (or restored into the same shardings) ---------------
+    # --- 3. model + optimizer, born sharded (or restored into the same shardings) ---------------------
     tx, schedule = make_optimizer(config)
     graphdef, rest, shardings = state_shardings(tcfg, mesh, tx, rules)
     mngr = checkpoint_manager(workdir, config)
-    config_checks.check_resume_compatible(
-        workdir,
-        to_plain(config),
-        _RESUME_KEYS,
-        tag="lm",
-        hints=_RESUME_HINTS,
-        has_checkpoint=bool(mngr.all_steps()),
-    )
-    resumed_from, restored = checkpointing.restore_latest(  # newest good step, into this mesh's shardings
+    state, resume = loop.restore_or_init(  # newest good step, into this mesh's shardings
         mngr,
-        lambda s: restore_checkpoint(mngr, s, abstract_state(tcfg, tx, shardings, int(config.seed))),
-        workdir=workdir,
+        workdir,
+        config,
         tag="lm",
+        restore=lambda s: restore_checkpoint(mngr, s, abstract_state(tcfg, tx, shardings, int(config.seed))),
+        init=lambda: init_state(
+            tcfg, tx, shardings, int(config.seed), key=_PROGRAMS.key(config, mesh, "init", tcfg)
+        ),
+        resume_keys=_RESUME_KEYS,
+        hints=_RESUME_HINTS,
     )
-    t0 = time.perf_counter()
-    if resumed_from is None:
-        state = init_state(
-            tcfg, tx, shardings, int(config.seed), key=_program_key(config, mesh, "init", tcfg)
-        )
-        data_step = 0
-    else:
-        state, pipe_state = restored
-        data_step, note = resume_step(pipe_state, int(config.batch_size), int(config.seed))
-        if note:
-            print(f"[lm] resume: {note}.")
-    start = int(jax.device_get(state["step"]))
     n_params = sum(x.size for x in jax.tree.leaves(state["params"]))
     seq_len = tcfg.max_seq_len - (1 if config.objective == "next_token" else 0)
     print(
-        f"[lm] {'resumed from step ' + str(start) if resumed_from is not None else 'initialised'} in "
-        f"{time.perf_counter() - t0:.1f}s; data pipeline at step {data_step}\n"
         f"[lm] {n_params:,} params; objective {config.objective}; {tcfg.num_layers} layers d={tcfg.d_model} "
         f"{tcfg.dtype} remat={tcfg.remat}; head {tcfg.head}; codebook {tcfg.codebook_size}; grid {tcfg.video_grid}"
         f"; sequence {tcfg.max_text_len} text + {tcfg.num_video_tokens} video; "
@@ -616,53 +563,24 @@ def _train(
     peak = float(peak) if peak else None
     if not peak:
         print("[lm] MFU n/a (set --config.peak_flops to the mesh's peak FLOP/s; on CPU: measure)")
-    if jax.process_index() == 0:
-        (workdir / "config.json").write_text(config.to_json(indent=1, sort_keys=True) + "\n")
+    loop.write_config(workdir, config)
 
-    # --- 4. data and steps ---------------------------------------------------------------------
-    train_source = source
-    cache_cfg = config.get("code_cache", None) or {}
-    if int(cache_cfg.get("num_clips", 0)) > 0:  # codes encoded once per tokenizer, reused by every LM on it
-        if jax.process_count() > 1:
-            raise UsageError(
-                "code_cache.num_clips > 0 is single-process for now: set --config.code_cache."
-                "num_clips=0 on a multi-host run (each step then encodes its batch)."
-            )
-        bsh = batch_sharding(mesh)
-        train_source, _ = code_cache.load_or_build(
-            source,
-            lambda video: jax.device_get(encode(jax.device_put(video, bsh))),
-            num_clips=int(cache_cfg.num_clips),
-            batch_size=int(config.batch_size),
-            data_spec=to_plain(config.data),
-            weights_hash=tok_codes.weights_hash(ae, quantizer),
-            directory=config.tokenizer_workdir,
-            fallback_directory=workdir,
-            path=cache_cfg.get("path", None),
-        )
-    pipeline = Pipeline(
-        train_source,
-        PipelineConfig(
-            global_batch_size=int(config.batch_size),
-            seed=int(config.seed),
-            num_threads=int(config.get("data_threads", 0)),
-        ),
-        mesh=mesh,
-        text_tokenizer=text_tok,
-        start_step=data_step,
-        transform=_text_only,
+    # --- 4. shard & transfer and 5. update step -------------------------------------------------------
+    train_source = _train_source(config, source, encode, (ae, quantizer), mesh, workdir)
+    pipeline = loop.train_pipeline(
+        config, train_source, mesh, start_step=resume.data_step, transform=_text_only, text_tokenizer=text_tok
     )
     train_step = make_train_step(config, tcfg, graphdef, rest, tx, shardings, mesh)
-    lrs = np.asarray(jax.vmap(schedule)(jnp.arange(max(steps, 1))), np.float32)
+    lrs = loop.lr_table(schedule, int(config.steps))
 
-    def evaluate(step: int) -> dict:
+    def update(state, batch, step: int):
+        with _sharding_context(mesh, rules):
+            codes = batch["codes"] if "codes" in batch else encode(batch["video"])
+            return train_step(state, codes, batch["text_ids"], lrs[step])
+
+    # --- 7. train loop --------------------------------------------------------------------------------
+    def evaluate(state, step: int) -> dict:  # single-process (loop.run): sampling gathers videos on one host
         e = config.eval
-        if int(e.num_batches) <= 0 and int(config.sample.num_prompts) <= 0:
-            return {}
-        if (
-            jax.process_count() > 1
-        ):  # sampling gathers whole videos on one host: sample the workdir afterwards
-            return {}
         out: dict[str, Any] = {}
         if int(e.num_batches) > 0:
             ev_pipe = Pipeline(
@@ -710,99 +628,29 @@ def _train(
             contact_sheet(list(videos), prompts, path=workdir / "samples" / f"step_{step:06d}.png")
         return out
 
-    # --- 6. loop -----------------------------------------------------------------------------------
-    log = MetricsLog(workdir)
-    final: dict[str, Any] = {"resumed_from": resumed_from, "start_step": start, "data_start_step": data_step}
-    pending: list[dict] = []
-    timing = {"first_step_s": None, "train_s": 0.0, "timed_steps": 0}
-    eval_every = int(config.eval.every)
-    pbar = tqdm(
-        total=steps,
-        initial=start,
-        desc="lm",
-        unit="step",
-        dynamic_ncols=True,
-        disable=bool(config.get("quiet", False)) or jax.process_index() > 0,
+    final = loop.run(
+        "lm",
+        config,
+        workdir,
+        state,
+        resume=resume,
+        pipeline=pipeline,
+        mngr=mngr,
+        preemption=preemption,
+        update=update,
+        save=save_checkpoint,
+        evaluate=evaluate,
+        eval_line=lambda em: ", ".join(f"{k} {v:.4g}" for k, v in em.items()),
+        eval_image="eval/samples",
+        throughput=lambda n, dt: _throughput(config, tcfg, n, dt, peak),
+        postfix=lambda m: {
+            "loss": f"{m['loss']:.4f}",
+            "acc": f"{m['accuracy']:.3f}",
+            "tflops": f"{m.get('tflops_per_sec', float('nan')):.3g}",
+            "mfu": f"{m['mfu']:.1%}" if "mfu" in m else "n/a",
+        },
+        final_throughput=True,
     )
-    watch = checkpointing.FiniteWatch()  # loss / grad_norm of every step, checked at log and save points
-
-    def run_eval(step: int) -> None:
-        em = evaluate(step)
-        if em:
-            log(step, "eval", em)
-            log.image(step, "eval/samples", workdir / "samples" / f"step_{step:06d}.png")
-            final.update({f"eval/{k}": v for k, v in em.items()})
-            pbar.write(f"[lm] step {step} eval: " + ", ".join(f"{k} {v:.4g}" for k, v in em.items()))
-
-    batches = iter(pipeline)
-    try:
-        if (
-            start
-            and (start >= steps or (eval_every and start % eval_every == 0))
-            and jax.process_count() == 1
-            and not log.has(start, "eval")
-        ):
-            # The run before saved this step's checkpoint and stopped (preempted) before its eval.
-            pbar.write(f"[lm] step {start} was saved but not evaluated: evaluating it first.")
-            run_eval(start)
-        t_mark, n_mark = time.perf_counter(), 0
-        for step in range(start, steps):
-            batch = next(batches)
-            with _sharding_context(mesh, rules):
-                codes = batch["codes"] if "codes" in batch else encode(batch["video"])
-                state, metrics = train_step(state, codes, batch["text_ids"], lrs[step])
-            pending.append(metrics)
-            done = step + 1
-            watch.append(done, metrics)
-            if timing["first_step_s"] is None:  # compile + first step, kept out of the throughput
-                jax.block_until_ready(state["step"])
-                timing["first_step_s"] = time.perf_counter() - t_mark
-                t_mark, n_mark = time.perf_counter(), 0
-            else:
-                n_mark += 1
-            pbar.update(1)
-            if done % int(config.log_every) == 0 or done == steps:
-                m = {k: float(np.mean([float(x[k]) for x in jax.device_get(pending)])) for k in pending[-1]}
-                pending = []
-                dt = time.perf_counter() - t_mark
-                if n_mark:
-                    timing["train_s"] += dt
-                    timing["timed_steps"] += n_mark
-                    m.update(_throughput(config, tcfg, n_mark, dt, peak))
-                log(done, "train", m)
-                watch.check(last_saved=mngr.latest_step, workdir=workdir)
-                final.update({f"train/{k}": v for k, v in m.items()})
-                pbar.set_postfix(
-                    loss=f"{m['loss']:.4f}",
-                    acc=f"{m['accuracy']:.3f}",
-                    tflops=f"{m.get('tflops_per_sec', float('nan')):.3g}",
-                    mfu=f"{m['mfu']:.1%}" if "mfu" in m else "n/a",
-                )
-                t_mark, n_mark = time.perf_counter(), 0
-            preempted = preemption.requested(done)
-            if mngr.should_save(done) or done == steps or preempted:
-                watch.check(last_saved=mngr.latest_step, workdir=workdir)  # never save non-finite state
-                save_checkpoint(mngr, done, state, pipeline.state(), force=True)
-            if preempted:
-                final["preempted"] = True
-                pbar.write(
-                    f"[lm] preempted: saved step {done} in {workdir / 'checkpoints'}; rerun to resume."
-                )
-                break
-            if (eval_every and done % eval_every == 0) or done == steps:
-                run_eval(done)
-                t_mark, n_mark = time.perf_counter(), 0
-    finally:
-        pbar.close()
-        mngr.wait_until_finished()
-        mngr.close()
-        log.close()
-    final["step"] = int(jax.device_get(state["step"]))
-    final["data_step"] = pipeline.state()["step"]
-    final["first_step_s"] = timing["first_step_s"]
-    if timing["timed_steps"]:
-        final["s_per_step"] = timing["train_s"] / timing["timed_steps"]
-        final.update(_throughput(config, tcfg, timing["timed_steps"], timing["train_s"], peak))
     final["num_params"] = n_params
     return final
 
