@@ -140,7 +140,10 @@ def test_sample(trained, objective):
     np.testing.assert_array_equal(g0, uncond)
     # Prompts of other lengths, other guidance scales and seeds reuse the one compiled sampler.
     LM.sample(model, tok, text_tok, ["a small green triangle moves down", "blue"], guidance=5.0, seed=7, **kw)
-    samplers = [fn for key, fn in lm_lib._SAMPLERS.items() if key[2] == objective and key[3] == 4]
+    # (key[-1]: the given codes of frame prediction; 0 for text-to-video)
+    samplers = [
+        fn for key, fn in lm_lib._SAMPLERS.items() if key[2] == objective and key[3] == 4 and key[-1] == 0
+    ]
     assert len(samplers) == 1 and samplers[0]._cache_size() == 1
     if objective == "maskgit":  # a remat model samples like the plain one (remat is dropped for decoding)
         import dataclasses

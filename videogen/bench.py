@@ -312,12 +312,7 @@ def bench_lm(
     rows["lm_sequence"] = tcfg.max_seq_len
     rows["lm_dtype"] = tcfg.dtype
 
-    model = nnx.merge(graphdef, state["ema"], rest)
-    if tcfg.remat != "none":
-        model = nnx.merge(
-            LM.abstract_model(dataclasses.replace(tcfg, remat="none"))[0],
-            *nnx.split(model, nnx.Param, ...)[1:],
-        )
+    model = lm_lib.for_decoding(nnx.merge(graphdef, state["ema"], rest))
     gdef, mstate = nnx.split(model)
     n = tcfg.num_video_tokens
     weight_bytes = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(nnx.state(model, nnx.Param)))

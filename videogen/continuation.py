@@ -37,9 +37,13 @@ Entry points (all return uint8 ``[B, T, H, W, 3]``; :meth:`Continuation.stream` 
 * :meth:`Continuation.continue_video` -- encode a user's video, then continue it; the given frames are
   returned unchanged (pixels) and their tokens are the context;
 * :meth:`Continuation.story` -- Phenaki-style story mode: ``[(prompt, num_frames), ...]`` segments
-  continued one after another, each window conditioned on its segment's prompt;
-* :meth:`Continuation.predict_frames` -- frame prediction (the K600 protocol: given the first frames of
-  clips, generate the rest).
+  continued one after another, each window conditioned on its segment's prompt.
+
+Frame prediction within one clip (the K600 protocol of ``videogen eval``) is :func:`videogen.lm.predict_frames`;
+beyond the clip, :meth:`Continuation.continue_video` of the given first frames.
+
+Each window decodes with the samplers of :mod:`videogen.lm` (:func:`~videogen.lm.maskgit_video_codes`,
+:func:`~videogen.lm.next_token_codes`), the ones text-to-video sampling and frame prediction use.
 
 Frame counts: the causal tokenizer maps ``1 + 4m`` frames to ``1 + m`` latent frames (frame 0 alone), so a
 video of ``N`` frames needs ``1 + ceil((N - 1) / 4)`` latents (extra decoded frames are cut); a user's video
@@ -68,14 +72,13 @@ import numpy as np
 from flax import nnx
 
 from tokenizer.core import Tokenizer, autoencoder_config, decode_indices, encode_video, quantizer_kwargs
-from videogen import checks, drift, lm, pretrained, sampling, video_io
+from videogen import checks, drift, lm, pretrained, video_io
 from videogen.config import apply_overrides, load_config
 from videogen.data import text as text_lib
 from videogen.data import world
-from videogen.data.text import PAD_ID
 from videogen.errors import UsageError
 from videogen.lm import OBJECTIVES
-from videogen.model import Transformer, TransformerConfig, make_positions, video_logits, video_token_ids
+from videogen.model import Transformer, TransformerConfig
 from videogen.samples import judge_samples, write_samples
 
 __all__ = ["Continuation", "StreamDecoder", "decoder_reach", "latents_for_frames", "plan_windows"]
@@ -245,18 +248,9 @@ class Continuation:
     ):
         if objective not in OBJECTIVES:
             raise ValueError(f"objective={objective!r}: must be one of {OBJECTIVES}.")
+        model = lm.for_decoding(model)
         tcfg = model.config
-        if tcfg.remat != "none":  # no backward pass; nnx.remat cannot run inside the decode loops
-            model = nnx.merge(
-                lm.abstract_model(dataclasses.replace(tcfg, remat="none"))[0],
-                *nnx.split(model, nnx.Param, ...)[1:],
-            )
-            tcfg = model.config
-        if text_tokenizer.max_length != tcfg.max_text_len:
-            raise ValueError(
-                f"text tokenizer max_length={text_tokenizer.max_length} != model max_text_len="
-                f"{tcfg.max_text_len}: use the text tokenizer saved with this LM."
-            )
+        lm.check_text_tokenizer(text_tokenizer, tcfg)
         self.model, self.tcfg, self.objective = model, tcfg, objective
         self.ae, self.quantizer = tokenizer_bundle[0], tokenizer_bundle[1]
         self.text_tokenizer = text_tokenizer
@@ -301,10 +295,8 @@ class Continuation:
         self.trace_count += 1  # Python side effect: runs once per trace (compile), never per call
         tcfg, K, W, P = self.tcfg, self.context, self.window, self.tokens_per_frame
         model = nnx.merge(self._graphdef, state)
-        L, C = tcfg.max_text_len, tcfg.codebook_size
-        b2 = text2.shape[0]
-        b = b2 // 2
-        factorised = lm.factorised(tcfg)  # bit-group head: codes drawn group by group (videogen/sampling.py)
+        C = tcfg.codebook_size
+        b = text2.shape[0] // 2
 
         if self.objective != "next_token":
             frame = jnp.arange(W * P) // P
@@ -325,73 +317,26 @@ class Continuation:
                 top_k=self.top_k,
             )
 
-        # next_token: prefill [text | K context frames] (frames >= c empty: token -1, masked as keys)
-        n_new = (W - K + 1) * P  # scan length: the first window's count; others skip the last P steps
-        n_active = jnp.where(c == 0, n_new, n_new - P)
-        slot_frame = jnp.arange(K * P) // P
-        ctx2 = jnp.concatenate([ctx, ctx], axis=0)
-        ctx_tok = jnp.where(slot_frame[None] < c, video_token_ids(tcfg, ctx2), -1)
-        pos = make_positions(tcfg, b2, num_frames=K)  # window-relative frames 0..K-1
-        cache = model.init_cache(b2, L + K * P + n_new)
-        logits, cache = model(
-            jnp.concatenate([text2, ctx_tok], axis=1), pos, mode="causal", cache=cache, cache_index=0
-        )
-        logits = video_logits(logits)
-        last = jax.lax.dynamic_index_in_dim(logits, L + c * P - 1, axis=1, keepdims=False)
-        lp = lm.code_logits(tcfg, last)
-        k0, rng = jax.random.split(rng)
-        first = sampling.sample_logits(
-            k0,
-            sampling.cfg_logits(lp[:b], lp[b:], guidance),
-            self.temperature,
-            self.top_k,
-            factorised=factorised,
-        )
-        start = L + K * P
-
-        def real_step(cache, codes_b, index):
-            j = index - start  # new token j of the window: frame c + j // P
-            f, hw = c + j // P, j % P
-            p = jnp.stack([L + f, L + hw // self.w, L + hw % self.w]).astype(jnp.int32)
-            tok = video_token_ids(tcfg, codes_b)[:, None]
-            logits, cache = model(
-                tok, jnp.broadcast_to(p, (b2, 1, 3)), mode="causal", cache=cache, cache_index=index
-            )
-            logits = video_logits(logits)
-            return lm.code_logits(tcfg, logits[:, 0]), cache
-
-        def skip_step(cache, codes_b, index):  # past this window's tokens: no model call
-            return jnp.zeros((b2,) + head_shape, jnp.float32), cache
-
-        head_shape = lp.shape[1:]  # (C,) or (G, 2^g)
-
-        def step_fn_2b(cache, codes_b, index):
-            return jax.lax.cond(index - start < n_active - 1, real_step, skip_step, cache, codes_b, index)
-
-        rest, _ = sampling.ar_decode(
-            sampling.guided_step(step_fn_2b, guidance),
-            cache,
-            first_token=first,
+        # next_token: prefill [text | K context frames] (frames >= c empty), then the new tokens: the scan has
+        # the first window's count; other windows skip its last P steps.
+        n_new = (W - K + 1) * P
+        return lm.next_token_codes(
+            model,
+            text2,
+            n_new,
+            guidance=guidance,
             rng=rng,
-            num_tokens=n_new - 1,
             temperature=self.temperature,
             top_k=self.top_k,
-            start_index=start,
-            factorised=factorised,
+            context=ctx,
+            context_len=c * P,
+            active=jnp.where(c == 0, n_new, n_new - P),
         )
-        return jnp.concatenate([first[:, None], rest], axis=1)
 
     # -- helpers -------------------------------------------------------------------------------------
 
     def _text2(self, prompts: Sequence[str | None]) -> jax.Array:
-        L = self.tcfg.max_text_len
-        cond = np.stack(
-            [
-                self.text_tokenizer.encode(p)[0] if p is not None else np.full(L, PAD_ID, np.int32)
-                for p in prompts
-            ]
-        ).astype(np.int32)
-        return jnp.asarray(np.concatenate([cond, np.full_like(cond, PAD_ID)], axis=0))
+        return lm.prompt_pairs(self.text_tokenizer, prompts)
 
     def encode(self, video: np.ndarray) -> tuple[np.ndarray, int]:
         """uint8 ``[B, T, H, W, 3]`` -> (codes ``[B, 1 + (T' - 1) / c_t, h, w]``, frames dropped at the
@@ -525,23 +470,6 @@ class Continuation:
         init = None if init_video is None else np.asarray(init_video)[None]
         out = self._collect(self.stream([([p], int(n)) for p, n in segments], seed=seed, init_video=init))
         return out[0]
-
-    def predict_frames(
-        self,
-        context_video: np.ndarray,
-        total_frames: int,
-        prompts: Sequence[str | None] | None = None,
-        *,
-        seed: int = 0,
-    ) -> np.ndarray:
-        """Frame prediction (K600 protocol): clips' first frames ``[B, T0, H, W, 3]`` -> the clips completed
-        to ``total_frames`` (the given frames unchanged)."""
-        context_video = np.asarray(context_video)
-        t0 = context_video.shape[1]
-        if total_frames <= t0:
-            raise ValueError(f"total_frames={total_frames} must exceed the {t0} given frames.")
-        prompts = [None] * context_video.shape[0] if prompts is None else list(prompts)
-        return self.continue_video(context_video, prompts, total_frames - t0, seed=seed)
 
     @property
     def compiled_count(self) -> int:

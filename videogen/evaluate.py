@@ -49,26 +49,21 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import jax
-import jax.numpy as jnp
 import numpy as np
-from flax import nnx
 from tensorboardX import SummaryWriter
 
 from tokenizer import evaluate as tok_eval
-from tokenizer.api import decode_indices, encode_video, latest_step, load_tokenizer
+from tokenizer.api import latest_step, load_tokenizer
 from tokenizer.quantizers import CodeUsage
-from videogen import checks, continuation, errors, sampling
+from videogen import checks, continuation, errors
 from videogen import drift as drift_lib
 from videogen import judge as judge_lib
 from videogen import mesh as mesh_lib
 from videogen.data import world
 from videogen.data.sources import build_source
-from videogen.data.text import PAD_ID
 from videogen.errors import UsageError
 from videogen.eval import fvd as fvd_lib
-from videogen.lm import abstract_model, code_logits, load_lm, maskgit_video_codes, sample
-from videogen.model import make_positions, video_logits, video_token_ids
+from videogen.lm import load_lm, predict_frames, sample
 
 __all__ = [
     "PROTOCOLS",
@@ -281,133 +276,6 @@ def evaluate_tokenizer(
         r["seconds"] = time.perf_counter() - t0
         out["splits"][split] = r
     return out
-
-
-# ============================================================================================
-# Generator: frame-conditioned sampling (frame prediction protocol)
-# ============================================================================================
-
-_PREDICTORS: dict[tuple, Any] = {}
-
-
-def _predictor(graphdef, tcfg, objective: str, known: int, num_steps: int, temperature: float, top_k):
-    """Jitted ``(state, text2 [2N, L], codes [N, n], rng, guidance) -> codes [N, n]``: the first ``known``
-    codes are kept, the rest generated (MaskGIT: given tokens are never re-masked; next-token: they are
-    teacher-forced through the KV cache)."""
-    key = (graphdef, tcfg, objective, known, num_steps, temperature, top_k)
-    if key in _PREDICTORS:
-        return _PREDICTORS[key]
-
-    L, n, c = tcfg.max_text_len, tcfg.num_video_tokens, tcfg.codebook_size
-
-    def run(state, text2, codes, rng, guidance):
-        model = nnx.merge(graphdef, state)
-        b2 = text2.shape[0]
-        given = jnp.arange(n)[None] < known
-        if objective != "next_token":
-            init = jnp.where(given, codes, c)
-            return maskgit_video_codes(
-                model,
-                objective,
-                text2,
-                init,
-                guidance=guidance,
-                rng=rng,
-                num_steps=num_steps,
-                temperature=temperature,
-                top_k=top_k,
-            )
-        positions = make_positions(tcfg, b2)
-        cache = model.init_cache(b2, L + n)
-        _, cache = model(text2, positions[:, :L], mode="causal", cache=cache, cache_index=0)
-        pos_table = positions[0]
-
-        def step_fn_2b(cache, codes_b, index):
-            tok = video_token_ids(tcfg, codes_b)[:, None]
-            pos = jnp.broadcast_to(jax.lax.dynamic_slice_in_dim(pos_table, index, 1)[None], (b2, 1, 3))
-            logits, cache = model(tok, pos, mode="causal", cache=cache, cache_index=index)
-            logits = video_logits(logits)
-            return code_logits(tcfg, logits[:, 0]), cache
-
-        forced = jnp.where(given[:, 1:], codes[:, 1:], -1)
-        rest, _ = sampling.ar_decode(
-            sampling.guided_step(step_fn_2b, guidance),
-            cache,
-            first_token=codes[:, 0],
-            rng=rng,
-            num_tokens=n - 1,
-            temperature=temperature,
-            top_k=top_k,
-            forced_tokens=forced,
-            start_index=L,
-            factorised=tcfg.head == "bitgroups",
-        )
-        return jnp.concatenate([codes[:, :1], rest], axis=1)
-
-    fn = jax.jit(run)
-    _PREDICTORS[key] = fn
-    return fn
-
-
-def predict_frames(
-    model,
-    tokenizer_bundle,
-    text_tokenizer,
-    videos: np.ndarray,
-    prompts: Sequence[str | None],
-    *,
-    context_frames: int,
-    objective: str,
-    num_steps: int = 12,
-    guidance: float = 3.0,
-    temperature: float = 1.0,
-    top_k: int | None = None,
-    seed: int = 0,
-) -> np.ndarray:
-    """Keeps the first ``context_frames`` frames of each real clip (as tokens) and generates the rest.
-
-    ``videos`` uint8 ``[N, T, H, W, 3]`` of the model's clip shape; returns the decoded uint8 clips. With a
-    causal tokenizer of temporal compression ``c``, ``1 + c*k`` frames are exactly ``1 + k`` latent frames.
-    """
-    tcfg = model.config
-    ae, quantizer = tokenizer_bundle[0], tokenizer_bundle[1]
-    ct = ae.config.temporal_compression
-    t_lat, h, w = tcfg.video_grid
-    if context_frames < 1 or (context_frames - 1) % ct:
-        raise UsageError(
-            f"--context-frames={context_frames} does not fall on a latent frame boundary of the "
-            f"tokenizer (temporal compression {ct}): use 1 + {ct}k frames, e.g. 1 (BAIR) or "
-            f"{1 + ct} (K600 uses 5)."
-        )
-    known_t = 1 + (context_frames - 1) // ct
-    if known_t >= t_lat:
-        raise UsageError(
-            f"--context-frames={context_frames} covers all {t_lat} latent frames of the clip: "
-            "nothing is left to predict; use fewer context frames."
-        )
-    codes = np.asarray(encode_video(ae, quantizer, videos)).reshape(len(videos), -1).astype(np.int32)
-    L = tcfg.max_text_len
-    cond = np.stack(
-        [text_tokenizer.encode(p)[0] if p is not None else np.full(L, PAD_ID, np.int32) for p in prompts]
-    )
-    text2 = jnp.asarray(np.concatenate([cond, np.full_like(cond, PAD_ID)], axis=0))
-    if tcfg.remat != "none":  # no backward pass while decoding, and remat cannot run inside the loops
-        model = nnx.merge(
-            abstract_model(dataclasses.replace(tcfg, remat="none"))[0], *nnx.split(model, nnx.Param, ...)[1:]
-        )
-        tcfg = model.config
-    graphdef, state = nnx.split(model)
-    fn = _predictor(
-        graphdef,
-        tcfg,
-        objective,
-        known_t * h * w,
-        int(num_steps),
-        float(temperature),
-        None if top_k is None else int(top_k),
-    )
-    out = fn(state, text2, jnp.asarray(codes), jax.random.key(int(seed)), jnp.float32(guidance))
-    return np.asarray(decode_indices(ae, quantizer, out.reshape((len(videos),) + tcfg.video_grid)))
 
 
 # ============================================================================================

@@ -3,6 +3,12 @@
     model, tokenizer_bundle, text_tokenizer, config = load_lm(workdir)
     videos = sample(model, tokenizer_bundle, text_tokenizer, ["a red circle moving left"],
                     objective=config.objective, guidance=3.0, seed=0)      # uint8 [N, T, H, W, 3]
+    clips = predict_frames(model, tokenizer_bundle, text_tokenizer, real_clips, captions,
+                           context_frames=5, objective=config.objective)   # the rest of each clip
+
+Both run one jitted sampler per option set; it and the continuation windows (videogen/continuation.py)
+decode with :func:`maskgit_video_codes` (MaskGIT, frame-causal MaskGIT) and :func:`next_token_codes`
+(KV-cached next-token decoding after a prefix), with classifier-free guidance over ``[cond; null]``.
 
 The objectives (:data:`OBJECTIVES`) and how each is trained are described in videogen/objectives.py; the
 trainer (videogen/train.py) builds on this module; everything that uses a trained LM (sampling, continuation,
@@ -26,7 +32,14 @@ import optax
 import orbax.checkpoint as ocp
 from flax import nnx
 
-from tokenizer.core import INIT_KEY_IMPL, checkpoint_manager, decode_indices, latest_step, load_tokenizer
+from tokenizer.core import (
+    INIT_KEY_IMPL,
+    checkpoint_manager,
+    decode_indices,
+    encode_video,
+    latest_step,
+    load_tokenizer,
+)
 from videogen import checkpointing, checks, optim, sampling
 from videogen.config import to_plain
 from videogen.data.text import MODEL_FILENAME, PAD_ID, TextTokenizer
@@ -46,12 +59,17 @@ __all__ = [
     "abstract_model",
     "attention_is_causal",
     "check_objective",
+    "check_text_tokenizer",
     "code_logits",
     "factorised",
+    "for_decoding",
     "load_lm",
     "load_tokenizer_for_lm",
     "make_optimizer",
     "maskgit_video_codes",
+    "next_token_codes",
+    "predict_frames",
+    "prompt_pairs",
     "sample",
     "transformer_config",
 ]
@@ -127,7 +145,8 @@ def make_optimizer(config) -> tuple[optax.GradientTransformation, optax.Schedule
 
 
 # ============================================================================================
-# Sampling
+# Sampling: the guided decoders (MaskGIT, next-token) behind text-to-video, frame prediction and the
+# continuation windows (videogen/continuation.py)
 # ============================================================================================
 
 
@@ -144,6 +163,36 @@ def code_logits(tcfg: TransformerConfig, logits):
 def factorised(tcfg: TransformerConfig) -> bool:
     """Whether the head draws codes per bit group (``sampling.sample_logits(..., factorised=True)``)."""
     return tcfg.head == "bitgroups"
+
+
+def for_decoding(model: Transformer) -> Transformer:
+    """``model`` with ``remat='none'`` and the same weights: decoding has no backward pass, and
+    ``nnx.remat`` cannot run inside the decode loops."""
+    tcfg = model.config
+    if tcfg.remat == "none":
+        return model
+    return nnx.merge(
+        abstract_model(dataclasses.replace(tcfg, remat="none"))[0], *nnx.split(model, nnx.Param, ...)[1:]
+    )
+
+
+def check_text_tokenizer(text_tokenizer: TextTokenizer, tcfg: TransformerConfig) -> None:
+    """A ValueError unless the text tokenizer pads to the model's text length (the one saved with the LM)."""
+    if text_tokenizer.max_length != tcfg.max_text_len:
+        raise ValueError(
+            f"text tokenizer max_length={text_tokenizer.max_length} != model max_text_len="
+            f"{tcfg.max_text_len}: use the text tokenizer saved with this LM."
+        )
+
+
+def prompt_pairs(text_tokenizer: TextTokenizer, prompts: Sequence[str | None]) -> jax.Array:
+    """``[2N, L]`` int32 ``[prompts; null text]``: the doubled batch of classifier-free guidance (a ``None``
+    prompt is the null text, all PAD, itself)."""
+    L = text_tokenizer.max_length
+    cond = np.stack(
+        [text_tokenizer.encode(p)[0] if p is not None else np.full(L, PAD_ID, np.int32) for p in prompts]
+    ).astype(np.int32)
+    return jnp.asarray(np.concatenate([cond, np.full_like(cond, PAD_ID)], axis=0))
 
 
 def maskgit_video_codes(
@@ -206,72 +255,130 @@ def maskgit_video_codes(
     return state.tokens
 
 
-def _sampler(graphdef, tcfg, objective, num_steps, temperature, top_k, schedule, top_p=None, kv_cache=True):
-    key = (graphdef, tcfg, objective, num_steps, temperature, top_k, schedule, top_p, kv_cache)
+def next_token_codes(
+    model: Transformer,
+    text2: jax.Array,
+    num_tokens: int,
+    *,
+    guidance,
+    rng: jax.Array,
+    temperature=1.0,
+    top_k=None,
+    top_p=None,
+    context: jax.Array | None = None,
+    context_len=0,
+    first: jax.Array | None = None,
+    forced: jax.Array | None = None,
+    active=None,
+) -> jax.Array:
+    """Guided, KV-cached next-token decoding of ``num_tokens`` video codes after a prefix -> codes
+    ``[B, num_tokens]``: text-to-video, frame prediction and the continuation windows all decode with it.
+
+    ``text2`` [2B, L] = ``[cond; null]`` text. The doubled batch shares one cache: ``[text | context]`` is
+    prefilled in one call, then one cached step per code (:func:`videogen.sampling.ar_decode`), each step's
+    two halves combined by classifier-free guidance (:func:`videogen.sampling.guided_step`) and the code
+    drawn fed to both. ``context`` [B, m] (optional): codes of video tokens ``0 .. m - 1`` (a window's
+    context frames), of which the first ``context_len`` (may be traced) are given; the other slots stay
+    empty (token -1, masked out as keys), so one program serves every context length. New code ``j`` is
+    video token ``context_len + j`` (its position; cache slot ``L + m + j``).
+
+    Code 0 is drawn from the prefill's logits at the last given prefix token, or is ``first`` [B] when given
+    (frame prediction: the clip's first code; the rng then goes to the other codes alone). ``forced``
+    [B, num_tokens - 1]: codes ``1 ..`` taken from it where ``>= 0`` (teacher-forced through the cache), the
+    rest drawn. ``active`` (may be traced): only the first ``active`` codes are wanted; the steps after
+    them skip the model call (their codes are meaningless). ``temperature`` / ``top_k`` / ``top_p`` as in
+    :func:`videogen.sampling.sample_logits`.
+    """
+    tcfg = model.config
+    L = tcfg.max_text_len
+    _, h, w = tcfg.video_grid
+    P = h * w
+    b2 = text2.shape[0]
+    b = b2 // 2
+    m = 0 if context is None else context.shape[1]
+    mode = ATTENTION_MODES["next_token"]
+    fact = factorised(tcfg)
+    tokens = text2
+    if m:
+        ctx2 = jnp.concatenate([context, context], axis=0)
+        ctx_tok = jnp.where(jnp.arange(m)[None] < context_len, video_token_ids(tcfg, ctx2), -1)
+        tokens = jnp.concatenate([text2, ctx_tok], axis=1)
+    positions = make_positions(tcfg, b2, num_frames=-(-m // P))[:, : L + m]
+    cache = model.init_cache(b2, L + m + num_tokens)
+    logits, cache = model(tokens, positions, mode=mode, cache=cache, cache_index=0)
+    last = jax.lax.dynamic_index_in_dim(video_logits(logits), L + context_len - 1, axis=1, keepdims=False)
+    lp = code_logits(tcfg, last)
+    if first is None:
+        k0, rng = jax.random.split(rng)
+        guided = sampling.cfg_logits(lp[:b], lp[b:], guidance)
+        first = sampling.sample_logits(k0, guided, temperature, top_k, top_p, factorised=fact)
+    start = L + m
+
+    def step_fn_2b(cache, codes_b, index):  # feeds new code index - start: video token context_len + that
+        i = context_len + index - start
+        pos = jnp.stack([L + i // P, L + i % P // w, L + i % w]).astype(jnp.int32)
+        tok = video_token_ids(tcfg, codes_b)[:, None]
+        logits, cache = model(
+            tok, jnp.broadcast_to(pos, (b2, 1, 3)), mode=mode, cache=cache, cache_index=index
+        )
+        return code_logits(tcfg, video_logits(logits)[:, 0]), cache
+
+    step = step_fn_2b
+    if active is not None:
+
+        def skip_step(cache, codes_b, index):  # past the wanted codes: no model call
+            return jnp.zeros((b2,) + lp.shape[1:], jnp.float32), cache
+
+        def step(cache, codes_b, index):
+            return jax.lax.cond(index - start < active - 1, step_fn_2b, skip_step, cache, codes_b, index)
+
+    rest, _ = sampling.ar_decode(
+        sampling.guided_step(step, guidance),
+        cache,
+        first_token=first,
+        rng=rng,
+        num_tokens=num_tokens - 1,
+        temperature=temperature,
+        top_k=top_k,
+        top_p=top_p,
+        forced_tokens=forced,
+        start_index=start,
+        factorised=fact,
+    )
+    return jnp.concatenate([jnp.asarray(first, jnp.int32)[:, None], rest], axis=1)
+
+
+def _sampler(
+    graphdef, tcfg, objective, num_steps, temperature, top_k, schedule, top_p=None, kv_cache=True, known=0
+):
+    """Jitted ``(state, text2 [2N, L], rng, guidance, codes=None) -> codes [N, n]``, one per option set:
+    ``text2 = [cond; null]`` text; ``known`` > 0: the first ``known`` of ``codes`` [N, n] are given and kept
+    (MaskGIT never re-masks them; next-token decoding teacher-forces them through the cache), the rest
+    drawn (frame prediction); ``known = 0``: all drawn (text-to-video)."""
+    key = (graphdef, tcfg, objective, num_steps, temperature, top_k, schedule, top_p, kv_cache, known)
     if key in _SAMPLERS:
         return _SAMPLERS[key]
-    L, n, c = tcfg.max_text_len, tcfg.num_video_tokens, tcfg.codebook_size
-    mode = ATTENTION_MODES[objective]
+    n, c = tcfg.num_video_tokens, tcfg.codebook_size
 
-    def run(state, text2, rng, guidance):
-        """text2 [2N, L] = [cond; null] -> codes [N, n]."""
+    def run(state, text2, rng, guidance, codes=None):
         model = nnx.merge(graphdef, state)
-        b2 = text2.shape[0]
+        given = jnp.arange(n)[None] < known
+        options = dict(guidance=guidance, rng=rng, temperature=temperature, top_k=top_k, top_p=top_p)
         if objective != "next_token":
-            init = jnp.full((b2 // 2, n), c, jnp.int32)
+            init = jnp.where(given, codes, c) if known else jnp.full((text2.shape[0] // 2, n), c, jnp.int32)
             return maskgit_video_codes(
                 model,
                 objective,
                 text2,
                 init,
-                guidance=guidance,
-                rng=rng,
                 num_steps=num_steps,
                 kv_cache=kv_cache,
                 schedule=schedule,
-                temperature=temperature,
-                top_k=top_k,
-                top_p=top_p,
+                **options,
             )
-        positions = make_positions(tcfg, b2)
-        # next_token: prefill the text, sample video token 0 from the last text slot, then one cached step
-        # per token (the fed token is the same for both halves, as guided_step requires).
-        cache = model.init_cache(b2, L + n)
-        logits, cache = model(text2, positions[:, :L], mode=mode, cache=cache, cache_index=0)
-        logits = video_logits(logits)
-        lp = code_logits(tcfg, logits[:, L - 1])
-        k0, rng = jax.random.split(rng)
-        cond, uncond = lp[: b2 // 2], lp[b2 // 2 :]
-        first = sampling.sample_logits(
-            k0,
-            sampling.cfg_logits(cond, uncond, guidance),
-            temperature,
-            top_k,
-            top_p,
-            factorised=factorised(tcfg),
-        )
-        pos_table = positions[0]  # [L + n, 3]
-
-        def step_fn_2b(cache, codes_b, index):
-            tok = video_token_ids(tcfg, codes_b)[:, None]
-            pos = jnp.broadcast_to(jax.lax.dynamic_slice_in_dim(pos_table, index, 1)[None], (b2, 1, 3))
-            logits, cache = model(tok, pos, mode=mode, cache=cache, cache_index=index)
-            logits = video_logits(logits)
-            return code_logits(tcfg, logits[:, 0]), cache
-
-        rest_codes, _ = sampling.ar_decode(
-            sampling.guided_step(step_fn_2b, guidance),
-            cache,
-            first_token=first,
-            rng=rng,
-            num_tokens=n - 1,
-            temperature=temperature,
-            top_k=top_k,
-            top_p=top_p,
-            start_index=L,
-            factorised=factorised(tcfg),
-        )
-        return jnp.concatenate([first[:, None], rest_codes], axis=1)
+        if known:  # teacher-forced through the cache, the first one fed as the first step's token
+            options.update(first=codes[:, 0], forced=jnp.where(given[:, 1:], codes[:, 1:], -1))
+        return next_token_codes(model, text2, n, **options)
 
     fn = jax.jit(run)
     _SAMPLERS[key] = fn
@@ -293,11 +400,12 @@ def sample(
     seed: int = 0,
     schedule: str = "cosine",
     kv_cache: bool = True,
+    given_codes: np.ndarray | None = None,
 ) -> np.ndarray:
     """Generates one clip per prompt -> uint8 ``[N, T, H, W, 3]``.
 
-    ``objective='next_token'``: KV-cached autoregressive decoding (:func:`videogen.sampling.ar_decode`)
-    of the ``t*h*w`` tokens after a text prefill; ``'maskgit'``: ``num_steps`` MaskGIT steps;
+    ``objective='next_token'``: KV-cached autoregressive decoding (:func:`next_token_codes`) of the
+    ``t*h*w`` tokens after a text prefill; ``'maskgit'``: ``num_steps`` MaskGIT steps;
     ``'maskgit_frames'``: ``num_steps`` MaskGIT steps per latent frame, frame after frame, each step
     running that frame against a KV cache of the earlier ones (``kv_cache=False``: the whole sequence
     every step; the same samples, slower). All
@@ -306,27 +414,22 @@ def sample(
     > 1 = extrapolated. ``temperature`` / ``top_k`` / ``top_p`` as in :func:`videogen.sampling.sample_logits`
     (per bit group for the bit-group head). ``tokenizer_bundle``: ``(autoencoder, quantizer, ...)`` from
     :func:`tokenizer.api.load_tokenizer`. A fixed ``seed`` reproduces the sample.
+
+    ``given_codes`` ``[N, k]`` (frame prediction, :func:`predict_frames`): each clip's first ``k`` codes
+    are given and kept -- MaskGIT never re-masks them, next-token decoding teacher-forces them through the
+    cache -- and only the rest is generated.
     """
     check_objective(objective)
     if top_p is not None and not 0 < float(top_p) <= 1:
         raise ValueError(f"top_p={top_p}: nucleus sampling needs 0 < top_p <= 1 (1 or None = off).")
+    model = for_decoding(model)
     tcfg = model.config
-    ae, quantizer = tokenizer_bundle[0], tokenizer_bundle[1]
-    if text_tokenizer.max_length != tcfg.max_text_len:
+    check_text_tokenizer(text_tokenizer, tcfg)
+    known = 0 if given_codes is None else int(given_codes.shape[1])
+    if not 0 <= known < tcfg.num_video_tokens:
         raise ValueError(
-            f"text tokenizer max_length={text_tokenizer.max_length} != model max_text_len="
-            f"{tcfg.max_text_len}."
+            f"given_codes {given_codes.shape}: give fewer than the clip's {tcfg.num_video_tokens} codes."
         )
-    L = tcfg.max_text_len
-    cond = np.stack(
-        [text_tokenizer.encode(p)[0] if p is not None else np.full(L, PAD_ID, np.int32) for p in prompts]
-    )
-    text2 = jnp.asarray(np.concatenate([cond, np.full_like(cond, PAD_ID)], axis=0))
-    if tcfg.remat != "none":  # no backward pass here, and nnx.remat cannot run inside the decode loops
-        model = nnx.merge(
-            abstract_model(dataclasses.replace(tcfg, remat="none"))[0], *nnx.split(model, nnx.Param, ...)[1:]
-        )
-        tcfg = model.config
     graphdef, state = nnx.split(model)
     fn = _sampler(
         graphdef,
@@ -338,10 +441,54 @@ def sample(
         schedule,
         None if top_p is None else float(top_p),
         bool(kv_cache),
+        known,
     )
-    codes = fn(state, text2, jax.random.key(int(seed)), jnp.float32(guidance))
-    ids = codes.reshape((len(prompts),) + tcfg.video_grid)
-    return np.asarray(decode_indices(ae, quantizer, ids))
+    args = [state, prompt_pairs(text_tokenizer, prompts), jax.random.key(int(seed)), jnp.float32(guidance)]
+    if known:  # [N, n], the codes after the given ones unread
+        codes = np.zeros((len(prompts), tcfg.num_video_tokens), np.int32)
+        codes[:, :known] = given_codes
+        args.append(jnp.asarray(codes))
+    codes = fn(*args).reshape((len(prompts),) + tcfg.video_grid)
+    return np.asarray(decode_indices(tokenizer_bundle[0], tokenizer_bundle[1], codes))
+
+
+def predict_frames(
+    model: Transformer,
+    tokenizer_bundle,
+    text_tokenizer: TextTokenizer,
+    videos: np.ndarray,
+    prompts: Sequence[str | None],
+    *,
+    context_frames: int,
+    **options,
+) -> np.ndarray:
+    """Frame prediction (the K600 / BAIR protocol of ``videogen eval``): keeps the first ``context_frames``
+    frames of each real clip (as tokens) and generates the rest of the clip: :func:`sample` with the
+    context's codes given. ``options``: :func:`sample`'s (``objective`` required).
+
+    ``videos`` uint8 ``[N, T, H, W, 3]`` of the model's clip shape; returns the decoded uint8 clips (the
+    context frames as the tokenizer reconstructs them). With a causal tokenizer of temporal compression
+    ``c``, ``1 + c*k`` frames are exactly ``1 + k`` latent frames. Longer videos, or continuations that keep
+    the given pixels: :meth:`videogen.continuation.Continuation.continue_video`.
+    """
+    ae, quantizer = tokenizer_bundle[0], tokenizer_bundle[1]
+    ct = ae.config.temporal_compression
+    t_lat, h, w = model.config.video_grid
+    if context_frames < 1 or (context_frames - 1) % ct:
+        raise UsageError(
+            f"--context-frames={context_frames} does not fall on a latent frame boundary of the "
+            f"tokenizer (temporal compression {ct}): use 1 + {ct}k frames, e.g. 1 (BAIR) or "
+            f"{1 + ct} (K600 uses 5)."
+        )
+    known_t = 1 + (context_frames - 1) // ct
+    if known_t >= t_lat:
+        raise UsageError(
+            f"--context-frames={context_frames} covers all {t_lat} latent frames of the clip: "
+            "nothing is left to predict; use fewer context frames."
+        )
+    codes = np.asarray(encode_video(ae, quantizer, videos)).reshape(len(videos), -1).astype(np.int32)
+    given = codes[:, : known_t * h * w]
+    return sample(model, tokenizer_bundle, text_tokenizer, prompts, given_codes=given, **options)
 
 
 # ============================================================================================
