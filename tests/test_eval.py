@@ -23,6 +23,7 @@ from videogen import cli
 from videogen import evaluate as E
 from videogen import train as LM
 from videogen.data import world
+from videogen.eval import fvd
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -97,7 +98,7 @@ def test_feature_bank_compiles_one_shape():
         return pixel_features(v)
 
     videos = np.random.default_rng(0).integers(0, 255, (11, 12, 8, 8, 3), dtype=np.uint8)
-    bank = E._FeatureBank(fn, frames=10, batch_size=4)
+    bank = fvd.FeatureBank(fn, frames=10, batch_size=4)
     bank.add(videos[:7])
     bank.add(videos[7:])
     assert (
@@ -105,7 +106,7 @@ def test_feature_bank_compiles_one_shape():
     )  # 7 -> 4 + 3 (padded), 4: every call padded to the batch, clips cut to 10 frames
     np.testing.assert_allclose(bank.features(), pixel_features(videos[:, :10]))
     with pytest.raises(ValueError, match="at least 9 frames"):
-        E._FeatureBank(fn, frames=16, batch_size=4).add(videos[:, :8])
+        fvd.FeatureBank(fn, frames=16, batch_size=4).add(videos[:, :8])
 
 
 def test_tokenizer_eval(tok_dir):
@@ -129,7 +130,7 @@ def test_tokenizer_eval(tok_dir):
     assert 0 <= t["judge"]["all_correct"] <= 1 and t["judge"]["num_clips"] == 12
     # rFVD is FVD(originals, reconstructions) under the given features.
     recon = np.asarray(T.decode_indices(model, quantizer, T.encode_video(model, quantizer, videos)))
-    want = E._fvd(pixel_features(videos), pixel_features(recon))
+    want = fvd.checked_fvd(pixel_features(videos), pixel_features(recon))
     assert t["rfvd"] == pytest.approx(want, rel=1e-6)
 
 

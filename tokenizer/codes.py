@@ -42,7 +42,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 import time
 import zipfile
@@ -591,27 +590,36 @@ def evaluate(
     rfvd: bool = False,
     sample_path=None,
 ) -> dict:
-    """tokenizer.evaluate.evaluate_tokenizer on a workdir's eval source (+ rFVD of reconstructions vs originals)."""
+    """tokenizer.evaluate.evaluate_split on a workdir's eval source (+ rFVD of reconstructions vs originals:
+    I3D features of each clip's first 16 frames, as ``videogen eval`` computes it)."""
     mesh = mesh_lib.make_mesh({"data": -1})
     model, quantizer, config = tok_api.load_tokenizer(workdir, step=step, mesh=mesh)
     step = tok_api.latest_step(workdir) if step is None else step
     split = split or config.eval.split
-    source, n = eval_lib.eval_source(config, split, num_clips, strict=bool(num_clips))
-    dp = mesh_lib.data_parallel_size(mesh)
-    bs = math.ceil(int(batch_size or config.eval.batch_size) / dp) * dp
-    is_world = config.data.get("kind", "world") == "world"
-    metrics = eval_lib.evaluate_tokenizer(
+    feature_fn = None
+    if rfvd:
+        if config.data.num_frames < fvd_lib.MIN_FRAMES:
+            raise CodesError(
+                f"rFVD needs clips of at least {fvd_lib.MIN_FRAMES} frames (I3D); this tokenizer's "
+                f"data has {config.data.num_frames}."
+            )
+        if int(num_clips or config.eval.num_clips) < 2:
+            raise CodesError("rFVD needs at least 2 clips (--num-clips).")
+        feature_fn = fvd_lib.i3d_feature_fn()  # a batch of clips at a time
+    metrics = eval_lib.evaluate_split(
         model,
         quantizer,
-        source,
-        batch_size=bs,
+        config,
+        split,
+        num_clips=num_clips,
+        batch_size=batch_size,
         mesh=mesh,
-        num_clips=n,
-        judge=judge and is_world,
+        judge=judge,
         num_samples=samples,
         sample_path=sample_path,
+        feature_fn=feature_fn,
     )
-    out = {
+    return {
         "workdir": str(Path(workdir).resolve()),
         "split": split,
         "step": int(step),
@@ -619,26 +627,6 @@ def evaluate(
         "codebook_size": int(quantizer.codebook_size),
         **metrics,
     }
-    if rfvd:
-        n = int(metrics["num_clips"])
-        if config.data.num_frames < fvd_lib.MIN_FRAMES:
-            raise CodesError(
-                f"rFVD needs clips of at least {fvd_lib.MIN_FRAMES} frames (I3D); this tokenizer's "
-                f"data has {config.data.num_frames}."
-            )
-        if n < 2:
-            raise CodesError("rFVD needs at least 2 clips (--num-clips).")
-        t0 = time.perf_counter()
-        originals, recons = [], []
-        for s in range(0, n, bs):
-            items = [source[i]["video"] for i in range(s, min(s + bs, n))]
-            video = np.stack(items + [items[-1]] * (bs - len(items)))
-            recon = eval_lib.reconstruct(model, quantizer, video, mesh=mesh)[0]
-            originals.extend(video[: len(items)])
-            recons.extend(recon[: len(items)])
-        out["rfvd"] = float(fvd_lib.fvd_from_videos(np.stack(recons), np.stack(originals)))
-        out["rfvd_seconds"] = time.perf_counter() - t0
-    return out
 
 
 def eval_tokenizer_command(args) -> None:

@@ -19,9 +19,15 @@ Metrics, all on the uint8 reconstructions a user would see (``round((x + 1) * 12
   (tests/test_tokenizer_train.py checks it against a scipy re-implementation and skimage's value).
 * ``usage`` / ``perplexity`` / ``used_codes`` / ``entropy``: :class:`tokenizer.quantizers.CodeUsage`
   over every token of the evaluated clips (not per batch).
-* ``judge_all_correct`` (+ ``judge_colour/shape/size/motion``): :mod:`videogen.judge` on the
-  reconstructions against the source captions -- does the tokenizer keep what the caption says?
-  Only meaningful for the built-in world (ground-truth clips score 1.0).
+* ``judge_all_correct`` (+ ``judge_colour/shape/size/motion``, ``judge_all_correct_lenient``):
+  :mod:`videogen.judge` on the reconstructions against the source captions -- does the tokenizer keep what
+  the caption says? Only meaningful for the built-in world (ground-truth clips score 1.0).
+* ``rfvd`` (when a feature function is given: ``videogen eval``, ``videogen eval-tokenizer --rfvd``): FVD of
+  the reconstructions against the originals, each clip's first 16 frames (:mod:`videogen.eval.fvd`).
+
+:func:`evaluate_tokenizer` is the one evaluation loop: the trainer's periodic eval, this command,
+``videogen eval-tokenizer`` (tokenizer/codes.py) and ``videogen eval`` (videogen/evaluate.py) all run it,
+the commands through :func:`evaluate_split` (a config's eval data, batch and judge rules).
 """
 
 from __future__ import annotations
@@ -45,8 +51,11 @@ from videogen import judge as judge_lib
 from videogen import mesh as mesh_lib
 from videogen.data.sources import build_source
 from videogen.errors import UsageError
+from videogen.eval import fvd as fvd_lib
 
 __all__ = [
+    "eval_source",
+    "evaluate_split",
     "evaluate_tokenizer",
     "gaussian_window",
     "psnr",
@@ -170,6 +179,7 @@ def write_samples(
     """Writes ``path`` (.gif) and the same grid as .mp4: each cell is original | reconstruction; and a still
     (.png: one row per pair, frames spread over time)."""
     path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     pairs = np.concatenate([originals, recons], axis=3)  # [N, T, H, 2W, 3]
     video_io.contact_sheet(list(pairs), path=path.with_suffix(".png"))
     grid = video_io.gif_grid(list(pairs), path.with_suffix(".gif"), cols=cols, fps=fps)
@@ -191,8 +201,11 @@ def evaluate_tokenizer(
     judge: bool = True,
     num_samples: int = 0,
     sample_path: str | Path | None = None,
+    feature_fn: fvd_lib.FeatureFn | None = None,
+    fvd_frames: int = 16,
 ) -> dict[str, float]:
-    """Evaluates a tokenizer on ``source`` (clips ``0 .. num_clips - 1``, in order).
+    """Evaluates a tokenizer on ``source`` (clips ``0 .. num_clips - 1``, in order): the one evaluation loop
+    of the trainer's eval, ``python -m tokenizer.evaluate``, ``videogen eval-tokenizer`` and ``videogen eval``.
 
     Args:
         model: an :class:`tokenizer.model.Autoencoder` (e.g. with EMA weights).
@@ -205,11 +218,16 @@ def evaluate_tokenizer(
         judge: also score the reconstructions with :mod:`videogen.judge` (built-in world captions).
         num_samples: how many (original, reconstruction) pairs to write to ``sample_path``.
         sample_path: ``.gif`` path (an ``.mp4`` is written next to it).
+        feature_fn: with it, rFVD: the FVD of the reconstructions against the originals under this
+            embedding (:func:`videogen.eval.fvd.i3d_feature_fn` for the standard I3D one), over each clip's
+            first ``fvd_frames`` frames (all of a shorter clip's).
 
     Returns:
         Flat dict of floats: ``psnr``, ``ssim``, ``usage``, ``used_codes``, ``perplexity``,
-        ``entropy``, ``tokens``, ``num_clips``, ``eval_seconds`` and, with ``judge``,
-        ``judge_all_correct``, ``judge_colour``, ``judge_shape``, ``judge_size``, ``judge_motion``.
+        ``entropy``, ``tokens``, ``num_clips``, ``eval_seconds``; with ``judge``, ``judge_all_correct``,
+        ``judge_colour``, ``judge_shape``, ``judge_size``, ``judge_motion``, ``judge_all_correct_lenient``
+        (:func:`videogen.judge.summary`); with ``feature_fn``, ``rfvd`` and ``rfvd_seconds`` (the
+        embedding's share of the time).
     """
     n = len(source) if num_clips is None else min(int(num_clips), len(source))
     if n < 1:
@@ -221,9 +239,9 @@ def evaluate_tokenizer(
         )
     t0 = time.perf_counter()
     usage = CodeUsage(quantizer.codebook_size)
-    psnrs, ssims = [], []
-    clips_ok, objs = [], {"colour": [], "shape": [], "size": [], "motion": []}
+    psnrs, ssims, verdicts = [], [], []
     samples_orig, samples_rec = [], []
+    banks = [fvd_lib.FeatureBank(feature_fn, fvd_frames, batch_size) for _ in range(2)] if feature_fn else []
     for start in range(0, n, batch_size):
         idx = list(range(start, min(start + batch_size, n)))
         items = [source[i] for i in idx]
@@ -235,15 +253,9 @@ def evaluate_tokenizer(
         psnrs.extend(p[:real].tolist())
         ssims.extend(s[:real].tolist())
         if judge:
-            for clip, item in zip(recon, items):
-                verdict = judge_lib.judge_video(clip, item["caption"])
-                clips_ok.append(verdict.all_correct)
-                for o in verdict.objects:
-                    objs["colour"].append(o.colour_found)
-                    if o.colour_found:
-                        objs["shape"].append(o.shape_ok)
-                        objs["size"].append(o.size_ok)
-                        objs["motion"].append(o.motion_ok)
+            verdicts += [judge_lib.judge_video(clip, item["caption"]) for clip, item in zip(recon, items)]
+        for bank, clips in zip(banks, (video[:real], recon)):
+            bank.add(clips)
         if len(samples_orig) < num_samples:
             k = num_samples - len(samples_orig)
             samples_orig.extend(video[:real][:k])
@@ -260,13 +272,41 @@ def evaluate_tokenizer(
         }
     )
     if judge:
-        mean = lambda xs: float(np.mean(xs)) if xs else float("nan")  # noqa: E731
-        out["judge_all_correct"] = mean(clips_ok)
-        out.update({f"judge_{k}": mean(v) for k, v in objs.items()})
+        scores = judge_lib.summary(verdicts)
+        out.update({f"judge_{k}": v for k, v in scores.items() if k not in ("num_clips", "verdicts")})
+    if banks:
+        out["rfvd"] = fvd_lib.checked_fvd(banks[0].features(), banks[1].features())
+        out["rfvd_seconds"] = sum(bank.seconds for bank in banks)
     if num_samples and sample_path is not None and samples_orig:
         write_samples(sample_path, np.stack(samples_orig), np.stack(samples_rec))
     out["eval_seconds"] = time.perf_counter() - t0
     return out
+
+
+def evaluate_split(
+    model,
+    quantizer,
+    config,
+    split: str | None = None,
+    *,
+    num_clips: int | None = None,
+    batch_size: int | None = None,
+    mesh=None,
+    judge: bool = True,
+    **kwargs,
+) -> dict[str, float]:
+    """:func:`evaluate_tokenizer` on ``split`` (default: the config's eval split) of a tokenizer config's
+    eval data (:func:`eval_source`: ``num_clips``, default the config's; more than a folder holds is an
+    error when asked for explicitly). The batch (default the config's) is rounded up to a multiple of the
+    mesh's data-parallel size; the judge runs on the built-in world only. ``kwargs``: the rest of
+    :func:`evaluate_tokenizer`'s options (samples, rFVD)."""
+    source, n = eval_source(config, split or config.eval.split, num_clips, strict=bool(num_clips))
+    dp = mesh_lib.data_parallel_size(mesh) if mesh is not None else 1
+    bs = math.ceil(int(batch_size or config.eval.batch_size) / dp) * dp
+    is_world = config.data.get("kind", "world") == "world"
+    return evaluate_tokenizer(
+        model, quantizer, source, batch_size=bs, mesh=mesh, num_clips=n, judge=judge and is_world, **kwargs
+    )
 
 
 def eval_source(config, split: str, num_clips: int | None = None, *, strict: bool = True):
@@ -346,26 +386,22 @@ def _evaluate_workdir(args) -> dict:
     mesh = mesh_lib.make_mesh({"data": -1})
     model, quantizer, config = load_tokenizer(workdir, step=args.step, mesh=mesh, ema=not args.raw)
     split = args.split or config.eval.split
-    source, num_clips = eval_source(config, split, args.num_clips, strict=bool(args.num_clips))
-    dp = mesh_lib.data_parallel_size(mesh)
-    bs = args.batch_size or config.eval.batch_size
-    bs = math.ceil(bs / dp) * dp
     step = latest_step(workdir) if args.step is None else args.step
-    out_dir = workdir / "eval"
-    out_dir.mkdir(parents=True, exist_ok=True)
-    stem = out_dir / f"{split}_step{step}"
-    metrics = evaluate_tokenizer(
+    stem = workdir / "eval" / f"{split}_step{step}"
+    metrics = evaluate_split(
         model,
         quantizer,
-        source,
-        batch_size=bs,
+        config,
+        split,
+        num_clips=args.num_clips,
+        batch_size=args.batch_size,
         mesh=mesh,
-        num_clips=num_clips,
         judge=not args.no_judge,
         num_samples=args.samples,
         sample_path=stem.with_suffix(".gif"),
     )
     metrics = {"split": split, "step": step, "ema": not args.raw, **metrics}
+    stem.parent.mkdir(parents=True, exist_ok=True)
     stem.with_suffix(".json").write_text(json.dumps(metrics, indent=1) + "\n")
     print(json.dumps(metrics))
     return metrics

@@ -45,7 +45,7 @@ import json
 import math
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -54,7 +54,6 @@ from tensorboardX import SummaryWriter
 
 from tokenizer import evaluate as tok_eval
 from tokenizer.api import latest_step, load_tokenizer
-from tokenizer.quantizers import CodeUsage
 from videogen import checks, continuation, errors
 from videogen import drift as drift_lib
 from videogen import judge as judge_lib
@@ -63,6 +62,7 @@ from videogen.data import world
 from videogen.data.sources import build_source
 from videogen.errors import UsageError
 from videogen.eval import fvd as fvd_lib
+from videogen.eval.fvd import FeatureFn
 from videogen.lm import load_lm, predict_frames, sample
 
 __all__ = [
@@ -77,9 +77,6 @@ __all__ = [
 ]
 
 PROTOCOLS = ("world", "ucf", "frame_prediction")
-
-FeatureFn = Callable[[np.ndarray], np.ndarray]  # uint8 [N, T, H, W, 3] -> float [N, D]
-
 
 # ============================================================================================
 # Helpers: workdirs, features, FVD
@@ -103,52 +100,6 @@ def workdir_kind(workdir: str | Path) -> str:
         f"{cfg} is neither a tokenizer config (no 'quantizer') nor an LM config (no "
         "'tokenizer_workdir'); pass a workdir written by tokenizer.train or videogen.train."
     )
-
-
-def i3d_feature_fn(batch_size: int = 8) -> FeatureFn:
-    """The standard FVD embedding: I3D Kinetics-400 logits (weights converted once, then cached)."""
-    return lambda videos: fvd_lib.i3d_features(videos, batch_size=batch_size)
-
-
-def _fvd_clips(videos: np.ndarray, frames: int) -> np.ndarray:
-    if videos.shape[1] < fvd_lib.MIN_FRAMES:
-        raise ValueError(
-            f"FVD needs clips of at least {fvd_lib.MIN_FRAMES} frames (I3D), these have {videos.shape[1]}; "
-            "evaluate longer clips or pass --no-fvd."
-        )
-    if frames < fvd_lib.MIN_FRAMES:
-        raise UsageError(
-            f"--fvd-frames={frames} is below I3D's minimum of {fvd_lib.MIN_FRAMES}; use 16 (the standard)."
-        )
-    return videos[:, :frames]  # shorter clips give all theirs: the results record the count used
-
-
-class _FeatureBank:
-    """Features of clips fed in batches of one fixed size (the last padded), so I3D compiles once."""
-
-    def __init__(self, fn: FeatureFn, frames: int, batch_size: int):
-        self.fn, self.frames, self.batch_size = fn, frames, batch_size
-        self.parts: list[np.ndarray] = []
-
-    def add(self, videos: np.ndarray) -> None:
-        clips = _fvd_clips(np.asarray(videos), self.frames)
-        for s in range(0, len(clips), self.batch_size):
-            chunk = clips[s : s + self.batch_size]
-            real = len(chunk)
-            if real < self.batch_size:
-                chunk = np.concatenate([chunk, np.repeat(chunk[-1:], self.batch_size - real, axis=0)])
-            self.parts.append(np.asarray(self.fn(chunk), np.float64)[:real])
-
-    def features(self) -> np.ndarray:
-        return np.concatenate(self.parts) if self.parts else np.zeros((0, 0))
-
-
-def _fvd(a: np.ndarray, b: np.ndarray) -> float:
-    if len(a) < 2 or len(b) < 2:
-        raise ValueError(
-            f"FVD needs at least 2 clips per side, got {len(a)} and {len(b)}; raise --num-clips."
-        )
-    return float(fvd_lib.fvd(a, b))
 
 
 def _judge(videos: Sequence[np.ndarray], captions: Sequence[str]) -> dict:
@@ -175,35 +126,14 @@ def _pad(items: list, size: int) -> list:
 # ============================================================================================
 
 
-def evaluate_tokenizer_workdir(
-    workdir: str | Path,
-    *,
-    splits: Sequence[str] | None = None,
-    num_clips: int | None = None,
-    batch_size: int | None = None,
-    fvd: bool = True,
-    fvd_frames: int = 16,
-    feature_fn: FeatureFn | None = None,
-    judge: bool = True,
-    step: int | None = None,
-) -> dict:
-    """PSNR, SSIM, code usage over the whole set, rFVD and (world) judge of a tokenizer workdir, per split."""
+def evaluate_tokenizer_workdir(workdir: str | Path, *, step: int | None = None, **options) -> dict:
+    """PSNR, SSIM, code usage over the whole set, rFVD and (world) judge of a tokenizer workdir, per split
+    (EMA weights of ``step``, default the latest); ``options``: :func:`evaluate_tokenizer`'s (splits,
+    num_clips, batch_size, fvd, fvd_frames, feature_fn, judge)."""
     workdir = Path(workdir)
     mesh = mesh_lib.make_mesh({"data": -1})
     model, quantizer, config = load_tokenizer(workdir, step=step, mesh=mesh)
-    out = evaluate_tokenizer(
-        model,
-        quantizer,
-        config,
-        splits=splits,
-        num_clips=num_clips,
-        batch_size=batch_size,
-        fvd=fvd,
-        fvd_frames=fvd_frames,
-        feature_fn=feature_fn,
-        judge=judge,
-        mesh=mesh,
-    )
+    out = evaluate_tokenizer(model, quantizer, config, mesh=mesh, **options)
     return {
         "kind": "tokenizer",
         "workdir": str(workdir),
@@ -227,52 +157,26 @@ def evaluate_tokenizer(
     mesh=None,
 ) -> dict:
     """:func:`evaluate_tokenizer_workdir` of a loaded tokenizer (e.g. the pretrained one): ``{'splits': {split:
-    figures}}`` (+ ``fvd_frames``). ``mesh``: the one its arrays are replicated on (batches split over it);
-    None: one device."""
-    dp = mesh_lib.data_parallel_size(mesh) if mesh is not None else 1
-    bs = math.ceil(int(batch_size or config.eval.batch_size) / dp) * dp
-    judge = judge and _is_world(config.data)  # the eval spec itself is built per split by eval_source
-    feature_fn = feature_fn or (i3d_feature_fn(bs) if fvd else None)
+    figures}}`` (+ ``fvd_frames``), each split by :func:`tokenizer.evaluate.evaluate_split`. ``mesh``: the one
+    its arrays are replicated on (batches split over it); None: one device."""
     out: dict[str, Any] = {"splits": {}}
-    if (
-        fvd
-    ):  # FVD's frames as used: clips shorter than --fvd-frames give all theirs (FVD compares equal lengths)
+    options = dict(num_clips=num_clips, batch_size=batch_size, mesh=mesh, judge=judge)
+    if fvd:
+        # FVD's frames as used: clips shorter than --fvd-frames give all theirs (FVD compares equal lengths)
         out["fvd_frames"] = min(int(fvd_frames), int(config.data.num_frames))
+        options.update(feature_fn=feature_fn or fvd_lib.i3d_feature_fn(), fvd_frames=fvd_frames)
     for split in splits or [config.eval.split]:
         t0 = time.perf_counter()
-        source, n = tok_eval.eval_source(config, split, num_clips, strict=bool(num_clips))
-        usage = CodeUsage(quantizer.codebook_size)
-        psnrs, ssims, recons_for_judge, captions = [], [], [], []
-        real_bank = _FeatureBank(feature_fn, fvd_frames, bs) if fvd else None
-        rec_bank = _FeatureBank(feature_fn, fvd_frames, bs) if fvd else None
-        for idx in _batches(n, bs):
-            items = [source[i] for i in idx]
-            video = np.stack(_pad([it["video"] for it in items], bs))
-            recon, ids, p, s = tok_eval.reconstruct(model, quantizer, video, mesh=mesh)
-            k = len(items)
-            usage.update(ids[:k])
-            psnrs += p[:k].tolist()
-            ssims += s[:k].tolist()
-            if fvd:
-                real_bank.add(video[:k])
-                rec_bank.add(recon[:k])
-            if judge:
-                recons_for_judge += list(recon[:k])
-                captions += [it["caption"] for it in items]
-        u = usage.summary()
-        r: dict[str, Any] = {
-            "num_clips": n,
-            "psnr": float(np.mean(psnrs)),
-            "ssim": float(np.mean(ssims)),
-            "usage": u["usage"],
-            "used_codes": u["used_codes"],
-            "codebook_size": quantizer.codebook_size,
-            "perplexity": u["perplexity"],
-        }
+        m = tok_eval.evaluate_split(model, quantizer, config, split, **options)
+        r: dict[str, Any] = {"num_clips": int(m["num_clips"])}
+        r.update({k: m[k] for k in ("psnr", "ssim", "usage", "used_codes")})
+        r["codebook_size"] = quantizer.codebook_size
+        r["perplexity"] = m["perplexity"]
         if fvd:
-            r["rfvd"] = _fvd(real_bank.features(), rec_bank.features())
-        if judge:
-            r["judge"] = _judge(recons_for_judge, captions)
+            r["rfvd"] = m["rfvd"]
+        if "judge_all_correct" in m:
+            r["judge"] = {"num_clips": r["num_clips"]}
+            r["judge"].update({k.removeprefix("judge_"): v for k, v in m.items() if k.startswith("judge_")})
         r["seconds"] = time.perf_counter() - t0
         out["splits"][split] = r
     return out
@@ -339,7 +243,7 @@ def protocol_world(lm, spec: dict, splits: Sequence[str], s: GenSettings, featur
         fake = _generate(lm, captions, s, seed_offset=i)
         r: dict[str, Any] = {"num_clips": n, "judge": _judge(fake, captions)}
         if s.fvd:
-            r["fvd"] = _fvd(_features(feature_fn, real, s), _features(feature_fn, fake, s))
+            r["fvd"] = _fvd(feature_fn, real, fake, s)
         r["seconds"] = time.perf_counter() - t0
         out[split] = r
     return out
@@ -359,7 +263,7 @@ def protocol_ucf(lm, spec: dict, repeats: int, s: GenSettings, feature_fn) -> di
         real, _ = _real(source, real_idx)
         prompts = _prompts(source, prompt_idx)
         fake = _generate(lm, prompts, s, seed_offset=100 + r)
-        scores.append(_fvd(_features(feature_fn, real, s), _features(feature_fn, fake, s)))
+        scores.append(_fvd(feature_fn, real, fake, s))
     return {
         "num_clips": n,
         "repeats": repeats,
@@ -414,16 +318,18 @@ def protocol_frame_prediction(
         "ssim_predicted": float(np.mean(tok_eval.ssim(future_fake, future_real))),
     }
     if s.fvd:
-        r["fvd"] = _fvd(_features(feature_fn, real, s), _features(feature_fn, fake, s))
+        r["fvd"] = _fvd(feature_fn, real, fake, s)
     if _is_world(spec):
         r["judge"] = _judge(fake, captions)
     return r
 
 
-def _features(feature_fn, videos: np.ndarray, s: GenSettings) -> np.ndarray:
-    bank = _FeatureBank(feature_fn, s.fvd_frames, s.batch_size)
-    bank.add(videos)
-    return bank.features()
+def _fvd(feature_fn, real: np.ndarray, fake: np.ndarray, s: GenSettings) -> float:
+    """FVD of generated clips against real ones (each embedded in fixed-size batches)."""
+    banks = [fvd_lib.FeatureBank(feature_fn, s.fvd_frames, s.batch_size) for _ in range(2)]
+    banks[0].add(real)
+    banks[1].add(fake)
+    return fvd_lib.checked_fvd(banks[0].features(), banks[1].features())
 
 
 def drift(
@@ -485,7 +391,7 @@ def evaluate_generator(
     lm = load_lm(workdir, step=step)
     config = lm[3]
     spec = {k: v for k, v in config.data.to_dict().items()}
-    feature_fn = feature_fn or (i3d_feature_fn(s.batch_size) if s.fvd else None)
+    feature_fn = feature_fn or (fvd_lib.i3d_feature_fn(s.batch_size) if s.fvd else None)
     out: dict[str, Any] = {
         "kind": "generator",
         "workdir": str(workdir),
@@ -685,17 +591,15 @@ def run(args) -> dict:
     workdir = Path(args.workdir)
     kind = _check_request(args, workdir)
     splits = [x for x in args.splits.split(",") if x] if args.splits else None
+    tokenizer_options = dict(
+        num_clips=args.num_clips,
+        batch_size=args.batch_size,
+        fvd=not args.no_fvd,
+        fvd_frames=args.fvd_frames,
+        judge=not args.no_judge,
+    )
     if kind == "tokenizer":
-        result = evaluate_tokenizer_workdir(
-            workdir,
-            splits=splits,
-            num_clips=args.num_clips,
-            batch_size=args.batch_size,
-            fvd=not args.no_fvd,
-            fvd_frames=args.fvd_frames,
-            judge=not args.no_judge,
-            step=args.step,
-        )
+        result = evaluate_tokenizer_workdir(workdir, splits=splits, step=args.step, **tokenizer_options)
     else:
         cfg = json.loads((workdir / "config.json").read_text())
         world_data = _is_world(cfg.get("data", {}))
@@ -736,14 +640,7 @@ def run(args) -> dict:
             )
         if args.with_tokenizer:
             tok_wd = checks.saved_tokenizer_workdir(cfg["tokenizer_workdir"], workdir)
-            result["tokenizer"] = evaluate_tokenizer_workdir(
-                tok_wd,
-                num_clips=args.num_clips,
-                batch_size=args.batch_size,
-                fvd=not args.no_fvd,
-                fvd_frames=args.fvd_frames,
-                judge=not args.no_judge,
-            )
+            result["tokenizer"] = evaluate_tokenizer_workdir(tok_wd, **tokenizer_options)
     step = int(result.get("step") or 0)
     out = Path(args.out) if args.out else workdir / "eval" / f"eval_step{step}.json"
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -472,7 +472,11 @@ def judge_video(video: np.ndarray, caption: str, *, lenient: bool = False) -> Ve
 
 def score(videos, captions, *, lenient: bool = False) -> dict:
     """Aggregate over clips: fraction fully correct and per-attribute accuracy."""
-    verdicts = [judge_video(v, c, lenient=lenient) for v, c in zip(videos, captions)]
+    return summary([judge_video(v, c, lenient=lenient) for v, c in zip(videos, captions)])
+
+
+def summary(verdicts: list) -> dict:
+    """:func:`score`'s aggregate of verdicts already made (e.g. batch by batch over a dataset)."""
     objs = [o for v in verdicts for o in v.objects]
     mean = lambda xs: float(np.mean(xs)) if xs else float("nan")
     return {

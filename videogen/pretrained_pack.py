@@ -26,6 +26,7 @@ from tokenizer.api import latest_step, load_tokenizer
 from videogen import checks, errors
 from videogen import evaluate as ev
 from videogen.errors import UsageError
+from videogen.eval import fvd as fvd_lib
 from videogen.lm import load_lm
 from videogen.pretrained import (
     FILES,
@@ -122,7 +123,7 @@ def measure(lm, sizes: dict | None = None, *, fvd: bool = True, log=print) -> di
             fvd=True,
             fvd_frames=s["fvd_frames"],
         )
-        r = ev.protocol_world(lm, spec, ["test"], gen, ev.i3d_feature_fn(8))["test"]
+        r = ev.protocol_world(lm, spec, ["test"], gen, fvd_lib.i3d_feature_fn(8))["test"]
         out["fvd"] = {
             "test": r["fvd"],
             "num_clips": r["num_clips"],

@@ -41,7 +41,8 @@ import importlib.metadata
 import os
 import pickle
 import tempfile
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +51,8 @@ import jax.numpy as jnp
 import numpy as np
 import scipy.linalg
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from videogen.errors import UsageError
 
 __all__ = [
     "I3D_INPUT_SIZE",
@@ -68,6 +71,9 @@ __all__ = [
     "frechet_distance",
     "fvd",
     "fvd_from_videos",
+    "FeatureBank",
+    "checked_fvd",
+    "i3d_feature_fn",
 ]
 
 I3D_INPUT_SIZE = 224  # The network's 7x7 final average pool assumes 224x224 frames.
@@ -629,3 +635,62 @@ def fvd_from_videos(
     """FVD between two sets of uint8 clips ``[N, T, H, W, 3]`` (see :func:`i3d_features`)."""
     kw = dict(batch_size=batch_size, params=params, cache_dir=cache_dir)
     return fvd(i3d_features(videos_a, **kw), i3d_features(videos_b, **kw))
+
+
+# --------------------------------------------------------------------------- #
+# Evaluation plumbing: features gathered batch by batch (rFVD, generator FVD)
+# --------------------------------------------------------------------------- #
+
+FeatureFn = Callable[[np.ndarray], np.ndarray]  # uint8 [N, T, H, W, 3] -> float [N, D]
+
+
+def i3d_feature_fn(batch_size: int | None = None) -> FeatureFn:
+    """The standard FVD embedding: I3D Kinetics-400 logits (weights converted once, then cached), in
+    batches of ``batch_size`` clips (None: each call's clips together, e.g. a :class:`FeatureBank`'s)."""
+    return lambda videos: i3d_features(videos, batch_size=batch_size or len(videos))
+
+
+def _fvd_clips(videos: np.ndarray, frames: int) -> np.ndarray:
+    if videos.shape[1] < MIN_FRAMES:
+        raise ValueError(
+            f"FVD needs clips of at least {MIN_FRAMES} frames (I3D), these have {videos.shape[1]}; "
+            "evaluate longer clips or pass --no-fvd."
+        )
+    if frames < MIN_FRAMES:
+        raise UsageError(
+            f"--fvd-frames={frames} is below I3D's minimum of {MIN_FRAMES}; use 16 (the standard)."
+        )
+    return videos[:, :frames]  # shorter clips give all theirs: the results record the count used
+
+
+class FeatureBank:
+    """Features of clips fed in batches of one fixed size (the last padded), so I3D compiles once; each
+    clip cut to its first ``frames`` frames. ``seconds``: the time spent in ``fn``."""
+
+    def __init__(self, fn: FeatureFn, frames: int, batch_size: int):
+        self.fn, self.frames, self.batch_size = fn, frames, batch_size
+        self.parts: list[np.ndarray] = []
+        self.seconds = 0.0
+
+    def add(self, videos: np.ndarray) -> None:
+        clips = _fvd_clips(np.asarray(videos), self.frames)
+        for s in range(0, len(clips), self.batch_size):
+            chunk = clips[s : s + self.batch_size]
+            real = len(chunk)
+            if real < self.batch_size:
+                chunk = np.concatenate([chunk, np.repeat(chunk[-1:], self.batch_size - real, axis=0)])
+            t0 = time.perf_counter()
+            self.parts.append(np.asarray(self.fn(chunk), np.float64)[:real])
+            self.seconds += time.perf_counter() - t0
+
+    def features(self) -> np.ndarray:
+        return np.concatenate(self.parts) if self.parts else np.zeros((0, 0))
+
+
+def checked_fvd(a: np.ndarray, b: np.ndarray) -> float:
+    """:func:`fvd` of two feature sets, refused (ValueError) with fewer than 2 clips on a side."""
+    if len(a) < 2 or len(b) < 2:
+        raise ValueError(
+            f"FVD needs at least 2 clips per side, got {len(a)} and {len(b)}; raise --num-clips."
+        )
+    return float(fvd(a, b))
