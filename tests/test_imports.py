@@ -24,7 +24,6 @@ TRAINER_USERS = {
     "videogen.generate": "`make demo` (python -m videogen.generate demo) trains a fresh tokenizer and LM",
     "videogen.plan": "`videogen plan` compiles each trainer's own update step ahead of time",
     "videogen.bench": "`make bench` times each trainer's own update step",
-    "videogen.bench_peer": "times the LM trainer's own update step against a PyTorch peer",
 }
 
 # Project imports that stay inside a function, (module, imported module) -> why.

@@ -291,7 +291,7 @@ def bench_lm(
     for objective in ("next_token",) if quick else ("next_token", "maskgit"):
         run_once, cfg = lm.runner(objective)
         dt = _timed(run_once, steps)
-        thr = LM._throughput(cfg, tcfg, steps, dt * steps, peak)
+        thr = lm_lib.lm_throughput(cfg, tcfg, steps, dt * steps, peak)
         tag = "lm_train" if objective == "next_token" else "lm_train_maskgit"
         rows.update(
             {

@@ -43,7 +43,7 @@ from pathlib import Path
 import jax
 
 from videogen import bench as B
-from videogen import train as LM
+from videogen import lm as lm_lib
 from videogen.config import apply_overrides
 
 SCRATCH_HINT = (
@@ -338,8 +338,8 @@ def run(
     with jax.default_device(dev):
         peaks.append(B.matmul_peak(dev, n=peak_n, dtype="float32", repeats=peak_repeats))
     peak = max(peaks)
-    flops_step = LM._throughput(cfg, lm.tcfg, 1, 1.0, None)["tflops_per_sec"] * 1e12
-    tokens_step = LM._throughput(cfg, lm.tcfg, 1, 1.0, None)["tokens_per_sec"]
+    flops_step = lm_lib.lm_throughput(cfg, lm.tcfg, 1, 1.0, None)["tflops_per_sec"] * 1e12
+    tokens_step = lm_lib.lm_throughput(cfg, lm.tcfg, 1, 1.0, None)["tokens_per_sec"]
 
     def summary(per_round):
         flat = [x for r in per_round for x in r]

@@ -47,6 +47,7 @@ from videogen.errors import UsageError
 from videogen.model import (
     Transformer,
     TransformerConfig,
+    flops_per_token,
     make_positions,
     video_logits,
     video_token_ids,
@@ -58,6 +59,7 @@ __all__ = [
     "OBJECTIVES",
     "abstract_model",
     "attention_is_causal",
+    "lm_throughput",
     "check_objective",
     "check_text_tokenizer",
     "code_logits",
@@ -562,3 +564,14 @@ def load_lm(workdir: str | os.PathLike, *, step: int | None = None, ema: bool = 
     with checkpoint_manager(workdir, read_only=True) as mngr:
         _, params = checkpointing.load_step(mngr, step, load, what="lm")
     return nnx.merge(graphdef, params, nnx.as_pure(rest)), tok_bundle, text_tok, config
+
+
+def lm_throughput(config, tcfg, n_steps: int, dt: float, peak: float | None) -> dict:
+    """Steps, tokens and TFLOP/s (and MFU against ``peak``) of ``n_steps`` LM train steps taking ``dt`` s."""
+    seq_len = tcfg.max_seq_len - (1 if config.objective == "next_token" else 0)
+    tokens = n_steps * int(config.batch_size) * seq_len
+    flops = flops_per_token(tcfg, seq_len, causal=attention_is_causal(config.objective)) * tokens
+    m = {"steps_per_sec": n_steps / dt, "tokens_per_sec": tokens / dt, "tflops_per_sec": flops / dt / 1e12}
+    if peak:
+        m["mfu"] = flops / dt / peak
+    return m

@@ -83,6 +83,7 @@ from videogen.lm import (
     abstract_model,
     attention_is_causal,
     check_objective,
+    lm_throughput,
     load_lm,
     load_tokenizer_for_lm,
     make_optimizer,
@@ -466,16 +467,6 @@ _RESUME_HINTS["objective"] = "each objective has its own attention mask and loss
 # ============================================================================================
 
 
-def _throughput(config, tcfg, n_steps: int, dt: float, peak: float | None) -> dict:
-    seq_len = tcfg.max_seq_len - (1 if config.objective == "next_token" else 0)
-    tokens = n_steps * int(config.batch_size) * seq_len
-    flops = flops_per_token(tcfg, seq_len, causal=attention_is_causal(config.objective)) * tokens
-    m = {"steps_per_sec": n_steps / dt, "tokens_per_sec": tokens / dt, "tflops_per_sec": flops / dt / 1e12}
-    if peak:
-        m["mfu"] = flops / dt / peak
-    return m
-
-
 def train(
     config: ml_collections.ConfigDict,
     workdir: str | os.PathLike,
@@ -642,7 +633,7 @@ def _train(
         evaluate=evaluate,
         eval_line=lambda em: ", ".join(f"{k} {v:.4g}" for k, v in em.items()),
         eval_image="eval/samples",
-        throughput=lambda n, dt: _throughput(config, tcfg, n, dt, peak),
+        throughput=lambda n, dt: lm_throughput(config, tcfg, n, dt, peak),
         postfix=lambda m: {
             "loss": f"{m['loss']:.4f}",
             "acc": f"{m['accuracy']:.3f}",
