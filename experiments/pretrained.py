@@ -16,7 +16,7 @@ with the training times and this machine's measured matmul peak; ``OUT/compare.j
 Refresh (``--pack-into``): packs the given workdirs into the folder (the shipped one: commit the result; the
 repo grows by the folder's size, <= 10 MB) and prints the new figures beside the old ones.
 
-Runtime: the reproduction trains the tokenizer (2,400 steps) and the LM (1,200 steps) of the manifest on this
+Runtime: the reproduction trains the tokenizer (4,800 steps) and the LM (3,000 steps) of the manifest on this
 machine -- see README "Pretrained model" for the measured time -- plus ~3-5 min of evaluation.
 """
 

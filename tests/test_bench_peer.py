@@ -43,3 +43,11 @@ def test_without_torch_python_exits_2_with_one_line(tmp_path):
         assert (
             "python3 -m venv" in lines[0] and "pip install torch" in lines[0] and "--torch-python" in lines[0]
         )
+
+
+def test_a_bad_override_is_one_line_before_torch_is_looked_for():
+    """An unknown --set key is the user's mistake: one line naming it, exit 2, even with no torch Python."""
+    r = _run("--set", "model.attention_impl=dot_product_attention")
+    assert r.returncode == 2, (r.stdout, r.stderr)
+    lines = (r.stdout + r.stderr).strip().splitlines()
+    assert len(lines) == 1 and "model.attention_impl" in lines[0] and "Traceback" not in lines[0], lines

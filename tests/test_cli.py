@@ -67,13 +67,12 @@ def test_console_script_entry_point():
 def test_demo_refuses_an_lm_workdir_of_the_other_objective(tmp_path, monkeypatch, capsys):
     """`make demo` over an older demo's workdir whose LM has the other objective stops before training
     anything: resuming would sample a MaskGIT-trained model with the next-token sampler."""
-    from tokenizer import train as tok_train
     from videogen import generate
 
     (tmp_path / "lm").mkdir()
     (tmp_path / "lm" / "config.json").write_text(json.dumps({"objective": "maskgit"}))
     monkeypatch.setattr(
-        tok_train, "train", lambda *a, **k: pytest.fail("trained before checking the workdir")
+        generate, "run_trainer", lambda *a, **k: pytest.fail("trained before checking the workdir")
     )
     with pytest.raises(SystemExit) as info:  # a usage error: one line on stderr, exit code 2
         generate.main(["demo", "--workdir", str(tmp_path), "--tokenizer-steps", "1", "--lm-steps", "1"])
@@ -86,19 +85,21 @@ def test_demo_refuses_an_lm_workdir_of_the_other_objective(tmp_path, monkeypatch
 def test_demo_tokenizer_loss_follows_its_steps(tmp_path, monkeypatch):
     """The tiny config's edge-weighted loss measured worse at the demo's few hundred steps and better from
     1,200 on (BENCHMARKS.md): a short demo's tokenizer stage trains with plain L2, a long one keeps it."""
-    from tokenizer import train as tok_train
     from videogen import generate
+    from videogen.config import apply_overrides, load_config
 
-    tiny = tok_train.load_config(str(generate.REPO / "experiments/tokenizer_world.py") + ":tiny")
+    tiny = load_config(str(generate.REPO / "experiments/tokenizer_world.py") + ":tiny")
     tiny_weight = tiny.loss.edge_weight
     assert tiny_weight > 0
     seen = {}
 
-    def fake_train(config, workdir):
-        seen.update(edge_weight=config.loss.edge_weight, steps=config.steps, workdir=workdir)
+    def fake_run_trainer(module, config, workdir, overrides):
+        # the config the trainer command would build (python -m tokenizer.train --config ... overrides)
+        built = apply_overrides(load_config(str(generate.REPO / config)), overrides)
+        seen.update(module=module, edge_weight=built.loss.edge_weight, steps=built.steps, workdir=workdir)
         raise RuntimeError("stop after the tokenizer stage's config")
 
-    monkeypatch.setattr(tok_train, "train", fake_train)
+    monkeypatch.setattr(generate, "run_trainer", fake_run_trainer)
     for steps, weight in (
         (7, 0.0),
         (generate.EDGE_WEIGHT_MIN_TOKENIZER_STEPS - 1, 0.0),
@@ -118,13 +119,17 @@ def test_demo_tokenizer_loss_follows_its_steps(tmp_path, monkeypatch):
                     "--no-pretrained",
                 ]
             )
-        assert seen == {"edge_weight": weight, "steps": steps, "workdir": tmp_path / "tokenizer"}, steps
+        assert seen == {
+            "module": "tokenizer.train",
+            "edge_weight": weight,
+            "steps": steps,
+            "workdir": tmp_path / "tokenizer",
+        }, steps
 
 
 def test_demo_shows_the_shipped_model_before_training(tmp_path, monkeypatch, capsys):
     """`make demo` runs the shipped pretrained model's part (samples, long video, drift plot) first, then
     trains the fresh pair with the budget's steps and prints both scores (both parts stubbed here)."""
-    from tokenizer import train as tok_train
     from videogen import generate, pretrained
 
     calls = []
@@ -135,12 +140,16 @@ def test_demo_shows_the_shipped_model_before_training(tmp_path, monkeypatch, cap
     )
     monkeypatch.setattr(pretrained, "verify", lambda *a: calls.append(("verify",)) or {})
 
-    def fake_train(config, workdir):
-        calls.append(("train", config.steps))
+    def fake_run_trainer(module, config, workdir, overrides):
+        calls.append(("train", module, overrides[0]))
         raise RuntimeError("stop at training")
 
-    monkeypatch.setattr(tok_train, "train", fake_train)
+    monkeypatch.setattr(generate, "run_trainer", fake_run_trainer)
     with pytest.raises(RuntimeError, match="stop at training"):
         generate.main(["demo", "--workdir", str(tmp_path), "--budget-minutes", "10"])
-    assert calls == [("verify",), ("shipped", tmp_path / "shipped"), ("train", generate.DEMO_TOKENIZER_STEPS)]
+    assert calls == [
+        ("verify",),
+        ("shipped", tmp_path / "shipped"),
+        ("train", "tokenizer.train", f"--config.steps={generate.DEMO_TOKENIZER_STEPS}"),
+    ]
     assert "1/5 the pretrained model shipped in the package" in capsys.readouterr().out

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from workdirs import save_initialised_tokenizer, tiny_tokenizer_config
+from workdirs import save_initialised_tokenizer, tiny_lm_config, tiny_tokenizer_config
 
 from tokenizer import train as T
 from tokenizer.quantizers import CodeUsage
@@ -39,35 +39,7 @@ def tok_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def lm_dir(tok_dir, tmp_path_factory) -> Path:
     wd = tmp_path_factory.mktemp("lm")
-    c = LM.load_config(str(ROOT / "experiments/lm_world.py") + ":tiny")
-    LM.apply_overrides(
-        c,
-        [
-            f"tokenizer_workdir={tok_dir}",
-            "data.resolution=16",
-            "data.num_frames=9",
-            "batch_size=8",
-            "mesh.data=2",
-            "mesh.fsdp=2",
-            "mesh.tensor=2",
-            "text.max_length=32",
-            "text.num_captions=300",
-            "model.num_layers=2",
-            "model.d_model=32",
-            "model.num_heads=4",
-            "model.num_kv_heads=2",
-            "model.mlp_dim=64",
-            "optim.lr=3e-3",
-            "optim.warmup_steps=0",
-            "optim.min_lr_ratio=1.0",
-            "eval.every=0",
-            "eval.num_batches=0",
-            "sample.num_prompts=0",
-            "log_every=1",
-            "quiet=True",
-            "steps=2",
-        ],
-    )
+    c = tiny_lm_config(tok_dir, steps=2)
     LM.train(c, wd)
     return wd
 

@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
-from workdirs import save_initialised_tokenizer, tiny_tokenizer_config
+from workdirs import TINY_LM_OVERRIDES, save_initialised_tokenizer, tiny_lm_config, tiny_tokenizer_config
 
 from tokenizer import train as T
 from videogen import checkpointing, config_checks
@@ -32,29 +32,6 @@ from videogen import train as LM
 
 ROOT = Path(__file__).resolve().parents[1]
 TOK_EXTRAS = ["batch_size=8", "eval.batch_size=8", "quiet=True"]
-LM_OVERRIDES = [
-    "data.resolution=16",
-    "data.num_frames=9",
-    "batch_size=8",
-    "mesh.data=2",
-    "mesh.fsdp=2",
-    "mesh.tensor=2",
-    "text.max_length=32",
-    "text.num_captions=300",
-    "model.num_layers=2",
-    "model.d_model=32",
-    "model.num_heads=4",
-    "model.num_kv_heads=2",
-    "model.mlp_dim=64",
-    "optim.lr=3e-3",
-    "optim.warmup_steps=0",
-    "optim.min_lr_ratio=1.0",
-    "eval.every=0",
-    "eval.num_batches=0",
-    "sample.num_prompts=0",
-    "log_every=1",
-    "quiet=True",
-]
 
 
 def tok_config(*extra):
@@ -67,9 +44,7 @@ def tok_dir(tmp_path_factory) -> Path:
 
 
 def lm_config(tok_dir, *extra, **overrides):
-    c = LM.load_config(str(ROOT / "experiments/lm_world.py") + ":tiny")
-    LM.apply_overrides(c, [f"tokenizer_workdir={tok_dir}"] + LM_OVERRIDES + list(extra))
-    return LM.apply_overrides(c, [f"{k}={v}" for k, v in overrides.items()])
+    return tiny_lm_config(tok_dir, *extra, **overrides)
 
 
 def _losses(workdir: Path) -> dict[int, float]:
@@ -106,7 +81,7 @@ def _lm_target(c, devices, axes):
     mesh = mesh_lib.make_mesh(axes, devices=devices)
     tcfg = LM.transformer_config(c, 64, (5, 2, 2))
     tx, _ = LM.make_optimizer(c)
-    _, _, shardings = LM.state_shardings(tcfg, mesh, tx, LM._rules(c))
+    _, _, shardings = LM.state_shardings(tcfg, mesh, tx, LM.axis_rules(c))
     return LM.abstract_state(tcfg, tx, shardings), shardings, tx
 
 
@@ -156,7 +131,7 @@ def test_tokenizer_restores_on_other_meshes(tmp_path):
         mesh = mesh_lib.make_mesh(axes, devices=devices)
         tx, _ = T.make_optimizer(c)
         _, sh = T.state_shardings(c, mesh, tx)
-        return mesh, tx, sh, T._abstract_state(c, mesh, tx, sh)
+        return mesh, tx, sh, T.abstract_state(c, mesh, tx, sh)
 
     mesh8, tx, sh8, abs8 = target(jax.devices(), {"data": 2, "fsdp": 2, "tensor": 2})
     state = T.init_state(c, mesh8, tx, sh8)
@@ -333,7 +308,7 @@ def interrupted(tok_dir, tmp_path_factory):
         "--workdir",
         str(wd),
         f"--config.tokenizer_workdir={tok_dir}",
-        *[f"--config.{o}" for o in LM_OVERRIDES],
+        *[f"--config.{o}" for o in TINY_LM_OVERRIDES],
         *extra,
     ]
     log = base / "log.txt"
@@ -415,7 +390,7 @@ def test_nonfinite_loss_stops_and_keeps_last_good_checkpoint(
     tcfg = LM.transformer_config(c, 64, (5, 2, 2))
     tx, _ = LM.make_optimizer(c)
     mesh = LM.make_mesh(c)
-    _, _, sh = LM.state_shardings(tcfg, mesh, tx, LM._rules(c))
+    _, _, sh = LM.state_shardings(tcfg, mesh, tx, LM.axis_rules(c))
     with T.checkpoint_manager(wd, read_only=True) as mngr:
         state, _ = LM.restore_checkpoint(mngr, 4, LM.abstract_state(tcfg, tx, sh))
     assert all(bool(jnp.all(jnp.isfinite(x))) for x in jax.tree.leaves(state["params"]))

@@ -1,5 +1,5 @@
 """The package's import graph (issue 25): no cycles between modules, counting imports inside functions; no
-module imports a trainer (tokenizer.train, videogen.train) but the entry points that run or compile one; project
+module imports a trainer (tokenizer.train, videogen.train) but the trainers themselves; project
 imports at module top, but for the deferred ones listed here, each with its reason.
 
 Read from the source with ``ast`` (nothing is imported): every ``import`` / ``from ... import`` of a module of
@@ -17,14 +17,11 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("videogen", "tokenizer")
 TRAINERS = ("tokenizer.train", "videogen.train")
 
-# Modules that import a trainer: the entry points that run or compile one, each with why. Library code
-# (loading, sampling, evaluation, codes, the shipped model) uses tokenizer/core.py (tokenizer/api.py) and
-# videogen/lm.py instead.
-TRAINER_USERS = {
-    "videogen.generate": "`make demo` (python -m videogen.generate demo) trains a fresh tokenizer and LM",
-    "videogen.plan": "`videogen plan` compiles each trainer's own update step ahead of time",
-    "videogen.bench": "`make bench` times each trainer's own update step",
-}
+# Modules that import a trainer besides the trainers themselves, each with why: none. Library code uses
+# tokenizer/core.py (tokenizer/api.py) and videogen/lm.py; `make bench` and `videogen plan` build the trainers'
+# update steps from tokenizer/train_step.py and videogen/lm_train_step.py; `make demo` runs the trainers as
+# commands (python -m tokenizer.train / videogen.train).
+TRAINER_USERS: dict[str, str] = {}
 
 # Project imports that stay inside a function, (module, imported module) -> why.
 DEFERRED = {

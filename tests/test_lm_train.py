@@ -14,7 +14,7 @@ from pathlib import Path
 import jax
 import numpy as np
 import pytest
-from workdirs import save_initialised_tokenizer, tensorboard_tags, tiny_tokenizer_config
+from workdirs import save_initialised_tokenizer, tensorboard_tags, tiny_lm_config, tiny_tokenizer_config
 
 from videogen import checks
 from videogen import lm as lm_lib
@@ -30,37 +30,7 @@ def tok_dir(tmp_path_factory) -> Path:
 
 
 def lm_config(tok_dir, **overrides):
-    c = LM.load_config(str(ROOT / "experiments/lm_world.py") + ":tiny")
-    LM.apply_overrides(
-        c,
-        [
-            f"tokenizer_workdir={tok_dir}",
-            "data.resolution=16",
-            "data.num_frames=9",
-            "batch_size=8",
-            "mesh.data=2",
-            "mesh.fsdp=2",
-            "mesh.tensor=2",
-            "text.max_length=32",
-            "text.num_captions=300",
-            "model.num_layers=2",
-            "model.d_model=32",
-            "model.num_heads=4",
-            "model.num_kv_heads=2",
-            "model.mlp_dim=64",
-            # constant lr: an N-step run is a prefix of a longer one (resume test)
-            "optim.lr=3e-3",
-            "optim.warmup_steps=0",
-            "optim.min_lr_ratio=1.0",
-            "eval.every=0",
-            "eval.num_batches=0",
-            "sample.num_prompts=0",
-            "log_every=1",
-            "quiet=True",
-        ],
-    )
-    LM.apply_overrides(c, [f"{k}={v}" for k, v in overrides.items()])
-    return c
+    return tiny_lm_config(tok_dir, **overrides)
 
 
 def _losses(workdir: Path) -> list[float]:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import jax
 import pytest
-from workdirs import save_initialised_tokenizer, tiny_tokenizer_config
+from workdirs import save_initialised_tokenizer, tiny_lm_config, tiny_tokenizer_config
 
 from videogen import train as LM
 
@@ -26,36 +26,7 @@ def lm_workdir(tmp_path_factory) -> Path:
     tok = save_initialised_tokenizer(tmp_path_factory.mktemp("nb_tok"), tiny_tokenizer_config("ckpt_every=1"))
 
     lm = tmp_path_factory.mktemp("nb_lm")
-    c = LM.load_config(str(ROOT / "experiments/lm_world.py") + ":tiny")
-    LM.apply_overrides(
-        c,
-        [
-            f"tokenizer_workdir={tok}",
-            "data.resolution=16",
-            "data.num_frames=9",
-            "batch_size=8",
-            "mesh.data=1",
-            "mesh.fsdp=1",
-            "mesh.tensor=1",
-            "text.max_length=32",
-            "text.num_captions=300",
-            "model.num_layers=2",
-            "model.d_model=32",
-            "model.num_heads=4",
-            "model.num_kv_heads=2",
-            "model.mlp_dim=64",
-            "optim.lr=3e-3",
-            "optim.warmup_steps=0",
-            "optim.min_lr_ratio=1.0",
-            "objective=maskgit",
-            "eval.every=0",
-            "eval.num_batches=0",
-            "sample.num_prompts=0",
-            "log_every=1",
-            "quiet=True",
-            "steps=2",
-        ],
-    )
+    c = tiny_lm_config(tok, "mesh.data=1", "mesh.fsdp=1", "mesh.tensor=1", "objective=maskgit", "steps=2")
     LM.train(c, lm, devices=jax.devices()[:1])  # one device compiles faster than the emulated 2x2x2 mesh
     return lm
 

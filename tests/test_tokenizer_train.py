@@ -326,7 +326,7 @@ def test_fsdp_shards_what_divides_and_replicates_the_rest(tmp_path):
     mesh = T.make_mesh(c)
     tx, _ = T.make_optimizer(c)
     _, shardings = T.state_shardings(c, mesh, tx)
-    abstract = T._abstract_state(c, mesh, tx, shardings)
+    abstract = T.abstract_state(c, mesh, tx, shardings)
     pairs = list(zip(jax.tree.leaves(abstract["params"]), jax.tree.leaves(shardings["params"])))
     sharded = [a.shape for a, s in pairs if "fsdp" in str(s.spec)]
     odd = [a.shape for a, s in pairs if a.shape and a.shape[-1] % 4]

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from tokenizer import train as T
+from videogen.config import apply_overrides, load_config
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -22,6 +23,41 @@ TINY_TOKENIZER_OVERRIDES = [
     "model.spatial_downsample=(True,)",
     "quantizer.lfq.num_bits=6",
 ]
+
+
+# The tiny LM shrunk to those 20-token clips: 2 layers d 32 (GQA 4/2) on an emulated 2x2x2 mesh, constant lr
+# (an N-step run is a prefix of a longer one: the resume tests), no eval, no samples, quiet.
+TINY_LM_OVERRIDES = [
+    "data.resolution=16",
+    "data.num_frames=9",
+    "batch_size=8",
+    "mesh.data=2",
+    "mesh.fsdp=2",
+    "mesh.tensor=2",
+    "text.max_length=32",
+    "text.num_captions=300",
+    "model.num_layers=2",
+    "model.d_model=32",
+    "model.num_heads=4",
+    "model.num_kv_heads=2",
+    "model.mlp_dim=64",
+    "optim.lr=3e-3",
+    "optim.warmup_steps=0",
+    "optim.min_lr_ratio=1.0",
+    "eval.every=0",
+    "eval.num_batches=0",
+    "sample.num_prompts=0",
+    "log_every=1",
+    "quiet=True",
+]
+
+
+def tiny_lm_config(tok_dir, *extra: str, **overrides):
+    """experiments/lm_world.py:tiny with TINY_LM_OVERRIDES on the tokenizer in ``tok_dir``, then ``extra``
+    ('key=value') and ``overrides`` (key=value) in that order."""
+    c = load_config(str(ROOT / "experiments/lm_world.py") + ":tiny")
+    extra = list(extra) + [f"{k}={v}" for k, v in overrides.items()]
+    return apply_overrides(c, [f"tokenizer_workdir={tok_dir}"] + TINY_LM_OVERRIDES + extra)
 
 
 def tiny_tokenizer_config(*extra: str):

@@ -49,12 +49,14 @@ import numpy as np
 from flax import nnx
 from jax.sharding import AxisType, Mesh
 
-from tokenizer import train as tok_train
-from videogen import bench_data
+from tokenizer import core as tok_core
+from tokenizer import train_step as tok_step
+from videogen import bench_data, loop
 from videogen import lm as lm_lib
-from videogen import train as LM
+from videogen import lm_train_step as lm_step
 from videogen.config import apply_overrides, load_config
 from videogen.data import pipeline, world
+from videogen.optim import make_optimizer
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -163,7 +165,7 @@ def tokenizer_grid(tok_config, resolution: int | None = None, num_frames: int | 
     """``((t, h, w), codebook_size)`` that ``tok_config``'s tokenizer gives a clip of its data shape (or the one
     given), from the config alone (abstract model: no weights, no compile) -- what ``bench_tokenizer``'s
     encode yields, for benchmarking the LM without timing the tokenizer."""
-    tok = nnx.merge(*tok_train.abstract_tokenizer(tok_config))
+    tok = nnx.merge(*tok_core.abstract_tokenizer(tok_config))
     r = int(tok_config.data.resolution if resolution is None else resolution)
     t = int(tok_config.data.num_frames if num_frames is None else num_frames)
     return tuple(int(x) for x in tok.autoencoder.latent_shape(t, r, r)[:3]), int(tok.quantizer.codebook_size)
@@ -192,13 +194,13 @@ def _world_batch(data: dict, batch: int) -> np.ndarray:
 def _tokenizer_step_seconds(dev, config, steps: int):
     """Mean seconds of the jitted tokenizer train step on one untrained batch; also the last state."""
     mesh = _one_device_mesh(dev)
-    tx, _ = tok_train.make_optimizer(config)
-    graphdef, shardings = tok_train.state_shardings(config, mesh, tx)
-    state = tok_train.init_state(config, mesh, tx, shardings)
-    step = tok_train.make_train_step(config, graphdef, tx, shardings, mesh)
+    tx, _ = make_optimizer(config)
+    graphdef, shardings = tok_step.state_shardings(config, mesh, tx)
+    state = tok_step.init_state(config, mesh, tx, shardings)
+    step = tok_step.make_train_step(config, graphdef, tx, shardings, mesh)
     b = int(config.batch_size)
     video_np = _world_batch(config.data, b)
-    video = jax.device_put(video_np, tok_train.batch_sharding(mesh))
+    video = jax.device_put(video_np, loop.batch_sharding(mesh))
     lr = np.float32(1e-4)
     holder = {"state": state}
 
@@ -219,9 +221,9 @@ def bench_tokenizer(dev, config, *, steps: int) -> tuple[dict, Any]:
     frames = b * video_np.shape[1]
     tok = nnx.merge(graphdef, state["params"], state["rest"])
     ae, q = tok.autoencoder, tok.quantizer
-    ids = tok_train.encode_video(ae, q, video)
-    t_enc = _timed(lambda: tok_train.encode_video(ae, q, video), steps)
-    t_dec = _timed(lambda: tok_train.decode_indices(ae, q, ids), steps)
+    ids = tok_core.encode_video(ae, q, video)
+    t_enc = _timed(lambda: tok_core.encode_video(ae, q, video), steps)
+    t_dec = _timed(lambda: tok_core.decode_indices(ae, q, ids), steps)
     rows = {
         "tokenizer_train_frames_per_s": frames / t_step,
         "tokenizer_train_seconds_per_step": t_step,
@@ -248,16 +250,16 @@ class LMTrainStep:
     def __init__(self, dev, config, grid, codebook_size: int):
         self.config = config
         self.mesh = _one_device_mesh(dev)
-        self.rules = LM._rules(config)
-        self.tcfg = LM.transformer_config(config, codebook_size, grid)
-        self.tx, _ = LM.make_optimizer(config)
-        self.graphdef, self.rest, self.shardings = LM.state_shardings(
+        self.rules = lm_step.axis_rules(config)
+        self.tcfg = lm_lib.transformer_config(config, codebook_size, grid)
+        self.tx, _ = lm_lib.make_optimizer(config)
+        self.graphdef, self.rest, self.shardings = lm_step.state_shardings(
             self.tcfg, self.mesh, self.tx, self.rules
         )
-        self.state = LM.init_state(self.tcfg, self.tx, self.shardings, int(config.seed))
+        self.state = lm_step.init_state(self.tcfg, self.tx, self.shardings, int(config.seed))
         b = int(config.batch_size)
         rng = np.random.default_rng(0)
-        bsh = LM.batch_sharding(self.mesh)
+        bsh = loop.batch_sharding(self.mesh)
         self.codes = jax.device_put(rng.integers(0, codebook_size, (b,) + tuple(grid), dtype=np.int32), bsh)
         self.text = jax.device_put(
             rng.integers(1, self.tcfg.text_vocab_size, (b, self.tcfg.max_text_len), dtype=np.int32), bsh
@@ -269,11 +271,11 @@ class LMTrainStep:
         tcfg, graphdef = self.tcfg, self.graphdef
         if attention_impl is not None and attention_impl != tcfg.attention_impl:
             tcfg = dataclasses.replace(tcfg, attention_impl=attention_impl)
-            graphdef = LM.state_shardings(tcfg, self.mesh, self.tx, self.rules)[0]
-        step = LM.make_train_step(cfg, tcfg, graphdef, self.rest, self.tx, self.shardings, self.mesh)
+            graphdef = lm_step.state_shardings(tcfg, self.mesh, self.tx, self.rules)[0]
+        step = lm_step.make_train_step(cfg, tcfg, graphdef, self.rest, self.tx, self.shardings, self.mesh)
 
         def run_once():
-            with LM._sharding_context(self.mesh, self.rules):
+            with lm_step.sharding_context(self.mesh, self.rules):
                 self.state, m = step(self.state, self.codes, self.text, np.float32(1e-4))
             return m["loss"]
 

@@ -10,7 +10,9 @@ What is compared, in one run:
 
 * ours -- the ``LM train`` row of ``make bench`` (videogen/bench.py :class:`~videogen.bench.LMTrainStep`: the
   ``experiments/lm_world.py:tiny`` model on the tiny tokenizer's 5x8x8 grid, next-token, batch 16 of 32 text
-  + 320 video tokens, the jitted train step with caption drop, loss, AdamW, EMA);
+  + 320 video tokens, the jitted train step with caption drop, loss, AdamW, EMA), with the issue's rotary-only
+  positions (:data:`PEER_POSITIONS`: no learned (t, h, w) table, one shared ladder; the tiny config's
+  learned table is one add and its per-axis ladders the same rotary work, so the step's cost is the same);
 * peer -- the same step written plainly in PyTorch (:data:`PEER_SOURCE`, written to a temp dir and run by
   ``--torch-python``): 4 layers, d 128, 4 heads, SwiGLU 384, RMSNorm, qk-norm, the same (t, h, w) rotary,
   causal + key-padding mask, the 2 x 32 bit-group head (summed group embeddings in, two 32-way softmaxes
@@ -43,8 +45,12 @@ from pathlib import Path
 import jax
 
 from videogen import bench as B
+from videogen import errors
 from videogen import lm as lm_lib
 from videogen.config import apply_overrides
+
+# The positions the peer implements (the step: RoPE only), put before the --set overrides.
+PEER_POSITIONS = ["model.video_pos_emb=False", "model.rope_video=shared"]
 
 SCRATCH_HINT = (
     "bench_peer needs --torch-python: a Python with torch, outside the project, e.g. "
@@ -266,8 +272,9 @@ def _peer_spec(lm, cfg, warmup: int, threads: int | None) -> dict:
         or t.text_bidirectional
         or not t.qk_norm
     ):
-        raise SystemExit(
-            f"bench_peer: the peer implements the tiny recipe's step only; this model differs: {t}"
+        raise errors.UsageError(
+            f"--set gives a model the peer does not implement ({t}); the peer is the tiny step with "
+            "multi-head attention, the bit-group head, qk-norm and rotary-only positions: drop that --set."
         )
     o = cfg.optim
     return {
@@ -422,20 +429,24 @@ def main(argv: list[str] | None = None) -> int:
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="override a field of our LM config (e.g. model.attention_impl=dot_product_attention)",
+        help="override a field of our LM config after the peer's positions (e.g. model.remat=dots)",
     )
     args = p.parse_args(argv)
+    overrides = PEER_POSITIONS + args.lm_overrides
+    with errors.reported("python -m videogen.bench_peer"):  # a bad --set is said before anything runs
+        apply_overrides(B.lm_config(False, False), overrides)
     if not _has_torch(args.torch_python):
         print(SCRATCH_HINT, file=sys.stderr)
         return 2
-    res = run(
-        args.torch_python,
-        rounds=args.rounds,
-        steps=args.steps,
-        warmup=args.warmup,
-        threads=args.threads,
-        lm_overrides=args.lm_overrides,
-    )
+    with errors.reported("python -m videogen.bench_peer"):
+        res = run(
+            args.torch_python,
+            rounds=args.rounds,
+            steps=args.steps,
+            warmup=args.warmup,
+            threads=args.threads,
+            lm_overrides=overrides,
+        )
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps(res, indent=1) + "\n")

@@ -12,16 +12,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-from tokenizer import train as tok_train
 from videogen import checks, drift, errors
 from videogen import pretrained as pretrained_lib
-from videogen import train as lm_train
-from videogen.config import apply_overrides, load_config
 from videogen.continuation import Continuation
 from videogen.data import world
 from videogen.errors import UsageError
@@ -227,6 +226,27 @@ def demo_steps(budget_s: float | None, elapsed_s: float) -> tuple[int, int]:
     return max(1, round(DEMO_TOKENIZER_STEPS * scale)), max(1, round(DEMO_LM_STEPS * scale))
 
 
+def run_trainer(module: str, config: str, workdir: Path, overrides: list[str]) -> None:
+    """Runs a trainer as the command a user would type (``python -m MODULE --config REPO/CONFIG --workdir W
+    OVERRIDES``), its output streamed here; a failed run ends the demo with the trainer's exit code (its own
+    error line is above)."""
+    cmd = [
+        sys.executable,
+        "-m",
+        module,
+        "--config",
+        str(REPO / config),
+        "--workdir",
+        str(workdir),
+        *overrides,
+    ]
+    print("$ python " + " ".join(cmd[1:]), flush=True)
+    rc = subprocess.run(cmd, cwd=REPO).returncode
+    if rc:
+        print(f"make demo: `python -m {module}` exited with {rc} (its output is above)", file=sys.stderr)
+        raise SystemExit(rc)
+
+
 def demo(
     workdir: str | Path,
     *,
@@ -279,24 +299,23 @@ def demo(
         f"{time.perf_counter() - t0:.0f} s so far ==",
         flush=True,
     )
-    tok_cfg = load_config(str(REPO / "experiments/tokenizer_world.py") + ":tiny")
-    tok_cfg = apply_overrides(tok_cfg, [f"--config.steps={tokenizer_steps}"])
-    if int(tok_cfg.steps) < EDGE_WEIGHT_MIN_TOKENIZER_STEPS:
-        tok_cfg = apply_overrides(tok_cfg, ["--config.loss.edge_weight=0.0"])
-    tok_train.train(tok_cfg, workdir / "tokenizer")
+    tok_overrides = [f"--config.steps={tokenizer_steps}"]
+    if tokenizer_steps < EDGE_WEIGHT_MIN_TOKENIZER_STEPS:
+        tok_overrides.append("--config.loss.edge_weight=0.0")
+    run_trainer(
+        "tokenizer.train", "experiments/tokenizer_world.py:tiny", workdir / "tokenizer", tok_overrides
+    )
     print(
         f"== {first + 1}/{stages} fresh LM (experiments/lm_world.py:tiny, {objective}, {lm_steps} steps), "
         f"{time.perf_counter() - t0:.0f} s so far ==",
         flush=True,
     )
-    lm_cfg = load_config(str(REPO / "experiments/lm_world.py") + ":tiny")
     overrides = [
         f"--config.tokenizer_workdir={(workdir / 'tokenizer').resolve()}",
         f"--config.objective={objective}",
         f"--config.steps={lm_steps}",
     ]
-    lm_cfg = apply_overrides(lm_cfg, overrides)
-    lm_train.train(lm_cfg, workdir / "lm")
+    run_trainer("videogen.train", "experiments/lm_world.py:tiny", workdir / "lm", overrides)
     print(
         f"== {stages}/{stages} sampling {num_prompts} prompts, {time.perf_counter() - t0:.0f} s so far ==",
         flush=True,

@@ -27,16 +27,18 @@ import jax.numpy as jnp
 import ml_collections
 from flax import nnx
 
-from tokenizer import train as T
+from tokenizer import train_step as tok_step
 from tokenizer.core import autoencoder_config, quantizer_kwargs
 from tokenizer.model import check_input_shape
 from tokenizer.quantizers import make_quantizer
-from videogen import config_checks
+from videogen import config_checks, loop
+from videogen import lm as lm_lib
+from videogen import lm_train_step as lm_step
 from videogen import mesh as mesh_lib
-from videogen import train as LM
 from videogen.errors import UsageError
 from videogen.lm import attention_is_causal, check_objective, transformer_config
 from videogen.model import flops_per_token
+from videogen.optim import make_optimizer
 
 __all__ = ["format_plan", "plan", "plan_lm", "plan_tokenizer"]
 
@@ -98,17 +100,17 @@ def _finish(kind, config, mesh, abstract, shardings, compiled, table, extra) -> 
 
 
 def plan_tokenizer(config) -> dict[str, Any]:
-    mesh = T.make_mesh(config)
-    T._check_config(config, mesh)
-    tx, _ = T.make_optimizer(config)
-    graphdef, shardings = T.state_shardings(config, mesh, tx)
-    abstract = T._abstract_state(config, mesh, tx, shardings)
-    step = T.make_train_step(config, graphdef, tx, shardings, mesh)
+    mesh = loop.make_mesh(config)
+    tok_step.check_config(config, mesh)
+    tx, _ = make_optimizer(config)
+    graphdef, shardings = tok_step.state_shardings(config, mesh, tx)
+    abstract = tok_step.abstract_state(config, mesh, tx, shardings)
+    step = tok_step.make_train_step(config, graphdef, tx, shardings, mesh)
     d = config.data
     video = jax.ShapeDtypeStruct(
         (int(config.batch_size), int(d.num_frames), int(d.resolution), int(d.resolution), 3),
         jnp.uint8,
-        sharding=T.batch_sharding(mesh),
+        sharding=loop.batch_sharding(mesh),
     )
     lr = jax.ShapeDtypeStruct((), jnp.float32)
     compiled = step.lower(abstract, video, lr).compile()
@@ -155,7 +157,7 @@ def _lm_codebook_and_grid(config) -> tuple[int, tuple[int, int, int]]:
 
 def plan_lm(config, devices=None) -> dict[str, Any]:
     check_objective(config.objective)
-    mesh = LM.make_mesh(config, devices)
+    mesh = loop.make_mesh(config, devices)
     dp = mesh_lib.data_parallel_size(mesh)
     accum = int(config.get("grad_accum_steps", 1))
     if int(config.batch_size) % (dp * accum):
@@ -167,17 +169,17 @@ def plan_lm(config, devices=None) -> dict[str, Any]:
     codebook, grid = _lm_codebook_and_grid(config)
     config_checks.check_lm_vocab(config, codebook, config.get("tokenizer_workdir"))
     tcfg = transformer_config(config, codebook, grid)
-    rules = LM._rules(config)
-    tx, _ = LM.make_optimizer(config)
-    graphdef, rest, shardings = LM.state_shardings(tcfg, mesh, tx, rules)
-    abstract = LM.abstract_state(tcfg, tx, shardings, int(config.seed))
-    step = LM.make_train_step(config, tcfg, graphdef, rest, tx, shardings, mesh)
-    bsh = LM.batch_sharding(mesh)
+    rules = lm_step.axis_rules(config)
+    tx, _ = lm_lib.make_optimizer(config)
+    graphdef, rest, shardings = lm_step.state_shardings(tcfg, mesh, tx, rules)
+    abstract = lm_step.abstract_state(tcfg, tx, shardings, int(config.seed))
+    step = lm_step.make_train_step(config, tcfg, graphdef, rest, tx, shardings, mesh)
+    bsh = loop.batch_sharding(mesh)
     b = int(config.batch_size)
     codes = jax.ShapeDtypeStruct((b,) + tuple(grid), jnp.int32, sharding=bsh)
     text = jax.ShapeDtypeStruct((b, tcfg.max_text_len), jnp.int32, sharding=bsh)
     lr = jax.ShapeDtypeStruct((), jnp.float32)
-    with LM._sharding_context(mesh, rules):
+    with lm_step.sharding_context(mesh, rules):
         compiled = step.lower(abstract, codes, text, lr).compile()
     seq_len = tcfg.max_seq_len - (1 if config.objective == "next_token" else 0)
     return _finish(

@@ -45,8 +45,11 @@ A trained LM is loaded and sampled by videogen/lm.py (``load_lm``, ``sample``; r
 
 The train loop (logging, non-finite watch, timing, preemption, saving, eval) is videogen/loop.py's.
 
-Sections: 1 set up mesh, 2 tokenizers, 3 model + optimizer born sharded, 4 shard & transfer, 5 update step,
-6 checkpoints, 7 train loop, CLI.
+The train state (born sharded), the update and eval steps and the checkpoint items are
+videogen/lm_train_step.py's (so `make bench` and `videogen plan` time and compile the same step without
+importing this trainer).
+
+Sections: 1 tokenizers, 2 shard & transfer, 3 train loop (inside it: set up mesh, state, data, step, loop), CLI.
 """
 
 from __future__ import annotations
@@ -63,14 +66,12 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import optax
 from flax import nnx
 from jax.experimental import multihost_utils
 
 from tokenizer import codes as tok_codes
-from tokenizer.core import INIT_KEY_IMPL, checkpoint_manager, to_float
+from tokenizer.core import checkpoint_manager, to_float
 from videogen import checkpointing, config_checks, judge, loop
-from videogen import mesh as mesh_lib
 from videogen.config import apply_overrides, load_config, to_plain
 from videogen.data import code_cache
 from videogen.data.pipeline import Pipeline, PipelineConfig
@@ -91,15 +92,27 @@ from videogen.lm import (
     sample,
     transformer_config,
 )
-from videogen.loop import batch_sharding, make_mesh, measure_matmul_flops, replicated
-from videogen.model import DEFAULT_LOGICAL_AXIS_RULES, Transformer, flops_per_token, param_shardings
+from videogen.lm_train_step import (
+    PROGRAMS,
+    RESUME_HINTS,
+    RESUME_KEYS,
+    abstract_state,
+    axis_rules,
+    check_batch,
+    describe_shardings,
+    init_state,
+    make_eval_step,
+    make_train_step,
+    restore_checkpoint,
+    save_checkpoint,
+    sharding_context,
+    state_shardings,
+)
+from videogen.loop import batch_sharding, make_mesh, measure_matmul_flops
+from videogen.model import flops_per_token
 from videogen.objectives import (
     build_sequences,
-    continuation_kwargs,
-    loss_terms,
-    mask_kwargs,
     motion_emphasis,
-    text_targets,
 )
 from videogen.trainer_cli import run_cli
 from videogen.video_io import contact_sheet, gif_grid
@@ -113,6 +126,9 @@ __all__ = [
     "attention_is_causal",
     "batch_sharding",
     "build_sequences",
+    "init_state",
+    "make_eval_step",
+    "make_train_step",
     "load_config",
     "load_lm",
     "load_tokenizer_for_lm",
@@ -123,65 +139,14 @@ __all__ = [
     "measure_matmul_flops",
     "motion_emphasis",
     "sample",
+    "state_shardings",
     "train",
     "transformer_config",
 ]
 
 
-# Compiled programs, kept per process (videogen.loop.ProgramCache) and keyed by every config entry they
-# depend on, so train() called again (a resume, tests) does not recompile. These entries are left out of the key.
-_PROGRAMS = loop.ProgramCache(
-    (
-        "steps",
-        "batch_size",
-        "data",
-        "data_threads",
-        "eval",
-        "sample",
-        "log_every",
-        "ckpt_every",
-        "code_cache",
-        "max_to_keep",
-        "quiet",
-        "peak_flops",
-        "tokenizer_workdir",
-        "text.num_captions",
-        "optim.lr",
-        "optim.warmup_steps",
-        "optim.min_lr_ratio",
-    )
-)
-
-
-def _rules(config) -> tuple:
-    return loop.logical_axis_rules(config, DEFAULT_LOGICAL_AXIS_RULES)
-
-
-@contextlib.contextmanager
-def _sharding_context(mesh, rules):
-    """Activation constraints (with_logical_constraint) are traced only under a set mesh + rules."""
-    with jax.set_mesh(mesh), nnx.logical_axis_rules(rules):
-        yield
-
-
 # ============================================================================================
-# 1. Set up mesh (videogen.loop.make_mesh: config.mesh over all devices, or the given ones)
-# ============================================================================================
-
-
-def _check_batch(config, mesh) -> None:
-    dp = mesh_lib.data_parallel_size(mesh)
-    unit = dp * int(config.get("grad_accum_steps", 1))
-    if int(config.batch_size) % unit:
-        raise UsageError(
-            f"batch_size={config.batch_size} must be a multiple of data-parallel size {dp} x "
-            f"grad_accum_steps={config.get('grad_accum_steps', 1)} (mesh {dict(mesh.shape)}): use "
-            f"{-(-int(config.batch_size) // unit) * unit}, or change config.mesh / grad_accum_steps."
-        )
-
-
-# ============================================================================================
-# 2. Tokenizers: the frozen video tokenizer (EMA) and the text tokenizer
+# 1. Tokenizers: the frozen video tokenizer (EMA) and the text tokenizer
 # ============================================================================================
 
 
@@ -226,54 +191,12 @@ def make_encoder(autoencoder, quantizer, mesh):
         _, idx, _ = q(ae.encode(to_float(video)), train=False)
         return idx.astype(jnp.int32)
 
-    fn = _PROGRAMS.get(("encode", graphdef, mesh), lambda: jax.jit(encode, out_shardings=out_sh))
+    fn = PROGRAMS.get(("encode", graphdef, mesh), lambda: jax.jit(encode, out_shardings=out_sh))
     return lambda video: fn(tok_state, video)
 
 
 # ============================================================================================
-# 3. Model + optimizer born sharded
-# ============================================================================================
-
-
-def state_shardings(tcfg, mesh, tx, rules):
-    """Params (and EMA) from their logical names through ``rules``; Adam slots like their param;
-    optimizer scalars and the step replicated."""
-    graphdef, abs_params, abs_rest = abstract_model(tcfg)
-    param_sh = nnx.as_pure(param_shardings(abs_params, mesh, rules))
-    opt_sh = loop.opt_shardings(tx, nnx.as_pure(abs_params), param_sh, mesh)
-    rep = replicated(mesh)
-    return (
-        graphdef,
-        nnx.as_pure(abs_rest),
-        {"step": rep, "params": param_sh, "opt_state": opt_sh, "ema": param_sh},
-    )
-
-
-def init_state(tcfg, tx, shardings, seed: int, key=None):
-    """Params, optimizer state and EMA created directly in their shardings (one jit)."""
-
-    def init(seed):
-        model = Transformer(tcfg, rngs=nnx.Rngs(jax.random.key(seed, impl=INIT_KEY_IMPL)))
-        params = nnx.as_pure(nnx.state(model, nnx.Param))
-        return {
-            "step": jnp.zeros((), jnp.int32),
-            "params": params,
-            "opt_state": tx.init(params),
-            "ema": jax.tree.map(lambda p: p + 0.0, params),
-        }
-
-    if key is None:
-        return jax.jit(init, out_shardings=shardings)(seed)
-    return _PROGRAMS.get(key, lambda: jax.jit(init, out_shardings=shardings))(seed)
-
-
-def describe_shardings(state, shardings) -> str:
-    """Compact table: every param's shape and sharding, with its optimizer slots' shardings."""
-    return mesh_lib.describe_shardings({**state, "rest": {}}, shardings)
-
-
-# ============================================================================================
-# 4. Shard & transfer
+# 2. Shard & transfer
 # ============================================================================================
 # The Pipeline (videogen/data/pipeline.py) hands each process's slice of a global batch to
 # jax.make_array_from_process_local_data: batches arrive split over the mesh's ('data', 'fsdp') axes
@@ -315,155 +238,7 @@ def _train_source(config, source, encode, tokenizer, mesh, workdir: Path):
 
 
 # ============================================================================================
-# 5. Update step
-# ============================================================================================
-
-
-def make_train_step(config, tcfg, graphdef, rest, tx, shardings, mesh):
-    """Jitted ``(state, codes, text_ids, lr) -> (state, metrics)``; the state is donated.
-
-    The step's randomness (caption drop, MaskGIT masks) is ``fold_in(key(seed), step)``: a resumed
-    run draws what the uninterrupted run would have.
-    """
-    objective = check_objective(config.objective)
-    accum = int(config.get("grad_accum_steps", 1))
-    if accum < 1 or int(config.batch_size) % accum:
-        raise ValueError(f"grad_accum_steps={accum} must be >= 1 and divide batch_size={config.batch_size}.")
-    key = _PROGRAMS.key(config, mesh, "train_step", tcfg)
-    if key in _PROGRAMS.programs:
-        return _PROGRAMS.programs[key]
-    drop_prob = float(config.text.drop_prob)
-    masks = mask_kwargs(config)
-    ema_decay = float(config.ema_decay)
-    seed = int(config.seed)
-    cont = continuation_kwargs(config)
-    text_weight = float(config.get("text_loss_weight", 0.0)) if tcfg.text_loss else 0.0
-    motion_weight = float(config.get("motion_weight", 0.0))
-
-    def train_step(state, codes, text_ids, lr):
-        step = state["step"]
-        key = jax.random.fold_in(jax.random.key(seed), step)
-        tokens, positions, targets, weights = build_sequences(
-            tcfg, objective, codes, text_ids, key, drop_prob=drop_prob, **masks, **cont
-        )
-        if motion_weight:  # training only: eval losses stay the plain mean NLL, comparable across runs
-            weights = weights * motion_emphasis(tcfg, targets, motion_weight)
-        total = jnp.maximum(jnp.sum(weights), 1.0)
-        text_total = jnp.maximum(jnp.sum(text_targets(tcfg, tokens)[1]), 1.0)  # whole batch, like `total`
-
-        def loss_fn(params, tok, pos, tgt, w):
-            model = nnx.merge(graphdef, params, rest)
-            nll_sum, correct, text_nll_sum = loss_terms(model, tcfg, objective, tok, pos, tgt, w)
-            return nll_sum / total + text_weight * text_nll_sum / text_total, (correct, text_nll_sum)
-
-        grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
-        if accum == 1:
-            (loss, (correct, text_nll)), grads = grad_fn(state["params"], tokens, positions, targets, weights)
-        else:
-            bs = codes.shape[0]
-
-            def micro(x):  # [B, ...] -> [A, B/A, ...]; microbatch a takes rows a, a + A, ...
-                return jnp.swapaxes(x.reshape((bs // accum, accum) + x.shape[1:]), 0, 1)
-
-            def body(carry, mb):
-                g_acc, l_acc, c_acc, t_acc = carry
-                (l, (c, t)), g = grad_fn(state["params"], *mb)
-                return (jax.tree.map(jnp.add, g_acc, g), l_acc + l, c_acc + c, t_acc + t), None
-
-            zeros = jax.tree.map(jnp.zeros_like, state["params"])
-            mbs = tuple(micro(x) for x in (tokens, positions, targets, weights))
-            (grads, loss, correct, text_nll), _ = jax.lax.scan(body, (zeros, 0.0, 0.0, 0.0), mbs)
-        updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
-        params = optax.apply_updates(state["params"], jax.tree.map(lambda u: lr * u, updates))
-        ema, _ = loop.ema_update(state["ema"], params, step, ema_decay)
-        metrics = {
-            "loss": loss,
-            "accuracy": correct / total,
-            "grad_norm": optax.tree.norm(grads),
-            "lr": lr,
-            "scored_frac": total / weights.size,
-        }
-        if tcfg.text_loss:  # "loss" is then video NLL + text_weight * text NLL
-            metrics["text_loss"] = text_nll / text_total
-        return {"step": step + 1, "params": params, "opt_state": opt_state, "ema": ema}, metrics
-
-    rep, bsh = replicated(mesh), batch_sharding(mesh)
-    fn = jax.jit(
-        train_step, in_shardings=(shardings, bsh, bsh, rep), out_shardings=(shardings, rep), donate_argnums=0
-    )
-    _PROGRAMS.programs[key] = fn
-    return fn
-
-
-def make_eval_step(config, tcfg, graphdef, rest, mesh):
-    """Jitted ``(params, codes, text_ids, key) -> (nll_sum, correct_sum, weight_sum)`` (no caption drop)."""
-    objective = check_objective(config.objective)
-    masks = mask_kwargs(config)
-    cont = continuation_kwargs(config)
-
-    def eval_step(params, codes, text_ids, key):
-        tok, pos, tgt, w = build_sequences(
-            tcfg, objective, codes, text_ids, key, drop_prob=0.0, **masks, **cont
-        )
-        nll, correct, _ = loss_terms(nnx.merge(graphdef, params, rest), tcfg, objective, tok, pos, tgt, w)
-        return nll, correct, jnp.sum(w)
-
-    return _PROGRAMS.get(_PROGRAMS.key(config, mesh, "eval_step", tcfg), lambda: jax.jit(eval_step))
-
-
-# ============================================================================================
-# 6. Checkpoints (orbax, videogen/checkpointing.py): items model (EMA) / train / pipeline / integrity
-# ============================================================================================
-
-
-def save_checkpoint(mngr, step: int, state, pipeline_state: dict, *, force: bool = False) -> bool:
-    return checkpointing.save(
-        mngr,
-        step,
-        model={"ema": state["ema"]},
-        train={k: state[k] for k in ("step", "params", "opt_state")},
-        pipeline_state=pipeline_state,
-        force=force,
-    )
-
-
-def restore_checkpoint(mngr, step: int, abstract_state):
-    """The train state in the shardings that ``abstract_state``'s leaves carry (any mesh), and the pipeline
-    JSON; fingerprints verified (videogen.checkpointing.restore)."""
-    r_model, r_train, pipe = checkpointing.restore(
-        mngr,
-        step,
-        model={"ema": abstract_state["ema"]},
-        train={k: abstract_state[k] for k in ("step", "params", "opt_state")},
-    )
-    return {**r_train, "ema": r_model["ema"]}, pipe
-
-
-def abstract_state(tcfg, tx, shardings, seed: int = 0):
-    """The train state as ``jax.ShapeDtypeStruct`` leaves carrying ``shardings`` (the restore target)."""
-    return loop.abstract_like(jax.eval_shape(lambda: init_state(tcfg, tx, shardings, int(seed))), shardings)
-
-
-# Config entries that fix the checkpoint's array shapes: a resumed run must keep them.
-_RESUME_KEYS = tuple(
-    f"model.{k}"
-    for k in "num_layers d_model num_heads num_kv_heads mlp_dim head group_bits codebook_size video_grid qk_norm "
-    "head_dim text_loss video_pos_emb rope_video text_bidirectional scan_layers".split()
-) + ("text.vocab_size", "text.max_length", "objective")
-_RESUME_HINTS = {
-    k: "set by the tokenizer: tokenizer_workdir now points at a tokenizer other than the one this LM "
-    "was trained on; point it back, or start a new --workdir"
-    for k in ("model.codebook_size", "model.video_grid", "model.group_bits")
-}
-_RESUME_HINTS["model.scan_layers"] = (
-    "stacked and per-layer blocks are different checkpoint layouts (videogen.model.stack_layer_params converts)"
-)
-# Same shapes, but another attention mask and loss: resuming would train (and sample) the model as what it is not.
-_RESUME_HINTS["objective"] = "each objective has its own attention mask and loss"
-
-
-# ============================================================================================
-# 7. Train loop (videogen/loop.py)
+# 3. Train loop (videogen/loop.py)
 # ============================================================================================
 
 
@@ -493,11 +268,11 @@ def _train(
         config = ml_collections.ConfigDict(config)
     check_objective(config.objective)
     workdir = Path(workdir)
-    rules = _rules(config)
+    rules = axis_rules(config)
 
     # --- 1. set up mesh -------------------------------------------------------------------------------
     mesh = make_mesh(config, devices)
-    _check_batch(config, mesh)
+    check_batch(config, mesh)
     print(f"[lm] mesh {dict(mesh.shape)} on {mesh.devices.size} {mesh.devices.flat[0].platform} devices")
 
     # --- 2. tokenizers (the video tokenizer first: a bad tokenizer_workdir fails before anything is written)
@@ -530,10 +305,10 @@ def _train(
         tag="lm",
         restore=lambda s: restore_checkpoint(mngr, s, abstract_state(tcfg, tx, shardings, int(config.seed))),
         init=lambda: init_state(
-            tcfg, tx, shardings, int(config.seed), key=_PROGRAMS.key(config, mesh, "init", tcfg)
+            tcfg, tx, shardings, int(config.seed), key=PROGRAMS.key(config, mesh, "init", tcfg)
         ),
-        resume_keys=_RESUME_KEYS,
-        hints=_RESUME_HINTS,
+        resume_keys=RESUME_KEYS,
+        hints=RESUME_HINTS,
     )
     n_params = sum(x.size for x in jax.tree.leaves(state["params"]))
     seq_len = tcfg.max_seq_len - (1 if config.objective == "next_token" else 0)
@@ -565,7 +340,7 @@ def _train(
     lrs = loop.lr_table(schedule, int(config.steps))
 
     def update(state, batch, step: int):
-        with _sharding_context(mesh, rules):
+        with sharding_context(mesh, rules):
             codes = batch["codes"] if "codes" in batch else encode(batch["video"])
             return train_step(state, codes, batch["text_ids"], lrs[step])
 
@@ -584,7 +359,7 @@ def _train(
             ev_step = make_eval_step(config, tcfg, graphdef, rest, mesh)
             tot = np.zeros(3)
             for i, batch in zip(range(int(e.num_batches)), ev_pipe):
-                with _sharding_context(mesh, rules):
+                with sharding_context(mesh, rules):
                     r = ev_step(
                         state["ema"], encode(batch["video"]), batch["text_ids"], jax.random.key(1000 + i)
                     )
