@@ -17,7 +17,8 @@ import sys
 import jax
 import numpy as np
 import pytest
-from test_fault_tolerance import LM_OVERRIDES, ROOT, _env, _losses, lm_config, tok_dir  # noqa: F401
+from test_fault_tolerance import ROOT, _env, _losses, lm_config, tok_dir  # noqa: F401
+from workdirs import TINY_LM_OVERRIDES
 
 from videogen import train as LM
 
@@ -45,7 +46,7 @@ def test_two_processes_match_one_and_their_checkpoint_restores_in_one(tok_dir, t
         "--workdir",
         str(wd),
         f"--config.tokenizer_workdir={tok_dir}",
-        *[f"--config.{o}" for o in LM_OVERRIDES],
+        *[f"--config.{o}" for o in TINY_LM_OVERRIDES],
         "--config.steps=3",
         *[f"--config.{k}={v}" for k, v in EXTRA.items()],
         "--coordinator",
