@@ -26,7 +26,7 @@ Any key can be overridden (``--config.objective=next_token``, ``--config.model.r
 
 import ml_collections
 
-from videogen.model import DEFAULT_LOGICAL_AXIS_RULES
+from videogen.lm.model import DEFAULT_LOGICAL_AXIS_RULES
 
 
 def get_config(arg=None):
@@ -44,7 +44,7 @@ def get_config(arg=None):
     c.batch_size = 16 if tiny else 64  # clips per step, over the whole mesh
     c.grad_accum_steps = 1  # microbatches per step (lax.scan); batch_size / grad_accum_steps per microbatch
     c.mesh = {"data": -1, "fsdp": 1, "tensor": 1}
-    # Logical axis -> mesh axis (videogen/model.py); e.g. FSDP: --config.mesh.fsdp=N (embed -> fsdp already).
+    # Logical axis -> mesh axis (videogen/lm/model.py); e.g. FSDP: --config.mesh.fsdp=N (embed -> fsdp already).
     c.logical_axis_rules = tuple(DEFAULT_LOGICAL_AXIS_RULES)
     c.data_threads = 0  # background threads rendering clips (0 = in the train loop)
     # Train on the codes of the first num_clips training clips, encoded once per tokenizer into
@@ -54,7 +54,7 @@ def get_config(arg=None):
     c.peak_flops = None  # FLOP/s of the mesh for MFU; None -> "MFU n/a"; "measure" -> timed matmul (CPU)
 
     c.data = {"kind": "world", "resolution": 32 if tiny else 64, "num_frames": 17, "max_objects": 2}
-    # Long videos (videogen/continuation.py, experiments/long_video.py): render_frames = 1 + 4m > num_frames
+    # Long videos (videogen/longvideo/continuation.py, experiments/long_video.py): render_frames = 1 + 4m > num_frames
     # renders longer clips and trains on a random window of the model's latent frames in each (set in
     # experiments/long_video.py; None = train on the clips' first num_frames frames only).
     c.data.render_frames = None
@@ -68,7 +68,7 @@ def get_config(arg=None):
         "num_captions": 5000,  # captions the text tokenizer is trained on (when absent from the workdir)
         "drop_prob": 0.1,  # caption -> all PAD (classifier-free guidance)
     }
-    # TransformerConfig fields (videogen/model.py).
+    # TransformerConfig fields (videogen/lm/model.py).
     c.model = dict(
         num_layers=4 if tiny else 12,  # transformer blocks
         d_model=128 if tiny else 512,  # residual width

@@ -7,7 +7,7 @@ experiments/lm_world.py plus the two long-video training options of videogen/tra
   still describes the first 17) and each example is a window of the model's 5 latent frames at a random
   offset, so most training windows start mid-clip, after bounces, as continuation windows do;
 * ``continuation``: half the examples are continuation examples (their first ``context_frames = 3`` latent
-  frames given, not masked and not scored -- the window layout of videogen/continuation.py with its
+  frames given, not masked and not scored -- the window layout of videogen/longvideo/continuation.py with its
   default ``K = W - 2 = 3``), and 10 % of those context tokens are replaced by random codes
   (``corruption``; exposure bias: generated context is never perfect).
 
@@ -45,9 +45,10 @@ from pathlib import Path
 
 import numpy as np
 
-from videogen import continuation, judge, video_io
-from videogen.data import captions, world
+from videogen.data import captions, video_io, world
 from videogen.data.captions import DIRECTIONS
+from videogen.eval import judge
+from videogen.longvideo import continuation
 
 
 def _lm_world():

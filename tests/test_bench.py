@@ -11,7 +11,7 @@ import pytest
 
 from videogen import bench as B
 from videogen import train as LM
-from videogen.model import flops_per_token
+from videogen.lm.model import flops_per_token
 
 
 @pytest.fixture(scope="module")

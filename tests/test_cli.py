@@ -8,8 +8,8 @@ import sys
 import numpy as np
 import pytest
 
-from videogen import cli, video_io
-from videogen.data import world
+from videogen import cli
+from videogen.data import video_io, world
 
 
 def test_preview_writes_gif_grid_contact_sheet_and_captions(tmp_path, capsys):
@@ -86,7 +86,7 @@ def test_demo_tokenizer_loss_follows_its_steps(tmp_path, monkeypatch):
     """The tiny config's edge-weighted loss measured worse at the demo's few hundred steps and better from
     1,200 on (BENCHMARKS.md): a short demo's tokenizer stage trains with plain L2, a long one keeps it."""
     from videogen import generate
-    from videogen.config import apply_overrides, load_config
+    from videogen.training.config import apply_overrides, load_config
 
     tiny = load_config(str(generate.REPO / "experiments/tokenizer_world.py") + ":tiny")
     tiny_weight = tiny.loss.edge_weight

@@ -1,5 +1,5 @@
-"""Long videos (issue #5): sliding-window continuation (videogen/continuation.py), the training options it
-needs (videogen/train.py build_sequences, world long renders) and the drift measurement (videogen/drift.py).
+"""Long videos (issue #5): sliding-window continuation (videogen/longvideo/continuation.py), the training options it
+needs (videogen/train.py build_sequences, world long renders) and the drift measurement (videogen/longvideo/drift.py).
 
 Models are random-init and tiny: a causal tokenizer 16x16, 4x temporal / 8x spatial compression (17 frames ->
 5x2x2 latents, 64 codes) and a 2-layer LM of width 32. Quality is not tested here, mechanics are.
@@ -17,13 +17,15 @@ import pytest
 from flax import nnx
 
 from tokenizer import train as T
-from videogen import continuation as C
-from videogen import drift, lm, sampling
+from videogen import lm
 from videogen import train as LM
 from videogen.data import text as text_lib
 from videogen.data import world
 from videogen.data.sources import build_source
-from videogen.model import Transformer, TransformerConfig, make_positions, video_token_ids
+from videogen.lm import sampling
+from videogen.lm.model import Transformer, TransformerConfig, make_positions, video_token_ids
+from videogen.longvideo import continuation as C
+from videogen.longvideo import drift
 
 ROOT = Path(__file__).resolve().parents[1]
 PROMPTS = ["a small red circle moves to the left", None]

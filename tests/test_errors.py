@@ -24,11 +24,11 @@ from workdirs import tiny_tokenizer_config
 
 from tokenizer import evaluate as tok_evaluate
 from tokenizer import train as tok_train
-from videogen import cli, generate, video_io
-from videogen import evaluate as lm_evaluate
+from videogen import cli, generate
 from videogen import train as lm_train
-from videogen.data import world
+from videogen.data import video_io, world
 from videogen.errors import UsageError
+from videogen.eval import evaluate as lm_evaluate
 
 ROOT = Path(__file__).resolve().parents[1]
 TOKENIZER_CONFIG = str(ROOT / "experiments/tokenizer_world.py") + ":tiny"
@@ -668,7 +668,7 @@ def test_the_other_mains_report_usage_errors_too(paths, tmp_path, capsys):
     assert err.startswith("python -m tokenizer.evaluate: error: --workdir") and "is an LM workdir" in err
     _usage_error(capsys, tok_evaluate.main, ["--workdir", paths["tok"], "--num-clips", "0"])
     err = _usage_error(capsys, lm_evaluate.main, ["--workdir", paths["missing"]])
-    assert err.startswith("python -m videogen.evaluate: error:") and str(paths["missing"]) in err
+    assert err.startswith("python -m videogen.eval.evaluate: error:") and str(paths["missing"]) in err
     err = _usage_error(capsys, generate.main, ["demo", "--workdir", tmp_path, "--guidance", "nan"])
     assert "--guidance" in err
     _usage_error(capsys, generate.main, ["demo", "--workdir", paths["file"]])

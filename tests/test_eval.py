@@ -1,4 +1,4 @@
-"""`videogen eval` (videogen/evaluate.py): tokenizer and generator evaluation on tiny models.
+"""`videogen eval` (videogen/eval/evaluate.py): tokenizer and generator evaluation on tiny models.
 
 The tokenizer workdir is an initialised (untrained) 16x16x9 tokenizer saved as tokenizer.train saves it
 (2x8x8 compression: a 5x2x2 token grid, LFQ 6 bits); the LM is 2 layers of width 32 trained for 2 steps
@@ -20,9 +20,9 @@ from workdirs import save_initialised_tokenizer, tiny_lm_config, tiny_tokenizer_
 from tokenizer import train as T
 from tokenizer.quantizers import CodeUsage
 from videogen import cli
-from videogen import evaluate as E
 from videogen import train as LM
 from videogen.data import world
+from videogen.eval import evaluate as E
 from videogen.eval import fvd
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -1,4 +1,4 @@
-"""Fault tolerance of both trainers (videogen/checkpointing.py, videogen/config_checks.py, issue #7):
+"""Fault tolerance of both trainers (videogen/training/checkpointing.py, videogen/config_checks.py, issue #7):
 restore onto other meshes, corrupted checkpoints, async save errors, SIGTERM / SIGKILL, non-finite loss,
 one run per workdir, params-only export, config validation before anything compiles.
 
@@ -26,9 +26,10 @@ from flax import nnx
 from workdirs import TINY_LM_OVERRIDES, save_initialised_tokenizer, tiny_lm_config, tiny_tokenizer_config
 
 from tokenizer import train as T
-from videogen import checkpointing, config_checks
-from videogen import mesh as mesh_lib
+from videogen import config_checks
 from videogen import train as LM
+from videogen.training import checkpointing
+from videogen.training import mesh as mesh_lib
 
 ROOT = Path(__file__).resolve().parents[1]
 TOK_EXTRAS = ["batch_size=8", "eval.batch_size=8", "quiet=True"]
@@ -405,7 +406,7 @@ def test_second_run_on_a_workdir_is_refused_and_a_dead_holder_frees_it(tok_dir, 
         [
             sys.executable,
             "-c",
-            "import sys, time; from videogen.checkpointing import WorkdirLock; "
+            "import sys, time; from videogen.training.checkpointing import WorkdirLock; "
             f"WorkdirLock({str(wd)!r}, tag='lm').acquire(); print('locked', flush=True); time.sleep(120)",
         ],
         cwd=ROOT,

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from videogen.data.folder import FolderSource
-from videogen.video_io import VideoReadError, write_gif, write_mp4
+from videogen.data.video_io import VideoReadError, write_gif, write_mp4
 
 # Small settings keep every test to a handful of short ffmpeg runs:
 # a clip is 8 frames at 8 fps = 1 s, resized to 16x16.

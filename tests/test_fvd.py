@@ -19,8 +19,8 @@ import scipy.linalg
 from scipy.ndimage import gaussian_filter
 
 from videogen.data import world
+from videogen.data.video_io import read_video
 from videogen.eval import fvd as F
-from videogen.video_io import read_video
 
 REFERENCE = Path(__file__).parent / "data" / "i3d_reference_features.npy"
 

@@ -18,8 +18,8 @@ PACKAGES = ("videogen", "tokenizer")
 TRAINERS = ("tokenizer.train", "videogen.train")
 
 # Modules that import a trainer besides the trainers themselves, each with why: none. Library code uses
-# tokenizer/core.py (tokenizer/api.py) and videogen/lm.py; `make bench` and `videogen plan` build the trainers'
-# update steps from tokenizer/train_step.py and videogen/lm_train_step.py; `make demo` runs the trainers as
+# tokenizer/core.py (tokenizer/api.py) and videogen/lm/core.py; `make bench` and `videogen plan` build the trainers'
+# update steps from tokenizer/train_step.py and videogen/lm/train_step.py; `make demo` runs the trainers as
 # commands (python -m tokenizer.train / videogen.train).
 TRAINER_USERS: dict[str, str] = {}
 
@@ -207,7 +207,7 @@ def test_only_entry_points_import_a_trainer():
         if i.target in TRAINERS and i.module not in TRAINERS and i.module not in TRAINER_USERS
     ]
     assert not bad, (
-        "library code imports a trainer (use tokenizer.core / tokenizer.api, videogen.lm, videogen.config "
+        "library code imports a trainer (use tokenizer.core / tokenizer.api, videogen.lm, videogen.training.config "
         "instead):\n" + "\n".join(bad)
     )
     unused = sorted(set(TRAINER_USERS) - {i.module for i in imports if i.target in TRAINERS})

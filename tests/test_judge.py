@@ -5,8 +5,8 @@ import dataclasses
 import numpy as np
 import pytest
 
-from videogen import judge
 from videogen.data import captions, damage, world
+from videogen.eval import judge
 
 
 def _accuracy(resolution, n, damage_kind=None, split="test"):

@@ -1,4 +1,4 @@
-"""The one guided next-token decoder of videogen/lm.py (:func:`videogen.lm.next_token_codes`) behind text-to-video
+"""The one guided next-token decoder of videogen/lm/core.py (:func:`videogen.lm.next_token_codes`) behind text-to-video
 sampling, frame prediction and the continuation windows, pinned down at a fixed seed.
 
 Each case is decoded twice: by the samplers themselves (KV cache, prefill, empty context slots, skipped steps)
@@ -16,8 +16,9 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from videogen import lm, sampling
-from videogen.model import Transformer, TransformerConfig, make_positions, video_logits, video_token_ids
+from videogen.lm import core as lm
+from videogen.lm import sampling
+from videogen.lm.model import Transformer, TransformerConfig, make_positions, video_logits, video_token_ids
 
 T, H, W = 3, 2, 2  # latent grid: 3 frames of P = 4 tokens
 P, N = H * W, T * H * W

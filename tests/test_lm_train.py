@@ -17,8 +17,8 @@ import pytest
 from workdirs import save_initialised_tokenizer, tensorboard_tags, tiny_lm_config, tiny_tokenizer_config
 
 from videogen import checks
-from videogen import lm as lm_lib
 from videogen import train as LM
+from videogen.lm import core as lm_lib
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -248,7 +248,7 @@ def test_text_loss_trains_and_samples_through_the_cli(tok_dir, tmp_path, capsys)
 
 
 def test_motion_emphasis_weights_changed_tokens():
-    from videogen.model import TransformerConfig
+    from videogen.lm.model import TransformerConfig
     from videogen.train import motion_emphasis
 
     tcfg = TransformerConfig.tiny(video_grid=(3, 1, 2))

@@ -1,4 +1,4 @@
-"""Tests of the text-to-video transformer (videogen.model): cache, positions, masks, heads, sharding."""
+"""Tests of the text-to-video transformer (videogen.lm.model): cache, positions, masks, heads, sharding."""
 
 from __future__ import annotations
 
@@ -12,8 +12,7 @@ import pytest
 from flax import nnx
 from jax.sharding import PartitionSpec
 
-from videogen import mesh as mesh_lib
-from videogen.model import (
+from videogen.lm.model import (
     DEFAULT_LOGICAL_AXIS_RULES,
     Transformer,
     TransformerConfig,
@@ -36,6 +35,7 @@ from videogen.model import (
     sample_codes,
     video_token_ids,
 )
+from videogen.training import mesh as mesh_lib
 
 
 def _video_logits(out):
@@ -186,7 +186,7 @@ def test_text_positions_carry_information():
 
 
 def test_text_rope_is_standard_1d_rope():
-    from videogen.model import rope_angles
+    from videogen.lm.model import rope_angles
 
     pos = make_positions(TransformerConfig.tiny(), 1)[:, :4]
     cos, _ = rope_angles(pos, 8, 10000.0)
@@ -309,7 +309,7 @@ def _reference_attention(q, k, v, mask):
     "heads,kv_heads,dtype", [(4, 4, "float32"), (4, 2, "float32"), (6, 1, "float32"), (4, 2, "bfloat16")]
 )
 def test_attention_custom_vjp_matches_autodiff(heads, kv_heads, dtype):
-    from videogen.model import _attend
+    from videogen.lm.model import _attend
 
     keys = jax.random.split(jax.random.key(heads * 10 + kv_heads), 5)
     q = jax.random.normal(keys[0], (2, 7, heads, 8)).astype(dtype)
@@ -581,7 +581,7 @@ def test_video_position_embedding_is_absolute():
 
 
 def test_grid_rope_ladder_spans_each_axis():
-    from videogen.model import rope_frequencies
+    from videogen.lm.model import rope_frequencies
 
     freq = rope_frequencies(32, 10000.0, "grid", (37, 8, 8))
     for axis, extent in enumerate((37, 8, 8)):

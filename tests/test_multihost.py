@@ -95,7 +95,7 @@ def test_two_processes_match_one_and_their_checkpoint_restores_in_one(tok_dir, t
 
 
 def test_cluster_detection_and_launch_flags():
-    from videogen import distributed
+    from videogen.training import distributed
 
     assert distributed.detect_cluster({}) is None
     assert distributed.detect_cluster({"SLURM_NTASKS": "1", "SLURM_PROCID": "0"}) is None  # one task: no init

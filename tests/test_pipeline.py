@@ -6,9 +6,8 @@ import jax
 import numpy as np
 import pytest
 
-from videogen import mesh as mesh_lib
-from videogen import video_io
-from videogen.data import pipeline, sources, text, world
+from videogen.data import pipeline, sources, text, video_io, world
+from videogen.training import mesh as mesh_lib
 
 SMALL = world.WorldConfig(resolution=32, num_frames=5)
 

@@ -167,7 +167,7 @@ def test_reproduction_plan_uses_the_manifests_commands(tmp_path, manifest, capsy
     finally:
         sys.path.remove(str(ROOT / "experiments"))
     plan = experiment.reproduction_plan(tmp_path / "pre")
-    from videogen.config import apply_overrides, load_config
+    from videogen.training.config import apply_overrides, load_config
 
     for kind in ("tokenizer", "lm"):
         rebuilt = apply_overrides(load_config(str(ROOT / plan[kind]["config"])), plan[kind]["overrides"])

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from videogen import cli
-from videogen.config import apply_overrides, load_config
+from videogen.training.config import apply_overrides, load_config
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]

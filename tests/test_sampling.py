@@ -1,4 +1,4 @@
-"""Tests for videogen.sampling: mask schedules, MaskGIT decoding, classifier-free guidance,
+"""Tests for videogen.lm.sampling: mask schedules, MaskGIT decoding, classifier-free guidance,
 logit sampling (temperature / top-k / top-p) and autoregressive decoding with toy models.
 
 Compilation dominates the runtime on CPU, so decoders are jitted at module level and shared between
@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from videogen.sampling import (
+from videogen.lm.sampling import (
     ar_decode,
     cfg_logits,
     guided,
@@ -575,7 +575,7 @@ def _joint_from_groups(group_logits):
 def test_factorised_sampling_is_the_joint_distribution():
     """A bit-group head's codes, drawn group by group, follow the product distribution: frequencies, the
     greedy code, the returned log-probability and guidance all match the brute-force joint."""
-    from videogen.sampling import _sample_with_logprob, cfg_logits
+    from videogen.lm.sampling import _sample_with_logprob, cfg_logits
 
     rng = _np_rng(3)
     groups = jnp.asarray(rng.normal(size=(3, 4)) * 1.5, jnp.float32)  # G = 3 digits of n = 4: 64 codes

@@ -1,4 +1,4 @@
-"""``scan_layers=True`` (videogen.model): blocks stacked on a 'layers' axis and run with nnx.scan give the
+"""``scan_layers=True`` (videogen.lm.model): blocks stacked on a 'layers' axis and run with nnx.scan give the
 unrolled model's values (every mask mode, KV-cached decoding, gradients with remat), convert both ways
 (stack_layer_params / unstack_layer_params), shard with the 'layers' axis replicated, and compile one block
 instead of num_layers copies."""
@@ -14,8 +14,7 @@ import pytest
 from flax import nnx
 from jax.sharding import PartitionSpec
 
-from videogen import mesh as mesh_lib
-from videogen.model import (
+from videogen.lm.model import (
     DEFAULT_LOGICAL_AXIS_RULES,
     LAYER_AXIS,
     MASK_MODES,
@@ -29,6 +28,7 @@ from videogen.model import (
     video_token_ids,
     weight_decay_mask,
 )
+from videogen.training import mesh as mesh_lib
 
 CFG = TransformerConfig.tiny(num_layers=3, video_grid=(3, 2, 2), text_loss=True)
 _is_var = lambda x: isinstance(x, nnx.Variable)  # noqa: E731

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import numpy as np
 
-from videogen import judge
 from videogen.data import world
 from videogen.data.captions import parse_caption
+from videogen.eval import judge
 
 _spec = importlib.util.spec_from_file_location(
     "long_video", Path(__file__).resolve().parents[1] / "experiments" / "long_video.py"

@@ -15,8 +15,8 @@ from workdirs import save_initialised_tokenizer, tiny_tokenizer_config
 
 from tokenizer import codes as C
 from tokenizer import train as T
-from videogen import cli, video_io
-from videogen.data import world
+from videogen import cli
+from videogen.data import video_io, world
 from videogen.data.sources import build_source
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -162,7 +162,7 @@ def test_gan_switches_on_at_start_step_and_resumes(tmp_path):
 
 
 def _saved_train_keys(workdir, step):
-    from videogen import checkpointing
+    from videogen.training import checkpointing
 
     return set(checkpointing.make_manager(workdir).item_metadata(step)["train"].keys())
 

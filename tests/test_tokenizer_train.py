@@ -23,7 +23,7 @@ from tokenizer import train as T
 from tokenizer.model import Autoencoder
 from tokenizer.quantizers import make_quantizer
 from videogen.data.sources import build_source
-from videogen.mesh import make_mesh
+from videogen.training.mesh import make_mesh
 
 CONFIG = "experiments/tokenizer_world.py"
 ROOT = Path(__file__).resolve().parents[1]

@@ -1,4 +1,4 @@
-"""Tests for videogen.video_io: round trips, resampling, cropping, errors, previews."""
+"""Tests for videogen.data.video_io: round trips, resampling, cropping, errors, previews."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from videogen.video_io import (
+from videogen.data.video_io import (
     VideoReadError,
     contact_sheet,
     gif_grid,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from tokenizer import train as T
-from videogen.config import apply_overrides, load_config
+from videogen.training.config import apply_overrides, load_config
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -55,10 +55,11 @@ from PIL import Image
 
 from tokenizer import api as tok_api
 from tokenizer import evaluate as eval_lib
-from videogen import checks, video_io
-from videogen import mesh as mesh_lib
+from videogen import checks
+from videogen.data import video_io
 from videogen.errors import UsageError
 from videogen.eval import fvd as fvd_lib
+from videogen.training import mesh as mesh_lib
 
 FORMAT = "videogen-codes"
 VERSION = 1

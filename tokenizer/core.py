@@ -24,10 +24,10 @@ from jax.sharding import NamedSharding, PartitionSpec
 
 from tokenizer.model import Autoencoder, AutoencoderConfig
 from tokenizer.quantizers import make_quantizer
-from videogen import checkpointing
-from videogen.config import to_plain
 from videogen.data.sources import eval_spec
-from videogen.optim import make_optimizer
+from videogen.training import checkpointing
+from videogen.training.config import to_plain
+from videogen.training.optim import make_optimizer
 
 __all__ = [
     "COMPUTE_ONLY_MODEL_KEYS",
@@ -143,7 +143,7 @@ def to_uint8(video: jax.Array) -> jax.Array:
 
 
 def checkpoint_manager(workdir: Path, config=None, *, read_only: bool = False) -> ocp.CheckpointManager:
-    """The workdir's orbax manager (shared with the LM trainer: videogen.checkpointing.make_manager)."""
+    """The workdir's orbax manager (shared with the LM trainer: videogen.training.checkpointing.make_manager)."""
     if config is None:
         return checkpointing.make_manager(workdir, read_only=read_only)
     return checkpointing.make_manager(

@@ -20,13 +20,13 @@ Metrics, all on the uint8 reconstructions a user would see (``round((x + 1) * 12
 * ``usage`` / ``perplexity`` / ``used_codes`` / ``entropy``: :class:`tokenizer.quantizers.CodeUsage`
   over every token of the evaluated clips (not per batch).
 * ``judge_all_correct`` (+ ``judge_colour/shape/size/motion``, ``judge_all_correct_lenient``):
-  :mod:`videogen.judge` on the reconstructions against the source captions -- does the tokenizer keep what
+  :mod:`videogen.eval.judge` on the reconstructions against the source captions -- does the tokenizer keep what
   the caption says? Only meaningful for the built-in world (ground-truth clips score 1.0).
 * ``rfvd`` (when a feature function is given: ``videogen eval``, ``videogen eval-tokenizer --rfvd``): FVD of
   the reconstructions against the originals, each clip's first 16 frames (:mod:`videogen.eval.fvd`).
 
 :func:`evaluate_tokenizer` is the one evaluation loop: the trainer's periodic eval, this command,
-``videogen eval-tokenizer`` (tokenizer/codes.py) and ``videogen eval`` (videogen/evaluate.py) all run it,
+``videogen eval-tokenizer`` (tokenizer/codes.py) and ``videogen eval`` (videogen/eval/evaluate.py) all run it,
 the commands through :func:`evaluate_split` (a config's eval data, batch and judge rules).
 """
 
@@ -46,12 +46,13 @@ from jax.sharding import NamedSharding, PartitionSpec
 
 from tokenizer.core import eval_data_spec, latest_step, load_tokenizer, to_float, to_uint8
 from tokenizer.quantizers import CodeUsage
-from videogen import checks, errors, video_io
-from videogen import judge as judge_lib
-from videogen import mesh as mesh_lib
+from videogen import checks, errors
+from videogen.data import video_io
 from videogen.data.sources import build_source
 from videogen.errors import UsageError
 from videogen.eval import fvd as fvd_lib
+from videogen.eval import judge as judge_lib
+from videogen.training import mesh as mesh_lib
 
 __all__ = [
     "eval_source",
@@ -215,7 +216,7 @@ def evaluate_tokenizer(
             last batch is padded (repeating its last clip) and the padding is dropped from every metric.
         mesh: shard batches over its data axes; None runs on the default device.
         num_clips: evaluate the first ``num_clips`` clips; None = the whole source.
-        judge: also score the reconstructions with :mod:`videogen.judge` (built-in world captions).
+        judge: also score the reconstructions with :mod:`videogen.eval.judge` (built-in world captions).
         num_samples: how many (original, reconstruction) pairs to write to ``sample_path``.
         sample_path: ``.gif`` path (an ``.mp4`` is written next to it).
         feature_fn: with it, rFVD: the FVD of the reconstructions against the originals under this
@@ -226,7 +227,7 @@ def evaluate_tokenizer(
         Flat dict of floats: ``psnr``, ``ssim``, ``usage``, ``used_codes``, ``perplexity``,
         ``entropy``, ``tokens``, ``num_clips``, ``eval_seconds``; with ``judge``, ``judge_all_correct``,
         ``judge_colour``, ``judge_shape``, ``judge_size``, ``judge_motion``, ``judge_all_correct_lenient``
-        (:func:`videogen.judge.summary`); with ``feature_fn``, ``rfvd`` and ``rfvd_seconds`` (the
+        (:func:`videogen.eval.judge.summary`); with ``feature_fn``, ``rfvd`` and ``rfvd_seconds`` (the
         embedding's share of the time).
     """
     n = len(source) if num_clips is None else min(int(num_clips), len(source))

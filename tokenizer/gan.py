@@ -14,7 +14,7 @@ from flax import nnx
 from tokenizer import losses as losses_lib
 from tokenizer.core import INIT_KEY_IMPL
 from tokenizer.losses import Discriminator3D
-from videogen.config import to_plain
+from videogen.training.config import to_plain
 
 __all__ = [
     "disc_logits",

@@ -19,7 +19,7 @@ Workdir::
     config.json           the resolved config; load_tokenizer() rebuilds the model from it
     checkpoints/<step>/   orbax items: model (EMA params + quantizer state), train (params, optimizer
                           state, step), pipeline (JSON: the data position), integrity (JSON: fingerprints)
-    checkpoints.corrupt/  damaged checkpoints set aside on resume (see videogen/checkpointing.py)
+    checkpoints.corrupt/  damaged checkpoints set aside on resume (see videogen/training/checkpointing.py)
     .lock                 held while a run uses the workdir (a second run is refused)
     tb/                   TensorBoard scalars: train/*, eval/*
     samples/              step_<N>.gif/.mp4 per eval: each cell is original | reconstruction (EMA); step_<N>.png
@@ -31,8 +31,8 @@ Library use::
     metrics = train(config, workdir)                        # final metrics dict
 
 A trained tokenizer is loaded, and clips encoded and decoded, by tokenizer/core.py (public part:
-tokenizer/api.py); config files are read by videogen/config.py, the command line is videogen/trainer_cli.py,
-the train loop (logging, non-finite watch, timing, preemption, saving, eval) is videogen/loop.py's, the GAN's
+tokenizer/api.py); config files are read by videogen/training/config.py, the command line is videogen/training/trainer_cli.py,
+the train loop (logging, non-finite watch, timing, preemption, saving, eval) is videogen/training/loop.py's, the GAN's
 discriminator tokenizer/gan.py's.
 
 The train state (born sharded), the update step and the checkpoint items are tokenizer/train_step.py's (so
@@ -79,15 +79,15 @@ from tokenizer.train_step import (
     save_checkpoint,
     state_shardings,
 )
-from videogen import checkpointing, loop
-from videogen.config import apply_overrides, load_config
 from videogen.data.sources import build_source
-from videogen.loop import batch_sharding, make_mesh
-from videogen.mesh import describe_shardings
-from videogen.optim import make_optimizer
-from videogen.trainer_cli import run_cli
+from videogen.training import checkpointing, loop
+from videogen.training.config import apply_overrides, load_config
+from videogen.training.loop import batch_sharding, make_mesh
+from videogen.training.mesh import describe_shardings
+from videogen.training.optim import make_optimizer
+from videogen.training.trainer_cli import run_cli
 
-# The library this trainer builds on (tokenizer/core.py, videogen/config.py, videogen/loop.py, ...),
+# The library this trainer builds on (tokenizer/core.py, videogen/training/config.py, videogen/training/loop.py, ...),
 # re-exported: `from tokenizer.train import load_tokenizer` and the like keep working.
 __all__ = [
     "COMPUTE_ONLY_MODEL_KEYS",
@@ -123,7 +123,7 @@ __all__ = [
 # ============================================================================================
 # The Pipeline (videogen/data/pipeline.py) renders/reads clips on the host and hands each process's
 # slice to jax.make_array_from_process_local_data: batches arrive as global uint8 arrays
-# [B, T, H, W, 3] split over the mesh's ('data', 'fsdp') axes (videogen.loop.batch_sharding). They travel as
+# [B, T, H, W, 3] split over the mesh's ('data', 'fsdp') axes (videogen.training.loop.batch_sharding). They travel as
 # uint8 (4x less than float32) and are converted to [-1, 1] float inside the jitted step. Only "video" is kept.
 
 
@@ -132,14 +132,14 @@ def _video_only(example: dict) -> dict:
 
 
 # ============================================================================================
-# 2. Train loop (videogen/loop.py)
+# 2. Train loop (videogen/training/loop.py)
 # ============================================================================================
 
 
 def train(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict:
     """Trains (or resumes) a tokenizer in ``workdir``; returns the final metrics (train/*, eval/*, timing).
 
-    One run per workdir (a second is refused: videogen.checkpointing.WorkdirLock). Resumes from the newest
+    One run per workdir (a second is refused: videogen.training.checkpointing.WorkdirLock). Resumes from the newest
     checkpoint that restores and verifies (a damaged newer one is set aside, and the log says so). SIGTERM
     saves a checkpoint after the current step and returns with ``final['preempted'] = True``. A non-finite
     loss or gradient norm raises checkpointing.NonFiniteError before anything non-finite is saved.

@@ -38,11 +38,12 @@ from tokenizer.gan import (
 )
 from tokenizer.model import LOGICAL_AXIS_RULES, amplify_chroma, check_input_shape
 from tokenizer.quantizers import LFQ
-from videogen import checkpointing, errors, loop
-from videogen import mesh as mesh_lib
-from videogen.loop import batch_sharding, replicated
+from videogen import errors
+from videogen.training import checkpointing, loop
+from videogen.training import mesh as mesh_lib
+from videogen.training.loop import batch_sharding, replicated
 
-# Compiled programs, kept per process (videogen.loop.ProgramCache) and keyed by every config entry they
+# Compiled programs, kept per process (videogen.training.loop.ProgramCache) and keyed by every config entry they
 # depend on: train() called again -- a resume with more steps, tests, notebooks -- does not recompile. These
 # entries are left out of the key.
 PROGRAMS = loop.ProgramCache(
@@ -264,7 +265,7 @@ def make_train_step(config, graphdef, tx, shardings, mesh):
 
 
 # ============================================================================================
-# 4. Checkpoints (orbax, videogen/checkpointing.py): items model / train / pipeline / integrity (fingerprints)
+# 4. Checkpoints (orbax, videogen/training/checkpointing.py): items model / train / pipeline / integrity (fingerprints)
 # ============================================================================================
 
 

@@ -11,7 +11,7 @@ Rows, per platform (all in one run, so they compare with each other):
 * ``tokenizer train step`` / ``encode`` / ``decode`` -- frames per second of the video tokenizer
   (experiments/tokenizer_world.py: ``tiny`` on CPU, the default config on GPU), untrained weights.
 * ``LM train`` -- tokens/s of the transformer train step (experiments/lm_world.py, ``tiny`` on CPU, default
-  on GPU), its FLOP/s (``videogen.model.flops_per_token``) and MFU = FLOP/s / the measured matmul peak;
+  on GPU), its FLOP/s (``videogen.lm.model.flops_per_token``) and MFU = FLOP/s / the measured matmul peak;
   the next-token step is also timed with ``jax.nn.dot_product_attention`` as the reference for ours.
 * ``AR sampling, batch B`` -- next-token decoding with the KV cache (classifier-free guidance, so the model
   runs 2B sequences), video tokens per second against the memory-bandwidth bound: every decoded token reads
@@ -51,12 +51,13 @@ from jax.sharding import AxisType, Mesh
 
 from tokenizer import core as tok_core
 from tokenizer import train_step as tok_step
-from videogen import bench_data, loop
-from videogen import lm as lm_lib
-from videogen import lm_train_step as lm_step
-from videogen.config import apply_overrides, load_config
+from videogen import bench_data
 from videogen.data import pipeline, world
-from videogen.optim import make_optimizer
+from videogen.lm import core as lm_lib
+from videogen.lm import train_step as lm_step
+from videogen.training import loop
+from videogen.training.config import apply_overrides, load_config
+from videogen.training.optim import make_optimizer
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -16,10 +16,10 @@ import time
 
 import jax
 
-from videogen import judge
-from videogen import mesh as mesh_lib
 from videogen.data import pipeline, world
 from videogen.data.tfds_source import TfdsSource
+from videogen.eval import judge
+from videogen.training import mesh as mesh_lib
 
 
 def _rate(fn, clips_per_call: int, calls: int) -> float:

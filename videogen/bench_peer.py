@@ -23,7 +23,7 @@ The two are timed back to back: ``--rounds`` rounds, each ``--steps`` steps of o
 shared machine the load changes by the minute, so the ratio of the two within the same run is the
 figure to read, not either time alone. Also printed: the matmul peak measured in this run
 (``videogen.bench.matmul_peak``, the fastest of its repeats, measured before and after the steps; the
-higher is used) and each step's MFU against it (FLOPs per step from ``videogen.model.flops_per_token``,
+higher is used) and each step's MFU against it (FLOPs per step from ``videogen.lm.model.flops_per_token``,
 the same count for both: the peer computes the same model).
 
 Exit status 2, with one line on how to make the scratch environment, when ``--torch-python`` is missing
@@ -47,7 +47,7 @@ import jax
 from videogen import bench as B
 from videogen import errors
 from videogen import lm as lm_lib
-from videogen.config import apply_overrides
+from videogen.training.config import apply_overrides
 
 # The positions the peer implements (the step: RoPE only), put before the --set overrides.
 PEER_POSITIONS = ["model.video_pos_emb=False", "model.rope_video=shared"]

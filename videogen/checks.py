@@ -16,8 +16,8 @@ from typing import Any
 import numpy as np
 
 from videogen.data.folder import video_files
+from videogen.data.video_io import VIDEO_EXTENSIONS
 from videogen.errors import UsageError
-from videogen.video_io import VIDEO_EXTENSIONS
 
 # ============================================================================================
 # Flag values: argparse types (a bad value is refused while parsing, with the flag's name)

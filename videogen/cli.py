@@ -33,17 +33,19 @@ import numpy as np
 from jax._src import xla_bridge
 
 from tokenizer.codes import add_commands as add_tokenizer_commands
-from videogen import bench_data, checkpointing, checks, config_checks, errors, judge, video_io
+from videogen import bench_data, checks, config_checks, errors
 from videogen import plan as plan_lib
-from videogen.config import apply_overrides, load_config
-from videogen.continuation import add_continue_args, continue_command
-from videogen.data import damage, sources, text, world
+from videogen.data import damage, sources, text, video_io, world
 from videogen.data.captions import parse_caption
 from videogen.data.sources import build_source
 from videogen.errors import UsageError
-from videogen.evaluate import add_eval_args
-from videogen.evaluate import run as run_eval
+from videogen.eval import judge
+from videogen.eval.evaluate import add_eval_args
+from videogen.eval.evaluate import run as run_eval
 from videogen.generate import add_sample_args, sample_command
+from videogen.longvideo.continuation import add_continue_args, continue_command
+from videogen.training import checkpointing
+from videogen.training.config import apply_overrides, load_config
 
 # Stages that later issues add; until they land the command says so instead of pretending.
 _PENDING: dict[str, str] = {}
@@ -148,7 +150,7 @@ def cmd_prepare_world(args) -> None:
     tfds_world.main(argv)
 
 
-# The judge reads motion from a track of at least this many frames (videogen.judge.classify_motion); fewer
+# The judge reads motion from a track of at least this many frames (videogen.eval.judge.classify_motion); fewer
 # would be judged "motion wrong" rather than not judged.
 MIN_JUDGE_FRAMES = 3
 
@@ -284,7 +286,7 @@ def cmd_export(args) -> None:
     print(
         f"Exported step {manifest['step']} of {args.workdir} ({manifest['num_params']:,} values, EMA params "
         f"only) to {out}: params/ + {', '.join(manifest['files']) or 'no config'}. Load with "
-        "videogen.checkpointing.load_params(out)."
+        "videogen.training.checkpointing.load_params(out)."
     )
 
 

@@ -17,9 +17,9 @@ import jax
 
 from tokenizer.core import train_data_spec
 from videogen import checks
-from videogen import mesh as mesh_lib
 from videogen.data.sources import build_source
 from videogen.errors import UsageError
+from videogen.training import mesh as mesh_lib
 
 __all__ = [
     "check_lm_vocab",

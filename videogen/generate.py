@@ -19,12 +19,13 @@ from pathlib import Path
 
 import numpy as np
 
-from videogen import checks, drift, errors
+from videogen import checks, errors
 from videogen import pretrained as pretrained_lib
-from videogen.continuation import Continuation
 from videogen.data import world
 from videogen.errors import UsageError
 from videogen.lm import OBJECTIVES, load_lm, sample
+from videogen.longvideo import drift
+from videogen.longvideo.continuation import Continuation
 from videogen.samples import judge_samples, write_samples
 
 REPO = Path(__file__).resolve().parents[1]
@@ -156,8 +157,8 @@ def shipped_demo(
 ) -> dict:
     """The first part of `make demo`: the pretrained model shipped in the package samples ``num_prompts`` test
     prompts (mp4/GIF/npy + contact sheet, judged) into ``out/samples``, then writes one long video of 16x the
-    training length by sliding-window continuation (videogen/continuation.py) and its drift plot
-    (videogen/drift.py) into ``out/long``."""
+    training length by sliding-window continuation (videogen/longvideo/continuation.py) and its drift plot
+    (videogen/longvideo/drift.py) into ``out/long``."""
     out = Path(out)
     t0 = time.perf_counter()
     print(f"make demo: {pretrained_lib.describe()}", flush=True)

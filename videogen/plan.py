@@ -31,14 +31,15 @@ from tokenizer import train_step as tok_step
 from tokenizer.core import autoencoder_config, quantizer_kwargs
 from tokenizer.model import check_input_shape
 from tokenizer.quantizers import make_quantizer
-from videogen import config_checks, loop
+from videogen import config_checks
 from videogen import lm as lm_lib
-from videogen import lm_train_step as lm_step
-from videogen import mesh as mesh_lib
 from videogen.errors import UsageError
 from videogen.lm import attention_is_causal, check_objective, transformer_config
-from videogen.model import flops_per_token
-from videogen.optim import make_optimizer
+from videogen.lm import train_step as lm_step
+from videogen.lm.model import flops_per_token
+from videogen.training import loop
+from videogen.training import mesh as mesh_lib
+from videogen.training.optim import make_optimizer
 
 __all__ = ["format_plan", "plan", "plan_lm", "plan_tokenizer"]
 

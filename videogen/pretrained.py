@@ -5,7 +5,7 @@
     python -m videogen.pretrained verify              # the sha256 of every shipped file
     python -m videogen.pretrained show                # the manifest's commands and figures
 
-(Packing -- :func:`videogen.pretrained_pack.pack`, which measures the figures with videogen.evaluate -- and the
+(Packing -- :func:`videogen.pretrained_pack.pack`, which measures the figures with videogen.eval.evaluate -- and the
 command line live in videogen/pretrained_pack.py; this module loads and checks the folder.)
 
 The folder (``videogen/pretrained_data/tiny``, installed as package data) holds only plain data:
@@ -47,12 +47,13 @@ from flax import nnx
 
 from tokenizer.api import abstract_tokenizer
 from tokenizer.core import INIT_KEY_IMPL
-from videogen import errors, judge
-from videogen.config import apply_overrides, load_config, to_plain
+from videogen import errors
 from videogen.data import world
 from videogen.data.text import TextTokenizer
 from videogen.errors import UsageError
+from videogen.eval import judge
 from videogen.lm import abstract_model, sample, transformer_config
+from videogen.training.config import apply_overrides, load_config, to_plain
 
 REPO = Path(__file__).resolve().parents[1]
 SHIPPED = Path(__file__).resolve().parent / "pretrained_data" / "tiny"
@@ -593,5 +594,5 @@ def provenance() -> dict:
 
 if (
     __name__ == "__main__"
-):  # the folder's command line lives with pack(), which measures with videogen.evaluate
+):  # the folder's command line lives with pack(), which measures with videogen.eval.evaluate
     runpy.run_module("videogen.pretrained_pack", run_name="__main__", alter_sys=True)

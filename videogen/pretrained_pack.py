@@ -6,8 +6,8 @@
     python -m videogen.pretrained show                # the manifest's commands and figures
 
 (``python -m videogen.pretrained_pack`` is the same command line.) The folder's format and its loading are
-videogen/pretrained.py's; packing lives here because it measures the figures with videogen.evaluate, which
-loads the shipped model (videogen/continuation.py falls back to it).
+videogen/pretrained.py's; packing lives here because it measures the figures with videogen.eval.evaluate, which
+loads the shipped model (videogen/longvideo/continuation.py falls back to it).
 """
 
 from __future__ import annotations
@@ -24,8 +24,8 @@ from flax import nnx
 
 from tokenizer.api import latest_step, load_tokenizer
 from videogen import checks, errors
-from videogen import evaluate as ev
 from videogen.errors import UsageError
+from videogen.eval import evaluate as ev
 from videogen.eval import fvd as fvd_lib
 from videogen.lm import load_lm
 from videogen.pretrained import (

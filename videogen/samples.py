@@ -10,8 +10,9 @@ from pathlib import Path
 
 import numpy as np
 
-from videogen import judge, video_io
+from videogen.data import video_io
 from videogen.data.captions import CaptionParseError, parse_caption
+from videogen.eval import judge
 
 __all__ = ["judge_samples", "write_samples"]
 

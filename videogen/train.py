@@ -1,4 +1,4 @@
-"""Trains the text-to-video transformer (videogen/model.py) on codes of a frozen video tokenizer.
+"""Trains the text-to-video transformer (videogen/lm/model.py) on codes of a frozen video tokenizer.
 
 Run (configs are Python files with ``get_config(arg)``; ``path:arg`` picks a variant)::
 
@@ -11,7 +11,7 @@ Run (configs are Python files with ``get_config(arg)``; ``path:arg`` picks a var
 Overrides are ``--config.KEY=VALUE`` (dotted for nested keys), as in ``tokenizer.train``.
 
 Objectives (``next_token``, ``maskgit``, ``maskgit_frames``): their sequences, masks and losses are
-videogen/objectives.py's, described there; guidance training drops a caption with probability
+videogen/lm/objectives.py's, described there; guidance training drops a caption with probability
 ``text.drop_prob``.
 
 Gradient accumulation (``grad_accum_steps = A``): the global batch is built (masks, caption drop)
@@ -41,12 +41,12 @@ Library use::
 
     metrics = train(config, workdir)
 
-A trained LM is loaded and sampled by videogen/lm.py (``load_lm``, ``sample``; re-exported here).
+A trained LM is loaded and sampled by videogen/lm/core.py (``load_lm``, ``sample``; re-exported here).
 
-The train loop (logging, non-finite watch, timing, preemption, saving, eval) is videogen/loop.py's.
+The train loop (logging, non-finite watch, timing, preemption, saving, eval) is videogen/training/loop.py's.
 
 The train state (born sharded), the update and eval steps and the checkpoint items are
-videogen/lm_train_step.py's (so `make bench` and `videogen plan` time and compile the same step without
+videogen/lm/train_step.py's (so `make bench` and `videogen plan` time and compile the same step without
 importing this trainer).
 
 Sections: 1 tokenizers, 2 shard & transfer, 3 train loop (inside it: set up mesh, state, data, step, loop), CLI.
@@ -71,14 +71,15 @@ from jax.experimental import multihost_utils
 
 from tokenizer import codes as tok_codes
 from tokenizer.core import checkpoint_manager, to_float
-from videogen import checkpointing, config_checks, judge, loop
-from videogen.config import apply_overrides, load_config, to_plain
+from videogen import config_checks
 from videogen.data import code_cache
 from videogen.data.pipeline import Pipeline, PipelineConfig
 from videogen.data.sources import build_source, captions
 from videogen.data.sources import eval_spec as make_eval_spec
 from videogen.data.text import MODEL_FILENAME, TextTokenizer, train_text_tokenizer
+from videogen.data.video_io import contact_sheet, gif_grid
 from videogen.errors import UsageError
+from videogen.eval import judge
 from videogen.lm import (
     OBJECTIVES,
     abstract_model,
@@ -92,7 +93,12 @@ from videogen.lm import (
     sample,
     transformer_config,
 )
-from videogen.lm_train_step import (
+from videogen.lm.model import flops_per_token
+from videogen.lm.objectives import (
+    build_sequences,
+    motion_emphasis,
+)
+from videogen.lm.train_step import (
     PROGRAMS,
     RESUME_HINTS,
     RESUME_KEYS,
@@ -108,17 +114,13 @@ from videogen.lm_train_step import (
     sharding_context,
     state_shardings,
 )
-from videogen.loop import batch_sharding, make_mesh, measure_matmul_flops
-from videogen.model import flops_per_token
-from videogen.objectives import (
-    build_sequences,
-    motion_emphasis,
-)
-from videogen.trainer_cli import run_cli
-from videogen.video_io import contact_sheet, gif_grid
+from videogen.training import checkpointing, loop
+from videogen.training.config import apply_overrides, load_config, to_plain
+from videogen.training.loop import batch_sharding, make_mesh, measure_matmul_flops
+from videogen.training.trainer_cli import run_cli
 
-# The library this trainer builds on (videogen/lm.py, videogen/objectives.py, videogen/loop.py,
-# videogen/config.py), re-exported: `from videogen.train import sample` and the like keep working.
+# The library this trainer builds on (videogen/lm/core.py, videogen/lm/objectives.py, videogen/training/loop.py,
+# videogen/training/config.py), re-exported: `from videogen.train import sample` and the like keep working.
 __all__ = [
     "OBJECTIVES",
     "abstract_model",
@@ -200,7 +202,7 @@ def make_encoder(autoencoder, quantizer, mesh):
 # ============================================================================================
 # The Pipeline (videogen/data/pipeline.py) hands each process's slice of a global batch to
 # jax.make_array_from_process_local_data: batches arrive split over the mesh's ('data', 'fsdp') axes
-# (videogen.loop.batch_sharding), the clip as uint8 [B, T, H, W, 3] (encoded to codes on the devices by the
+# (videogen.training.loop.batch_sharding), the clip as uint8 [B, T, H, W, 3] (encoded to codes on the devices by the
 # frozen tokenizer, make_encoder) or, with a code cache, its codes int32 [B, t, h, w]; the caption as text
 # ids [B, L].
 
@@ -238,7 +240,7 @@ def _train_source(config, source, encode, tokenizer, mesh, workdir: Path):
 
 
 # ============================================================================================
-# 3. Train loop (videogen/loop.py)
+# 3. Train loop (videogen/training/loop.py)
 # ============================================================================================
 
 
@@ -251,7 +253,7 @@ def train(
     """Trains (or resumes) the LM in ``workdir``; returns the final metrics. ``devices``: the mesh's
     devices (default all).
 
-    One run per workdir (the second is refused: videogen.checkpointing.WorkdirLock). Resumes from the newest
+    One run per workdir (the second is refused: videogen.training.checkpointing.WorkdirLock). Resumes from the newest
     checkpoint that restores and verifies, on whatever mesh this run has. SIGTERM saves a checkpoint after the
     current step and returns with ``final['preempted'] = True``; a non-finite loss or gradient norm raises
     checkpointing.NonFiniteError before anything non-finite is saved.

@@ -34,8 +34,8 @@ from typing import Any
 
 import numpy as np
 
+from videogen.data.video_io import VIDEO_EXTENSIONS, VideoReadError, probe_video, read_video
 from videogen.errors import UsageError
-from videogen.video_io import VIDEO_EXTENSIONS, VideoReadError, probe_video, read_video
 
 __all__ = ["FolderSource", "CAPTIONS_FILENAME", "video_files"]
 

@@ -24,7 +24,7 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from videogen import mesh as mesh_lib
+from videogen.training import mesh as mesh_lib
 
 log = logging.getLogger("videogen.data")
 

@@ -3,13 +3,13 @@ The trainer (videogen/train.py) builds its update and eval steps on them.
 
 * ``next_token`` -- ``[text | video]`` in causal mode; cross-entropy of every video token given all
   tokens before it (the logits at sequence index ``L - 1 + j`` predict video token ``j``).
-* ``maskgit`` -- a MaskGIT mask (:func:`videogen.sampling.sample_mask`, cosine schedule) over the
+* ``maskgit`` -- a MaskGIT mask (:func:`videogen.lm.sampling.sample_mask`, cosine schedule) over the
   video tokens, masked tokens replaced by ``[MASK]``, mode ``prefix_bidirectional_video``;
   cross-entropy on the masked positions only.
 * ``maskgit_frames`` -- MaskGIT within each latent frame, causal across frames (mode ``block_causal``):
   per example a clean prefix of ``k ~ U{0..t-1}`` frames, then an independent MaskGIT mask per later
   frame (:func:`frame_masks`); cross-entropy on the masked positions. Sampled frame after frame
-  (:func:`videogen.sampling.maskgit_decode_frames`), so each frame is drawn after all earlier ones in
+  (:func:`videogen.lm.sampling.maskgit_decode_frames`), so each frame is drawn after all earlier ones in
   full, as next-token sampling does, in ``t * num_steps`` model calls.
 
 All use ``code_log_prob`` (exact NLL for the softmax head and the factorised bit-group head).
@@ -28,10 +28,9 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from videogen import sampling
 from videogen.data.text import PAD_ID
-from videogen.lm import ATTENTION_MODES
-from videogen.model import TransformerConfig, code_log_prob, make_positions, sample_codes, video_token_ids
+from videogen.lm.core import ATTENTION_MODES, sampling
+from videogen.lm.model import TransformerConfig, code_log_prob, make_positions, sample_codes, video_token_ids
 
 __all__ = [
     "build_sequences",
@@ -67,7 +66,7 @@ def build_sequences(
     drawn per frame behind a clean prefix, :func:`frame_masks`). targets ``[B, N]`` codes,
     weights ``[B, N]`` float (1 on scored positions).
 
-    Long-video training (videogen/continuation.py; all off by default):
+    Long-video training (videogen/longvideo/continuation.py; all off by default):
 
     * temporal windows: codes may have more latent frames than the model's grid (``config.data.
       render_frames`` renders clips longer than ``num_frames``); each example then takes a window of the

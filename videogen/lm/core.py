@@ -6,11 +6,11 @@
     clips = predict_frames(model, tokenizer_bundle, text_tokenizer, real_clips, captions,
                            context_frames=5, objective=config.objective)   # the rest of each clip
 
-Both run one jitted sampler per option set; it and the continuation windows (videogen/continuation.py)
+Both run one jitted sampler per option set; it and the continuation windows (videogen/longvideo/continuation.py)
 decode with :func:`maskgit_video_codes` (MaskGIT, frame-causal MaskGIT) and :func:`next_token_codes`
 (KV-cached next-token decoding after a prefix), with classifier-free guidance over ``[cond; null]``.
 
-The objectives (:data:`OBJECTIVES`) and how each is trained are described in videogen/objectives.py; the
+The objectives (:data:`OBJECTIVES`) and how each is trained are described in videogen/lm/objectives.py; the
 trainer (videogen/train.py) builds on this module; everything that uses a trained LM (sampling, continuation,
 evaluation, the shipped model) imports this module, never the trainer.
 """
@@ -40,11 +40,11 @@ from tokenizer.core import (
     latest_step,
     load_tokenizer,
 )
-from videogen import checkpointing, checks, optim, sampling
-from videogen.config import to_plain
+from videogen import checks
 from videogen.data.text import MODEL_FILENAME, PAD_ID, TextTokenizer
 from videogen.errors import UsageError
-from videogen.model import (
+from videogen.lm import sampling
+from videogen.lm.model import (
     Transformer,
     TransformerConfig,
     flops_per_token,
@@ -53,6 +53,8 @@ from videogen.model import (
     video_token_ids,
     weight_decay_mask,
 )
+from videogen.training import checkpointing, optim
+from videogen.training.config import to_plain
 
 __all__ = [
     "ATTENTION_MODES",
@@ -81,7 +83,7 @@ __all__ = [
 # maskgit_frames: causal across latent frames and bidirectional within one (block-causal), trained on masks
 # drawn per frame behind a clean prefix of frames; sampled frame after frame, each in MaskGIT steps.
 OBJECTIVES = ("next_token", "maskgit", "maskgit_frames")
-# The attention mode (videogen.model) each objective trains and samples with.
+# The attention mode (videogen.lm.model) each objective trains and samples with.
 ATTENTION_MODES = {
     "next_token": "causal",
     "maskgit": "prefix_bidirectional_video",
@@ -98,7 +100,7 @@ def check_objective(objective: str) -> str:
 
 def attention_is_causal(objective: str) -> bool:
     """Whether the objective's attention is (block-)causal: its FLOPs count half the attention
-    (:func:`videogen.model.flops_per_token`)."""
+    (:func:`videogen.lm.model.flops_per_token`)."""
     return ATTENTION_MODES[check_objective(objective)] in ("causal", "block_causal")
 
 
@@ -141,14 +143,14 @@ def abstract_model(tcfg: TransformerConfig):
 
 def make_optimizer(config) -> tuple[optax.GradientTransformation, optax.Schedule]:
     """Clip by global norm -> AdamW at lr 1 (decay on matrices only); warmup + cosine schedule applied
-    by the step from a host-side value (see videogen.optim.make_optimizer). Stacked (``scan_layers``)
-    blocks' norm scales are not decayed either (:func:`videogen.model.weight_decay_mask`)."""
+    by the step from a host-side value (see videogen.training.optim.make_optimizer). Stacked (``scan_layers``)
+    blocks' norm scales are not decayed either (:func:`videogen.lm.model.weight_decay_mask`)."""
     return optim.make_optimizer(config, decay_mask=weight_decay_mask)
 
 
 # ============================================================================================
 # Sampling: the guided decoders (MaskGIT, next-token) behind text-to-video, frame prediction and the
-# continuation windows (videogen/continuation.py)
+# continuation windows (videogen/longvideo/continuation.py)
 # ============================================================================================
 
 
@@ -212,11 +214,11 @@ def maskgit_video_codes(
     """MaskGIT decoding of video codes the way ``objective`` was trained, with classifier-free guidance.
 
     ``text2`` [2B, L] = ``[cond; null]`` text; ``init_codes`` [B, n] codes, ``codebook_size`` where
-    unknown (given codes are kept). ``maskgit``: all frames together (:func:`videogen.sampling.maskgit_decode`),
+    unknown (given codes are kept). ``maskgit``: all frames together (:func:`videogen.lm.sampling.maskgit_decode`),
     ``num_steps`` passes over the whole sequence. ``maskgit_frames``: frame after frame, ``num_steps`` per
     frame; with ``kv_cache`` (default) the text is prefilled once and each call runs one frame against the
-    cached earlier frames (:func:`videogen.sampling.maskgit_decode_frames_cached`), otherwise every call
-    runs the whole sequence (:func:`videogen.sampling.maskgit_decode_frames`; same samples, the reference
+    cached earlier frames (:func:`videogen.lm.sampling.maskgit_decode_frames_cached`), otherwise every call
+    runs the whole sequence (:func:`videogen.lm.sampling.maskgit_decode_frames`; same samples, the reference
     it is tested against). ``decode_kwargs``: schedule, temperature, top_k, top_p. Returns codes [B, n].
     """
     tcfg = model.config
@@ -277,8 +279,8 @@ def next_token_codes(
     ``[B, num_tokens]``: text-to-video, frame prediction and the continuation windows all decode with it.
 
     ``text2`` [2B, L] = ``[cond; null]`` text. The doubled batch shares one cache: ``[text | context]`` is
-    prefilled in one call, then one cached step per code (:func:`videogen.sampling.ar_decode`), each step's
-    two halves combined by classifier-free guidance (:func:`videogen.sampling.guided_step`) and the code
+    prefilled in one call, then one cached step per code (:func:`videogen.lm.sampling.ar_decode`), each step's
+    two halves combined by classifier-free guidance (:func:`videogen.lm.sampling.guided_step`) and the code
     drawn fed to both. ``context`` [B, m] (optional): codes of video tokens ``0 .. m - 1`` (a window's
     context frames), of which the first ``context_len`` (may be traced) are given; the other slots stay
     empty (token -1, masked out as keys), so one program serves every context length. New code ``j`` is
@@ -289,7 +291,7 @@ def next_token_codes(
     [B, num_tokens - 1]: codes ``1 ..`` taken from it where ``>= 0`` (teacher-forced through the cache), the
     rest drawn. ``active`` (may be traced): only the first ``active`` codes are wanted; the steps after
     them skip the model call (their codes are meaningless). ``temperature`` / ``top_k`` / ``top_p`` as in
-    :func:`videogen.sampling.sample_logits`.
+    :func:`videogen.lm.sampling.sample_logits`.
     """
     tcfg = model.config
     L = tcfg.max_text_len
@@ -413,7 +415,7 @@ def sample(
     every step; the same samples, slower). All
     with classifier-free guidance from one pass over the doubled batch ``[prompts; null text]``:
     ``guidance`` 1 = conditional, 0 = unconditional (a ``None`` prompt is the null text itself),
-    > 1 = extrapolated. ``temperature`` / ``top_k`` / ``top_p`` as in :func:`videogen.sampling.sample_logits`
+    > 1 = extrapolated. ``temperature`` / ``top_k`` / ``top_p`` as in :func:`videogen.lm.sampling.sample_logits`
     (per bit group for the bit-group head). ``tokenizer_bundle``: ``(autoencoder, quantizer, ...)`` from
     :func:`tokenizer.api.load_tokenizer`. A fixed ``seed`` reproduces the sample.
 
@@ -471,7 +473,7 @@ def predict_frames(
     ``videos`` uint8 ``[N, T, H, W, 3]`` of the model's clip shape; returns the decoded uint8 clips (the
     context frames as the tokenizer reconstructs them). With a causal tokenizer of temporal compression
     ``c``, ``1 + c*k`` frames are exactly ``1 + k`` latent frames. Longer videos, or continuations that keep
-    the given pixels: :meth:`videogen.continuation.Continuation.continue_video`.
+    the given pixels: :meth:`videogen.longvideo.continuation.Continuation.continue_video`.
     """
     ae, quantizer = tokenizer_bundle[0], tokenizer_bundle[1]
     ct = ae.config.temporal_compression

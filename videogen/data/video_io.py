@@ -53,7 +53,7 @@ __all__ = [
     "gif_grid",
 ]
 
-logger = logging.getLogger("videogen.video_io")
+logger = logging.getLogger("videogen.data.video_io")
 
 # Containers that the readers (and FolderSource) accept. Lower-case, with dot.
 VIDEO_EXTENSIONS: tuple[str, ...] = (".mp4", ".webm", ".gif", ".mov", ".mkv", ".avi")

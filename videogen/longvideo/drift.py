@@ -2,7 +2,7 @@
 
 The world renders any clip for any number of frames (bounces included), so a generated video of ``N``
 frames for a world caption can be compared with the true continuation of that clip. Per clip the whole
-video is tracked once with the judge's tracker (:func:`videogen.judge.track_objects`, all 8 palette
+video is tracked once with the judge's tracker (:func:`videogen.eval.judge.track_objects`, all 8 palette
 colours), then cut into windows of 17 frames (consecutive windows share one frame) and scored:
 
 * ``judge`` -- per window and object: colour found (present in >= half the frames), shape (the judge's
@@ -45,10 +45,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from videogen import judge
 from videogen.data import world
 from videogen.data.captions import COLOUR_NAMES, SHAPES
 from videogen.eval import fvd as fvd_lib
+from videogen.eval import judge
 
 __all__ = [
     "ClipDrift",

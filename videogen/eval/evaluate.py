@@ -33,7 +33,7 @@ frames of every clip, I3D Kinetics-400 logits at 224x224 (:mod:`videogen.eval.fv
 than the 400 feature dimensions FVD is biased upwards: compare runs at one N only.
 
 The long-video drift curve (``--drift``): world prompts continued to ``--drift-frames`` frames by
-:mod:`videogen.continuation` and scored per window against the true renders by :mod:`videogen.drift`
+:mod:`videogen.longvideo.continuation` and scored per window against the true renders by :mod:`videogen.longvideo.drift`
 (judge score, persistence, bounces, position error, optional FVD per window).
 """
 
@@ -54,16 +54,17 @@ from tensorboardX import SummaryWriter
 
 from tokenizer import evaluate as tok_eval
 from tokenizer.api import latest_step, load_tokenizer
-from videogen import checks, continuation, errors
-from videogen import drift as drift_lib
-from videogen import judge as judge_lib
-from videogen import mesh as mesh_lib
+from videogen import checks, errors
 from videogen.data import world
 from videogen.data.sources import build_source
 from videogen.errors import UsageError
 from videogen.eval import fvd as fvd_lib
+from videogen.eval import judge as judge_lib
 from videogen.eval.fvd import FeatureFn
 from videogen.lm import load_lm, predict_frames, sample
+from videogen.longvideo import continuation
+from videogen.longvideo import drift as drift_lib
+from videogen.training import mesh as mesh_lib
 
 __all__ = [
     "PROTOCOLS",
@@ -344,8 +345,8 @@ def drift(
     **sampling_kw,
 ) -> dict:
     """The long-video drift curve: world prompts of ``split`` continued to ``num_frames`` frames
-    (:mod:`videogen.continuation`) and scored window by window against the true renders
-    (:func:`videogen.drift.measure_videos`)."""
+    (:mod:`videogen.longvideo.continuation`) and scored window by window against the true renders
+    (:func:`videogen.longvideo.drift.measure_videos`)."""
     config = json.loads((Path(workdir) / "config.json").read_text())
     data = config.get("data", {})
     if not _is_world(data):
@@ -531,7 +532,7 @@ def add_eval_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--drift",
         action="store_true",
-        help="long-video drift curve (needs videogen.continuation and videogen.drift)",
+        help="long-video drift curve (needs videogen.longvideo.continuation and videogen.longvideo.drift)",
     )
     p.add_argument(
         "--drift-frames",
@@ -653,7 +654,7 @@ def run(args) -> dict:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    p = errors.ArgumentParser(prog="python -m videogen.evaluate", description=__doc__.split("\n\n")[0])
+    p = errors.ArgumentParser(prog="python -m videogen.eval.evaluate", description=__doc__.split("\n\n")[0])
     add_eval_args(p)
     errors.add_verbose(p)
     args = p.parse_args(argv)

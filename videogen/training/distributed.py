@@ -113,7 +113,7 @@ def _check_backend_not_started() -> None:
     if xla_bridge.backends_are_initialized():
         raise RuntimeError(
             "jax.distributed must be initialised before the first JAX computation of the process: "
-            "call videogen.distributed.initialize() first thing (the trainers' CLIs do)."
+            "call videogen.training.distributed.initialize() first thing (the trainers' CLIs do)."
         )
 
 

@@ -1,6 +1,6 @@
 """Long videos: sliding-window continuation over latent frames, from tokens.
 
-The LM (videogen/model.py) sees a window of ``W`` latent frames (its ``video_grid[0]``; 5 for 17-frame
+The LM (videogen/lm/model.py) sees a window of ``W`` latent frames (its ``video_grid[0]``; 5 for 17-frame
 clips) of ``P = h * w`` tokens each. A video of any length is generated window after window: each new
 window is conditioned on the text and on the **tokens** of the last ``K`` latent frames already made
 (``context_frames``, ``1 <= K < W``) -- never a decode / re-encode round trip through pixels -- and its
@@ -51,7 +51,7 @@ of ``T`` frames loses its first ``(T - 1) % 4`` frames for encoding (the kept fr
 which the continuation follows) -- they are still returned unchanged.
 
 CLI: ``videogen continue --workdir runs/lm --prompt "..." --frames 272`` (``make continue``); long-video
-training and the drift measurement: experiments/long_video.py and videogen/drift.py.
+training and the drift measurement: experiments/long_video.py and videogen/longvideo/drift.py.
 """
 
 from __future__ import annotations
@@ -72,14 +72,15 @@ import numpy as np
 from flax import nnx
 
 from tokenizer.core import Tokenizer, autoencoder_config, decode_indices, encode_video, quantizer_kwargs
-from videogen import checks, drift, lm, pretrained, video_io
-from videogen.config import apply_overrides, load_config
+from videogen import checks, lm, pretrained
 from videogen.data import text as text_lib
-from videogen.data import world
+from videogen.data import video_io, world
 from videogen.errors import UsageError
 from videogen.lm import OBJECTIVES
-from videogen.model import Transformer, TransformerConfig
+from videogen.lm.model import Transformer, TransformerConfig
+from videogen.longvideo import drift
 from videogen.samples import judge_samples, write_samples
+from videogen.training.config import apply_overrides, load_config
 
 __all__ = ["Continuation", "StreamDecoder", "decoder_reach", "latents_for_frames", "plan_windows"]
 
@@ -221,7 +222,7 @@ class Continuation:
     """Sliding-window long-video generation with a trained LM; see the module docstring.
 
     Args:
-        model: the :class:`videogen.model.Transformer` (e.g. from ``videogen.lm.load_lm``).
+        model: the :class:`videogen.lm.model.Transformer` (e.g. from ``videogen.lm.load_lm``).
         tokenizer_bundle: ``(autoencoder, quantizer, ...)``.
         text_tokenizer: the LM's :class:`videogen.data.text.TextTokenizer`.
         objective: ``'maskgit'`` or ``'next_token'`` (how the model was trained).
@@ -345,7 +346,7 @@ class Continuation:
         if video.ndim != 5 or video.shape[-1] != 3 or video.dtype != np.uint8:
             raise ValueError(
                 f"video must be uint8 [B, T, H, W, 3], got {video.dtype} {video.shape}; read a file "
-                "with videogen.video_io.read_video(path, size=R)."
+                "with videogen.data.video_io.read_video(path, size=R)."
             )
         ct, cs = self.ct, self.ae.config.spatial_compression
         want = (self.h * cs, self.w * cs)
@@ -555,7 +556,7 @@ def add_continue_args(p) -> None:
     p.add_argument(
         "--drift",
         action="store_true",
-        help="measure drift on world test prompts: drift.json + drift.png (videogen/drift.py)",
+        help="measure drift on world test prompts: drift.json + drift.png (videogen/longvideo/drift.py)",
     )
     p.add_argument(
         "--truth", action="store_true", help="with --drift: measure the ground-truth renders (no model)"
@@ -767,7 +768,7 @@ def _tiny_setup(workdir, *, objective: str, resolution: int = 32):
     """A random-init tiny tokenizer (experiments/tokenizer_world.py:tiny) + tiny LM + text tokenizer: the
     benchmark's stand-in for trained models (time and memory do not depend on the weights)."""
 
-    repo = Path(__file__).resolve().parents[1]
+    repo = Path(__file__).resolve().parents[2]
     c = load_config(str(repo / "experiments/tokenizer_world.py") + ":tiny")
     apply_overrides(c, [f"data.resolution={resolution}"])
     tok = Tokenizer(autoencoder_config(c), quantizer_kwargs(c), rngs=nnx.Rngs(0))

@@ -1,7 +1,7 @@
 """The LM's train state and update step, which videogen/train.py runs and `make bench` / `videogen plan` time and
 compile: the batch against the mesh, the state's shardings (params and Adam slots from the logical axis rules)
 and its creation already sharded, the jitted update and eval steps (sequences, masks and losses from
-videogen/objectives.py; gradient accumulation; EMA), and the checkpoint items (model: EMA params; train:
+videogen/lm/objectives.py; gradient accumulation; EMA), and the checkpoint items (model: EMA params; train:
 params, optimizer state, step) with the config entries a resume must keep.
 """
 
@@ -15,13 +15,10 @@ import optax
 from flax import nnx
 
 from tokenizer.core import INIT_KEY_IMPL
-from videogen import checkpointing, loop
-from videogen import mesh as mesh_lib
 from videogen.errors import UsageError
-from videogen.lm import abstract_model, check_objective
-from videogen.loop import batch_sharding, replicated
-from videogen.model import DEFAULT_LOGICAL_AXIS_RULES, Transformer, param_shardings
-from videogen.objectives import (
+from videogen.lm.core import abstract_model, check_objective
+from videogen.lm.model import DEFAULT_LOGICAL_AXIS_RULES, Transformer, param_shardings
+from videogen.lm.objectives import (
     build_sequences,
     continuation_kwargs,
     loss_terms,
@@ -29,8 +26,11 @@ from videogen.objectives import (
     motion_emphasis,
     text_targets,
 )
+from videogen.training import checkpointing, loop
+from videogen.training import mesh as mesh_lib
+from videogen.training.loop import batch_sharding, replicated
 
-# Compiled programs, kept per process (videogen.loop.ProgramCache) and keyed by every config entry they
+# Compiled programs, kept per process (videogen.training.loop.ProgramCache) and keyed by every config entry they
 # depend on, so train() called again (a resume, tests) does not recompile. These entries are left out of the key.
 PROGRAMS = loop.ProgramCache(
     (
@@ -222,7 +222,7 @@ def make_eval_step(config, tcfg, graphdef, rest, mesh):
 
 
 # ============================================================================================
-# 4. Checkpoints (orbax, videogen/checkpointing.py): items model (EMA) / train / pipeline / integrity
+# 4. Checkpoints (orbax, videogen/training/checkpointing.py): items model (EMA) / train / pipeline / integrity
 # ============================================================================================
 
 
@@ -239,7 +239,7 @@ def save_checkpoint(mngr, step: int, state, pipeline_state: dict, *, force: bool
 
 def restore_checkpoint(mngr, step: int, abstract_state):
     """The train state in the shardings that ``abstract_state``'s leaves carry (any mesh), and the pipeline
-    JSON; fingerprints verified (videogen.checkpointing.restore)."""
+    JSON; fingerprints verified (videogen.training.checkpointing.restore)."""
     r_model, r_train, pipe = checkpointing.restore(
         mngr,
         step,
@@ -266,7 +266,7 @@ RESUME_HINTS = {
     for k in ("model.codebook_size", "model.video_grid", "model.group_bits")
 }
 RESUME_HINTS["model.scan_layers"] = (
-    "stacked and per-layer blocks are different checkpoint layouts (videogen.model.stack_layer_params converts)"
+    "stacked and per-layer blocks are different checkpoint layouts (videogen.lm.model.stack_layer_params converts)"
 )
 # Same shapes, but another attention mask and loss: resuming would train (and sample) the model as what it is not.
 RESUME_HINTS["objective"] = "each objective has its own attention mask and loss"

@@ -6,8 +6,9 @@ from __future__ import annotations
 import json
 import sys
 
-from videogen import checkpointing, config_checks, distributed, errors
-from videogen.config import apply_overrides, load_config
+from videogen import config_checks, errors
+from videogen.training import checkpointing, distributed
+from videogen.training.config import apply_overrides, load_config
 
 __all__ = ["run_cli"]
 

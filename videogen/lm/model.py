@@ -182,7 +182,7 @@ MASK_MODES = ("causal", "prefix_bidirectional_video", "prefix_bidirectional", "b
 ATTENTION_IMPLS = ("xla", "dot_product_attention")
 ROPE_LADDERS = ("shared", "grid")
 
-# MaxText-style mapping of logical names to the ('data', 'fsdp', 'tensor') mesh of videogen.mesh.
+# MaxText-style mapping of logical names to the ('data', 'fsdp', 'tensor') mesh of videogen.training.mesh.
 # Mesh axes a mesh lacks are dropped when mapping (see logical_to_mesh_spec).
 DEFAULT_LOGICAL_AXIS_RULES: tuple[tuple[str, Any], ...] = (
     ("activation_batch", ("data", "fsdp")),

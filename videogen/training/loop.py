@@ -8,7 +8,7 @@ and hands them to :func:`run`:
                      preemption=preemption, update=update, save=save_checkpoint, evaluate=evaluate, ...)
 
 :func:`run` steps through ``range(start, config.steps)``: metrics averaged over ``log_every`` steps into
-metrics.jsonl and TensorBoard (videogen/metrics_log.py), a watch on loss / grad_norm that raises
+metrics.jsonl and TensorBoard (videogen/training/metrics_log.py), a watch on loss / grad_norm that raises
 checkpointing.NonFiniteError before anything non-finite is saved, timing (the first step, compile included,
 kept apart from the steady ones), a checkpoint every ``ckpt_every`` steps and at the end (atomic, async),
 SIGTERM answered with a save after the current step, evaluation every ``eval.every`` steps and at the end
@@ -31,11 +31,12 @@ import optax
 from jax.sharding import NamedSharding, PartitionSpec
 from tqdm import tqdm
 
-from videogen import checkpointing, config_checks
-from videogen import mesh as mesh_lib
-from videogen.config import to_plain
+from videogen import config_checks
 from videogen.data.pipeline import Pipeline, PipelineConfig, resume_step
-from videogen.metrics_log import MetricsLog
+from videogen.training import checkpointing
+from videogen.training import mesh as mesh_lib
+from videogen.training.config import to_plain
+from videogen.training.metrics_log import MetricsLog
 
 __all__ = [
     "ProgramCache",
@@ -107,7 +108,7 @@ def make_mesh(config, devices: Sequence[jax.Device] | None = None):
 
 
 def batch_sharding(mesh) -> NamedSharding:
-    """A batch's leading dimension split over the mesh's data axes (videogen.mesh.BATCH_AXES)."""
+    """A batch's leading dimension split over the mesh's data axes (videogen.training.mesh.BATCH_AXES)."""
     return NamedSharding(mesh, PartitionSpec(mesh_lib.batch_axes(mesh)))
 
 
