@@ -587,6 +587,19 @@ def _read_video(path: str, resolution: int) -> np.ndarray:
     return video_io.read_video(path, size=resolution)
 
 
+def _engine_from_args(args) -> Continuation:
+    """The continuation engine of ``videogen continue``'s decoding options (``--workdir`` or the shipped model)."""
+    return from_workdir(
+        args.workdir,
+        objective=args.objective,
+        context_frames=args.context_frames,
+        num_steps=args.steps,
+        guidance=args.guidance,
+        temperature=args.temperature,
+        top_k=args.top_k,
+    )
+
+
 def continue_command(args) -> None:
     if args.bench:
         rows = bench(out_json=None if not args.out else Path(args.out) / "bench.json")
@@ -620,15 +633,7 @@ def continue_command(args) -> None:
     if args.video:
         checks.input_file(args.video, "--video")
     out = checks.output_folder(args.out or home / "continue", "--out" if args.out else "the default --out")
-    eng = from_workdir(
-        args.workdir,
-        objective=args.objective,
-        context_frames=args.context_frames,
-        num_steps=args.steps,
-        guidance=args.guidance,
-        temperature=args.temperature,
-        top_k=args.top_k,
-    )
+    eng = _engine_from_args(args)
     train_frames = 1 + eng.ct * (eng.window - 1)
     n = args.frames or 1 + args.length_factor * (train_frames - 1)
     resolution = eng.h * eng.ae.config.spatial_compression
@@ -725,15 +730,7 @@ def run_drift(args) -> dict:
         config, home = _model_config(args.workdir)
         _check_context_frames(args.context_frames, config)
         out = checks.output_folder(args.out or home / "drift", "--out" if args.out else "the default --out")
-        eng = from_workdir(
-            args.workdir,
-            objective=args.objective,
-            context_frames=args.context_frames,
-            num_steps=args.steps,
-            guidance=args.guidance,
-            temperature=args.temperature,
-            top_k=args.top_k,
-        )
+        eng = _engine_from_args(args)
         res = eng.h * eng.ae.config.spatial_compression
         train_frames = 1 + eng.ct * (eng.window - 1)
         n = args.frames or 1 + args.length_factor * (train_frames - 1)
