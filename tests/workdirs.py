@@ -61,8 +61,8 @@ def tiny_lm_config(tok_dir, *extra: str, **overrides):
 
 
 def tiny_tokenizer_config(*extra: str):
-    c = T.load_config(str(ROOT / "experiments/tokenizer_world.py") + ":tiny")
-    return T.apply_overrides(c, TINY_TOKENIZER_OVERRIDES + list(extra))
+    c = load_config(str(ROOT / "experiments/tokenizer_world.py") + ":tiny")
+    return apply_overrides(c, TINY_TOKENIZER_OVERRIDES + list(extra))
 
 
 def save_initialised_tokenizer(workdir: Path, config) -> Path:

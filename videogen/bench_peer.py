@@ -433,12 +433,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = p.parse_args(argv)
     overrides = PEER_POSITIONS + args.lm_overrides
-    with errors.reported("python -m videogen.bench_peer"):  # a bad --set is said before anything runs
-        apply_overrides(B.lm_config(False, False), overrides)
-    if not _has_torch(args.torch_python):
-        print(SCRATCH_HINT, file=sys.stderr)
-        return 2
     with errors.reported("python -m videogen.bench_peer"):
+        apply_overrides(B.lm_config(False, False), overrides)  # a bad --set is said before anything runs
+        if not _has_torch(args.torch_python):
+            print(SCRATCH_HINT, file=sys.stderr)
+            return 2
         res = run(
             args.torch_python,
             rounds=args.rounds,
