@@ -183,6 +183,7 @@ def reproduce(out: Path, *, dry_run: bool = False, fvd: bool = True) -> dict:
         "shipped": manifest.get("figures"),
         "reproduced": new.get("figures"),
         "judge": compare(manifest.get("figures") or {}, new.get("figures") or {}),
+        "weights": pretrained.compare_weights(pretrained.SHIPPED, model),
     }
     (out / "compare.json").write_text(json.dumps(result, indent=1) + "\n")
     print(
@@ -201,6 +202,16 @@ def reproduce(out: Path, *, dry_run: bool = False, fvd: bool = True) -> dict:
         print(
             f"judge {split}: {_points(c['shipped'], c['reproduced'])} "
             f"({'within' if c['within'] else 'OUTSIDE'} +-{JUDGE_POINTS:g})"
+        )
+    for name, w in result["weights"].items():
+        print(
+            f"weights {name}: "
+            + (
+                "bit-identical to the shipped ones"
+                if w["identical"]
+                else f"{w['differing']} of {w['arrays']} arrays differ (max |diff| {w['max_abs_diff']:.3g})"
+                + (f", {len(w['missing'])} missing on one side" if w["missing"] else "")
+            )
         )
     print(
         f"matmul peak now: {peak / 1e9:.1f} GFLOP/s. Wrote {out / 'compare.json'} and the packed copy {model}"

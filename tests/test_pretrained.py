@@ -251,6 +251,12 @@ def test_reproduce_flow_trains_packs_and_compares(tmp_path, monkeypatch, capsys)
 
     def fake_pack(tok, lm, out, **kw):
         packed.update(tok=tok, lm=lm, out=out, sizes=kw.get("sizes"))
+        out.mkdir(parents=True, exist_ok=True)  # the tokenizer as shipped, one LM array nudged
+        shutil.copyfile(SHIPPED / pretrained.TOKENIZER_NPZ, out / pretrained.TOKENIZER_NPZ)
+        arrays = pretrained._read_npz(SHIPPED / pretrained.LM_NPZ)
+        name = sorted(k for k, v in arrays.items() if v.dtype == np.float32)[0]
+        arrays[name] = arrays[name] + np.float32(0.5)
+        pretrained._write_npz(out / pretrained.LM_NPZ, arrays)
         figures = json.loads(json.dumps(shipped["figures"]))
         figures["judge"]["test"]["all_correct"] += 0.03
         return {"figures": figures}
@@ -269,6 +275,9 @@ def test_reproduce_flow_trains_packs_and_compares(tmp_path, monkeypatch, capsys)
     assert result["judge"]["test"]["within"] and round(result["judge"]["test"]["points"], 6) == 3.0
     out = capsys.readouterr().out
     assert "| figure | shipped | reproduced |" in out and "judge test: +3.0 points (within +-5)" in out
+    assert "weights tokenizer.npz: bit-identical to the shipped ones" in out
+    assert "weights lm.npz: 1 of " in out and "arrays differ (max |diff| 0.5)" in out
+    assert result["weights"]["lm.npz"]["differing"] == 1 and result["weights"]["tokenizer.npz"]["identical"]
     assert (tmp_path / "compare.json").is_file()
     # A workdir left from another run (another seed) is not a reproduction.
     config = json.loads((tmp_path / "lm" / "config.json").read_text())
