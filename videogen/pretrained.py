@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import datetime
 import hashlib
+import importlib.metadata
 import json
 import os
 import platform
@@ -615,10 +616,31 @@ def provenance() -> dict:
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "machine": {
             "platform": platform.platform(),
+            "cpu": _cpu_model(),
             "cpus": os.cpu_count(),
             "python": platform.python_version(),
         },
+        # XLA:CPU's float results depend on the library versions and the CPU's vector units: a reproduction is
+        # bit-identical only where both match (then the figures match exactly, not within a tolerance).
+        "versions": {name: _version(name) for name in ("jax", "jaxlib", "flax", "optax", "numpy")},
     }
+
+
+def _cpu_model() -> str | None:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or None
+
+
+def _version(dist: str) -> str | None:
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return None
 
 
 if (
