@@ -10,7 +10,8 @@ per-axis rotary ladders::
     python -m videogen.train --config experiments/lm_world.py:tiny --workdir runs/lm_tiny \
         --config.tokenizer_workdir=runs/tok_tiny --config.code_cache.num_clips=20000
 
-  Stage 2 of the tiny recipe: 3,000 steps (both stages took 80 min on a loaded 2-core CPU). Expect ~50 % of 128 test prompts fully correct under the strict judge, ~13 % of held-out ones
+  Stage 2 of the tiny recipe: 3,000 steps (both stages: 72-85 min on a 2-core CPU). Expect ~39 % of 128 test
+  prompts fully correct under the strict judge, ~8 % of held-out ones
   (BENCHMARKS.md "The tiny recipe", with its learning curve and the ablations behind each default).
 
 ``default`` -- one accelerator: 64x64x17 clips through the default tokenizer (320 tokens, 4,096 codes), 12

@@ -8,8 +8,8 @@ loss, batch 8, lr 5e-3, cosine schedule::
 
     python -m tokenizer.train --config experiments/tokenizer_world.py:tiny --workdir runs/tok_tiny
 
-  Stage 1 of the tiny recipe: 4,800 steps (42 min on a loaded 2-core CPU). Expect ~85 % of 256 test clips'
-  reconstructions judged fully correct (strict judge), PSNR ~29.9 dB (BENCHMARKS.md "The tiny recipe").
+  Stage 1 of the tiny recipe: 4,800 steps (30-40 min on a 2-core CPU). Expect ~83 % of 256 test clips'
+  reconstructions judged fully correct (strict judge), PSNR ~29.5 dB (BENCHMARKS.md "The tiny recipe").
 
 ``default`` -- one accelerator: 64x64x17 clips, 4x8x8 compression (320 tokens), LFQ 12 bits (4,096 codes),
 a 42M-param autoencoder in bfloat16, batch 32, 20,000 steps::
