@@ -97,7 +97,9 @@ def get_config(arg=None):
     # no_prefix_prob (objective maskgit_frames): extra probability that an example has no clean prefix, so
     # frame 0 (drawn from nothing when sampling) is trained; 0 = prefix uniform over 0..t-1 frames
     # (BENCHMARKS.md "Frame-causal MaskGIT" for the measurement behind 0.5).
-    c.maskgit = {"schedule": "cosine", "no_prefix_prob": 0.5}
+    # clean_context (maskgit_frames): rows [text | clean video | masked video], every frame masked and scored
+    # with the clean frames before it as context, as when sampled (no_prefix_prob then unused); N more tokens.
+    c.maskgit = {"schedule": "cosine", "no_prefix_prob": 0.5, "clean_context": False}
     # AdamW with warmup then cosine decay to min_lr_ratio * lr (tiny lr: the sweep in BENCHMARKS.md).
     c.optim = {
         "lr": 3e-3 if tiny else 3e-4,  # peak learning rate

@@ -39,10 +39,19 @@ def _losses(workdir: Path) -> list[float]:
 
 
 @pytest.mark.parametrize(
-    "objective,peak", [("next_token", None), ("maskgit", 1e12), ("maskgit_frames", 1e12)]
+    "objective,peak,clean",
+    [
+        ("next_token", None, False),
+        ("maskgit", 1e12, False),
+        ("maskgit_frames", 1e12, False),
+        ("maskgit_frames", 1e12, True),
+    ],
 )
-def test_loss_decreases(tok_dir, tmp_path, objective, peak):
-    m = LM.train(lm_config(tok_dir, objective=objective, steps=10, peak_flops=peak), tmp_path / "lm")
+def test_loss_decreases(tok_dir, tmp_path, objective, peak, clean):
+    overrides = {"maskgit.clean_context": True} if clean else {}
+    m = LM.train(
+        lm_config(tok_dir, objective=objective, steps=10, peak_flops=peak, **overrides), tmp_path / "lm"
+    )
     losses = _losses(tmp_path / "lm")
     assert len(losses) == 10 and m["step"] == 10
     assert np.mean(losses[-3:]) < np.mean(losses[:3]) - 0.1, losses
@@ -256,3 +265,51 @@ def test_motion_emphasis_weights_changed_tokens():
         [[5, 7, 5, 7, 5, 9]]
     )  # frames [5 7] [5 7] [5 9]: one token changes in frame 2
     np.testing.assert_allclose(motion_emphasis(tcfg, targets, 3.0), [[1, 1, 1, 1, 1, 4]])
+
+
+def test_clean_context_rows_see_what_frame_by_frame_sampling_sees():
+    """maskgit.clean_context: the masked copy of frame f gets exactly the logits a block-causal row gets
+    with frames < f clean and frame f masked (what maskgit_decode_frames feeds the model), whatever the
+    later frames hold; and the loss scores only the masked copy."""
+    from flax import nnx
+
+    from videogen.lm import objectives
+    from videogen.lm.model import Transformer, TransformerConfig, make_attention_mask, make_positions
+
+    tcfg = TransformerConfig.tiny(video_grid=(3, 2, 2), text_bidirectional=True)
+    model = Transformer(tcfg, rngs=nnx.Rngs(0))
+    b, n, big_l, p = 2, tcfg.num_video_tokens, tcfg.max_text_len, 4
+    codes = jax.random.randint(jax.random.key(1), (b, 3, 2, 2), 0, tcfg.codebook_size)
+    text = jax.numpy.asarray([[1, 5, 6, 0], [1, 7, 0, 0]])
+    tok, pos, tgt, w = objectives.build_sequences(
+        tcfg, "maskgit_frames", codes, text, jax.random.key(2), drop_prob=0.0, clean_context=True
+    )
+    m = n - p  # clean frames 0..t-2 only: the last one would be context to nothing
+    assert tok.shape == (b, big_l + m + n) and pos.shape == (b, big_l + m + n, 3)
+    np.testing.assert_array_equal(pos[:, : big_l + m], make_positions(tcfg, b)[:, : big_l + m])
+    np.testing.assert_array_equal(pos[:, big_l + m :], make_positions(tcfg, b)[:, big_l:])
+    clean, noisy = codes.reshape(b, n) + tcfg.video_offset, tok[:, big_l + m :]
+    np.testing.assert_array_equal(tok[:, big_l : big_l + m], clean[:, :m])
+    masked = np.asarray(noisy == tcfg.mask_token_id)
+    np.testing.assert_array_equal(masked, np.asarray(w) > 0)  # scored = masked, every frame eligible
+    np.testing.assert_array_equal(np.where(masked, clean, noisy), clean)
+    assert 0 < masked.mean() < 1
+    logits, _ = model(tok, pos, attn_mask=objectives.clean_context_mask(tcfg, tok))
+    for f in range(3):
+        later = jax.numpy.arange(n) >= (f + 1) * p
+        junk = jax.random.randint(jax.random.key(3 + f), clean.shape, tcfg.video_offset, tcfg.mask_token_id)
+        video = jax.numpy.where(jax.numpy.arange(n) < f * p, clean, jax.numpy.where(later, junk, noisy))
+        row = jax.numpy.concatenate([tok[:, :big_l], video], axis=1)
+        row_pos = make_positions(tcfg, b)
+        ref, _ = model(row, row_pos, attn_mask=make_attention_mask(tcfg, row, row_pos, "block_causal"))
+        sl = slice(big_l + f * p, big_l + (f + 1) * p)
+        np.testing.assert_allclose(logits[:, m:][:, sl], ref[:, sl], atol=1e-5)
+    nll, _, _ = objectives.loss_terms(model, tcfg, "maskgit_frames", tok, pos, tgt, w)
+    from videogen.lm.model import code_log_prob
+
+    want = -jax.numpy.sum(code_log_prob(tcfg, logits[:, big_l + m :], tgt) * w)
+    np.testing.assert_allclose(nll, want, rtol=1e-5)
+    with pytest.raises(ValueError, match="clean_context"):
+        objectives.build_sequences(
+            tcfg, "maskgit", codes, text, jax.random.key(2), drop_prob=0.0, clean_context=True
+        )

@@ -34,7 +34,7 @@ from tokenizer.quantizers import make_quantizer
 from videogen import config_checks
 from videogen import lm as lm_lib
 from videogen.errors import UsageError
-from videogen.lm import attention_is_causal, check_objective, transformer_config
+from videogen.lm import attention_is_causal, check_objective, train_seq_len, transformer_config
 from videogen.lm import train_step as lm_step
 from videogen.lm.model import flops_per_token
 from videogen.training import loop
@@ -182,7 +182,7 @@ def plan_lm(config, devices=None) -> dict[str, Any]:
     lr = jax.ShapeDtypeStruct((), jnp.float32)
     with lm_step.sharding_context(mesh, rules):
         compiled = step.lower(abstract, codes, text, lr).compile()
-    seq_len = tcfg.max_seq_len - (1 if config.objective == "next_token" else 0)
+    seq_len = train_seq_len(config, tcfg)
     return _finish(
         "lm",
         config,

@@ -91,6 +91,7 @@ from videogen.lm import (
     make_optimizer,
     maskgit_video_codes,
     sample,
+    train_seq_len,
     transformer_config,
 )
 from videogen.lm.model import flops_per_token
@@ -313,7 +314,7 @@ def _train(
         hints=RESUME_HINTS,
     )
     n_params = sum(x.size for x in jax.tree.leaves(state["params"]))
-    seq_len = tcfg.max_seq_len - (1 if config.objective == "next_token" else 0)
+    seq_len = train_seq_len(config, tcfg)
     print(
         f"[lm] {n_params:,} params; objective {config.objective}; {tcfg.num_layers} layers d={tcfg.d_model} "
         f"{tcfg.dtype} remat={tcfg.remat}; head {tcfg.head}; codebook {tcfg.codebook_size}; grid {tcfg.video_grid}"

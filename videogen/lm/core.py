@@ -68,6 +68,7 @@ __all__ = [
     "factorised",
     "for_decoding",
     "load_lm",
+    "train_seq_len",
     "load_tokenizer_for_lm",
     "make_optimizer",
     "maskgit_video_codes",
@@ -96,6 +97,17 @@ def check_objective(objective: str) -> str:
     if objective not in OBJECTIVES:
         raise UsageError(f"objective={objective!r}: must be one of {OBJECTIVES}.")
     return objective
+
+
+def train_seq_len(config, tcfg) -> int:
+    """Tokens per training row: ``[text | video]`` (next-token drops the last video token as input), or
+    ``[text | clean frames 0..t-2 | masked video]`` for ``maskgit_frames`` with ``maskgit.clean_context``."""
+    if config.objective == "next_token":
+        return tcfg.max_seq_len - 1
+    m = config.get("maskgit", None) or {}
+    if config.objective == "maskgit_frames" and m.get("clean_context", False):
+        return tcfg.max_seq_len + tcfg.num_video_tokens - tcfg.video_grid[1] * tcfg.video_grid[2]
+    return tcfg.max_seq_len
 
 
 def attention_is_causal(objective: str) -> bool:
@@ -570,7 +582,7 @@ def load_lm(workdir: str | os.PathLike, *, step: int | None = None, ema: bool = 
 
 def lm_throughput(config, tcfg, n_steps: int, dt: float, peak: float | None) -> dict:
     """Steps, tokens and TFLOP/s (and MFU against ``peak``) of ``n_steps`` LM train steps taking ``dt`` s."""
-    seq_len = tcfg.max_seq_len - (1 if config.objective == "next_token" else 0)
+    seq_len = train_seq_len(config, tcfg)
     tokens = n_steps * int(config.batch_size) * seq_len
     flops = flops_per_token(tcfg, seq_len, causal=attention_is_causal(config.objective)) * tokens
     m = {"steps_per_sec": n_steps / dt, "tokens_per_sec": tokens / dt, "tflops_per_sec": flops / dt / 1e12}

@@ -10,7 +10,11 @@ The trainer (videogen/train.py) builds its update and eval steps on them.
   per example a clean prefix of ``k ~ U{0..t-1}`` frames, then an independent MaskGIT mask per later
   frame (:func:`frame_masks`); cross-entropy on the masked positions. Sampled frame after frame
   (:func:`videogen.lm.sampling.maskgit_decode_frames`), so each frame is drawn after all earlier ones in
-  full, as next-token sampling does, in ``t * num_steps`` model calls.
+  full, as next-token sampling does, in ``t * num_steps`` model calls. With ``maskgit.clean_context``
+  the row is ``[text | clean frames 0..t-2 | masked video]`` (:func:`clean_context_mask`): every frame is
+  masked and scored, each seeing the clean copies of the frames before it -- exactly the context it has
+  when sampled -- at the price of a row ``(t - 1) h w`` tokens longer (Block Diffusion's vectorised
+  training; the last frame's clean copy would be context to nothing, so it is left out).
 
 All use ``code_log_prob`` (exact NLL for the softmax head and the factorised bit-group head).
 Classifier-free guidance training: with probability ``text.drop_prob`` an example's caption is
@@ -27,6 +31,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from videogen.data.text import PAD_ID
 from videogen.lm.core import ATTENTION_MODES, sampling
@@ -34,6 +39,8 @@ from videogen.lm.model import TransformerConfig, code_log_prob, make_positions, 
 
 __all__ = [
     "build_sequences",
+    "clean_context_len",
+    "clean_context_mask",
     "continuation_kwargs",
     "frame_masks",
     "loss_terms",
@@ -57,13 +64,16 @@ def build_sequences(
     context_corruption: float = 0.0,
     corruption_kind: str = "replace",
     no_prefix_prob: float = 0.0,
+    clean_context: bool = False,
 ):
     """``(tokens, positions, targets, weights)`` for a batch.
 
     codes ``[B, t, h, w]`` int, text_ids ``[B, L]``. Captions are replaced by PAD with probability
     ``drop_prob`` (CFG). next_token: tokens ``[B, L + N - 1]`` (the last video token is never an
     input); maskgit, maskgit_frames: ``[B, L + N]`` with masked video tokens = MASK (the latter's masks
-    drawn per frame behind a clean prefix, :func:`frame_masks`). targets ``[B, N]`` codes,
+    drawn per frame behind a clean prefix, :func:`frame_masks`); maskgit_frames with ``clean_context``:
+    ``[B, L + 2N - P]`` = ``[text | clean frames 0..t-2 | masked video]`` (``P = h w``), every frame
+    masked by its own schedule ratio (attention: :func:`clean_context_mask`). targets ``[B, N]`` codes,
     weights ``[B, N]`` float (1 on scored positions).
 
     Long-video training (videogen/longvideo/continuation.py; all off by default):
@@ -122,6 +132,16 @@ def build_sequences(
     if objective == "next_token":
         tokens = jnp.concatenate([text, video], axis=1)[:, :-1]
         return tokens, positions[:, :-1], codes, scored
+    if objective == "maskgit_frames" and clean_context:
+        mask = sampling.sample_mask(k_mask, (b * t, h * w), schedule).reshape(b, n) & ~context
+        masked = jnp.where(mask, tcfg.mask_token_id, video)
+        clean = video[:, : n - h * w]
+        tokens = jnp.concatenate([text, clean, masked], axis=1)
+        video_pos = positions[:, tcfg.max_text_len :]
+        positions = jnp.concatenate([positions[:, : tcfg.max_text_len + n - h * w], video_pos], axis=1)
+        return tokens, positions, codes, mask.astype(jnp.float32)
+    if clean_context:
+        raise ValueError(f"maskgit.clean_context is for objective 'maskgit_frames', not {objective!r}.")
     if objective == "maskgit_frames":
         mask = frame_masks(k_mask, b, (t, h * w), schedule, no_prefix_prob) & ~context
     else:
@@ -149,12 +169,46 @@ def frame_masks(
     return (per_frame & (jnp.arange(t)[None, :, None] >= prefix[:, :, None])).reshape(batch, t * p)
 
 
+def clean_context_len(tcfg: TransformerConfig) -> int:
+    """Tokens of a clean-context row: ``L + N + (t - 1) h w``."""
+    _, h, w = tcfg.video_grid
+    return tcfg.max_text_len + 2 * tcfg.num_video_tokens - h * w
+
+
+def clean_context_mask(tcfg: TransformerConfig, tokens: jax.Array) -> jax.Array:
+    """``[B, 1, S, S]`` attention of a clean-context row ``[text | clean frames 0..t-2 | masked video]``
+    (``S = L + 2N - P``, ``P = h w``): text as in ``block_causal`` (causal, or all text with ``text_bidirectional``); a clean
+    frame sees the text and the clean frames up to itself (``block_causal``, as when frames are cached);
+    a masked frame sees the text, the clean frames before it and itself -- what frame ``f`` sees while it
+    is decoded. Nothing sees a masked copy but itself. AND key padding, as :func:`make_attention_mask`."""
+    big_l, n = tcfg.max_text_len, tcfg.num_video_tokens
+    _, h, w = tcfg.video_grid
+    p = h * w
+    s = clean_context_len(tcfg)
+    if tokens.shape[-1] != s:
+        raise ValueError(f"clean-context rows have {s} tokens (L + 2N - P); got {tokens.shape[-1]}.")
+    idx = np.arange(s)
+    first_masked = big_l + n - p
+    stream = np.where(idx < big_l, 0, np.where(idx < first_masked, 1, 2))  # text / clean / masked
+    frame = np.where(idx < big_l, -1, np.where(idx < first_masked, idx - big_l, idx - first_masked) // p)
+    qs, ks, qf, kf = stream[:, None], stream[None, :], frame[:, None], frame[None, :]
+    text_rule = np.ones((s, s), bool) if tcfg.text_bidirectional else idx[None, :] <= idx[:, None]
+    rule = (ks == 0) & ((qs > 0) | text_rule)
+    rule |= (ks == 1) & (qs == 1) & (kf <= qf)
+    rule |= (ks == 1) & (qs == 2) & (kf < qf)
+    rule |= (ks == 2) & (qs == 2) & (kf == qf)
+    k_valid = ((tokens != tcfg.text_pad_id) | (jnp.arange(s) == 0)[None]) & (tokens >= 0)
+    return jnp.asarray(rule)[None, None] & k_valid[:, None, None, :]
+
+
 def mask_kwargs(config) -> dict:
-    """build_sequences' MaskGIT mask options from ``config.maskgit`` (absent -> cosine, no extra k = 0)."""
+    """build_sequences' MaskGIT mask options from ``config.maskgit`` (absent -> cosine, no extra k = 0,
+    no clean context)."""
     m = config.get("maskgit", None) or {}
     return {
         "schedule": str(m.get("schedule", "cosine")),
         "no_prefix_prob": float(m.get("no_prefix_prob", 0.0)),
+        "clean_context": bool(m.get("clean_context", False)),
     }
 
 
@@ -192,7 +246,12 @@ def text_targets(tcfg, tokens):
 def loss_terms(model, tcfg, objective, tokens, positions, targets, weights):
     """``(sum of weighted video NLL, sum of weighted correct, sum of text NLL)`` -- the last is 0 unless
     the model has a text head (``model.text_loss``)."""
-    logits, _ = model(tokens, positions, mode=ATTENTION_MODES[objective])
+    n = tcfg.num_video_tokens
+    clean_context = objective == "maskgit_frames" and tokens.shape[1] == clean_context_len(tcfg)
+    if clean_context:  # [text | clean video | masked video]: score the masked copy
+        logits, _ = model(tokens, positions, attn_mask=clean_context_mask(tcfg, tokens))
+    else:
+        logits, _ = model(tokens, positions, mode=ATTENTION_MODES[objective])
     text_nll = jnp.zeros((), jnp.float32)
     if isinstance(logits, dict):  # text_loss: {'video': ..., 'text': [B, S, text_vocab]}
         text_tgt, text_w = text_targets(tcfg, tokens)
@@ -202,6 +261,7 @@ def loss_terms(model, tcfg, objective, tokens, positions, targets, weights):
         text_nll = -jnp.sum(jnp.take_along_axis(text_logp, text_tgt[..., None], axis=-1)[..., 0] * text_w)
         logits = logits["video"]
     start = tcfg.max_text_len - 1 if objective == "next_token" else tcfg.max_text_len
+    start += clean_context_len(tcfg) - tcfg.max_text_len - n if clean_context else 0
     logits = logits[:, start : start + tcfg.num_video_tokens]
     nll = -code_log_prob(tcfg, logits, targets)
     correct = (sample_codes(tcfg, None, logits, temperature=0) == targets).astype(jnp.float32)
