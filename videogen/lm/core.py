@@ -68,10 +68,10 @@ __all__ = [
     "factorised",
     "for_decoding",
     "load_lm",
-    "train_seq_len",
     "load_tokenizer_for_lm",
     "make_optimizer",
     "maskgit_video_codes",
+    "train_seq_len",
     "next_token_codes",
     "predict_frames",
     "prompt_pairs",
@@ -106,8 +106,14 @@ def train_seq_len(config, tcfg) -> int:
         return tcfg.max_seq_len - 1
     m = config.get("maskgit", None) or {}
     if config.objective == "maskgit_frames" and m.get("clean_context", False):
-        return tcfg.max_seq_len + tcfg.num_video_tokens - tcfg.video_grid[1] * tcfg.video_grid[2]
+        return clean_context_len(tcfg)
     return tcfg.max_seq_len
+
+
+def clean_context_len(tcfg) -> int:
+    """Tokens of a clean-context row: ``L + N + (t - 1) h w``."""
+    _, h, w = tcfg.video_grid
+    return tcfg.max_text_len + 2 * tcfg.num_video_tokens - h * w
 
 
 def attention_is_causal(objective: str) -> bool:

@@ -34,8 +34,15 @@ import jax.numpy as jnp
 import numpy as np
 
 from videogen.data.text import PAD_ID
-from videogen.lm.core import ATTENTION_MODES, sampling
-from videogen.lm.model import TransformerConfig, code_log_prob, make_positions, sample_codes, video_token_ids
+from videogen.lm.core import ATTENTION_MODES, clean_context_len, sampling
+from videogen.lm.model import (
+    TransformerConfig,
+    code_log_prob,
+    key_padding_mask,
+    make_positions,
+    sample_codes,
+    video_token_ids,
+)
 
 __all__ = [
     "build_sequences",
@@ -169,12 +176,6 @@ def frame_masks(
     return (per_frame & (jnp.arange(t)[None, :, None] >= prefix[:, :, None])).reshape(batch, t * p)
 
 
-def clean_context_len(tcfg: TransformerConfig) -> int:
-    """Tokens of a clean-context row: ``L + N + (t - 1) h w``."""
-    _, h, w = tcfg.video_grid
-    return tcfg.max_text_len + 2 * tcfg.num_video_tokens - h * w
-
-
 def clean_context_mask(tcfg: TransformerConfig, tokens: jax.Array) -> jax.Array:
     """``[B, 1, S, S]`` attention of a clean-context row ``[text | clean frames 0..t-2 | masked video]``
     (``S = L + 2N - P``, ``P = h w``): text as in ``block_causal`` (causal, or all text with ``text_bidirectional``); a clean
@@ -197,8 +198,7 @@ def clean_context_mask(tcfg: TransformerConfig, tokens: jax.Array) -> jax.Array:
     rule |= (ks == 1) & (qs == 1) & (kf <= qf)
     rule |= (ks == 1) & (qs == 2) & (kf < qf)
     rule |= (ks == 2) & (qs == 2) & (kf == qf)
-    k_valid = ((tokens != tcfg.text_pad_id) | (jnp.arange(s) == 0)[None]) & (tokens >= 0)
-    return jnp.asarray(rule)[None, None] & k_valid[:, None, None, :]
+    return jnp.asarray(rule)[None, None] & key_padding_mask(tokens, tcfg.text_pad_id)
 
 
 def mask_kwargs(config) -> dict:
