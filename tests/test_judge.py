@@ -134,6 +134,13 @@ def test_score_aggregates():
     result = judge.score(videos, caps)
     assert result["num_clips"] == 10 and result["all_correct"] == pytest.approx(0.9)
     assert result["colour"] < 1.0 and result["motion"] == 1.0
+    # The same figure per object count: the blanked clip counts against its own kind of prompt only.
+    counts = [len(captions.parse_caption(c)) for c in caps]
+    for n, suffix in ((1, "1_object"), (2, "2_objects")):
+        kind = [i for i, k in enumerate(counts) if k == n]
+        assert result[f"num_clips_{suffix}"] == len(kind) > 0
+        expected = np.mean([i != 0 for i in kind])
+        assert result[f"all_correct_{suffix}"] == pytest.approx(expected)
 
 
 def _clip_along(path, motion, *, resolution=32, colour="red", shape="circle", size="large"):

@@ -451,6 +451,8 @@ _TABLE_KEYS = (
     "fvd_mean",
     "fvd_std",
     "all_correct",
+    "all_correct_1_object",
+    "all_correct_2_objects",
     "colour",
     "shape",
     "size",

@@ -479,7 +479,7 @@ def summary(verdicts: list) -> dict:
     """:func:`score`'s aggregate of verdicts already made (e.g. batch by batch over a dataset)."""
     objs = [o for v in verdicts for o in v.objects]
     mean = lambda xs: float(np.mean(xs)) if xs else float("nan")
-    return {
+    out = {
         "num_clips": len(verdicts),
         "all_correct": mean([v.all_correct for v in verdicts]),
         "colour": mean([o.colour_found for o in objs]),
@@ -487,5 +487,15 @@ def summary(verdicts: list) -> dict:
         "size": mean([o.size_ok for o in objs if o.colour_found]),
         "motion": mean([o.motion_ok for o in objs if o.colour_found]),
         "all_correct_lenient": mean([v.all_correct_lenient for v in verdicts]),
-        "verdicts": verdicts,
     }
+    # Split by how many objects the caption names: a model can draw one object well and bind none of
+    # two (every attribute above averages over both kinds of prompt and hides that).
+    by_count: dict[int, list[bool]] = {}
+    for v in verdicts:
+        by_count.setdefault(len(v.objects), []).append(v.all_correct)
+    for n, oks in sorted(by_count.items()):
+        suffix = "1_object" if n == 1 else f"{n}_objects"
+        out[f"all_correct_{suffix}"] = mean(oks)
+        out[f"num_clips_{suffix}"] = len(oks)
+    out["verdicts"] = verdicts
+    return out
