@@ -43,6 +43,7 @@ import argparse
 import dataclasses
 import json
 import math
+import re
 import sys
 import time
 from collections.abc import Sequence
@@ -451,8 +452,6 @@ _TABLE_KEYS = (
     "fvd_mean",
     "fvd_std",
     "all_correct",
-    "all_correct_1_object",
-    "all_correct_2_objects",
     "colour",
     "shape",
     "size",
@@ -462,12 +461,17 @@ _TABLE_KEYS = (
 )
 
 
+def _in_table(name: str) -> bool:
+    # the judge's per-object-count figures: all_correct_1_object, all_correct_2_objects, ...
+    return name in _TABLE_KEYS or re.fullmatch(r"all_correct_\d+_objects?", name) is not None
+
+
 def format_table(result: dict) -> str:
     """A short markdown table of the headline numbers."""
     rows = [
         (k, v)
         for k, v in flat_metrics(result).items()
-        if k.rsplit("/", 1)[-1] in _TABLE_KEYS and not k.startswith(("settings/", "data/"))
+        if _in_table(k.rsplit("/", 1)[-1]) and not k.startswith(("settings/", "data/"))
     ]
     width = max([len(k) for k, _ in rows] + [6])
     lines = [f"| {'metric':<{width}} | {'value':>10} |", f"|{'-' * (width + 2)}|{'-' * 12}|"]

@@ -64,6 +64,7 @@ __all__ = [
     "lm_throughput",
     "check_objective",
     "check_text_tokenizer",
+    "clean_context_len",
     "code_logits",
     "factorised",
     "for_decoding",
@@ -71,11 +72,11 @@ __all__ = [
     "load_tokenizer_for_lm",
     "make_optimizer",
     "maskgit_video_codes",
-    "train_seq_len",
     "next_token_codes",
     "predict_frames",
     "prompt_pairs",
     "sample",
+    "train_seq_len",
     "transformer_config",
 ]
 
