@@ -204,6 +204,11 @@ def test_eval_spec_keeps_world_entries_for_the_world_only(caplog):
         "resolution": 32,
         "num_clips": 256,
     }
+    # A training mix (more two-object clips) is not the eval set's: judged figures stay comparable.
+    mixed = {"kind": "world", "resolution": 32, "object_count_weights": [1, 2]}
+    assert sources.eval_spec(mixed, world_eval) == {"kind": "world", "resolution": 32, "num_clips": 256}
+    assert sources.eval_spec(mixed, {"object_count_weights": [0, 1]})["object_count_weights"] == [0, 1]
+    assert sources.judged_spec(mixed) == {"kind": "world", "resolution": 32}
     tfds = {"kind": "tfds", "name": "ucf101", "split": "train[:90%]"}
     assert sources.eval_spec(tfds, world_eval) == {"kind": "tfds", "name": "ucf101"}
     assert sources.eval_spec(tfds, {"split": "train[90%:]"})["split"] == "train[90%:]"

@@ -36,6 +36,9 @@ def test_shapes_for_any_resolution_and_length(resolution, num_frames):
         ({"num_frames": 0}, ">= 1"),
         ({"max_objects": 4}, "max_objects"),
         ({"held_out": ((("colour", "purple"),),)}, "unknown attribute"),
+        ({"object_count_weights": (1.0,)}, "2 non-negative weights"),
+        ({"object_count_weights": (1.0, -1.0)}, "non-negative"),
+        ({"object_count_weights": (0.0, 0.0)}, "not all zero"),
     ],
 )
 def test_bad_config_is_a_clear_error(kwargs, match):
@@ -68,6 +71,24 @@ def test_sizes_and_objects_per_clip():
     spec = next(c for c in clips if len(c.objects) == 1 and c.objects[0].shape == "circle")
     area = (world.render(spec)[0].max(-1) / max(COLOURS[spec.objects[0].colour])).sum()
     assert area == pytest.approx(small if spec.objects[0].size == "small" else large, rel=0.03)
+
+
+def test_object_count_weights_set_the_mix_exactly_and_default_clips_stay_as_they_were():
+    # The default draw is uniform per placement try, so crowded 32-px canvases end up with fewer two-object
+    # clips than uniform; weights fix the mix per clip, which is what a training mix needs.
+    natural = _clips(world.WorldConfig(resolution=32), n=300)
+    weighted = _clips(world.WorldConfig(resolution=32, object_count_weights=(1, 2)), n=300)
+    only_two = _clips(world.WorldConfig(resolution=32, object_count_weights=(0, 1)), n=60)
+    share = lambda clips: np.mean([len(c.objects) == 2 for c in clips])  # noqa: E731
+    assert share(natural) < 0.4 and 0.58 < share(weighted) < 0.75 and share(only_two) == 1.0
+    assert share(_clips(world.WorldConfig(resolution=32, object_count_weights=(1, 0)), n=60)) == 0.0
+    # An empty weight tuple is today's world, draw for draw (captions pinned to the default's).
+    assert [c.caption for c in _clips(world.WorldConfig(resolution=32, object_count_weights=()), n=50)] == [
+        c.caption for c in natural[:50]
+    ]
+    weighted_cfg = world.WorldConfig(resolution=32, object_count_weights=(1, 2))
+    assert world.WorldConfig.from_dict(__import__("json").loads(weighted_cfg.to_json())) == weighted_cfg
+    assert "object_count_weights" not in world.WorldConfig().to_dict()  # default JSON (TFDS names) unchanged
 
 
 def test_direction_clips_never_bounce_and_bouncing_clips_do():

@@ -23,7 +23,15 @@ logger = logging.getLogger("videogen.data")
 
 KINDS = ("world", "tfds", "folder")
 # The built-in world's splits; tfds and folder sources map "train"/"test" to their own.
-_WORLD_ONLY = {"max_objects", "min_objects", "seed", "held_out", "num_clips"}
+_WORLD_ONLY = {"max_objects", "min_objects", "object_count_weights", "seed", "held_out", "num_clips"}
+# How training clips are mixed, not what the world is: eval sets (and the judged prompts) keep the world's
+# natural mix so that figures stay comparable across training mixes, unless eval.data names them.
+TRAINING_MIX_KEYS = ("object_count_weights",)
+
+
+def judged_spec(data: Mapping[str, Any]) -> dict:
+    """``data`` without its training-mix entries: the spec eval sets and judged prompts are drawn from."""
+    return {k: v for k, v in data.items() if k not in TRAINING_MIX_KEYS}
 
 
 def eval_spec(data: Mapping[str, Any], eval_data: Mapping[str, Any] | None = None) -> dict:
@@ -33,7 +41,7 @@ def eval_spec(data: Mapping[str, Any], eval_data: Mapping[str, Any] | None = Non
     are dropped when ``data`` is a TFDS or folder source, so switching a config's data to real videos needs
     no change to its eval section; a ``split`` in ``data`` is the training split's and is dropped too. A folder has no splits: unless ``eval.data`` names another ``root`` the
     eval clips are training clips, and a warning says so."""
-    spec = dict(data)
+    spec = judged_spec(data)
     extra = dict(eval_data or {})
     kind = spec.get("kind", "world")
     if kind != "world":
@@ -76,6 +84,8 @@ def build_source(spec: Mapping[str, Any], split: str = "train"):
         held_out = spec.pop("held_out", None)
         if isinstance(held_out, str):
             held_out = world.parse_held_out(held_out)
+        if "object_count_weights" in spec:  # [1, 2] from JSON or an override; None = not set
+            spec["object_count_weights"] = tuple(spec["object_count_weights"] or ())
         cfg_fields = {"resolution": resolution, "num_frames": num_frames, **spec}
         if held_out is not None:
             cfg_fields["held_out"] = tuple(tuple(tuple(kv) for kv in c) for c in held_out)

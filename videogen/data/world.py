@@ -53,6 +53,11 @@ class WorldConfig:
     num_frames: int = 17  # T: clip length the caption describes
     min_objects: int = 1
     max_objects: int = 2  # up to MAX_OBJECTS
+    # Relative weights of min_objects..max_objects objects per clip. () = a uniform draw per placement try,
+    # and since crowded canvases fail placement more often, fewer objects than uniform (a third of 32-px
+    # clips have two). Given, the count is drawn once per clip and kept through the retries, so the mix is
+    # exact: (1, 2) -> two thirds two-object clips. A training choice: eval sets keep the natural mix.
+    object_count_weights: tuple[float, ...] = ()
     seed: int = 0
     held_out: tuple[tuple[tuple[str, str], ...], ...] = DEFAULT_HELD_OUT
 
@@ -69,6 +74,15 @@ class WorldConfig:
                 f"WorldConfig objects: need 1 <= min_objects ({self.min_objects}) <= max_objects "
                 f"({self.max_objects}) <= {MAX_OBJECTS}."
             )
+        weights = self.object_count_weights
+        counts = self.max_objects - self.min_objects + 1
+        if weights and (
+            len(weights) != counts or any(not w >= 0 for w in weights) or not sum(weights) > 0
+        ):
+            raise ValueError(
+                f"WorldConfig.object_count_weights={weights}: give {counts} non-negative weights, one per "
+                f"object count {self.min_objects}..{self.max_objects}, not all zero (e.g. (1, 2))."
+            )
         for combo in self.held_out:
             for key, value in combo:
                 if key not in _ATTRIBUTE_VALUES or value not in _ATTRIBUTE_VALUES[key]:
@@ -80,6 +94,10 @@ class WorldConfig:
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
         d["held_out"] = [[list(kv) for kv in combo] for combo in self.held_out]
+        # Only when set, so the default world's JSON (and the TFDS builder names hashed from it) stay as they were.
+        weights = d.pop("object_count_weights")
+        if weights:
+            d["object_count_weights"] = list(weights)
         return d
 
     @classmethod
@@ -87,6 +105,8 @@ class WorldConfig:
         d = dict(d)
         if "held_out" in d:
             d["held_out"] = tuple(tuple(tuple(kv) for kv in combo) for combo in d["held_out"])
+        if "object_count_weights" in d:
+            d["object_count_weights"] = tuple(float(w) for w in d["object_count_weights"])
         return cls(**d)
 
     def to_json(self) -> str:
@@ -271,8 +291,12 @@ def sample_clip(cfg: WorldConfig, split: str, index: int) -> ClipSpec:
         )
     rng = np.random.default_rng([cfg.seed, SPLITS.index(split), index])
     R, T = cfg.resolution, cfg.num_frames
+    fixed_count = None
+    if cfg.object_count_weights:
+        p = np.asarray(cfg.object_count_weights, np.float64)
+        fixed_count = cfg.min_objects + int(rng.choice(len(p), p=p / p.sum()))
     for _ in range(1000):
-        n = int(rng.integers(cfg.min_objects, cfg.max_objects + 1))
+        n = fixed_count or int(rng.integers(cfg.min_objects, cfg.max_objects + 1))
         colours = [str(c) for c in rng.choice(COLOUR_NAMES, size=n, replace=False)]
         forced = None
         if split == "heldout":

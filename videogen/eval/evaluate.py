@@ -57,7 +57,7 @@ from tokenizer import evaluate as tok_eval
 from tokenizer.api import latest_step, load_tokenizer
 from videogen import checks, errors
 from videogen.data import world
-from videogen.data.sources import build_source
+from videogen.data.sources import build_source, judged_spec
 from videogen.errors import UsageError
 from videogen.eval import fvd as fvd_lib
 from videogen.eval import judge as judge_lib
@@ -392,7 +392,7 @@ def evaluate_generator(
         raise ValueError(f"unknown protocol(s) {bad}: choose from {PROTOCOLS}.")
     lm = load_lm(workdir, step=step)
     config = lm[3]
-    spec = {k: v for k, v in config.data.to_dict().items()}
+    spec = judged_spec(config.data.to_dict())  # the world's natural mix, whatever the training mix
     feature_fn = feature_fn or (fvd_lib.i3d_feature_fn(s.batch_size) if s.fvd else None)
     out: dict[str, Any] = {
         "kind": "generator",

@@ -25,7 +25,9 @@ from videogen import errors
 __all__ = ["apply_overrides", "load_config", "to_plain"]
 
 # Config sections whose keys are open (constructor kwargs that differ between choices).
-_OPEN_SECTIONS = ("quantizer",)
+# Sections whose keys are not all in the shipped configs: a quantizer's own options, and data specs (a world
+# field such as object_count_weights, a TFDS builder's kwargs), checked by the source they build.
+_OPEN_SECTIONS = ("quantizer", "data")
 
 
 def load_config(spec: str) -> ml_collections.ConfigDict:
