@@ -99,7 +99,9 @@ def get_config(arg=None):
     # (BENCHMARKS.md "Frame-causal MaskGIT" for the measurement behind 0.5).
     # clean_context (maskgit_frames): rows [text | clean video | masked video], every frame masked and scored
     # with the clean frames before it as context, as when sampled (no_prefix_prob then unused); N more tokens.
-    c.maskgit = {"schedule": "cosine", "no_prefix_prob": 0.5, "clean_context": False}
+    # prefix_weights: relative weights of a clean prefix of 0..t-1 latent frames (replaces the uniform draw
+    # and no_prefix_prob), e.g. more rows where frame 1 -- each object's first move -- follows a clean frame 0.
+    c.maskgit = {"schedule": "cosine", "no_prefix_prob": 0.5, "clean_context": False, "prefix_weights": ()}
     # AdamW with warmup then cosine decay to min_lr_ratio * lr (tiny lr: the sweep in BENCHMARKS.md).
     c.optim = {
         "lr": 3e-3 if tiny else 3e-4,  # peak learning rate

@@ -22,7 +22,7 @@ from videogen import train as LM
 from videogen.data import text as text_lib
 from videogen.data import world
 from videogen.data.sources import build_source
-from videogen.lm import sampling
+from videogen.lm import objectives, sampling
 from videogen.lm.model import Transformer, TransformerConfig, make_positions, video_token_ids
 from videogen.longvideo import continuation as C
 from videogen.longvideo import drift
@@ -261,6 +261,23 @@ def test_maskgit_frames_masks_per_frame_behind_a_clean_prefix():
     )
     frame0_masked = np.asarray(w).reshape(b, t, p)[:, 0].any(-1).mean()
     assert abs(frame0_masked - (0.5 + 0.5 / t)) < 0.07, frame0_masked
+    # prefix_weights: the clean prefix's length follows them (and no_prefix_prob is then unused).
+    _, _, _, w = LM.build_sequences(
+        tcfg,
+        "maskgit_frames",
+        codes,
+        jnp.ones((b, 4), jnp.int32),
+        jax.random.key(5),
+        drop_prob=0.0,
+        no_prefix_prob=0.5,
+        prefix_weights=(0.2, 0.6, 0.2, 0.0),
+    )
+    prefix = np.argmax(np.asarray(w).reshape(b, t, p).any(-1), axis=1)
+    np.testing.assert_allclose(np.bincount(prefix, minlength=t) / b, [0.2, 0.6, 0.2, 0.0], atol=0.07)
+    with pytest.raises(ValueError, match="give 4 non-negative weights"):
+        objectives.frame_masks(jax.random.key(0), 2, (t, p), "cosine", prefix_weights=(1.0, 1.0))
+    with pytest.raises(ValueError, match="not all zero"):
+        objectives.check_prefix_weights((0.0,) * t, t)
     with pytest.raises(ValueError, match="objective"):
         lm.check_objective("maskgit_all")
     assert C.OBJECTIVES == LM.OBJECTIVES

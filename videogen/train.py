@@ -71,7 +71,7 @@ from jax.experimental import multihost_utils
 
 from tokenizer import codes as tok_codes
 from tokenizer.core import checkpoint_manager, to_float
-from videogen import config_checks
+from videogen import config_checks, errors
 from videogen.data import code_cache
 from videogen.data.pipeline import Pipeline, PipelineConfig
 from videogen.data.sources import build_source, captions
@@ -97,6 +97,8 @@ from videogen.lm import (
 from videogen.lm.model import flops_per_token
 from videogen.lm.objectives import (
     build_sequences,
+    check_prefix_weights,
+    mask_kwargs,
     motion_emphasis,
 )
 from videogen.lm.train_step import (
@@ -285,6 +287,11 @@ def _train(
     grid = latent_grid(ae, config.data.num_frames, config.data.resolution)
     config_checks.check_lm_vocab(config, quantizer.codebook_size, config.get("tokenizer_workdir"))
     tcfg = transformer_config(config, quantizer.codebook_size, grid)
+    if mask_kwargs(config)["prefix_weights"]:
+        try:
+            check_prefix_weights(mask_kwargs(config)["prefix_weights"], tcfg.video_grid[0])
+        except ValueError as e:
+            raise errors.UsageError(str(e)) from e
     workdir.mkdir(parents=True, exist_ok=True)
     # One run per workdir: the lock is released when train() returns or raises.
     stack.enter_context(checkpointing.WorkdirLock(workdir, tag="lm"))

@@ -46,6 +46,7 @@ from videogen.lm.model import (
 
 __all__ = [
     "build_sequences",
+    "check_prefix_weights",
     "clean_context_len",
     "clean_context_mask",
     "continuation_kwargs",
@@ -71,6 +72,7 @@ def build_sequences(
     context_corruption: float = 0.0,
     corruption_kind: str = "replace",
     no_prefix_prob: float = 0.0,
+    prefix_weights: tuple[float, ...] = (),
     clean_context: bool = False,
 ):
     """``(tokens, positions, targets, weights)`` for a batch.
@@ -150,7 +152,7 @@ def build_sequences(
     if clean_context:
         raise ValueError(f"maskgit.clean_context is for objective 'maskgit_frames', not {objective!r}.")
     if objective == "maskgit_frames":
-        mask = frame_masks(k_mask, b, (t, h * w), schedule, no_prefix_prob) & ~context
+        mask = frame_masks(k_mask, b, (t, h * w), schedule, no_prefix_prob, prefix_weights) & ~context
     else:
         mask = sampling.sample_mask(k_mask, (b, n), schedule) & ~context
     tokens = jnp.concatenate([text, jnp.where(mask, tcfg.mask_token_id, video)], axis=1)
@@ -158,7 +160,12 @@ def build_sequences(
 
 
 def frame_masks(
-    key, batch: int, grid: tuple[int, int], schedule: str, no_prefix_prob: float = 0.0
+    key,
+    batch: int,
+    grid: tuple[int, int],
+    schedule: str,
+    no_prefix_prob: float = 0.0,
+    prefix_weights: tuple[float, ...] = (),
 ) -> jax.Array:
     """``maskgit_frames`` training masks ``[B, t * P]``: per example a clean prefix of ``k ~ U{0..t-1}``
     latent frames (never masked: the context every frame has when sampled frame after frame), then an
@@ -166,14 +173,31 @@ def frame_masks(
     to be drawn after clean frames, as in sampling, and the frames after it learn from partly masked
     context too (more scored tokens per step than scoring frame ``k`` alone). Frame 0 is trained only
     when ``k = 0``; ``no_prefix_prob`` sets ``k = 0`` with that extra probability (frame 0 is where
-    sampling draws the objects from nothing)."""
+    sampling draws the objects from nothing). ``prefix_weights`` (``t`` relative weights of ``k = 0 ..
+    t-1``) replaces both: e.g. more weight on ``k = 1`` trains the first motion step -- frame 1 drawn after
+    a clean frame 0, where each object's motion must be read from the caption -- in more rows."""
     t, p = grid
     k_prefix, k_mask, k_none = jax.random.split(key, 3)
-    prefix = jax.random.randint(k_prefix, (batch, 1), 0, t)  # [B, 1] clean frames
-    if no_prefix_prob > 0:
+    if prefix_weights:
+        check_prefix_weights(prefix_weights, t)
+        logits = jnp.log(jnp.asarray(prefix_weights, jnp.float32))
+        prefix = jax.random.categorical(k_prefix, logits, shape=(batch,))[:, None]  # [B, 1] clean frames
+    else:
+        prefix = jax.random.randint(k_prefix, (batch, 1), 0, t)  # [B, 1] clean frames
+    if no_prefix_prob > 0 and not prefix_weights:
         prefix = jnp.where(jax.random.bernoulli(k_none, no_prefix_prob, (batch, 1)), 0, prefix)
     per_frame = sampling.sample_mask(k_mask, (batch * t, p), schedule).reshape(batch, t, p)
     return (per_frame & (jnp.arange(t)[None, :, None] >= prefix[:, :, None])).reshape(batch, t * p)
+
+
+def check_prefix_weights(prefix_weights, t: int) -> None:
+    """ValueError unless ``prefix_weights`` are ``t`` non-negative weights, not all zero."""
+    w = tuple(prefix_weights)
+    if len(w) != t or any(not x >= 0 for x in w) or not sum(w) > 0:
+        raise ValueError(
+            f"maskgit.prefix_weights={w}: give {t} non-negative weights (not all zero), one per clean "
+            f"prefix of 0..{t - 1} latent frames (the model's grid has {t} latent frames)."
+        )
 
 
 def clean_context_mask(tcfg: TransformerConfig, tokens: jax.Array) -> jax.Array:
@@ -208,6 +232,7 @@ def mask_kwargs(config) -> dict:
     return {
         "schedule": str(m.get("schedule", "cosine")),
         "no_prefix_prob": float(m.get("no_prefix_prob", 0.0)),
+        "prefix_weights": tuple(float(x) for x in (m.get("prefix_weights", None) or ())),
         "clean_context": bool(m.get("clean_context", False)),
     }
 
