@@ -91,6 +91,26 @@ def test_object_count_weights_set_the_mix_exactly_and_default_clips_stay_as_they
     assert "object_count_weights" not in world.WorldConfig().to_dict()  # default JSON (TFDS names) unchanged
 
 
+def test_caption_order_left_to_right_describes_objects_by_their_place():
+    drawn = _clips(world.WorldConfig(resolution=32, object_count_weights=(0, 1)), n=40)
+    ordered = _clips(
+        world.WorldConfig(resolution=32, object_count_weights=(0, 1), caption_order="left_to_right"), n=40
+    )
+    for a, b in zip(drawn, ordered):
+        assert sorted(a.objects, key=lambda o: o.start) == list(
+            b.objects
+        )  # the same clip, objects sorted by x
+        assert b.objects[0].start[0] <= b.objects[1].start[0]
+        first_colour = b.caption.split(b.objects[0].colour)[0]
+        assert b.objects[1].colour not in first_colour  # the left object's phrase comes first
+    assert any(a.objects != b.objects for a, b in zip(drawn, ordered))
+    assert "caption_order" not in world.WorldConfig().to_dict()
+    cfg = world.WorldConfig(caption_order="left_to_right")
+    assert world.WorldConfig.from_dict(cfg.to_dict()) == cfg
+    with pytest.raises(ValueError, match="caption_order"):
+        world.WorldConfig(caption_order="random")
+
+
 def test_direction_clips_never_bounce_and_bouncing_clips_do():
     for resolution, num_frames in [(32, 17), (64, 17), (64, 9), (128, 33)]:
         cfg = world.WorldConfig(resolution=resolution, num_frames=num_frames, max_objects=3)

@@ -45,6 +45,9 @@ DEFAULT_HELD_OUT: tuple[tuple[tuple[str, str], ...], ...] = (
 _ATTRIBUTE_VALUES = {"colour": COLOUR_NAMES, "shape": SHAPES, "size": SIZES, "motion": MOTIONS}
 
 
+CAPTION_ORDERS = ("drawn", "left_to_right")
+
+
 @dataclasses.dataclass(frozen=True)
 class WorldConfig:
     """What the world renders. Every field can be set from the command line (`key=value`)."""
@@ -58,6 +61,9 @@ class WorldConfig:
     # clips have two). Given, the count is drawn once per clip and kept through the retries, so the mix is
     # exact: (1, 2) -> two thirds two-object clips. A training choice: eval sets keep the natural mix.
     object_count_weights: tuple[float, ...] = ()
+    # Order of the objects' phrases in the caption: 'drawn' (the order they were placed in: unrelated to
+    # where they are) or 'left_to_right' (by x at frame 0), which ties each phrase to a place on the canvas.
+    caption_order: str = "drawn"
     seed: int = 0
     held_out: tuple[tuple[tuple[str, str], ...], ...] = DEFAULT_HELD_OUT
 
@@ -81,6 +87,10 @@ class WorldConfig:
                 f"WorldConfig.object_count_weights={weights}: give {counts} non-negative weights, one per "
                 f"object count {self.min_objects}..{self.max_objects}, not all zero (e.g. (1, 2))."
             )
+        if self.caption_order not in CAPTION_ORDERS:
+            raise ValueError(
+                f"WorldConfig.caption_order={self.caption_order!r}: use one of {CAPTION_ORDERS}."
+            )
         for combo in self.held_out:
             for key, value in combo:
                 if key not in _ATTRIBUTE_VALUES or value not in _ATTRIBUTE_VALUES[key]:
@@ -96,6 +106,8 @@ class WorldConfig:
         weights = d.pop("object_count_weights")
         if weights:
             d["object_count_weights"] = list(weights)
+        if d["caption_order"] == "drawn":
+            del d["caption_order"]
         return d
 
     @classmethod
@@ -340,6 +352,8 @@ def sample_clip(cfg: WorldConfig, split: str, index: int) -> ClipSpec:
             continue
         if split == "heldout" and not matches[0]:
             continue
+        if cfg.caption_order == "left_to_right":  # objects (and so their phrases) from left to right
+            objects = sorted(objects, key=lambda o: (o.start[0], o.start[1]))
         phrases = [
             ObjectPhrase(o.colour, o.shape, o.size if o.mentioned_size else None, o.motion) for o in objects
         ]
