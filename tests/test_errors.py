@@ -339,6 +339,13 @@ def test_decode_refusals_point_the_right_way(paths, tmp_path, capsys):
         ("--config.stepz=3", "unknown key 'stepz'; did you mean --config.steps?"),
         ("--config.optim.lr=nan", "optim.lr is float"),
         ("--config.optim.lr=1e999", "config.optim.lr=inf: must be a finite number"),
+        # Data specs take keys the shipped configs leave out (any source kind's), and nothing else.
+        (
+            "--config.data.resolutoin=16",
+            "no data spec key 'resolutoin'; did you mean --config.data.resolution?",
+        ),
+        ("--config.data.object_count_weights=2", "must be a list of weights"),
+        ("--config.data.object_count_weights=[1,1e999]", "non-negative finite weights"),
     ],
 )
 def test_trainers_refuse_a_bad_config_before_writing_anything(tmp_path, capsys, override, message):

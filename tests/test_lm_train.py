@@ -9,6 +9,7 @@ it (no train-step compile): compression 2x8x8 -> a 5x2x2 = 20-token grid, LFQ 6 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import jax
@@ -16,7 +17,7 @@ import numpy as np
 import pytest
 from workdirs import save_initialised_tokenizer, tensorboard_tags, tiny_lm_config, tiny_tokenizer_config
 
-from videogen import checks
+from videogen import checks, errors
 from videogen import train as LM
 from videogen.lm import core as lm_lib
 
@@ -254,6 +255,20 @@ def test_text_loss_trains_and_samples_through_the_cli(tok_dir, tmp_path, capsys)
     assert info.value.code == 2 and "argument --num: must be >= 1, got 0" in capsys.readouterr().err
     with pytest.raises(ValueError, match="top_p"):
         LM.sample(model, tok, text_tok, prompts, objective="maskgit", top_p=1.5)
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"maskgit.prefix_weights": "[1,1]"}, "give 5 non-negative weights"),  # the tiny grid has 5 frames
+        ({"objective": "next_token", "maskgit.prefix_weights": "[1,1,1,1,1]"}, "objective='next_token'"),
+        ({"maskgit.clean_context": True, "maskgit.prefix_weights": "[1,1,1,1,1]"}, "clean_context=True"),
+    ],
+)
+def test_prefix_weights_that_cannot_apply_are_refused_before_training(tok_dir, tmp_path, overrides, message):
+    with pytest.raises(errors.UsageError, match=re.escape(message)):
+        LM.train(lm_config(tok_dir, steps=2, **overrides), tmp_path / "lm")
+    assert not (tmp_path / "lm").exists()
 
 
 def test_motion_emphasis_weights_changed_tokens():

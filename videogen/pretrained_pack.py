@@ -24,6 +24,7 @@ from flax import nnx
 
 from tokenizer.api import latest_step, load_tokenizer
 from videogen import checks, errors
+from videogen.data.sources import judged_spec
 from videogen.errors import UsageError
 from videogen.eval import evaluate as ev
 from videogen.eval import fvd as fvd_lib
@@ -80,7 +81,7 @@ def measure(lm, sizes: dict | None = None, *, fvd: bool = True, log=print) -> di
     regression count; each with its size and its time."""
     s = dict(EVAL_SIZES, **(sizes or {}))
     model, bundle, text_tok, config = lm
-    spec = config.data.to_dict()
+    spec = judged_spec(config.data.to_dict())  # the world's natural mix, whatever the training mix
     out: dict[str, Any] = {"sizes": s, "seconds": {}}
     t0 = time.perf_counter()
     out["regression"] = {**REGRESSION, **regression_figures(lm)}

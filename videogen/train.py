@@ -287,9 +287,16 @@ def _train(
     grid = latent_grid(ae, config.data.num_frames, config.data.resolution)
     config_checks.check_lm_vocab(config, quantizer.codebook_size, config.get("tokenizer_workdir"))
     tcfg = transformer_config(config, quantizer.codebook_size, grid)
-    if mask_kwargs(config)["prefix_weights"]:
+    masks = mask_kwargs(config)
+    if masks["prefix_weights"]:
+        if config.objective != "maskgit_frames" or masks["clean_context"]:
+            raise errors.UsageError(
+                f"maskgit.prefix_weights={masks['prefix_weights']} draws the clean prefix of objective "
+                f"'maskgit_frames' without clean_context (here objective={config.objective!r}, clean_context="
+                f"{masks['clean_context']}): drop it, or use that objective."
+            )
         try:
-            check_prefix_weights(mask_kwargs(config)["prefix_weights"], tcfg.video_grid[0])
+            check_prefix_weights(masks["prefix_weights"], tcfg.video_grid[0])
         except ValueError as e:
             raise errors.UsageError(str(e)) from e
     workdir.mkdir(parents=True, exist_ok=True)

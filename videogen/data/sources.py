@@ -23,10 +23,29 @@ logger = logging.getLogger("videogen.data")
 
 KINDS = ("world", "tfds", "folder")
 # The built-in world's splits; tfds and folder sources map "train"/"test" to their own.
-_WORLD_ONLY = {"max_objects", "min_objects", "object_count_weights", "seed", "held_out", "num_clips"}
+_WORLD_ONLY = {
+    "max_objects",
+    "min_objects",
+    "object_count_weights",
+    "caption_order",
+    "seed",
+    "held_out",
+    "num_clips",
+}
 # How training clips are mixed, not what the world is: eval sets (and the judged prompts) keep the world's
 # natural mix so that figures stay comparable across training mixes, unless eval.data names them.
 TRAINING_MIX_KEYS = ("object_count_weights",)
+
+
+def spec_keys() -> frozenset[str]:
+    """Every key a data spec of some kind may hold (what config overrides of ``data`` may add)."""
+    import inspect
+
+    params = set(inspect.signature(TfdsSource.__init__).parameters) | set(
+        inspect.signature(FolderSource.__init__).parameters
+    )
+    fields = {f.name for f in world.dataclasses.fields(world.WorldConfig)}
+    return frozenset((params | fields | {"kind", "num_clips", "render_frames", "split"}) - {"self"})
 
 
 def judged_spec(data: Mapping[str, Any]) -> dict:
@@ -85,7 +104,13 @@ def build_source(spec: Mapping[str, Any], split: str = "train"):
         if isinstance(held_out, str):
             held_out = world.parse_held_out(held_out)
         if "object_count_weights" in spec:  # [1, 2] from JSON or an override; None = not set
-            spec["object_count_weights"] = tuple(spec["object_count_weights"] or ())
+            weights = spec["object_count_weights"]
+            if not isinstance(weights, (list, tuple, type(None))):
+                raise UsageError(
+                    f"data spec: object_count_weights={weights!r} must be a list of weights, one per object "
+                    "count, e.g. --config.data.object_count_weights=[1,2]."
+                )
+            spec["object_count_weights"] = tuple(weights or ())
         cfg_fields = {"resolution": resolution, "num_frames": num_frames, **spec}
         if held_out is not None:
             cfg_fields["held_out"] = tuple(tuple(tuple(kv) for kv in c) for c in held_out)

@@ -82,10 +82,14 @@ class WorldConfig:
             )
         weights = self.object_count_weights
         counts = self.max_objects - self.min_objects + 1
-        if weights and (len(weights) != counts or any(not w >= 0 for w in weights) or not sum(weights) > 0):
+        if weights and (
+            len(weights) != counts
+            or not all(isinstance(w, (int, float)) and math.isfinite(w) and w >= 0 for w in weights)
+            or not sum(weights) > 0
+        ):
             raise ValueError(
-                f"WorldConfig.object_count_weights={weights}: give {counts} non-negative weights, one per "
-                f"object count {self.min_objects}..{self.max_objects}, not all zero (e.g. (1, 2))."
+                f"WorldConfig.object_count_weights={weights}: give {counts} non-negative finite weights, one "
+                f"per object count {self.min_objects}..{self.max_objects}, not all zero (e.g. (1, 2))."
             )
         if self.caption_order not in CAPTION_ORDERS:
             raise ValueError(

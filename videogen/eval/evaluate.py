@@ -364,6 +364,8 @@ def drift(
         seed=int(data.get("seed", 0)),
         num_frames=t,
         max_objects=int(data.get("max_objects", 2)),
+        min_objects=int(data.get("min_objects", 1)),
+        caption_order=str(data.get("caption_order", "drawn")),
     )
     engine = continuation.from_workdir(workdir, step=step, **sampling_kw)
     videos = engine.generate([s.caption for s in specs], num_frames, seed=seed)

@@ -91,9 +91,19 @@ def world_prompts(
     seed: int = 0,
     num_frames: int = 17,
     max_objects: int = 2,
+    min_objects: int = 1,
+    caption_order: str = "drawn",
 ) -> list[world.ClipSpec]:
-    """The clips whose captions are the prompts (the evaluation split by default)."""
-    cfg = world.WorldConfig(resolution=resolution, num_frames=num_frames, seed=seed, max_objects=max_objects)
+    """The clips whose captions are the prompts (the evaluation split by default), written as the LM's
+    training captions were (``caption_order``)."""
+    cfg = world.WorldConfig(
+        resolution=resolution,
+        num_frames=num_frames,
+        seed=seed,
+        min_objects=min_objects,
+        max_objects=max_objects,
+        caption_order=caption_order,
+    )
     return [world.sample_clip(cfg, split, i) for i in range(num)]
 
 

@@ -25,9 +25,10 @@ from videogen import errors
 __all__ = ["apply_overrides", "load_config", "to_plain"]
 
 # Config sections whose keys are open (constructor kwargs that differ between choices).
-# Sections whose keys are not all in the shipped configs: a quantizer's own options, and data specs (a world
-# field such as object_count_weights, a TFDS builder's kwargs), checked by the source they build.
-_OPEN_SECTIONS = ("quantizer", "data")
+_OPEN_SECTIONS = ("quantizer",)
+# Data specs may add any key some source kind takes (a world field such as object_count_weights, a TFDS or
+# folder source's option), not in the shipped configs; other new keys there are typos.
+_DATA_SECTIONS = ("data", "eval.data")
 
 
 def load_config(spec: str) -> ml_collections.ConfigDict:
@@ -91,7 +92,13 @@ def apply_overrides(config: ml_collections.ConfigDict, overrides: Sequence[str])
                 f"override {item!r}: {'.'.join(path[:-1])} is a value ({node!r}), not a config section."
             )
         if leaf not in node:
-            if path[0] not in _OPEN_SECTIONS:
+            section = ".".join(path[:-1])
+            if section in _DATA_SECTIONS and leaf not in _data_spec_keys():
+                raise errors.UnknownKeyError(
+                    f"override {item!r}: no data spec key {leaf!r}"
+                    + _close_keys(leaf, {k: None for k in (*node.keys(), *_data_spec_keys())}, path[:-1])
+                )
+            if path[0] not in _OPEN_SECTIONS and section not in _DATA_SECTIONS:
                 raise errors.UnknownKeyError(
                     f"override {item!r}: unknown key {key!r}" + _close_keys(leaf, node, path[:-1])
                 )
@@ -112,6 +119,12 @@ def apply_overrides(config: ml_collections.ConfigDict, overrides: Sequence[str])
                 f"override {item!r}: {key} is {type(old).__name__} ({old!r}); got {parsed!r}."
             ) from e
     return config
+
+
+def _data_spec_keys() -> frozenset[str]:
+    from videogen.data.sources import spec_keys  # only when a data key is added: sources import the world
+
+    return spec_keys()
 
 
 def _close_keys(name: str, node, parents: Sequence[str]) -> str:
