@@ -21,6 +21,7 @@ from typing import Any
 import ml_collections
 
 from videogen import errors
+from videogen.data.sources import spec_keys
 
 __all__ = ["apply_overrides", "load_config", "to_plain"]
 
@@ -93,10 +94,10 @@ def apply_overrides(config: ml_collections.ConfigDict, overrides: Sequence[str])
             )
         if leaf not in node:
             section = ".".join(path[:-1])
-            if section in _DATA_SECTIONS and leaf not in _data_spec_keys():
+            if section in _DATA_SECTIONS and leaf not in spec_keys():
                 raise errors.UnknownKeyError(
                     f"override {item!r}: no data spec key {leaf!r}"
-                    + _close_keys(leaf, {k: None for k in (*node.keys(), *_data_spec_keys())}, path[:-1])
+                    + _close_keys(leaf, {k: None for k in (*node.keys(), *spec_keys())}, path[:-1])
                 )
             if path[0] not in _OPEN_SECTIONS and section not in _DATA_SECTIONS:
                 raise errors.UnknownKeyError(
@@ -119,12 +120,6 @@ def apply_overrides(config: ml_collections.ConfigDict, overrides: Sequence[str])
                 f"override {item!r}: {key} is {type(old).__name__} ({old!r}); got {parsed!r}."
             ) from e
     return config
-
-
-def _data_spec_keys() -> frozenset[str]:
-    from videogen.data.sources import spec_keys  # only when a data key is added: sources import the world
-
-    return spec_keys()
 
 
 def _close_keys(name: str, node, parents: Sequence[str]) -> str:
