@@ -10,6 +10,8 @@ shape, {"video": uint8 [T, R, R, 3], "caption": str, ...}.
 
 from __future__ import annotations
 
+import functools
+import inspect
 import logging
 from collections.abc import Mapping
 from typing import Any
@@ -37,10 +39,9 @@ _WORLD_ONLY = {
 TRAINING_MIX_KEYS = ("object_count_weights",)
 
 
+@functools.cache
 def spec_keys() -> frozenset[str]:
     """Every key a data spec of some kind may hold (what config overrides of ``data`` may add)."""
-    import inspect
-
     params = set(inspect.signature(TfdsSource.__init__).parameters) | set(
         inspect.signature(FolderSource.__init__).parameters
     )
@@ -103,14 +104,6 @@ def build_source(spec: Mapping[str, Any], split: str = "train"):
         held_out = spec.pop("held_out", None)
         if isinstance(held_out, str):
             held_out = world.parse_held_out(held_out)
-        if "object_count_weights" in spec:  # [1, 2] from JSON or an override; None = not set
-            weights = spec["object_count_weights"]
-            if not isinstance(weights, (list, tuple, type(None))):
-                raise UsageError(
-                    f"data spec: object_count_weights={weights!r} must be a list of weights, one per object "
-                    "count, e.g. --config.data.object_count_weights=[1,2]."
-                )
-            spec["object_count_weights"] = tuple(weights or ())
         cfg_fields = {"resolution": resolution, "num_frames": num_frames, **spec}
         if held_out is not None:
             cfg_fields["held_out"] = tuple(tuple(tuple(kv) for kv in c) for c in held_out)

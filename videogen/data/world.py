@@ -81,6 +81,13 @@ class WorldConfig:
                 f"({self.max_objects}) <= {MAX_OBJECTS}."
             )
         weights = self.object_count_weights
+        if not isinstance(weights, (list, tuple, type(None))):
+            raise ValueError(
+                f"WorldConfig.object_count_weights={weights!r} must be a list of weights, one per object count, "
+                "e.g. --config.data.object_count_weights=[1,2]."
+            )
+        weights = tuple(weights or ())  # from JSON or an override: a list; None = not set
+        object.__setattr__(self, "object_count_weights", weights)
         counts = self.max_objects - self.min_objects + 1
         if weights and (
             len(weights) != counts
@@ -106,12 +113,13 @@ class WorldConfig:
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
         d["held_out"] = [[list(kv) for kv in combo] for combo in self.held_out]
-        # Only when set, so the default world's JSON (and the TFDS builder names hashed from it) stay as they were.
-        weights = d.pop("object_count_weights")
-        if weights:
-            d["object_count_weights"] = list(weights)
-        if d["caption_order"] == "drawn":
-            del d["caption_order"]
+        # Fields added later appear only when set, so the default world's JSON (and the TFDS builder names
+        # hashed from it) stay as they were.
+        for name in _OMITTED_AT_DEFAULT:
+            if getattr(self, name) == _FIELD_DEFAULTS[name]:
+                del d[name]
+        if "object_count_weights" in d:
+            d["object_count_weights"] = list(self.object_count_weights)
         return d
 
     @classmethod
@@ -119,12 +127,14 @@ class WorldConfig:
         d = dict(d)
         if "held_out" in d:
             d["held_out"] = tuple(tuple(tuple(kv) for kv in combo) for combo in d["held_out"])
-        if "object_count_weights" in d:
-            d["object_count_weights"] = tuple(float(w) for w in d["object_count_weights"])
         return cls(**d)
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), sort_keys=True)
+
+
+_FIELD_DEFAULTS = {f.name: f.default for f in dataclasses.fields(WorldConfig)}
+_OMITTED_AT_DEFAULT = ("object_count_weights", "caption_order")
 
 
 def parse_held_out(text: str) -> tuple[tuple[tuple[str, str], ...], ...]:
